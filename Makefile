@@ -1,0 +1,61 @@
+# graphfix: `make demo` and `make test` are the quick start; both install what they need into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GRAPHFIX := $(BIN)/graphfix
+SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
+REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
+MODELS ?= $(REPAIRED)
+
+.PHONY: install demo test check samples clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: install
+	@echo "== 1. A plain present->past client (what Rust ort / C# / Java do) on Optimum's merged Marian decoder:"
+	! $(GRAPHFIX) validate sample_models/legacy/marian.onnx
+	@echo
+	@echo "== 2. What graphfix check reports, then the repair:"
+	! $(GRAPHFIX) check sample_models/legacy/marian.onnx
+	@mkdir -p build/demo
+	$(GRAPHFIX) repair sample_models/legacy/marian.onnx build/demo/marian.onnx
+	@echo
+	@echo "== 3. The same client on the repaired model; no-cache logits equal the original's:"
+	$(GRAPHFIX) validate build/demo/marian.onnx --original sample_models/legacy/marian.onnx
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date.
+build/repaired/%.onnx: sample_models/%.onnx | install
+	@mkdir -p $(@D)
+	$(GRAPHFIX) repair $< $@
+
+check: install $(MODELS)
+	$(GRAPHFIX) check $(MODELS)
+
+# Regenerate sample_models/ with the real exporters, each in its own venv with pinned versions (needs torch).
+EXPORT_LEGACY := .venv-export-legacy
+EXPORT_CURRENT := .venv-export-current
+
+$(EXPORT_LEGACY)/.installed:
+	$(PYTHON) -m venv $(EXPORT_LEGACY)
+	$(EXPORT_LEGACY)/bin/pip install --quiet torch==2.13.0 optimum==1.23.3 transformers==4.46.3 'onnx<1.18' 'numpy<2' onnxruntime sentencepiece
+	touch $@
+
+$(EXPORT_CURRENT)/.installed:
+	$(PYTHON) -m venv $(EXPORT_CURRENT)
+	$(EXPORT_CURRENT)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime sentencepiece
+	touch $@
+
+samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
+	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out sample_models/legacy
+	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out sample_models/current
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,35 @@
+"""What graphfix reports. A Finding is one thing that breaks a plain present->past client; when `repair` applies
+its fix the same object is reported as a change, so `check` and `repair` can never disagree."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Stable codes: documented in README, never reused for a different meaning.
+DUMMY_ENCODER_KV = "GF101"
+UNTRUTHFUL_ENCODER_KV_SHAPE = "GF102"
+UNBINDABLE_DIM_NAME = "GF103"
+UNTRUTHFUL_DECODER_KV_SHAPE = "GF104"
+
+CODES = {
+    DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
+    UNTRUTHFUL_ENCODER_KV_SHAPE: "declared present.N.encoder shape differs from its past input",
+    UNBINDABLE_DIM_NAME: "a symbolic dim is named so no runtime can bind it to the encoder length",
+    UNTRUTHFUL_DECODER_KV_SHAPE: "declared present.N.decoder length is not past + new tokens",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    tensor: str | None = None
+    node: str | None = None
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = self.tensor or self.node or "-"
+        return f"{self.code} {where}: {self.message}" + (f" -> {self.fix}" if self.fix else "")

@@ -1,0 +1,147 @@
+"""Find the parts of an Optimum merged decoder, structurally.
+
+Optimum's `merge_decoders` wraps the no-past and with-past decoders in one `If` on the boolean input
+`use_cache_branch`. Nothing here trusts node names (`optimum::if`) or which attribute holds which branch: the
+cache branch is the one that reads `past_key_values.*`.
+
+Edits are made on the protobuf itself (rewire a tensor, then remove what became dead), never by re-exporting:
+onnx-graphsurgeon's exporter re-homes outer-scope initializers into every branch that reads them, which
+duplicates the weights of a merged decoder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import onnx
+
+from .errors import NotAMergedDecoderError, RepairRefusedError
+
+CACHE_FLAG = "use_cache_branch"
+PAST = re.compile(r"^past_key_values\.(\d+)\.(encoder|decoder)\.(key|value)$")
+PRESENT = re.compile(r"^present\.(\d+)\.(encoder|decoder)\.(key|value)$")
+# Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If).
+_CONDITION_FORWARDERS = {"Identity", "Cast", "Squeeze", "Reshape", "Unsqueeze"}
+
+KVKey = tuple[int, str, str]  # (layer, "encoder"|"decoder", "key"|"value")
+
+
+def kv_name(prefix: str, key: KVKey) -> str:
+    return f"{prefix}.{key[0]}.{key[1]}.{key[2]}"
+
+
+@dataclass
+class MergedDecoder:
+    model: onnx.ModelProto
+    if_node: onnx.NodeProto
+    cache_attr: str  # "then_branch" or "else_branch": whichever reads the past
+    past: dict[KVKey, onnx.ValueInfoProto] = field(default_factory=dict)
+    present: dict[KVKey, int] = field(default_factory=dict)  # -> position among the If's outputs
+
+    def _branch(self, name: str) -> onnx.GraphProto:
+        return next(a.g for a in self.if_node.attribute if a.name == name)
+
+    @property
+    def cache_branch(self) -> onnx.GraphProto:
+        return self._branch(self.cache_attr)
+
+    @property
+    def no_cache_branch(self) -> onnx.GraphProto:
+        return self._branch("else_branch" if self.cache_attr == "then_branch" else "then_branch")
+
+    def main_input(self, name: str) -> onnx.ValueInfoProto | None:
+        return next((v for v in self.model.graph.input if v.name == name), None)
+
+    def main_output(self, name: str) -> onnx.ValueInfoProto | None:
+        return next((v for v in self.model.graph.output if v.name == name), None)
+
+    @property
+    def encoder_sequence_dim(self) -> str | None:
+        """The symbol the exporter gave the encoder length on `encoder_hidden_states`: the truth for encoder KV."""
+        hidden = self.main_input("encoder_hidden_states")
+        if hidden is None or len(hidden.type.tensor_type.shape.dim) < 2:
+            return None
+        return hidden.type.tensor_type.shape.dim[1].dim_param or None
+
+
+def node_reads(node: onnx.NodeProto) -> Iterator[str]:
+    """Every tensor name a node reads, including outer-scope names read inside its subgraphs."""
+    yield from (name for name in node.input if name)
+    for attr in node.attribute:
+        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for inner in graph.node:
+                yield from node_reads(inner)
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def ancestors(graph: onnx.GraphProto, name: str) -> tuple[set[str], list[onnx.NodeProto]]:
+    """Names `name` is computed from within `graph` (outer-scope names included, not followed) and the nodes."""
+    made_by = producers(graph)
+    seen, nodes, visited, todo = {name}, [], set(), [name]
+    while todo:
+        node = made_by.get(todo.pop())
+        if node is None or tuple(node.output) in visited:
+            continue
+        visited.add(tuple(node.output))
+        nodes.append(node)
+        for read in node_reads(node):
+            if read not in seen:
+                seen.add(read)
+                todo.append(read)
+    return seen, nodes
+
+
+def _condition_source(graph: onnx.GraphProto, name: str) -> str:
+    made_by = producers(graph)
+    while name in made_by and made_by[name].op_type in _CONDITION_FORWARDERS:
+        name = made_by[name].input[0]
+    return name
+
+
+def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
+    graph = model.graph
+    flag = next((v for v in graph.input if v.name == CACHE_FLAG), None)
+    if flag is None or flag.type.tensor_type.elem_type != onnx.TensorProto.BOOL:
+        raise NotAMergedDecoderError(f"not a merged decoder: no boolean input {CACHE_FLAG!r}")
+    ifs = [n for n in graph.node if n.op_type == "If" and _condition_source(graph, n.input[0]) == CACHE_FLAG]
+    if len(ifs) != 1:
+        raise NotAMergedDecoderError(
+            f"not a merged decoder: expected one If conditioned on {CACHE_FLAG!r}, found {len(ifs)}")
+    if_node = ifs[0]
+
+    past = {}
+    for value in graph.input:
+        if match := PAST.match(value.name):
+            past[(int(match[1]), match[2], match[3])] = value
+    if not past:
+        raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.(encoder|decoder).(key|value) inputs")
+
+    branches = {a.name: a.g for a in if_node.attribute if a.name in ("then_branch", "else_branch")}
+    readers = [name for name, branch in branches.items()
+               if any(read in {v.name for v in past.values()} for n in branch.node for read in node_reads(n))]
+    if len(readers) != 1:
+        raise NotAMergedDecoderError(
+            f"not a merged decoder: {len(readers)} branches of If {if_node.name!r} read past_key_values (want 1)")
+
+    present = {}
+    for slot, name in enumerate(if_node.output):
+        if match := PRESENT.match(name):
+            key = (int(match[1]), match[2], match[3])
+            if key in present:
+                raise RepairRefusedError(f"ambiguous: If {if_node.name!r} outputs {name!r} twice")
+            present[key] = slot
+    return MergedDecoder(model=model, if_node=if_node, cache_attr=readers[0], past=past, present=present)
+
+
+def matching_past(decoder: MergedDecoder, key: KVKey) -> onnx.ValueInfoProto:
+    """The past input a present output is fed back into, by layer and kind; refuse rather than guess."""
+    past = decoder.past.get(key)
+    if past is None:
+        raise RepairRefusedError(
+            f"cannot map {kv_name('present', key)}: no input {kv_name('past_key_values', key)}")
+    return past

@@ -1,0 +1,208 @@
+"""All file reading and writing of models goes through here.
+
+Reading never loads external weight data and refuses unsafe external-data locations before anything touches them.
+Writing is atomic: everything is written into a hidden temp directory beside the output, checked by the caller's
+`before_commit` hook, then renamed into place (data files first, the model last); on any failure the temp
+directory is removed, so the output name only ever holds the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import BadInputError
+
+EXTERNAL = onnx.TensorProto.EXTERNAL
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    model: onnx.ModelProto
+    external_files: list[str] = field(default_factory=list)  # locations as written in the model, relative
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_tensors(g)
+
+
+def external_tensors(model: onnx.ModelProto):
+    return [t for t in _all_tensors(model.graph) if t.data_location == EXTERNAL]
+
+
+def _external_location(tensor: onnx.TensorProto) -> str:
+    return next((e.value for e in tensor.external_data if e.key == "location"), "")
+
+
+def _set_external_location(tensor: onnx.TensorProto, location: str) -> None:
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = location
+
+
+def read_model(path: str | os.PathLike) -> LoadedModel:
+    """Parse the model's protobuf without its external data; refuse anything that is not a readable ONNX file."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"no such file: {path}")
+    if path.is_dir():
+        raise BadInputError(f"{path} is a directory; give the .onnx file")
+    if not path.is_file():
+        raise BadInputError(f"{path} is not a regular file")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"{path} is empty")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise BadInputError(f"cannot read {path}: {err.strerror}") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None
+    # Protobuf happily parses many random byte strings into an empty-looking message.
+    if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
+        raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")
+    loaded = LoadedModel(path=path, model=model)
+    loaded.external_files = _check_external_data(loaded)
+    return loaded
+
+
+def _check_external_data(loaded: LoadedModel) -> list[str]:
+    """Refuse absolute or escaping locations before any file outside the model's directory is even stat'ed."""
+    base = loaded.directory.resolve()
+    locations: dict[str, int] = {}
+    for tensor in external_tensors(loaded.model):
+        location = _external_location(tensor)
+        if not location or os.path.isabs(location) or Path(location).drive:
+            raise BadInputError(f"external data of {tensor.name!r} has an absolute or empty location {location!r}")
+        if not (base / location).resolve().is_relative_to(base):
+            raise BadInputError(f"external data of {tensor.name!r} points outside the model's directory: {location!r}")
+        info = {e.key: e.value for e in tensor.external_data}
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        locations[location] = max(locations.get(location, 0), end)
+    for location, needed in locations.items():
+        data_path = base / location
+        if not data_path.is_file():
+            raise BadInputError(f"missing external data file {location!r} next to {loaded.path.name}")
+        if data_path.stat().st_size < needed:
+            raise BadInputError(f"external data file {location!r} is truncated ({data_path.stat().st_size} < {needed} bytes)")
+    return sorted(locations)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_location(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise BadInputError(f"output {out} is a directory")
+    if not parent.is_dir():
+        raise BadInputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory {parent} is not writable")
+
+
+def _data_location_for(out: Path, index: int, count: int) -> str:
+    return f"{out.name}_data" if count == 1 else f"{out.name}_data.{index}"
+
+
+def write_model(
+    model: onnx.ModelProto | None,
+    out: Path,
+    source: LoadedModel,
+    before_commit: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write `model` (or, when None, a faithful byte copy of `source`) to `out` atomically.
+
+    External data is never read: each data file of the source is hardlinked (or copied) beside `out` and the
+    model's locations are pointed at it, relative. `before_commit(temp_model_path)` runs on the complete
+    written files; if it raises, nothing is renamed into place.
+    """
+    out = Path(out)
+    check_output_location(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    # Temp dir beside the output: same filesystem, so every rename below is atomic.
+    workdir = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
+    try:
+        staged_model = workdir / out.name
+        renames: list[tuple[Path, Path]] = []
+        locations = {loc: _data_location_for(out, i, len(source.external_files))
+                     for i, loc in enumerate(source.external_files)}
+        if model is None:
+            shutil.copyfile(source.path, staged_model)
+            if locations:  # the copy must point at the renamed data files
+                model = onnx.ModelProto()
+                model.ParseFromString(staged_model.read_bytes())
+        if model is not None:
+            if locations:
+                model = _with_locations(model, locations)
+            staged_model.write_bytes(model.SerializeToString())
+        for old, new in locations.items():
+            _link_or_copy(source.directory / old, workdir / new)
+            renames.append((workdir / new, parent / new))
+        os.chmod(staged_model, source.path.stat().st_mode & 0o777)
+        if before_commit is not None:
+            before_commit(staged_model)
+        renames.append((staged_model, out))
+        for src, dst in renames:
+            os.replace(src, dst)
+        return out
+    except OSError as err:
+        raise BadInputError(f"cannot write {out}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.ModelProto:
+    if all(old == new for old, new in locations.items()):
+        return model
+    model = model.__deepcopy__() if hasattr(model, "__deepcopy__") else onnx.ModelProto.FromString(model.SerializeToString())
+    for tensor in external_tensors(model):
+        _set_external_location(tensor, locations[_external_location(tensor)])
+    return model
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".bak")
+
+
+def make_backup(path: Path) -> Path:
+    """Keep IN.bak before an in-place repair; never overwrite an existing backup silently."""
+    backup = backup_path(path)
+    if backup.exists():
+        raise BadInputError(f"backup {backup} already exists; move it away first")
+    shutil.copy2(path, backup)
+    return backup

@@ -1,0 +1,13 @@
+"""The repairs, in the order `repair` applies them. Each pass is `pass(decoder) -> list[Finding]`: it edits
+`decoder.model` in place and returns what it changed, one Finding per repaired thing. `check` runs the same passes
+on a model it never writes, so check and repair cannot disagree. An empty list means nothing to do: running the
+pipeline on its own output returns nothing, and idempotence is tested pass by pass."""
+
+from .encoder_kv_passthrough import encoder_kv_passthrough
+from .kv_dim_names import kv_dim_names
+from .truthful_kv_shapes import truthful_kv_shapes
+
+# Names come before shapes: shapes are compared against the renamed symbols.
+PIPELINE = (encoder_kv_passthrough, kv_dim_names, truthful_kv_shapes)
+
+__all__ = ["PIPELINE", "encoder_kv_passthrough", "kv_dim_names", "truthful_kv_shapes"]

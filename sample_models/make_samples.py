@@ -1,0 +1,119 @@
+"""Regenerate the committed sample decoders with the real Optimum exporter.
+
+Run inside an exporter venv (see `make samples`), never by the tests:
+
+    python sample_models/make_samples.py --exporter legacy  --out sample_models/legacy
+    python sample_models/make_samples.py --exporter current --out sample_models/current
+
+Every model is a tiny random-weight config (the model hub is unreachable), seeded so that a rerun with the
+same pinned versions gives the same graph. Only `decoder_model_merged.onnx` is kept, renamed to `<arch>.onnx`;
+pass --keep-all to keep the whole export directory (encoder, split decoders) for client tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+# torch >= 2.9 defaults torch.onnx.export to the dynamo exporter, which neither Optimum generation was written
+# for; both exported their merged decoders through the TorchScript path.
+_torch_onnx_export = torch.onnx.export
+
+
+def _export_with_torchscript(*args, **kwargs):
+    kwargs.setdefault("dynamo", False)
+    return _torch_onnx_export(*args, **kwargs)
+
+
+torch.onnx.export = _export_with_torchscript
+import torch.onnx.utils  # noqa: E402
+
+torch.onnx.utils.export = _export_with_torchscript
+
+import transformers  # noqa: E402
+from optimum.exporters.onnx import main_export  # noqa: E402
+
+SEQ2SEQ = "text2text-generation-with-past"
+SPEECH = "automatic-speech-recognition-with-past"
+
+# Tiny shapes that still exercise multi-head attention: 4 heads of 8, 2 decoder layers.
+BART_LIKE = dict(
+    vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+    decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+    pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2,
+)
+T5_LIKE = dict(
+    vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+    relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+)
+
+
+def _configs() -> dict[str, tuple[str, str, dict]]:
+    marian = dict(BART_LIKE, pad_token_id=95, decoder_start_token_id=95, eos_token_id=0, forced_eos_token_id=0,
+                  share_encoder_decoder_embeddings=True)
+    return {
+        "marian": ("MarianConfig", SEQ2SEQ, marian),
+        "t5": ("T5Config", SEQ2SEQ, T5_LIKE),
+        "mt5": ("MT5Config", SEQ2SEQ, dict(T5_LIKE, feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+        "bart": ("BartConfig", SEQ2SEQ, BART_LIKE),
+        "mbart": ("MBartConfig", SEQ2SEQ, BART_LIKE),
+        "m2m100": ("M2M100Config", SEQ2SEQ, BART_LIKE),
+        "pegasus": ("PegasusConfig", SEQ2SEQ, dict(BART_LIKE, pad_token_id=0, eos_token_id=1,
+                                                   decoder_start_token_id=0, forced_eos_token_id=1)),
+        "blenderbot": ("BlenderbotConfig", SEQ2SEQ, BART_LIKE),
+        "whisper": ("WhisperConfig", SPEECH, dict(
+            vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+            max_source_positions=1500, max_target_positions=64, pad_token_id=95, bos_token_id=94,
+            eos_token_id=95, decoder_start_token_id=94, suppress_tokens=[], begin_suppress_tokens=[])),
+    }
+
+
+def export_one(arch: str, out_dir: Path, keep_all: bool) -> dict:
+    config_class, task, kwargs = _configs()[arch]
+    config = getattr(transformers, config_class)(**kwargs)
+    torch.manual_seed(0)
+    model_class = transformers.AutoModelForSpeechSeq2Seq if task == SPEECH else transformers.AutoModelForSeq2SeqLM
+    model = model_class.from_config(config).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exported = Path(tmp) / "pt", Path(tmp) / "onnx"
+        model.save_pretrained(src)
+        main_export(str(src), output=str(exported), task=task, do_validation=False)
+        merged = exported / "decoder_model_merged.onnx"
+        if keep_all:
+            shutil.copytree(exported, out_dir / arch, dirs_exist_ok=True)
+            model.save_pretrained(out_dir / arch / "pytorch")
+        shutil.copyfile(merged, out_dir / f"{arch}.onnx")
+    return {"arch": arch, "config": config_class, "task": task, "bytes": (out_dir / f"{arch}.onnx").stat().st_size}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exporter", choices=["legacy", "current"], required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--only", nargs="*", help="architectures to export (default: all)")
+    parser.add_argument("--keep-all", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import importlib.metadata as md
+
+    optimum_dist = "optimum" if args.exporter == "legacy" else "optimum-onnx"
+    versions = {name: md.version(name) for name in (optimum_dist, "transformers", "torch", "onnx")}
+    made = [export_one(arch, args.out, args.keep_all) for arch in (args.only or _configs())]
+    manifest = args.out / "manifest.json"
+    previous = json.loads(manifest.read_text())["models"] if manifest.exists() else []
+    merged = {m["arch"]: m for m in previous} | {m["arch"]: m for m in made}
+    manifest.write_text(json.dumps({"exporter": args.exporter, "versions": versions,
+                                    "models": sorted(merged.values(), key=lambda m: m["arch"])}, indent=2) + "\n")
+    print(json.dumps(made, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
