@@ -140,7 +140,7 @@ def write_model(
 ) -> Path:
     """Write `model` (or, when None, a faithful byte copy of `source`) to `out` atomically.
 
-    External data is never read: each data file of the source is hardlinked (or copied) beside `out` and the
+    External data is never parsed: each data file of the source is copied beside `out` and the
     model's locations are pointed at it, relative. `before_commit(temp_model_path)` runs on the complete
     written files; if it raises, nothing is renamed into place.
     """
@@ -164,7 +164,7 @@ def write_model(
                 model = _with_locations(model, locations)
             staged_model.write_bytes(model.SerializeToString())
         for old, new in locations.items():
-            _link_or_copy(source.directory / old, workdir / new)
+            _copy_data(source.directory / old, workdir / new)
             renames.append((workdir / new, parent / new))
         os.chmod(staged_model, source.path.stat().st_mode & 0o777)
         if before_commit is not None:
@@ -188,11 +188,10 @@ def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.M
     return model
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def _copy_data(src: Path, dst: Path) -> None:
+    # Not a hardlink: onnx (seen with 1.23) refuses external data with several links as a "potential hardlink attack",
+    # so a linked output could not be loaded by onnx.load or checked. copyfile copies in the kernel (sendfile).
+    shutil.copyfile(src, dst)
 
 
 def backup_path(path: Path) -> Path:

@@ -1,0 +1,69 @@
+"""Shared fixtures. The main tests run on the committed samples, made by the real Optimum exporters
+(sample_models/make_samples.py); edge cases are built with onnx.helper in the tests that need them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from graphfix.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "sample_models").glob("*/*.onnx"))
+SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
+assert SAMPLES, "sample_models/ is empty: run `make samples`"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(params=SAMPLES, ids=SAMPLE_IDS)
+def sample(request) -> Path:
+    """Every committed merged decoder, exactly as its exporter wrote it."""
+    return request.param
+
+
+@pytest.fixture
+def marian_legacy() -> Path:
+    return ROOT / "sample_models" / "legacy" / "marian.onnx"
+
+
+@pytest.fixture
+def marian_current() -> Path:
+    return ROOT / "sample_models" / "current" / "marian.onnx"
+
+
+@pytest.fixture(scope="session")
+def repaired_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("repaired")
+
+
+@pytest.fixture(scope="session")
+def repaired(repaired_dir):
+    """Repair each sample once per session (with validation) and hand out the output path."""
+    from graphfix import repair
+
+    cache: dict[Path, Path] = {}
+
+    def get(source: Path) -> Path:
+        if source not in cache:
+            out = repaired_dir / f"{source.parent.name}-{source.name}"
+            repair(source, out)
+            cache[source] = out
+        return cache[source]
+
+    return get
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
