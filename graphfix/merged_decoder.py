@@ -22,8 +22,9 @@ from .errors import NotAMergedDecoderError, RepairRefusedError
 CACHE_FLAG = "use_cache_branch"
 PAST = re.compile(r"^past_key_values\.(\d+)\.(encoder|decoder)\.(key|value)$")
 PRESENT = re.compile(r"^present\.(\d+)\.(encoder|decoder)\.(key|value)$")
-# Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If).
-_CONDITION_FORWARDERS = {"Identity", "Cast", "Squeeze", "Reshape", "Unsqueeze"}
+# Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If). `Not` swaps
+# the branches, which is harmless: the cache branch is decided by what it reads, not by then/else.
+_CONDITION_FORWARDERS = {"Identity", "Cast", "Squeeze", "Reshape", "Unsqueeze", "Not"}
 
 KVKey = tuple[int, str, str]  # (layer, "encoder"|"decoder", "key"|"value")
 
