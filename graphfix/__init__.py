@@ -1,13 +1,24 @@
-"""graphfix: repair Optimum merged decoders so any runtime can drive their KV cache."""
+"""graphfix: repair Optimum merged decoders so any runtime can drive their KV cache.
 
-from .errors import (BadInputError, GraphfixError, NotAMergedDecoderError, RepairRefusedError,
-                     ValidationFailedError)
-from .findings import Finding
-from .pipeline import CheckResult, RepairResult, check, repair
-from .validate import ValidationResult, validate
+    from graphfix import repair, check, validate
+
+Imports are lazy so that `graphfix.decode_loop` runs in environments holding only numpy and onnxruntime.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = ["BadInputError", "CheckResult", "Finding", "GraphfixError", "NotAMergedDecoderError",
-           "RepairRefusedError", "RepairResult", "ValidationFailedError", "ValidationResult", "__version__",
-           "check", "repair", "validate"]
+_EXPORTS = {
+    "repair": "pipeline", "check": "pipeline", "RepairResult": "pipeline", "CheckResult": "pipeline",
+    "validate": "validation", "ValidationResult": "validation", "Finding": "findings",
+    "GraphfixError": "errors", "BadInputError": "errors", "NotAMergedDecoderError": "errors",
+    "RepairRefusedError": "errors", "ValidationFailedError": "errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'graphfix' has no attribute {name!r}")

@@ -16,7 +16,7 @@ import typer
 from . import __version__
 from .errors import GraphfixError
 from .pipeline import CheckResult, RepairResult, check, repair
-from .validate import ValidationResult, validate
+from .validation import ValidationResult, validate
 
 EXIT_CODES = """Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."""
 JSON_SCHEMA = "graphfix/1"
@@ -156,6 +156,9 @@ def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove.")],
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show first-step and full-recompute "
                                                      "logits equal this model's (the unrepaired original).")] = None,
+    ort_version: Annotated[Optional[str], typer.Option(
+        "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
+        "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -164,13 +167,13 @@ def validate_command(
     source lengths. Exit 0 when it holds, 1 when it does not (naming the first step and output that diverged).
     """
     try:
-        result = validate(model, original)
+        result = validate(model, original, ort_version=ort_version)
     except (Exception, KeyboardInterrupt) as err:
         raise _fail(err, debug) from None
     if as_json:
         _emit_json("validate", result.to_dict())
     else:
-        typer.echo(f"{model}: plain present->past loop vs full recompute (onnxruntime):")
+        typer.echo(f"{model}: plain present->past loop vs full recompute (onnxruntime {result.onnxruntime}):")
         for line in _validation_lines(result):
             typer.echo(line)
         typer.echo("ok" if result.ok else f"FAILED: {result.first_failure}")

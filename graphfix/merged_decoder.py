@@ -11,17 +11,14 @@ duplicates the weights of a merged decoder.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import onnx
 
 from .errors import NotAMergedDecoderError, RepairRefusedError
+from .signature import CACHE_FLAG, PAST, PRESENT
 
-CACHE_FLAG = "use_cache_branch"
-PAST = re.compile(r"^past_key_values\.(\d+)\.(encoder|decoder)\.(key|value)$")
-PRESENT = re.compile(r"^present\.(\d+)\.(encoder|decoder)\.(key|value)$")
 # Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If). `Not` swaps
 # the branches, which is harmless: the cache branch is decided by what it reads, not by then/else.
 _CONDITION_FORWARDERS = {"Identity", "Cast", "Squeeze", "Reshape", "Unsqueeze", "Not"}

@@ -7,18 +7,19 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from .errors import BadInputError, GraphfixError, ValidationFailedError
+from .errors import BadInputError, ValidationFailedError
 from .findings import Finding
 from .merged_decoder import find_merged_decoder
 from .modelfile import check_output_location, make_backup, read_model, same_file, write_model
 from .passes import PIPELINE
-from .validate import ValidationResult, validate
+from .validation import ValidationResult, validate
 
 
 @dataclass
@@ -96,9 +97,11 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     result.backup = make_backup(source) if in_place else None
     try:
         write_model(decoder.model if changes else None, out, loaded, before_commit)
-    except GraphfixError:
-        if result.backup is not None:
-            result.backup.unlink(missing_ok=True)  # the input is untouched, so the backup is just debris
+    except BaseException:
+        # Whatever failed (a bug or Ctrl-C included), a backup identical to the input is debris that would block the
+        # next --in-place run; one that differs means the new model already landed, so it is kept.
+        if result.backup is not None and filecmp.cmp(source, result.backup, shallow=False):
+            result.backup.unlink(missing_ok=True)
             result.backup = None
         raise
     return result

@@ -1,28 +1,28 @@
-"""Proof by decoding, in onnxruntime, with no PyTorch and no original weights.
+"""The plain client loop, run in onnxruntime: only numpy and onnxruntime are imported here, so the same code runs
+in an isolated environment holding another onnxruntime release (`graphfix validate --ort-version`), where it is
+started as `python -m graphfix.decode_loop '<json request>'` and answers with one JSON document.
 
-Inputs are synthesized from the model's own signature. The plain client loop (step 1 without cache, then every
-`present.*` fed back as `past_key_values.*` with `use_cache_branch=True`) must give, at every step, the logits of
-full recompute (the no-cache branch over the whole prefix). That is exactly what a Rust/C#/Java client does.
+The plain client (step 1 without cache, then every `present.*` fed back as `past_key_values.*` with
+`use_cache_branch=True`) must give, at every step, the logits of full recompute: the no-cache branch over the
+whole prefix. That is exactly what a Rust/C#/Java client does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass
 
 import numpy as np
-import onnx
 
 from .errors import BadInputError
-from .merged_decoder import CACHE_FLAG, PAST, PRESENT
-from .modelfile import read_model
+from .signature import CACHE_FLAG, PAST, PRESENT
 
 STEPS = 8
 BATCHES = (1, 3)
 SOURCE_LENGTHS = (5, 11)
-_QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
-                  "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
@@ -36,34 +36,6 @@ class CaseResult:
     tokens_agree: int = 0
     tokens_total: int = 0
     failure: str | None = None
-
-
-@dataclass
-class ValidationResult:
-    model: str
-    tolerance: float
-    cases: list[CaseResult] = field(default_factory=list)
-    original: dict | None = None  # with --original: max diff of first-step and full-recompute logits
-
-    @property
-    def ok(self) -> bool:
-        return all(c.failure is None for c in self.cases) and not (self.original or {}).get("failure")
-
-    @property
-    def first_failure(self) -> str | None:
-        for case in self.cases:
-            if case.failure:
-                return f"batch {case.batch}, source length {case.source_length}: {case.failure}"
-        return (self.original or {}).get("failure")
-
-    @property
-    def max_abs_diff(self) -> float:
-        return max((c.max_abs_diff for c in self.cases), default=0.0)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "ok": self.ok, "tolerance": self.tolerance, "max_abs_diff": self.max_abs_diff,
-                "first_failure": self.first_failure, "cases": [asdict(c) for c in self.cases],
-                "original": self.original}
 
 
 def _session(path: str):
@@ -141,17 +113,6 @@ class _Decoder:
         return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask}
 
 
-def _tolerance(model: onnx.ModelProto, past_type: str) -> float:
-    ops = {n.op_type for n in model.graph.node}
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                ops |= {n.op_type for n in attr.g.node}
-    if ops & _QUANTIZED_OPS:  # int8 weights: the cached and full paths round differently
-        return 5e-2
-    return 1e-2 if past_type == "tensor(float16)" else 1e-4
-
-
 def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:
     """Teacher-forced tokens. Low ids and the last id are where exporters put pad/bos/eos; a pad fed mid-sequence
     changes position ids in M2M100-style models between cached and full runs, which no real client does."""
@@ -211,17 +172,24 @@ def _compare_original(dec: _Decoder, original: _Decoder, tolerance: float, seed:
     return {"max_abs_diff": worst, "failure": failure}
 
 
-def validate(model: str | os.PathLike, original: str | os.PathLike | None = None, *, steps: int = STEPS,
-             batches=BATCHES, source_lengths=SOURCE_LENGTHS, seed: int = 0) -> ValidationResult:
-    path = os.fspath(model)
-    loaded = read_model(path)  # the same refusals as repair, before onnxruntime sees the file
-    if original is not None:
-        read_model(original)
-    dec = _Decoder(path)
-    result = ValidationResult(model=path, tolerance=_tolerance(loaded.model, dec.inputs[dec.past[0]].type))
-    for i, batch in enumerate(batches):
-        for j, source_length in enumerate(source_lengths):
-            result.cases.append(_decode_case(dec, batch, source_length, steps, result.tolerance, seed + 10 * i + j))
-    if original is not None:
-        result.original = _compare_original(dec, _Decoder(os.fspath(original)), result.tolerance, seed)
-    return result
+def run_cases(model: str, original: str | None, tolerance: float, steps: int = STEPS, batches=BATCHES,
+              source_lengths=SOURCE_LENGTHS, seed: int = 0) -> dict:
+    import onnxruntime
+
+    dec = _Decoder(model)
+    cases = [_decode_case(dec, batch, source_length, steps, tolerance, seed + 10 * i + j)
+             for i, batch in enumerate(batches) for j, source_length in enumerate(source_lengths)]
+    compared = _compare_original(dec, _Decoder(original), tolerance, seed) if original else None
+    return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases], "original": compared}
+
+
+def main(request: str) -> int:
+    try:
+        print(json.dumps({"result": run_cases(**json.loads(request))}))
+    except BadInputError as err:
+        print(json.dumps({"error": str(err)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

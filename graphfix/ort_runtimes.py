@@ -1,0 +1,59 @@
+"""Isolated environments holding one exact onnxruntime release each, created with pip on first use and cached.
+
+Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
+onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import venv
+from pathlib import Path
+
+from .errors import BadInputError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GRAPHFIX_CACHE") or Path.home() / ".cache" / "graphfix")
+
+
+def _requirements(version: str) -> list[str]:
+    # onnxruntime wheels before 1.19 were built against numpy 1.x and fail to import beside numpy 2.
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
+
+
+def runtime_python(version: str) -> Path:
+    """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
+    home = cache_dir() / f"onnxruntime-{version}"
+    python = home / "bin" / "python"
+    if python.exists():
+        return python
+    home.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
+    try:
+        venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
+        proc = subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                               "--disable-pip-version-check", *_requirements(version)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
+                          "pip failed")
+            raise BadInputError(f"cannot install onnxruntime=={version}: {reason}")
+        # venv scripts hard-code their directory; the interpreter itself does not, so a rename is safe for python.
+        try:
+            staging.rename(home)
+        except OSError:  # another process made it first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return python
+
+
+__all__ = ["cache_dir", "runtime_python"]
