@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -18,7 +19,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphfix.pipeline
 from graphfix import ValidationFailedError, repair
-from graphfix.validate import CaseResult, ValidationResult
 
 from .conftest import sha256
 
@@ -187,6 +187,8 @@ def restore_permissions(tmp_path):
 def test_bad_input_is_refused_with_one_error_line_exit_2_and_nothing_written(case, cli, tmp_path, marian_legacy,
                                                                              restore_permissions):
     src, out, mentions = case(tmp_path, marian_legacy)
+    if not (tmp_path / "out").exists():
+        (tmp_path / "out").mkdir()  # so that only the case's own defect can be the reason
     before = tree(tmp_path)
     result = cli("repair", src, out)
     assert_refused(result, out, mentions=mentions)
@@ -195,6 +197,7 @@ def test_bad_input_is_refused_with_one_error_line_exit_2_and_nothing_written(cas
 
 def test_truncated_model_is_refused_with_one_line_and_exit_2(cli, tmp_path, marian_legacy):
     src, out, _ = _truncated(tmp_path, marian_legacy)
+    out.parent.mkdir()
     digest = sha256(src)
     assert_refused(cli("repair", src, out), out, mentions=str(src))
     assert sha256(src) == digest
@@ -315,9 +318,10 @@ def test_in_place_with_another_output_is_refused(cli, tmp_path, marian_legacy):
 # --- atomic replace -----------------------------------------------------------------------------------------------
 
 
-def failing_validation(path, *args, **kwargs) -> ValidationResult:
-    return ValidationResult(model=str(path), tolerance=1e-4,
-                            cases=[CaseResult(batch=1, source_length=5, steps=2, failure="step 2: simulated")])
+def failing_validation(path, *args, **kwargs):
+    """Stands in for graphfix.pipeline.validate: a result that did not hold (duck-typed like ValidationResult)."""
+    return SimpleNamespace(model=str(path), ok=False, first_failure="step 2: simulated divergence",
+                           to_dict=lambda: {"ok": False})
 
 
 def test_repair_over_an_existing_output_replaces_it(cli, tmp_path, marian_legacy):
@@ -351,13 +355,27 @@ def test_failed_validation_exits_1_via_the_cli_and_writes_nothing(cli, monkeypat
     assert debris(tmp_path) == []
 
 
-def test_failed_validation_in_place_leaves_the_input_and_no_backup(cli, monkeypatch, tmp_path, marian_legacy):
+def crashing_validation(path, *args, **kwargs):
+    raise RuntimeError("simulated bug")
+
+
+def interrupted_validation(path, *args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fake_validate, exit_code", [(failing_validation, 1), (crashing_validation, 2),
+                                                      (interrupted_validation, 130)],
+                         ids=["validation-fails", "unexpected-error", "ctrl-c"])
+def test_failed_in_place_repair_leaves_the_input_and_no_backup(fake_validate, exit_code, cli, monkeypatch, tmp_path,
+                                                               marian_legacy):
     src = tmp_path / "model.onnx"
     shutil.copyfile(marian_legacy, src)
     before = tree(tmp_path)
-    monkeypatch.setattr(graphfix.pipeline, "validate", failing_validation)
-    assert cli("repair", src, src, "--in-place").exit_code == 1
-    assert tree(tmp_path) == before  # IN untouched, the IN.bak made beforehand removed again
+    monkeypatch.setattr(graphfix.pipeline, "validate", fake_validate)
+    result = cli("repair", src, src, "--in-place")
+    assert result.exit_code == exit_code
+    assert_one_error_line(result)
+    assert tree(tmp_path) == before  # IN untouched, and the IN.bak made beforehand removed again
 
 
 # --- file mode ------------------------------------------------------------------------------------------------------
