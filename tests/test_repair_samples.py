@@ -156,3 +156,16 @@ def test_cli_json_is_one_document_on_stdout(marian_legacy, tmp_path, cli):
     assert {c["code"] for c in document["changes"]} == {"GF101", "GF103", "GF104"}
     checked = json.loads(cli("check", marian_legacy, "--json").stdout)
     assert checked["results"][0]["findings"][0]["fix"]
+
+
+def test_a_dynamically_quantized_decoder_is_repaired_including_the_dummy_shape_its_quantizer_declared(
+        marian_current, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = tmp_path / "decoder_model_merged_quantized.onnx"
+    quantize_dynamic(marian_current, quantized, weight_type=QuantType.QInt8)
+    assert not validate(quantized).ok
+    # onnxruntime's quantizer runs shape inference, which writes the dummy's (0, 4, 1, 8) into the branch outputs.
+    assert {f.code for f in check(quantized).findings} == {"GF101", "GF102"}
+    result = repair(quantized, tmp_path / "fixed.onnx")
+    assert result.validation.ok and check(tmp_path / "fixed.onnx").findings == []
