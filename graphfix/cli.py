@@ -28,6 +28,9 @@ app = typer.Typer(
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+TargetOption = Annotated[Optional[str], typer.Option(
+    "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
+    "lower the IR version it would refuse; refuse models whose opset it cannot run. Default: leave versions alone.")]
 
 
 def _version(value: bool) -> None:
@@ -83,6 +86,7 @@ def repair_command(
     out: Annotated[Path, typer.Argument(help="Where to write the repaired model (never the input, unless --in-place).")],
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")] = False,
     in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first.")] = False,
+    target_ort: TargetOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -95,7 +99,8 @@ def repair_command(
     Example: graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
     """
     try:
-        result: RepairResult = repair(source, out, run_validation=not no_validate, in_place=in_place)
+        result: RepairResult = repair(source, out, run_validation=not no_validate, in_place=in_place,
+                                      target_ort=target_ort)
     except (Exception, KeyboardInterrupt) as err:
         if as_json and getattr(err, "validation", None) is not None:
             _emit_json("repair", {"ok": False, "error": str(err), "validation": err.validation.to_dict()})
@@ -119,6 +124,7 @@ def repair_command(
 @app.command("check")
 def check_command(
     paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check.")],
+    target_ort: TargetOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -130,7 +136,7 @@ def check_command(
     exit_code = 0
     for path in paths:
         try:
-            results.append(check(path))
+            results.append(check(path, target_ort=target_ort))
         except Exception as err:
             if debug:
                 _fail(err, debug)

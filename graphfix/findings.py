@@ -10,12 +10,14 @@ DUMMY_ENCODER_KV = "GF101"
 UNTRUTHFUL_ENCODER_KV_SHAPE = "GF102"
 UNBINDABLE_DIM_NAME = "GF103"
 UNTRUTHFUL_DECODER_KV_SHAPE = "GF104"
+IR_ABOVE_TARGET = "GF301"
 
 CODES = {
     DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
     UNTRUTHFUL_ENCODER_KV_SHAPE: "declared present.N.encoder shape differs from its past input",
     UNBINDABLE_DIM_NAME: "a symbolic dim is named so no runtime can bind it to the encoder length",
     UNTRUTHFUL_DECODER_KV_SHAPE: "declared present.N.decoder length is not past + new tokens",
+    IR_ABOVE_TARGET: "IR version above what the target onnxruntime loads",
 }
 
 

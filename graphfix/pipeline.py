@@ -18,7 +18,7 @@ from .errors import BadInputError, ValidationFailedError
 from .findings import Finding
 from .merged_decoder import find_merged_decoder
 from .modelfile import check_output_location, make_backup, read_model, same_file, write_model
-from .passes import PIPELINE
+from .passes import pipeline
 from .validation import ValidationResult, validate
 
 
@@ -64,7 +64,7 @@ def _checker_passes(path: Path) -> bool:
 
 
 def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation: bool = True,
-           in_place: bool = False) -> RepairResult:
+           in_place: bool = False, target_ort: str | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then."""
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
@@ -75,7 +75,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     loaded = read_model(source)
     check_output_location(out)
     decoder = find_merged_decoder(loaded.model)
-    changes = [finding for repair_pass in PIPELINE for finding in repair_pass(decoder)]
+    changes = [finding for repair_pass in pipeline(target_ort) for finding in repair_pass(decoder)]
     result = RepairResult(input=source, output=out, changes=changes)
 
     checker_held = _checker_passes(source) if run_validation else False
@@ -107,13 +107,13 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     return result
 
 
-def check(path: str | os.PathLike) -> CheckResult:
+def check(path: str | os.PathLike, *, target_ort: str | None = None) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make."""
     path = Path(path)
     loaded = read_model(path)
     decoder = find_merged_decoder(loaded.model)
-    return CheckResult(path=path, findings=[f for repair_pass in PIPELINE for f in repair_pass(decoder)])
+    return CheckResult(path=path, findings=[f for repair_pass in pipeline(target_ort) for f in repair_pass(decoder)])
 
 
 __all__ = ["CheckResult", "RepairResult", "ValidationResult", "check", "repair", "validate"]

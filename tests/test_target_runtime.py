@@ -39,3 +39,68 @@ def test_cli_validate_names_the_runtime_it_ran_in(marian_legacy, repaired, seeds
     result = cli("validate", repaired(marian_legacy), "--ort-version", seeds_runtime)
     assert result.exit_code == 0, result.stdout + result.stderr
     assert f"onnxruntime {SEEDS_RUNTIME}" in result.stdout
+
+
+def _loads_in(runtime: str, model) -> str:
+    """'' when that onnxruntime loads the model, else its refusal."""
+    import subprocess
+
+    code = "import sys, onnxruntime as o\ntry: o.InferenceSession(sys.argv[1])\nexcept Exception as e: print(e)"
+    return subprocess.run([str(runtime_python(runtime)), "-c", code, str(model)],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def _tiny(opset: int, ir: int):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir)
+
+
+@pytest.mark.parametrize("opset, ir, loads", [(19, 9, True), (19, 10, False), (20, 9, False)])
+def test_the_1_16_row_of_the_compatibility_table_holds_for_the_real_wheel(opset, ir, loads, seeds_runtime, tmp_path):
+    from graphfix.ort_targets import ort_limits
+
+    max_ir, max_opset = ort_limits(seeds_runtime)
+    assert (opset <= max_opset and ir <= max_ir) == loads
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(_tiny(opset, ir).SerializeToString())
+    assert (_loads_in(seeds_runtime, path) == "") == loads
+
+
+def test_an_ir_10_decoder_is_lowered_for_onnxruntime_1_16_and_decodes_there(marian_current, seeds_runtime, tmp_path,
+                                                                            cli):
+    import onnx
+
+    model = onnx.load(marian_current)
+    model.ir_version = 10  # what onnx >= 1.16 stamps when it saves; the current exporter happens to write 9
+    stamped = tmp_path / "ir10.onnx"
+    onnx.save(model, stamped)
+    assert "Unsupported model IR version: 10" in _loads_in(seeds_runtime, stamped)
+    result = cli("repair", stamped, tmp_path / "fixed.onnx", "--target-ort", "1.16")
+    assert result.exit_code == 0, result.stderr
+    assert "GF301" in result.stdout
+    assert onnx.load(tmp_path / "fixed.onnx").ir_version == 8  # the lowest opset 18 needs, within 1.16's 9
+    assert validate(tmp_path / "fixed.onnx", ort_version=seeds_runtime).ok
+
+
+def test_an_opset_above_the_target_is_refused_naming_both_versions(marian_current, tmp_path, cli):
+    result = cli("repair", marian_current, tmp_path / "out.onnx", "--target-ort", "1.14")
+    assert result.exit_code == 0  # opset 18 is what 1.14 runs
+    import onnx
+
+    model = onnx.load(marian_current)
+    model.opset_import[0].version = 21
+    high = tmp_path / "opset21.onnx"
+    onnx.save(model, high)
+    refused = cli("repair", high, tmp_path / "out21.onnx", "--target-ort", "1.16")
+    assert refused.exit_code == 2 and "opset 21 > 19" in refused.stderr
+    assert not (tmp_path / "out21.onnx").exists()
+
+
+def test_an_unknown_onnxruntime_release_is_refused(marian_current, tmp_path, cli):
+    result = cli("check", marian_current, "--target-ort", "0.9")
+    assert result.exit_code == 2 and "no compatibility data for onnxruntime 0.9" in result.stderr

@@ -5,9 +5,17 @@ pipeline on its own output returns nothing, and idempotence is tested pass by pa
 
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .kv_dim_names import kv_dim_names
+from .retarget_versions import retarget_versions
 from .truthful_kv_shapes import truthful_kv_shapes
 
 # Names come before shapes: shapes are compared against the renamed symbols.
 PIPELINE = (encoder_kv_passthrough, kv_dim_names, truthful_kv_shapes)
 
-__all__ = ["PIPELINE", "encoder_kv_passthrough", "kv_dim_names", "truthful_kv_shapes"]
+
+def pipeline(target_ort: str | None = None) -> tuple:
+    """The passes for one run; versions are only touched when the user names the runtime they deploy on."""
+    return PIPELINE + ((retarget_versions(target_ort),) if target_ort else ())
+
+
+__all__ = ["PIPELINE", "encoder_kv_passthrough", "kv_dim_names", "pipeline", "retarget_versions",
+           "truthful_kv_shapes"]

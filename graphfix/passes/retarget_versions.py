@@ -1,0 +1,70 @@
+"""GF301 / GF302: a model the deployed onnxruntime refuses to load is broken before any cache matters.
+
+Today's onnx stamps IR 10+ on everything it saves, and onnxruntime 1.16 (the seeds' Rust `ort`) refuses any IR
+above 9 even when nothing in the model needs it. The IR version is lowered to the lowest the model's contents need
+(onnx's own `find_min_ir_version_for`, plus the element types that raised it); when the contents need more than
+the target allows, or the opset is above the target's, the repair is refused naming the feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+from onnx import TensorProto, helper
+
+from ..errors import RepairRefusedError
+from ..findings import IR_ABOVE_TARGET, Finding
+from ..merged_decoder import MergedDecoder
+from ..ort_targets import ort_limits
+
+# Element types and the IR version that introduced them.
+_TYPE_IR = {TensorProto.FLOAT8E4M3FN: 9, TensorProto.FLOAT8E4M3FNUZ: 9, TensorProto.FLOAT8E5M2: 9,
+            TensorProto.FLOAT8E5M2FNUZ: 9, TensorProto.UINT4: 10, TensorProto.INT4: 10}
+if hasattr(TensorProto, "FLOAT4E2M1"):
+    _TYPE_IR[TensorProto.FLOAT4E2M1] = 11
+
+
+def _element_types(graph: onnx.GraphProto):
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        yield value.type.tensor_type.elem_type, value.name
+    for tensor in graph.initializer:
+        yield tensor.data_type, tensor.name
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t.data_type, node.name
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _element_types(attr.g)
+
+
+def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
+    """The lowest IR version the model's contents need, and what needs it."""
+    need, why = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
+    for elem_type, where in _element_types(model.graph):
+        if _TYPE_IR.get(elem_type, 0) > need:
+            need, why = _TYPE_IR[elem_type], f"{TensorProto.DataType.Name(elem_type)} in {where!r}"
+    return need, why
+
+
+def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding]]:
+    max_ir, max_opset = ort_limits(target_ort)
+
+    def retarget_versions(decoder: MergedDecoder) -> list[Finding]:
+        model = decoder.model
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if opset is not None and opset > max_opset:
+            raise RepairRefusedError(f"model uses ai.onnx opset {opset} > {max_opset}, the highest onnxruntime "
+                                     f"{target_ort} runs; opset conversion is not supported yet")
+        if model.ir_version <= max_ir:
+            return []
+        need, why = min_ir_version(model)
+        if need > max_ir:
+            raise RepairRefusedError(f"IR version {need} is needed by {why}, above IR {max_ir} of onnxruntime {target_ort}")
+        finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
+                          message=f"IR version {model.ir_version} is refused by onnxruntime {target_ort} (max IR {max_ir})",
+                          fix=f"lower ir_version to {need}, the lowest its contents need")
+        model.ir_version = need
+        return [finding]
+
+    return retarget_versions
