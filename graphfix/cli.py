@@ -87,6 +87,9 @@ def repair_command(
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")] = False,
     in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first.")] = False,
     target_ort: TargetOption = None,
+    validate_on_target: Annotated[bool, typer.Option(
+        "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
+        "into a cached venv on first use) instead of the installed one.")] = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -100,7 +103,7 @@ def repair_command(
     """
     try:
         result: RepairResult = repair(source, out, run_validation=not no_validate, in_place=in_place,
-                                      target_ort=target_ort)
+                                      target_ort=target_ort, validate_on_target=validate_on_target)
     except (Exception, KeyboardInterrupt) as err:
         if as_json and getattr(err, "validation", None) is not None:
             _emit_json("repair", {"ok": False, "error": str(err), "validation": err.validation.to_dict()})

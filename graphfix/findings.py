@@ -11,6 +11,7 @@ UNTRUTHFUL_ENCODER_KV_SHAPE = "GF102"
 UNBINDABLE_DIM_NAME = "GF103"
 UNTRUTHFUL_DECODER_KV_SHAPE = "GF104"
 IR_ABOVE_TARGET = "GF301"
+OPSET_ABOVE_TARGET = "GF302"
 
 CODES = {
     DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
@@ -18,6 +19,7 @@ CODES = {
     UNBINDABLE_DIM_NAME: "a symbolic dim is named so no runtime can bind it to the encoder length",
     UNTRUTHFUL_DECODER_KV_SHAPE: "declared present.N.decoder length is not past + new tokens",
     IR_ABOVE_TARGET: "IR version above what the target onnxruntime loads",
+    OPSET_ABOVE_TARGET: "ai.onnx opset above what the target onnxruntime runs",
 }
 
 

@@ -64,6 +64,13 @@ class MergedDecoder:
         return hidden.type.tensor_type.shape.dim[1].dim_param or None
 
 
+@dataclass
+class PlainModel:
+    """Any other model of an export (encoder, split decoders): only version retargeting applies to it."""
+
+    model: onnx.ModelProto
+
+
 def node_reads(node: onnx.NodeProto) -> Iterator[str]:
     """Every tensor name a node reads, including outer-scope names read inside its subgraphs."""
     yield from (name for name in node.input if name)

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import venv
 from pathlib import Path
@@ -56,4 +57,29 @@ def runtime_python(version: str) -> Path:
     return python
 
 
-__all__ = ["cache_dir", "runtime_python"]
+def full_release(target: str | None) -> str | None:
+    """`1.16` -> the newest 1.16.x, the release whose wheel a proof on that target installs."""
+    from .ort_targets import LATEST_PATCH, ort_limits
+
+    if target is None:
+        return None
+    ort_limits(target)  # refuses releases the table does not know
+    return target if target.count(".") == 2 else LATEST_PATCH[tuple(int(x) for x in target.split("."))]
+
+
+_LOAD = "import sys, onnxruntime as o\ntry:\n o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n" \
+        "except Exception as e:\n print(' '.join(str(e).split())[:300]); sys.exit(1)"
+
+
+def load_in_onnxruntime(path: Path, release: str | None = None) -> None:
+    """Raise ValidationFailedError unless that onnxruntime (this process's when None) can load the model."""
+    from .errors import ValidationFailedError
+
+    python = runtime_python(release) if release else Path(sys.executable)
+    proc = subprocess.run([str(python), "-c", _LOAD, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        version = release or "installed"
+        raise ValidationFailedError(f"onnxruntime {version} cannot load the output: {proc.stdout.strip()}")
+
+
+__all__ = ["cache_dir", "full_release", "load_in_onnxruntime", "runtime_python"]

@@ -22,6 +22,11 @@ ORT_LIMITS: dict[tuple[int, int], tuple[int, int]] = {
 }
 
 
+# The newest patch of each release on PyPI for this Python, the wheel a proof "on 1.16" installs.
+LATEST_PATCH = {(1, 14): "1.14.1", (1, 15): "1.15.1", (1, 16): "1.16.3", (1, 17): "1.17.3", (1, 18): "1.18.1",
+                (1, 19): "1.19.2", (1, 20): "1.20.1"}
+
+
 def ort_limits(release: str) -> tuple[int, int]:
     """`1.16` or `1.16.3` -> (max IR, max opset); refuse releases the table does not know rather than guess."""
     match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", release)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import onnx
 
-from .errors import BadInputError, ValidationFailedError
+from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
-from .merged_decoder import find_merged_decoder
+from .merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .modelfile import check_output_location, make_backup, read_model, same_file, write_model
-from .passes import pipeline
+from .ort_runtimes import full_release, load_in_onnxruntime
+from .passes import PIPELINE, pipeline
 from .validation import ValidationResult, validate
 
 
@@ -63,20 +64,37 @@ def _checker_passes(path: Path) -> bool:
         return False
 
 
+def _plan(model: onnx.ModelProto, target_ort: str | None):
+    """What to run the passes on, and which passes. A model that is not a merged decoder (the encoder, the split
+    decoders of the same export) can still need retargeting for the runtime, and nothing else."""
+    try:
+        return find_merged_decoder(model), pipeline(target_ort)
+    except NotAMergedDecoderError:
+        if target_ort is None:
+            raise
+        return PlainModel(model), pipeline(target_ort)[len(PIPELINE):]
+
+
 def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation: bool = True,
-           in_place: bool = False, target_ort: str | None = None) -> RepairResult:
-    """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then."""
+           in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False) -> RepairResult:
+    """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
+
+    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; any other ONNX model (an
+    encoder) is accepted then and only retargeted. `validate_on_target` runs the proof inside that release."""
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
         if not in_place:
             raise BadInputError(f"output is the input ({source}); pass --in-place to overwrite it (keeps {source.name}.bak)")
     elif in_place:
         raise BadInputError("--in-place needs the output to be the input")
+    if validate_on_target and not target_ort:
+        raise BadInputError("--validate-on-target needs --target-ort")
     loaded = read_model(source)
     check_output_location(out)
-    decoder = find_merged_decoder(loaded.model)
-    changes = [finding for repair_pass in pipeline(target_ort) for finding in repair_pass(decoder)]
+    subject, passes = _plan(loaded.model, target_ort)
+    changes = [finding for repair_pass in passes for finding in repair_pass(subject)]
     result = RepairResult(input=source, output=out, changes=changes)
+    runtime = full_release(target_ort) if validate_on_target else None
 
     checker_held = _checker_passes(source) if run_validation else False
 
@@ -88,7 +106,10 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
                 onnx.checker.check_model(os.fspath(staged), full_check=True)
             except Exception as err:
                 raise ValidationFailedError(f"repaired model fails onnx.checker: {' '.join(str(err).split())}") from None
-        result.validation = validate(staged)
+        if not isinstance(subject, MergedDecoder):
+            load_in_onnxruntime(staged, runtime)  # an encoder or split decoder: no decode loop of its own
+            return
+        result.validation = validate(staged, ort_version=runtime)
         result.validation.model = str(out)
         if not result.validation.ok:
             raise ValidationFailedError(f"repaired model does not decode like full recompute: "
@@ -96,7 +117,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
 
     result.backup = make_backup(source) if in_place else None
     try:
-        write_model(decoder.model if changes else None, out, loaded, before_commit)
+        write_model(subject.model if changes else None, out, loaded, before_commit)
     except BaseException:
         # Whatever failed (a bug or Ctrl-C included), a backup identical to the input is debris that would block the
         # next --in-place run; one that differs means the new model already landed, so it is kept.
@@ -112,8 +133,8 @@ def check(path: str | os.PathLike, *, target_ort: str | None = None) -> CheckRes
     never written, so the findings are exactly the changes `repair` would make."""
     path = Path(path)
     loaded = read_model(path)
-    decoder = find_merged_decoder(loaded.model)
-    return CheckResult(path=path, findings=[f for repair_pass in pipeline(target_ort) for f in repair_pass(decoder)])
+    subject, passes = _plan(loaded.model, target_ort)
+    return CheckResult(path=path, findings=[f for repair_pass in passes for f in repair_pass(subject)])
 
 
 __all__ = ["CheckResult", "RepairResult", "ValidationResult", "check", "repair", "validate"]

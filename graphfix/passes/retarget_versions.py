@@ -1,5 +1,8 @@
 """GF301 / GF302: a model the deployed onnxruntime refuses to load is broken before any cache matters.
 
+The opset is converted down first (opset_adapters.py, every subgraph included), since a lower opset can need a
+lower IR version.
+
 Today's onnx stamps IR 10+ on everything it saves, and onnxruntime 1.16 (the seeds' Rust `ort`) refuses any IR
 above 9 even when nothing in the model needs it. The IR version is lowered to the lowest the model's contents need
 (onnx's own `find_min_ir_version_for`, plus the element types that raised it); when the contents need more than
@@ -14,8 +17,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import RepairRefusedError
-from ..findings import IR_ABOVE_TARGET, Finding
+from ..findings import IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, Finding
 from ..merged_decoder import MergedDecoder
+from ..opset_adapters import convert_down
 from ..ort_targets import ort_limits
 
 # Element types and the IR version that introduced them.
@@ -51,13 +55,16 @@ def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding
     max_ir, max_opset = ort_limits(target_ort)
 
     def retarget_versions(decoder: MergedDecoder) -> list[Finding]:
-        model = decoder.model
+        model, findings = decoder.model, []
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is not None and opset > max_opset:
-            raise RepairRefusedError(f"model uses ai.onnx opset {opset} > {max_opset}, the highest onnxruntime "
-                                     f"{target_ort} runs; opset conversion is not supported yet")
+            converted = convert_down(model, max_opset)
+            findings.append(Finding(
+                code=OPSET_ABOVE_TARGET, tensor=None, node=None,
+                message=f"ai.onnx opset {opset} is above {max_opset}, the highest onnxruntime {target_ort} runs",
+                fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)"))
         if model.ir_version <= max_ir:
-            return []
+            return findings
         need, why = min_ir_version(model)
         if need > max_ir:
             raise RepairRefusedError(f"IR version {need} is needed by {why}, above IR {max_ir} of onnxruntime {target_ort}")
@@ -65,6 +72,6 @@ def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding
                           message=f"IR version {model.ir_version} is refused by onnxruntime {target_ort} (max IR {max_ir})",
                           fix=f"lower ir_version to {need}, the lowest its contents need")
         model.ir_version = need
-        return [finding]
+        return findings + [finding]
 
     return retarget_versions

@@ -1,0 +1,141 @@
+"""Retargeting for the onnxruntime the user deploys: opset adapters (each compared output for output), IR lowering,
+and whole exports brought from IR 10 / opset 21 down to what onnxruntime 1.16 runs, proven inside 1.16.3."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper, version_converter
+
+from graphfix import RepairRefusedError, check, repair
+from graphfix.opset_adapters import convert_down
+
+from .conftest import ROOT, SAMPLES, SAMPLE_IDS
+
+EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
+CURRENT = [p for p in SAMPLES if p.parent.name == "current"]
+
+
+def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _model(nodes, inputs, outputs, opset, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _float(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_is_decomposed_below_opset_20_with_the_same_outputs(approximate):
+    model = _model([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)],
+                   [_float("x", [2, 5])], [_float("y", [2, 5])], 20)
+    x = np.linspace(-4, 4, 10, dtype=np.float32).reshape(2, 5)
+    before = _run(model, {"x": x})[0]
+    assert convert_down(model, 19) == 1
+    assert "Gelu" not in {n.op_type for n in model.graph.node} and model.opset_import[0].version == 19
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_run(model, {"x": x})[0], before, atol=1e-6)
+
+
+def test_type_only_bumps_are_relabelled_in_every_subgraph_with_the_same_outputs():
+    shape = numpy_helper.from_array(np.array([2, -1], np.int64), "shape")
+    branch = helper.make_graph([
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
+        helper.make_node("Unsqueeze", ["t", "axes"], ["u"]),
+        helper.make_node("Squeeze", ["u", "axes"], ["s"]),
+        helper.make_node("Shape", ["s"], ["sh"]),
+        helper.make_node("ConstantOfShape", ["sh"], ["z"], value=numpy_helper.from_array(np.array([1.5], np.float32))),
+        helper.make_node("Cast", ["z"], ["c"], to=TensorProto.FLOAT, saturate=1),
+        helper.make_node("Add", ["c", "s"], ["out"]),
+    ], "then", [], [_float("out", ["a", "b"])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["out2"])], "else", [], [_float("out2", ["a", "b"])])
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    model = _model([helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=other)],
+                   [_float("x", [4, 3]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                   [_float("y", ["a", "b"])], 21, [shape, axes])
+    feeds = {"x": np.arange(12, dtype=np.float32).reshape(4, 3), "flag": np.array(True)}
+    before = _run(model, feeds)[0]
+    assert convert_down(model, 18) == 9  # If, the 7 bumped ops of then_branch, the Identity of else_branch
+    then_branch = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    cast = next(n for n in then_branch.node if n.op_type == "Cast")
+    assert [a.name for a in cast.attribute] == ["to"]  # saturate (added at 19, for float8 only) dropped at 18
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_array_equal(_run(model, feeds)[0], before)
+
+
+def test_a_node_using_a_type_the_target_lacks_is_refused_naming_op_node_and_opsets():
+    model = _model([helper.make_node("Cast", ["x"], ["y"], name="to_fp8", to=TensorProto.FLOAT8E4M3FN)],
+                   [_float("x", [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [2])], 21)
+    snapshot = model.SerializeToString()
+    with pytest.raises(RepairRefusedError, match=r"op Cast at node 'to_fp8' .*needs opset 21 > target 18"):
+        convert_down(model, 18)
+    assert model.SerializeToString() == snapshot
+
+
+def test_a_bump_that_changed_meaning_is_refused():
+    pads = numpy_helper.from_array(np.array([1, 1], np.int64), "pads")
+    model = _model([helper.make_node("Pad", ["x", "pads"], ["y"], name="wrap_pad", mode="wrap")],
+                   [_float("x", [3])], [_float("y", [5])], 19, [pads])
+    with pytest.raises(RepairRefusedError, match="op Pad at node 'wrap_pad'.*changed meaning at opset 19"):
+        convert_down(model, 18)
+
+
+def _stamped_ir10_opset21(source, tmp_path):
+    """What today's stack writes: the current exporter's output converted up to opset 21, saved with IR 10."""
+    model = version_converter.convert_version(onnx.load(source), 21)
+    model.ir_version = 10
+    path = tmp_path / f"{source.stem}-ir10-opset21.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("source", CURRENT, ids=[p.stem for p in CURRENT])
+def test_an_ir10_opset21_decoder_is_brought_to_onnxruntime_1_16_and_decodes_there(source, tmp_path):
+    stamped = _stamped_ir10_opset21(source, tmp_path)
+    result = repair(stamped, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
+    assert {"GF101", "GF301", "GF302"} <= {c.code for c in result.changes}
+    assert result.validation.ok and result.validation.onnxruntime == "1.16.3", result.validation.first_failure
+    fixed = onnx.load(tmp_path / "fixed.onnx")
+    assert fixed.ir_version <= 9 and fixed.opset_import[0].version == 19
+    assert check(tmp_path / "fixed.onnx", target_ort="1.16").findings == []
+
+
+@pytest.mark.parametrize("source", SAMPLES, ids=SAMPLE_IDS)
+def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(source, tmp_path):
+    result = repair(source, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
+    assert result.validation.ok and result.validation.onnxruntime == "1.16.3"
+
+
+@pytest.mark.parametrize("part", ["encoder_model", "decoder_model", "decoder_with_past_model"])
+def test_the_rest_of_an_export_is_retargeted_too(part, tmp_path):
+    source = EXPORT / f"{part}.onnx"
+    stamped = _stamped_ir10_opset21(source, tmp_path)
+    assert {f.code for f in check(stamped, target_ort="1.16").findings} == {"GF301", "GF302"}
+    result = repair(stamped, tmp_path / "out.onnx", target_ort="1.16", validate_on_target=True)
+    assert result.changed and result.validation is None  # no decode loop of its own; loaded in 1.16.3 instead
+    out, original = onnx.load(tmp_path / "out.onnx"), onnx.load(source)
+    assert out.opset_import[0].version == 19 and out.ir_version <= 9
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for value in ort.InferenceSession(str(source)).get_inputs():
+        dims = [d if isinstance(d, int) else 3 for d in value.shape]
+        if "past_key_values" in value.name and isinstance(value.shape[2], str):
+            dims[2] = 2
+        feeds[value.name] = (rng.integers(0, 90, dims) if "int64" in value.type
+                             else rng.standard_normal(dims).astype(np.float32))
+        if "mask" in value.name:
+            feeds[value.name] = np.ones(dims, np.int64)
+    for got, want in zip(_run(out, feeds), _run(original, feeds)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_validate_on_target_needs_a_target(marian_current, tmp_path, cli):
+    result = cli("repair", marian_current, tmp_path / "o.onnx", "--validate-on-target")
+    assert result.exit_code == 2 and "--validate-on-target needs --target-ort" in result.stderr
