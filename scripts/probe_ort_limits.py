@@ -37,7 +37,7 @@ def _model(ir: int, opset: int):
 
 def probe(release: str, workdir: Path) -> tuple[int, int]:
     python = runtime_python(release)
-    irs, opsets = list(range(7, 14)), list(range(13, 27))
+    irs, opsets = list(range(7, 16)), list(range(13, 31))
     paths = []
     for ir in irs:
         paths.append(workdir / f"ir{ir}.onnx")
