@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test check samples clean verify-ort-table
+.PHONY: install demo test check samples fixed-shape-samples clean verify-ort-table
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,16 @@ $(EXPORT_CURRENT)/.installed:
 samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out sample_models/legacy
 	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out sample_models/current
+	$(MAKE) fixed-shape-samples
+
+# Decoders exported with one axis left out of the dynamic axes (the exporter fixes it at the dummy's size).
+fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
+	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out build/fixed/current-batch --only marian --static-axis batch_size
+	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out build/fixed/current-source --only marian --static-axis encoder_sequence_length
+	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out build/fixed/legacy-batch --only marian --static-axis batch_size
+	cp build/fixed/current-batch/marian.onnx sample_models/fixed-shape/current-marian-batch2.onnx
+	cp build/fixed/current-source/marian.onnx sample_models/fixed-shape/current-marian-source16.onnx
+	cp build/fixed/legacy-batch/marian.onnx sample_models/fixed-shape/legacy-marian-batch2.onnx
 
 clean:
 	rm -rf build .pytest_cache

@@ -10,6 +10,8 @@ DUMMY_ENCODER_KV = "GF101"
 UNTRUTHFUL_ENCODER_KV_SHAPE = "GF102"
 UNBINDABLE_DIM_NAME = "GF103"
 UNTRUTHFUL_DECODER_KV_SHAPE = "GF104"
+STATIC_SIGNATURE_DIM = "GF201"
+BAKED_RESHAPE_SHAPE = "GF202"
 IR_ABOVE_TARGET = "GF301"
 OPSET_ABOVE_TARGET = "GF302"
 
@@ -18,6 +20,8 @@ CODES = {
     UNTRUTHFUL_ENCODER_KV_SHAPE: "declared present.N.encoder shape differs from its past input",
     UNBINDABLE_DIM_NAME: "a symbolic dim is named so no runtime can bind it to the encoder length",
     UNTRUTHFUL_DECODER_KV_SHAPE: "declared present.N.decoder length is not past + new tokens",
+    STATIC_SIGNATURE_DIM: "batch or sequence length fixed in the signature by a fixed-shape export",
+    BAKED_RESHAPE_SHAPE: "a Reshape's constant shape bakes the exported batch or sequence length",
     IR_ABOVE_TARGET: "IR version above what the target onnxruntime loads",
     OPSET_ABOVE_TARGET: "ai.onnx opset above what the target onnxruntime runs",
 }

@@ -26,8 +26,15 @@ import torch
 _torch_onnx_export = torch.onnx.export
 
 
+_STATIC_AXES: set[str] = set()  # --static-axis: names dropped from the dynamic axes Optimum asks for
+
+
 def _export_with_torchscript(*args, **kwargs):
     kwargs.setdefault("dynamo", False)
+    if _STATIC_AXES and kwargs.get("dynamic_axes"):
+        # What a user config without a batch axis produces: the exporter traces the dummy batch as a constant.
+        kwargs["dynamic_axes"] = {name: {i: a for i, a in axes.items() if a not in _STATIC_AXES}
+                                  for name, axes in kwargs["dynamic_axes"].items()}
     return _torch_onnx_export(*args, **kwargs)
 
 
@@ -99,7 +106,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="architectures to export (default: all)")
     parser.add_argument("--keep-all", action="store_true")
+    parser.add_argument("--static-axis", action="append", default=[],
+                        help="export with this axis fixed at the dummy size (e.g. batch_size), as a misconfigured "
+                             "export does")
     args = parser.parse_args()
+    _STATIC_AXES.update(args.static_axis)
     args.out.mkdir(parents=True, exist_ok=True)
     import importlib.metadata as md
 
@@ -109,7 +120,7 @@ def main() -> int:
     manifest = args.out / "manifest.json"
     previous = json.loads(manifest.read_text())["models"] if manifest.exists() else []
     merged = {m["arch"]: m for m in previous} | {m["arch"]: m for m in made}
-    manifest.write_text(json.dumps({"exporter": args.exporter, "versions": versions,
+    manifest.write_text(json.dumps({"exporter": args.exporter, "versions": versions, "static_axes": args.static_axis,
                                     "models": sorted(merged.values(), key=lambda m: m["arch"])}, indent=2) + "\n")
     print(json.dumps(made, indent=2))
     return 0

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from graphfix.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = sorted((ROOT / "sample_models").glob("*/*.onnx"))
+SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((ROOT / "sample_models" / "current").glob("*.onnx"))
+FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
 assert SAMPLES, "sample_models/ is empty: run `make samples`"
 
