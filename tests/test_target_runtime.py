@@ -107,3 +107,11 @@ def test_an_op_that_cannot_go_below_the_target_opset_is_refused_with_nothing_wri
 def test_an_unknown_onnxruntime_release_is_refused(marian_current, tmp_path, cli):
     result = cli("check", marian_current, "--target-ort", "0.9")
     assert result.exit_code == 2 and "no compatibility data for onnxruntime 0.9" in result.stderr
+
+
+def test_a_runtime_pip_cannot_install_is_one_clear_error(marian_current, tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
+    result = cli("validate", marian_current, "--ort-version", "0.0.1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot install onnxruntime==0.0.1") and result.stderr.count("\n") == 1
+    assert not any((tmp_path / "cache").glob("onnxruntime-*"))  # no half-made runtime left to be reused
