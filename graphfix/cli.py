@@ -30,7 +30,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 TargetOption = Annotated[Optional[str], typer.Option(
     "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
-    "lower the IR version it would refuse; refuse models whose opset it cannot run. Default: leave versions alone.")]
+    "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
+    "leave versions alone.")]
 
 
 def _version(value: bool) -> None:
@@ -80,7 +81,7 @@ def _validation_lines(result: ValidationResult) -> list[str]:
     return lines
 
 
-@app.command("repair")
+@app.command("repair", epilog=EXIT_CODES)
 def repair_command(
     source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx).")],
     out: Annotated[Path, typer.Argument(help="Where to write the repaired model (never the input, unless --in-place).")],
@@ -93,8 +94,11 @@ def repair_command(
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Rewire the cache branch so every present.* can be fed back as past_key_values.*, make declared shapes
-    truthful, and prove it by decoding in onnxruntime before the output is put in place.
+    """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
+
+    Rewires the cache branch to pass the encoder KV through, makes declared shapes truthful, optionally retargets
+    IR/opset for the onnxruntime you deploy on, and proves it by decoding in onnxruntime before the output is put
+    in place.
 
     The output appears atomically, and only once it has passed validation; on any error nothing is written and
     the input is untouched. A model that needs nothing is copied as it is ("nothing to repair").
@@ -124,16 +128,19 @@ def repair_command(
     typer.echo(summary)
 
 
-@app.command("check")
+@app.command("check", epilog=EXIT_CODES)
 def check_command(
     paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check.")],
     target_ort: TargetOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Report, without writing anything, every finding that would break a plain present->past client: its code,
-    a one-line message, the tensor or node, and the fix `graphfix repair` would apply. Meant as a pre-deployment
-    hook: exit 0 when every file is clean, 1 when any has findings, 2 when any cannot be read.
+    """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
+
+    For each finding: its code, a one-line message, the tensor or node, and the fix `graphfix repair` would apply.
+    Exit 0 when every file is clean, 1 when any has findings, 2 when any cannot be read.
+
+    Example: graphfix check models/*/decoder_model_merged.onnx
     """
     results: list[CheckResult] = []
     exit_code = 0
@@ -160,7 +167,7 @@ def check_command(
     raise typer.Exit(exit_code)
 
 
-@app.command("validate")
+@app.command("validate", epilog=EXIT_CODES)
 def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove.")],
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show first-step and full-recompute "
@@ -171,9 +178,13 @@ def validate_command(
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Prove in onnxruntime that the plain present->past loop decodes exactly like full recompute, with inputs
-    synthesized from the model's own signature (no PyTorch, no original weights): 8 steps at batch 1 and 3 and two
-    source lengths. Exit 0 when it holds, 1 when it does not (naming the first step and output that diverged).
+    """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
+
+    Inputs are synthesized from the model's own signature (no PyTorch, no original weights): 8 steps at batch 1
+    and 3 and two source lengths. Exit 0 when it holds, 1 when it does not (naming the first step and output that
+    diverged), 2 when the model cannot be read or loaded.
+
+    Example: graphfix validate fixed.onnx --original decoder_model_merged.onnx --ort-version 1.16.3
     """
     try:
         result = validate(model, original, ort_version=ort_version)
