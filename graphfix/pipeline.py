@@ -1,8 +1,8 @@
 """The library API: one function per command, each returning one result object.
 
-    repair:   read -> find the merged decoder -> passes -> write atomically -> (validate before it lands)
-    check:    read -> find -> passes in report-only mode
-    validate: see validate.py
+    repair:   read -> find the merged decoder -> passes -> write atomically, validating before it lands
+    check:    read -> find -> passes, on a model that is never written (so check == repair's changes)
+    validate: the decode-loop proof, see validation.py and decode_loop.py
 """
 
 from __future__ import annotations
