@@ -74,3 +74,23 @@ clean:
 ORT_RELEASES ?= 1.15.1 1.16.3 1.17.3 1.18.1 1.19.2 1.20.1 1.21.1 1.22.1 1.23.2 1.24.4 1.25.1 1.26.0 1.27.0 1.28.0 1.29.0 1.30.0 1.31.1 1.32.0
 verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)
+
+# Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
+# onnxruntime-node), checked token for token against PyTorch. Needs torch and node, so it has its own venv and
+# tests/clients/js/node_modules instead of slowing `make test`. The npm install skips onnxruntime-node's
+# postinstall (it only fetches GPU providers): the CPU library ships inside the package.
+CLIENTS_VENV := .venv-clients
+CLIENTS_JS := tests/clients/js
+.PHONY: test-clients
+
+$(CLIENTS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime pytest -e .
+	touch $@
+
+$(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/package-lock.json
+	cd $(CLIENTS_JS) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed
+	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients

@@ -1,0 +1,164 @@
+"""Real clients of a repaired export: Optimum's ORTModelForSeq2SeqLM, transformers.js and a plain present->past loop
+on onnxruntime-node, each compared token for token with the PyTorch model the export came from.
+
+These need torch, the Optimum exporter and node, so `make test` (fast, no torch) does not collect them;
+`make test-clients` installs their stack (.venv-clients, tests/clients/js/node_modules) and runs them with
+GRAPHFIX_CLIENT_TESTS=1. The exports are made fresh in every session by the real exporter
+(sample_models/make_samples.py --keep-all), so the tests also notice when the exporter's output changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+CLIENT_TESTS_ENABLED = os.environ.get("GRAPHFIX_CLIENT_TESTS") == "1"
+if not CLIENT_TESTS_ENABLED:
+    collect_ignore_glob = ["test_*.py"]
+
+
+def pytest_report_header(config):
+    if not CLIENT_TESTS_ENABLED:
+        return "tests/clients not collected: run `make test-clients` (sets GRAPHFIX_CLIENT_TESTS=1)"
+
+# The models every client is tested on (tiny random-weight configs from make_samples.py).
+ARCHS = ["marian", "m2m100", "t5"]
+# Source token ids with no special token among them (pads are 95 / 1 / 0, EOS 0 / 2 / 1), ending in each EOS.
+SOURCE_IDS = {"marian": [17, 42, 8, 61, 33, 5, 0], "m2m100": [17, 42, 8, 61, 33, 5, 2], "t5": [17, 42, 8, 61, 33, 5, 1]}
+MAX_NEW_TOKENS = 10
+# Every client generates exactly MAX_NEW_TOKENS: EOS is held off (min_new_tokens) and not forced at the end,
+# so an early EOS cannot hide a divergence and a forced one cannot fight the minimum length.
+GENERATION = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "forced_eos_token_id": None,
+              "do_sample": False}
+MERGED = "decoder_model_merged.onnx"
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> Path:
+    """Full Optimum export directories (encoder, split and merged decoders, configs, `pytorch/` weights), made now
+    by the current exporter in this venv."""
+    out = tmp_path_factory.mktemp("exports")
+    subprocess.run([sys.executable, str(ROOT / "sample_models" / "make_samples.py"), "--exporter", "current",
+                    "--out", str(out), "--keep-all", "--only", *ARCHS], check=True, capture_output=True, text=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["versions"]["optimum-onnx"] == "0.1.0", manifest["versions"]
+    return out
+
+
+def repair_model_dir(source: Path, out: Path) -> Path:
+    """What a user does to a whole model directory: repair every merged decoder, copy everything else."""
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns(MERGED))
+    for merged in sorted(source.rglob(MERGED)):
+        target = out / merged.relative_to(source)
+        subprocess.run([str(Path(sys.executable).parent / "graphfix"), "repair", str(merged), str(target)],
+                       check=True, capture_output=True, text=True)
+    return out
+
+
+def onnx_community_layout(export: Path, out: Path) -> Path:
+    """The layout of onnx-community / transformers.js repos: configs on top, every ONNX file under onnx/."""
+    (out / "onnx").mkdir(parents=True)
+    for path in export.iterdir():
+        if path.suffix == ".onnx":
+            shutil.copyfile(path, out / "onnx" / path.name)
+        elif path.suffix == ".json":
+            shutil.copyfile(path, out / path.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def repaired_export(exports, tmp_path_factory):
+    """`repaired_export(arch)`: the Optimum export directory of `arch` with its merged decoder repaired."""
+    root = tmp_path_factory.mktemp("repaired")
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = repair_model_dir(exports / arch, root / arch)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def repaired_onnx_community(exports, tmp_path_factory):
+    """`repaired_onnx_community(arch)`: the export in onnx-community layout, then repaired."""
+    root = tmp_path_factory.mktemp("onnx-community")
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            layout = onnx_community_layout(exports / arch, root / "original" / arch)
+            made[arch] = repair_model_dir(layout, root / "repaired" / arch)
+        return made[arch]
+
+    return get
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the PyTorch model an export came from generates from SOURCE_IDS (batch 1)."""
+
+    tokens: list[int]          # decoder start token, then MAX_NEW_TOKENS generated tokens
+    scores: np.ndarray         # (steps, vocab): the scores generation chose from (EOS at -inf while held off)
+    logits: np.ndarray         # (steps, vocab): the raw logits of the model at each step
+    sequence_score: float      # the beam's length-normalised log-probability (beam search only, else nan)
+
+
+def assert_scores_match(actual, expected) -> None:
+    """Per-step logits equal up to fp32 noise: the tiny random models repeat tokens, so equal tokens alone would not
+    show that every step saw the right cache."""
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="session")
+def pytorch_reference(exports):
+    """`pytorch_reference(arch, num_beams)`: the Reference of the PyTorch weights saved beside the export."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    cache: dict[tuple[str, int], Reference] = {}
+
+    def get(arch: str, num_beams: int = 1) -> Reference:
+        if (arch, num_beams) not in cache:
+            model = AutoModelForSeq2SeqLM.from_pretrained(exports / arch / "pytorch").eval()
+            input_ids = torch.tensor([SOURCE_IDS[arch]])
+            with torch.no_grad():
+                out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                     num_beams=num_beams, return_dict_in_generate=True, output_scores=True,
+                                     output_logits=True, **GENERATION)
+            cache[(arch, num_beams)] = Reference(
+                tokens=out.sequences[0].tolist(),
+                scores=torch.stack([s[0] for s in out.scores]).double().numpy(),
+                logits=torch.stack([s[0] for s in out.logits]).double().numpy(),
+                sequence_score=float(out.sequences_scores[0]) if num_beams > 1 else float("nan"))
+        return cache[(arch, num_beams)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def node():
+    """`node(script, payload)`: run a client in tests/clients/js with a JSON payload and return its JSON answer."""
+    node_bin = shutil.which("node")
+    assert node_bin, "node is not on PATH (make test-clients needs node >= 18)"
+    assert (JS_DIR / "node_modules" / "onnxruntime-node").is_dir(), "JS clients not installed: run make test-clients"
+
+    def run(script: str, payload: dict) -> dict:
+        done = subprocess.run([node_bin, str(JS_DIR / script), json.dumps(payload)], capture_output=True, text=True,
+                              cwd=JS_DIR, timeout=300)
+        assert done.returncode == 0, f"{script} failed:\n{done.stderr}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run
