@@ -1,6 +1,11 @@
 """All file reading and writing of models goes through here.
 
-Reading never loads external weight data and refuses unsafe external-data locations before anything touches them.
+A repair costs about what copying the file costs. Reading maps the file and parses only its skeleton: every large
+weight payload stays in the file, marked by its byte range (protowire.py), so a 2 GB model never becomes 2 GB of
+Python objects. External weight data is never read at all, and unsafe external-data locations are refused before
+anything touches them. Writing streams: the edited skeleton is serialized (kilobytes) and the payload ranges are
+copied file-to-file in the kernel (datacopy.py).
+
 Writing is atomic: everything is written into a hidden temp directory beside the output, checked by the caller's
 `before_commit` hook, then renamed into place (data files first, the model last); on any failure the temp
 directory is removed, so the output name only ever holds the old file or the complete new one.
@@ -8,6 +13,7 @@ directory is removed, so the output name only ever holds the old file or the com
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -18,6 +24,8 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from . import protowire
+from .datacopy import DATA_MODES, copy_data_file, copy_file, write_pieces
 from .errors import BadInputError
 
 EXTERNAL = onnx.TensorProto.EXTERNAL
@@ -26,8 +34,9 @@ EXTERNAL = onnx.TensorProto.EXTERNAL
 @dataclass
 class LoadedModel:
     path: Path
-    model: onnx.ModelProto
+    model: onnx.ModelProto  # the skeleton: complete graph structure, large payloads left in the file
     external_files: list[str] = field(default_factory=list)  # locations as written in the model, relative
+    stamp: tuple[int, int, int] = (0, 0, 0)  # (size, mtime_ns, inode) of path when read: payload ranges point here
 
     @property
     def directory(self) -> Path:
@@ -48,7 +57,9 @@ def _all_tensors(graph: onnx.GraphProto):
 
 
 def external_tensors(model: onnx.ModelProto):
-    return [t for t in _all_tensors(model.graph) if t.data_location == EXTERNAL]
+    """Tensors whose data lives in an external-data file (not the payloads a skeleton left in the model file)."""
+    return [t for t in _all_tensors(model.graph)
+            if t.data_location == EXTERNAL and not protowire.is_payload_marker(_external_location(t))]
 
 
 def _external_location(tensor: onnx.TensorProto) -> str:
@@ -61,8 +72,12 @@ def _set_external_location(tensor: onnx.TensorProto, location: str) -> None:
             entry.value = location
 
 
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
 def read_model(path: str | os.PathLike) -> LoadedModel:
-    """Parse the model's protobuf without its external data; refuse anything that is not a readable ONNX file."""
+    """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"no such file: {path}")
@@ -70,21 +85,26 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise BadInputError(f"{path} is a directory; give the .onnx file")
     if not path.is_file():
         raise BadInputError(f"{path} is not a regular file")
-    if path.stat().st_size == 0:
-        raise BadInputError(f"{path} is empty")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            if stat.st_size == 0:
+                raise BadInputError(f"{path} is empty")
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                skeleton = protowire.split(mapped)
     except OSError as err:
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
+    except protowire.WireError as err:
+        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(data)
+        model.ParseFromString(skeleton)
     except (DecodeError, RuntimeError, ValueError) as err:
         raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None
     # Protobuf happily parses many random byte strings into an empty-looking message.
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
         raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")
-    loaded = LoadedModel(path=path, model=model)
+    loaded = LoadedModel(path=path, model=model, stamp=_stamp(stat))
     loaded.external_files = _check_external_data(loaded)
     return loaded
 
@@ -137,13 +157,18 @@ def write_model(
     out: Path,
     source: LoadedModel,
     before_commit: Callable[[Path], None] | None = None,
+    data_mode: str = "clone",
 ) -> Path:
-    """Write `model` (or, when None, a faithful byte copy of `source`) to `out` atomically.
+    """Write `model` (a skeleton read from `source`, or when None a faithful byte copy of `source`) to `out` atomically.
 
-    External data is never parsed: each data file of the source is copied beside `out` and the
-    model's locations are pointed at it, relative. `before_commit(temp_model_path)` runs on the complete
-    written files; if it raises, nothing is renamed into place.
+    Payloads the skeleton left in `source` are copied from it range by range; external data is never parsed: each
+    data file of the source is put beside `out` (`data_mode`: "clone" = reflink where the filesystem can, else an
+    in-kernel copy keeping holes; "copy" = always copy; "link" = hardlink, which onnx >= 1.23 refuses to load) and
+    the model's locations are pointed at it, relative. `before_commit(temp_model_path)` runs on the complete written
+    files; if it raises, nothing is renamed into place.
     """
+    if data_mode not in DATA_MODES:
+        raise ValueError(f"data_mode must be one of {DATA_MODES}, not {data_mode!r}")
     out = Path(out)
     check_output_location(out)
     parent = out.parent if str(out.parent) else Path(".")
@@ -154,17 +179,15 @@ def write_model(
         renames: list[tuple[Path, Path]] = []
         locations = {loc: _data_location_for(out, i, len(source.external_files))
                      for i, loc in enumerate(source.external_files)}
+        relocate = any(old != new for old, new in locations.items())
+        if model is None and relocate:
+            model = source.model  # unchanged skeleton; only the data file names move
         if model is None:
-            shutil.copyfile(source.path, staged_model)
-            if locations:  # the copy must point at the renamed data files
-                model = onnx.ModelProto()
-                model.ParseFromString(staged_model.read_bytes())
-        if model is not None:
-            if locations:
-                model = _with_locations(model, locations)
-            staged_model.write_bytes(model.SerializeToString())
+            copy_file(source.path, staged_model, data_mode)
+        else:
+            _write_spliced(_with_locations(model, locations), source, staged_model)
         for old, new in locations.items():
-            _copy_data(source.directory / old, workdir / new)
+            copy_data_file(source.directory / old, workdir / new, data_mode)
             renames.append((workdir / new, parent / new))
         os.chmod(staged_model, source.path.stat().st_mode & 0o777)
         if before_commit is not None:
@@ -179,19 +202,22 @@ def write_model(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:
+    """The skeleton's bytes with each payload copied back from the source file, which must be the file we read."""
+    pieces = protowire.join(model.SerializeToString())
+    with open(source.path, "rb") as src:
+        if any(isinstance(p, protowire.SourceRange) for p in pieces) and _stamp(os.fstat(src.fileno())) != source.stamp:
+            raise BadInputError(f"{source.path} changed while it was being repaired; run again")
+        write_pieces(pieces, src.fileno(), staged)
+
+
 def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.ModelProto:
     if all(old == new for old, new in locations.items()):
         return model
-    model = model.__deepcopy__() if hasattr(model, "__deepcopy__") else onnx.ModelProto.FromString(model.SerializeToString())
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # a skeleton: kilobytes, and the caller's stays as is
     for tensor in external_tensors(model):
         _set_external_location(tensor, locations[_external_location(tensor)])
     return model
-
-
-def _copy_data(src: Path, dst: Path) -> None:
-    # Not a hardlink: onnx (seen with 1.23) refuses external data with several links as a "potential hardlink attack",
-    # so a linked output could not be loaded by onnx.load or checked. copyfile copies in the kernel (sendfile).
-    shutil.copyfile(src, dst)
 
 
 def backup_path(path: Path) -> Path:

@@ -1,0 +1,128 @@
+"""Copy bytes file-to-file without them passing through Python: reflink, copy_file_range, sendfile, in that order.
+
+Weights are gigabytes and a repair never looks at them, so they move in the kernel. Sparse files stay sparse
+(holes are found with SEEK_DATA / SEEK_HOLE and skipped), so a mostly-empty multi-gigabyte data file costs what its
+data costs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .protowire import Piece, SourceRange
+
+# "clone": reflink where the filesystem can (btrfs, xfs), else an in-kernel copy. "copy": always an in-kernel copy.
+# "link": hardlink external data; onnx >= 1.23's loader and checker refuse a data file with several links
+# ("potential hardlink attack"), so only runtimes that do not check (onnxruntime) can load such an output.
+DATA_MODES = ("clone", "copy", "link")
+_FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
+_CHUNK = 1 << 30
+# Errors meaning "this kernel or filesystem cannot do that", after which the next, plainer method is tried.
+_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.EPERM,
+                errno.EBADF, errno.ETXTBSY}
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    try:
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+        return True
+    except OSError as err:
+        if err.errno in _UNSUPPORTED:
+            return False
+        raise
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int, dst_offset: int | None = None) -> None:
+    """Copy length bytes at offset; at dst_offset, or at (and advancing) dst_fd's position when None."""
+    end = offset + length
+    try:
+        while offset < end:
+            done = os.copy_file_range(src_fd, dst_fd, min(end - offset, _CHUNK), offset, dst_offset)
+            if done == 0:
+                raise OSError(errno.EIO, "source file ended early")
+            offset += done
+            dst_offset = None if dst_offset is None else dst_offset + done
+        return
+    except OSError as err:
+        if err.errno not in _UNSUPPORTED:
+            raise
+    if dst_offset is not None:
+        os.lseek(dst_fd, dst_offset, os.SEEK_SET)
+    while offset < end:  # sendfile writes at dst_fd's position
+        done = os.sendfile(dst_fd, src_fd, offset, min(end - offset, _CHUNK))
+        if done == 0:
+            raise OSError(errno.EIO, "source file ended early")
+        offset += done
+
+
+def _data_segments(fd: int, size: int) -> Iterable[tuple[int, int]]:
+    """(start, end) of every region of fd that holds data; the whole file where holes cannot be asked about."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # only a hole remains
+                return
+            if err.errno in _UNSUPPORTED:
+                yield pos, size
+                return
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        pos = end
+
+
+def _copy_contents(src_fd: int, dst_fd: int, allow_reflink: bool) -> None:
+    if allow_reflink and _reflink(src_fd, dst_fd):
+        return
+    size = os.fstat(src_fd).st_size
+    for start, end in _data_segments(src_fd, size):
+        _copy_range(src_fd, dst_fd, start, end - start, dst_offset=start)
+    os.ftruncate(dst_fd, size)  # a trailing hole
+
+
+def copy_file(src: Path, dst: Path, mode: str = "clone") -> None:
+    """A byte-identical new file `dst` (never a link: it is the model file itself)."""
+    with open(src, "rb") as source, open(dst, "xb") as target:
+        _copy_contents(source.fileno(), target.fileno(), allow_reflink=mode != "copy")
+
+
+def copy_data_file(src: Path, dst: Path, mode: str = "clone") -> None:
+    """External data beside the output: a hardlink only when asked ("link"), else a reflink or a kernel copy."""
+    if mode == "link":
+        try:
+            os.link(src, dst)
+            return
+        except OSError as err:
+            if err.errno not in _UNSUPPORTED and err.errno != errno.EMLINK:
+                raise
+    copy_file(src, dst, mode)
+
+
+def write_pieces(pieces: Iterable[Piece], src_fd: int, dst: Path) -> None:
+    """Write literal bytes and ranges of src_fd, in order, into the new file dst."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        pending: list[bytes] = []
+        for piece in [*pieces, None]:
+            if isinstance(piece, bytes):
+                pending.append(piece)
+                continue
+            if pending:
+                _write_all(fd, b"".join(pending))
+                pending = []
+            if isinstance(piece, SourceRange):
+                _copy_range(src_fd, fd, piece.start, len(piece))
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
