@@ -32,10 +32,13 @@ def pytest_report_header(config):
     if not CLIENT_TESTS_ENABLED:
         return "tests/clients not collected: run `make test-clients` (sets GRAPHFIX_CLIENT_TESTS=1)"
 
-# The models every client is tested on (tiny random-weight configs from make_samples.py).
-ARCHS = ["marian", "m2m100", "t5"]
-# Source token ids with no special token among them (pads are 95 / 1 / 0, EOS 0 / 2 / 1), ending in each EOS.
-SOURCE_IDS = {"marian": [17, 42, 8, 61, 33, 5, 0], "m2m100": [17, 42, 8, 61, 33, 5, 2], "t5": [17, 42, 8, 61, 33, 5, 1]}
+# Every text seq2seq model of make_samples.py (tiny random-weight configs) and its EOS id.
+EOS = {"marian": 0, "m2m100": 2, "t5": 1, "mt5": 1, "bart": 2, "mbart": 2, "pegasus": 1, "blenderbot": 2}
+ARCHS = list(EOS)
+# transformers.js 4.3.1 has no Pegasus class ("Unsupported model type: pegasus"), with or without graphfix.
+TRANSFORMERS_JS_ARCHS = [arch for arch in ARCHS if arch != "pegasus"]
+# Source token ids with no special token among them (pads are 95 / 1 / 0), ending in the model's EOS.
+SOURCE_IDS = {arch: [17, 42, 8, 61, 33, 5, eos] for arch, eos in EOS.items()}
 MAX_NEW_TOKENS = 10
 # Every client generates exactly MAX_NEW_TOKENS: EOS is held off (min_new_tokens) and not forced at the end,
 # so an early EOS cannot hide a divergence and a forced one cannot fight the minimum length.

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import ARCHS, GENERATION, MAX_NEW_TOKENS, MERGED, SOURCE_IDS, assert_scores_match
+from .conftest import (ARCHS, GENERATION, MAX_NEW_TOKENS, MERGED, SOURCE_IDS, TRANSFORMERS_JS_ARCHS,
+                       assert_scores_match)
 
 
 def _plain_loop(node, arch, model_dir):
@@ -17,7 +18,7 @@ def _plain_loop(node, arch, model_dir):
         "minNewTokens": MAX_NEW_TOKENS})
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TRANSFORMERS_JS_ARCHS)
 def test_transformers_js_on_the_repaired_onnx_community_layout_generates_the_pytorch_tokens(
         arch, repaired_onnx_community, pytorch_reference, node):
     model_dir = repaired_onnx_community(arch)
