@@ -32,13 +32,15 @@ def pytest_report_header(config):
     if not CLIENT_TESTS_ENABLED:
         return "tests/clients not collected: run `make test-clients` (sets GRAPHFIX_CLIENT_TESTS=1)"
 
-# Every text seq2seq model of make_samples.py (tiny random-weight configs) and its EOS id.
+# Every text seq2seq model of make_samples.py (tiny random-weight configs) and its EOS and pad ids.
 EOS = {"marian": 0, "m2m100": 2, "t5": 1, "mt5": 1, "bart": 2, "mbart": 2, "pegasus": 1, "blenderbot": 2}
+PAD = {"marian": 95, "m2m100": 1, "t5": 0, "mt5": 0, "bart": 1, "mbart": 1, "pegasus": 0, "blenderbot": 1}
 ARCHS = list(EOS)
 # transformers.js 4.3.1 has no Pegasus class ("Unsupported model type: pegasus"), with or without graphfix.
 TRANSFORMERS_JS_ARCHS = [arch for arch in ARCHS if arch != "pegasus"]
 # Source token ids with no special token among them (pads are 95 / 1 / 0), ending in the model's EOS.
 SOURCE_IDS = {arch: [17, 42, 8, 61, 33, 5, eos] for arch, eos in EOS.items()}
+SHORT_SOURCE_IDS = {arch: [30, 64, eos] for arch, eos in EOS.items()}
 MAX_NEW_TOKENS = 10
 # Every client generates exactly MAX_NEW_TOKENS: EOS is held off (min_new_tokens) and not forced at the end,
 # so an early EOS cannot hide a divergence and a forced one cannot fight the minimum length.
@@ -109,14 +111,25 @@ def repaired_onnx_community(exports, tmp_path_factory):
     return get
 
 
+def source_batch(arch: str, batch: int):
+    """(input_ids, attention_mask) as torch tensors: SOURCE_IDS, and for batch 2 a short right-padded second row."""
+    import torch
+
+    rows = [SOURCE_IDS[arch], SHORT_SOURCE_IDS[arch]][:batch]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([row + [PAD[arch]] * (width - len(row)) for row in rows])
+    attention_mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+    return input_ids, attention_mask
+
+
 @dataclass(frozen=True)
 class Reference:
-    """What the PyTorch model an export came from generates from SOURCE_IDS (batch 1)."""
+    """What the PyTorch model an export came from generates from source_batch(arch, batch), one row per source."""
 
-    tokens: list[int]          # decoder start token, then MAX_NEW_TOKENS generated tokens
-    scores: np.ndarray         # (steps, vocab): the scores generation chose from (EOS at -inf while held off)
-    logits: np.ndarray         # (steps, vocab): the raw logits of the model at each step
-    sequence_score: float      # the beam's length-normalised log-probability (beam search only, else nan)
+    tokens: list[list[int]]        # decoder start token, then MAX_NEW_TOKENS generated tokens
+    scores: np.ndarray             # greedy: (batch, steps, vocab) scores generation chose from (EOS -inf while held off)
+    logits: np.ndarray             # greedy: (batch, steps, vocab) raw logits of the model at each step
+    sequence_scores: list[float]   # beam search: each row's length-normalised log-probability
 
 
 def assert_scores_match(actual, expected) -> None:
@@ -127,26 +140,27 @@ def assert_scores_match(actual, expected) -> None:
 
 @pytest.fixture(scope="session")
 def pytorch_reference(exports):
-    """`pytorch_reference(arch, num_beams)`: the Reference of the PyTorch weights saved beside the export."""
+    """`pytorch_reference(arch, num_beams=1, batch=1)`: the Reference of the PyTorch weights saved beside the export."""
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
-    cache: dict[tuple[str, int], Reference] = {}
+    cache: dict[tuple[str, int, int], Reference] = {}
 
-    def get(arch: str, num_beams: int = 1) -> Reference:
-        if (arch, num_beams) not in cache:
+    def get(arch: str, num_beams: int = 1, batch: int = 1) -> Reference:
+        if (arch, num_beams, batch) not in cache:
             model = AutoModelForSeq2SeqLM.from_pretrained(exports / arch / "pytorch").eval()
-            input_ids = torch.tensor([SOURCE_IDS[arch]])
+            input_ids, attention_mask = source_batch(arch, batch)
             with torch.no_grad():
-                out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                     num_beams=num_beams, return_dict_in_generate=True, output_scores=True,
-                                     output_logits=True, **GENERATION)
-            cache[(arch, num_beams)] = Reference(
-                tokens=out.sequences[0].tolist(),
-                scores=torch.stack([s[0] for s in out.scores]).double().numpy(),
-                logits=torch.stack([s[0] for s in out.logits]).double().numpy(),
-                sequence_score=float(out.sequences_scores[0]) if num_beams > 1 else float("nan"))
-        return cache[(arch, num_beams)]
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                                     return_dict_in_generate=True, output_scores=True, output_logits=True,
+                                     **GENERATION)
+            greedy = num_beams == 1
+            cache[(arch, num_beams, batch)] = Reference(
+                tokens=out.sequences.tolist(),
+                scores=torch.stack(out.scores, dim=1).double().numpy() if greedy else np.empty(0),
+                logits=torch.stack(out.logits, dim=1).double().numpy() if greedy else np.empty(0),
+                sequence_scores=[] if greedy else out.sequences_scores.tolist())
+        return cache[(arch, num_beams, batch)]
 
     return get
 
