@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import GraphfixError
+from .errors import BadInputError, GraphfixError
 from .pipeline import CheckResult, RepairResult, check, repair
 from .validation import ValidationResult, validate
 
@@ -91,6 +91,11 @@ def repair_command(
     validate_on_target: Annotated[bool, typer.Option(
         "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
         "into a cached venv on first use) instead of the installed one.")] = False,
+    copy_data: Annotated[bool, typer.Option(
+        "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a copy).")] = False,
+    link_data: Annotated[bool, typer.Option(
+        "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
+        "a data file with several links; onnxruntime loads it.")] = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -106,8 +111,11 @@ def repair_command(
     Example: graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
     """
     try:
+        if copy_data and link_data:
+            raise BadInputError("--copy-data and --link-data exclude each other")
         result: RepairResult = repair(source, out, run_validation=not no_validate, in_place=in_place,
-                                      target_ort=target_ort, validate_on_target=validate_on_target)
+                                      target_ort=target_ort, validate_on_target=validate_on_target,
+                                      data_mode="copy" if copy_data else "link" if link_data else "clone")
     except (Exception, KeyboardInterrupt) as err:
         if as_json and getattr(err, "validation", None) is not None:
             _emit_json("repair", {"ok": False, "error": str(err), "validation": err.validation.to_dict()})

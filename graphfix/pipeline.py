@@ -76,11 +76,13 @@ def _plan(model: onnx.ModelProto, target_ort: str | None):
 
 
 def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation: bool = True,
-           in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False) -> RepairResult:
+           in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
+           data_mode: str = "clone") -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
     With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; any other ONNX model (an
-    encoder) is accepted then and only retargeted. `validate_on_target` runs the proof inside that release."""
+    encoder) is accepted then and only retargeted. `validate_on_target` runs the proof inside that release.
+    `data_mode` says how external data lands beside `out` (see modelfile.write_model): "clone", "copy" or "link"."""
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
         if not in_place:
@@ -117,7 +119,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
 
     result.backup = make_backup(source) if in_place else None
     try:
-        write_model(subject.model if changes else None, out, loaded, before_commit)
+        write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
     except BaseException:
         # Whatever failed (a bug or Ctrl-C included), a backup identical to the input is debris that would block the
         # next --in-place run; one that differs means the new model already landed, so it is kept.
