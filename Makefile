@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test check samples fixed-shape-samples clean verify-ort-table
+.PHONY: install demo test check samples fixed-shape-samples clean verify-ort-table bench
 
 install: $(VENV)/.installed
 
@@ -94,3 +94,8 @@ $(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/
 
 test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
+
+# Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
+# with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.
+bench: install $(EXPORT_CURRENT)/.installed
+	$(BIN)/python bench/run.py

@@ -1,0 +1,94 @@
+"""The benchmark's models, generated once and cached under build/bench/.
+
+- opus-mt-en-zh/: the whole Optimum export (encoder, split decoders, merged decoder) of a random-weight Marian with
+  opus-mt-en-zh's real dimensions, made by the real exporter (bench/export_marian.py in the exporter venv).
+- external/: the same merged decoder saved with its weights in `decoder_model_merged.onnx_data`.
+- sparse-2g5/: the same graph and weights, external, behind an unused 2.5 GiB tensor that is a hole of the data
+  file: a > 2 GB external-data decoder that costs ~370 MB of disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "build" / "bench"
+EXPORT = CACHE / "opus-mt-en-zh"
+MERGED = "decoder_model_merged.onnx"
+DATA = MERGED + "_data"
+HOLE = 5 << 29  # 2.5 GiB
+
+
+def _export() -> None:
+    python = ROOT / ".venv-export-current" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{python} is missing: run `make {python.parent.parent.name}/.installed` first")
+    subprocess.run([str(python), str(ROOT / "bench" / "export_marian.py"), "--out", str(EXPORT)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _build(directory: Path, make) -> Path:
+    """Make `directory` through a .partial twin renamed at the end, so an interrupted run leaves no half cache."""
+    if not (directory / MERGED).exists():
+        partial = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        make(partial)
+        shutil.rmtree(directory, ignore_errors=True)
+        partial.rename(directory)
+    return directory / MERGED
+
+
+def _external(directory: Path) -> None:
+    import onnx
+
+    model = onnx.load(EXPORT / MERGED)
+    onnx.save(model, directory / MERGED, save_as_external_data=True, all_tensors_to_one_file=True,
+              location=DATA, size_threshold=1024)
+
+
+def _sparse(directory: Path) -> None:
+    """The external variant's data moved HOLE bytes further into a new file, and a tensor covering the hole."""
+    import onnx
+
+    source = CACHE / "external"
+    model = onnx.load(source / MERGED, load_external_data=False)
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "offset":
+                    entry.value = str(int(entry.value) + HOLE)
+    hole = onnx.TensorProto(name="bench/unused_2_5_GiB", data_type=onnx.TensorProto.FLOAT, dims=[HOLE // 4],
+                            data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", DATA), ("offset", "0"), ("length", str(HOLE))):
+        hole.external_data.add(key=key, value=value)
+    model.graph.initializer.append(hole)
+    onnx.save(model, directory / MERGED)
+    with open(source / DATA, "rb") as src, open(directory / DATA, "wb") as dst:
+        size, done = os.fstat(src.fileno()).st_size, 0
+        while done < size:
+            done += os.copy_file_range(src.fileno(), dst.fileno(), size - done, done, HOLE + done)
+
+
+def ensure_models() -> dict[str, Path]:
+    """Run in its own process by the benchmark (see run.py: a child inherits its parent's peak RSS)."""
+    if not (EXPORT / MERGED).exists():
+        _export()
+    return {"embedded": EXPORT / MERGED, "external": _build(CACHE / "external", _external),
+            "sparse > 2 GB": _build(CACHE / "sparse-2g5", _sparse)}
+
+
+def files_of(model: Path) -> list[Path]:
+    """The model file and its external data, if any: what `cp` has to copy."""
+    data = model.with_name(DATA)
+    return [model, data] if data.exists() else [model]
+
+
+if __name__ == "__main__":
+    print(json.dumps({label: str(path) for label, path in ensure_models().items()}))
+    sys.exit(0)
