@@ -6,22 +6,55 @@ failed (repair, validate); 2 bad input or usage; 130 interrupted.
 
 from __future__ import annotations
 
-import json
+import signal
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
+try:
+    import json
+    from pathlib import Path
+    from typing import Annotated, Optional
 
-from . import __version__
-from .errors import BadInputError, GraphfixError
-from .pipeline import CheckResult, RepairResult, check, repair
-from .validation import ValidationResult, validate
+    import typer
+
+    from . import __version__
+    from .errors import BadInputError, GraphfixError
+    from .pipeline import CheckResult, RepairResult, check, repair
+    from .validation import ValidationResult, validate
+except KeyboardInterrupt:  # Ctrl-C during the imports (most of a short run): one line, not an import traceback
+    sys.stderr.write("error: interrupted; nothing was written\n")
+    raise SystemExit(130) from None
 
 EXIT_CODES = """Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."""
 JSON_SCHEMA = "graphfix/1"
 
-app = typer.Typer(
+_interrupt_reported = False
+
+
+def _interrupted(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
+    raise KeyboardInterrupt
+
+
+class _GraphfixApp(typer.Typer):
+    """The process entry point. Typer turns a Ctrl-C outside a command's own handler (while parsing, printing
+    results, inside `check`) into a silent exit 130; here it is one `error:` line like everywhere else. SIGXFSZ is
+    ignored so that a write over RLIMIT_FSIZE fails with EFBIG (reported, temp files removed) instead of killing
+    the process mid-write."""
+
+    def __call__(self, *args, **kwargs):
+        global _interrupt_reported
+        _interrupt_reported = False
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, _interrupted)
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as exit:
+            if exit.code == 130 and not _interrupt_reported:
+                sys.stderr.write("error: interrupted\n")
+            raise
+
+
+app = _GraphfixApp(
     help=f"Repair Optimum merged decoders so any runtime can drive their KV cache.\n\n{EXIT_CODES}",
     add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
 )
@@ -52,6 +85,8 @@ def _fail(err: BaseException, debug: bool) -> typer.Exit:
 
         traceback.print_exception(err, file=sys.stderr)
     if isinstance(err, KeyboardInterrupt):
+        global _interrupt_reported
+        _interrupt_reported = True
         typer.echo("error: interrupted; nothing was written", err=True)
         return typer.Exit(130)
     if isinstance(err, GraphfixError):

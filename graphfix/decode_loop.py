@@ -54,6 +54,8 @@ def _session(path: str):
 def _one_line(err: Exception) -> str:
     """ORT nests `running If node ... running Reshape node ...`; the innermost node and its reason are what help."""
     text = " ".join(str(err).split())
+    # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
     nodes = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
     if nodes:
         reason = text.rsplit("Status Message: ", 1)[-1]
