@@ -84,9 +84,11 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
-def ancestors(graph: onnx.GraphProto, name: str) -> tuple[set[str], list[onnx.NodeProto]]:
-    """Names `name` is computed from within `graph` (outer-scope names included, not followed) and the nodes."""
-    made_by = producers(graph)
+def ancestors(graph: onnx.GraphProto, name: str,
+              made_by: dict[str, onnx.NodeProto] | None = None) -> tuple[set[str], list[onnx.NodeProto]]:
+    """Names `name` is computed from within `graph` (outer-scope names included, not followed) and the nodes.
+    Pass `made_by` (producers(graph)) when asking about many names of one graph."""
+    made_by = producers(graph) if made_by is None else made_by
     seen, nodes, visited, todo = {name}, [], set(), [name]
     while todo:
         node = made_by.get(todo.pop())

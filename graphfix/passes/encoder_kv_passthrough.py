@@ -16,8 +16,7 @@ from ..findings import DUMMY_ENCODER_KV, Finding
 from ..merged_decoder import MergedDecoder, ancestors, kv_name, matching_past, node_reads, producers
 
 
-def _describe(branch: onnx.GraphProto, name: str) -> str:
-    node = producers(branch).get(name)
+def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -> str:
     if node is None:
         return "an initializer" if any(i.name == name for i in branch.initializer) else f"outer value {name!r}"
     value = next((a.t for a in node.attribute if a.name == "value"), None)
@@ -27,60 +26,69 @@ def _describe(branch: onnx.GraphProto, name: str) -> str:
 
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
-    findings = []
+    made_by = producers(branch)  # once: a 6-layer decoder has thousands of nodes and 12 encoder presents
+    findings, dummies = [], []
     for key, slot in sorted(decoder.present.items()):
         if key[1] != "encoder":
             continue
         past = matching_past(decoder, key)
         output = branch.output[slot].name
-        reads, _ = ancestors(branch, output)
+        reads, nodes = ancestors(branch, output, made_by)
         if past.name in reads:
             continue  # already derived from the past it was given
         present = kv_name("present", key)
-        node = producers(branch).get(output)
+        node = made_by.get(output)
         findings.append(Finding(
             code=DUMMY_ENCODER_KV, tensor=present, node=node.name if node is not None else None,
-            message=f"cache branch returns {_describe(branch, output)} instead of {past.name}; "
+            message=f"cache branch returns {_describe(branch, output, node)} instead of {past.name}; "
                     "a client feeding presents back as past fails at step 2",
             fix=f"{present} = Identity({past.name}) in the cache branch"))
-        _pass_through(decoder, slot, past.name, present)
+        dummies.append((slot, past.name, present, nodes))
+    if dummies:
+        _pass_through(decoder, dummies)
     return findings
 
 
-def _pass_through(decoder: MergedDecoder, slot: int, past: str, present: str) -> None:
+def _pass_through(decoder: MergedDecoder, dummies: list) -> None:
+    """Produce each dummy's branch output from Identity(past) instead, then drop what became dead, in one sweep."""
     branch = decoder.cache_branch
-    output = branch.output[slot].name
-    _, dummy_nodes = ancestors(branch, output)
-    dummy_outputs = {o for node in dummy_nodes for o in node.output if o} - {output}
-    dummy_names = {n for node in dummy_nodes for n in node.input} | {output}
     outer = {v.name for v in decoder.model.graph.input} | {i.name for i in decoder.model.graph.initializer}
-    position = next((i for i, node in enumerate(branch.node) if output in node.output), None)
-    if position is not None and len(branch.node[position].output) == 1:
-        del branch.node[position]  # the dummy's own producer; its name is reused by the passthrough
-    elif position is not None or output in outer or any(output in node_reads(n) for n in branch.node):
-        # SSA forbids redefining an outer or shared name inside the branch: give the passthrough its own name.
-        output = f"{present}.passthrough"
-        branch.output[slot].name = output
-        position = None
-    else:
-        _remove_initializers(branch, {output})
-    branch.node.insert(len(branch.node) if position is None else position, helper.make_node(
-        "Identity", [past], [output], name=f"graphfix/{present}/passthrough"))
-    _remove_dead(branch, dummy_outputs, dummy_names)
-
-
-def _remove_dead(branch: onnx.GraphProto, candidates: set[str], names: set[str]) -> None:
-    """Drop the dummy's producers (and branch initializers) that nothing reads any more; touch nothing else."""
-    while True:
-        live = {read for node in branch.node for read in node_reads(node)} | {o.name for o in branch.output}
-        dead = [i for i, node in enumerate(branch.node)
-                if (outs := set(node.output) - {""}) and outs <= candidates and not outs & live]
-        if not dead:
-            break
-        for index in reversed(dead):
-            del branch.node[index]
+    read_in_branch = {name for node in branch.node for name in node_reads(node)}
+    position = {out: i for i, node in enumerate(branch.node) for out in node.output if out}
+    replaced: dict[int, onnx.NodeProto] = {}  # node index -> its passthrough (same output name, same place)
+    appended, candidates, dummy_names = [], set(), set()
+    for slot, past, present, dummy_nodes in dummies:
+        output = branch.output[slot].name
+        candidates |= {o for node in dummy_nodes for o in node.output if o} - {output}
+        dummy_names |= {n for node in dummy_nodes for n in node.input} | {output}
+        index = position.get(output)
+        identity = helper.make_node("Identity", [past], [output], name=f"graphfix/{present}/passthrough")
+        if index is not None and len(branch.node[index].output) == 1:
+            replaced[index] = identity  # the dummy's own producer; its name is reused by the passthrough
+            continue
+        if index is not None or output in outer or output in read_in_branch:
+            # SSA forbids redefining an outer or shared name inside the branch: give the passthrough its own name.
+            identity.output[0] = f"{present}.passthrough"
+            branch.output[slot].name = identity.output[0]
+        else:
+            _remove_initializers(branch, {output})
+        appended.append(identity)
+    nodes = [replaced.get(i, node) for i, node in enumerate(branch.node)] + appended
+    nodes = _without_dead(nodes, candidates, {o.name for o in branch.output})
+    del branch.node[:]
+    branch.node.extend(nodes)
     live = {read for node in branch.node for read in node_reads(node)} | {o.name for o in branch.output}
-    _remove_initializers(branch, names - live)
+    _remove_initializers(branch, dummy_names - live)
+
+
+def _without_dead(nodes: list, candidates: set[str], outputs: set[str]) -> list:
+    """Drop the dummies' producers that nothing reads any more; nodes outside `candidates` are never touched."""
+    while True:
+        live = {read for node in nodes for read in node_reads(node)} | outputs
+        keep = [n for n in nodes if not ((outs := set(n.output) - {""}) and outs <= candidates and not outs & live)]
+        if len(keep) == len(nodes):
+            return keep
+        nodes = keep
 
 
 def _remove_initializers(branch: onnx.GraphProto, names: set[str]) -> None:
