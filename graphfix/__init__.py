@@ -1,6 +1,6 @@
 """graphfix: repair Optimum merged decoders so any runtime can drive their KV cache.
 
-    from graphfix import repair, check, validate
+    from graphfix import repair, check, validate, repair_directory, split
 
 Imports are lazy so that `graphfix.decode_loop` runs in environments holding only numpy and onnxruntime.
 """
@@ -14,6 +14,8 @@ _EXPORTS = {
     "validate": "validation", "ValidationResult": "validation", "Finding": "findings",
     "GraphfixError": "errors", "BadInputError": "errors", "NotAMergedDecoderError": "errors",
     "RepairRefusedError": "errors", "ValidationFailedError": "errors",
+    "repair_directory": "model_directory", "DirectoryRepairResult": "model_directory", "ModelRepair": "model_directory",
+    "find_merged_decoders": "layouts", "split": "split", "SplitResult": "split", "validate_split": "split_validation",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -18,6 +18,8 @@ try:
 
     from . import __version__
     from .errors import BadInputError, GraphfixError
+    from .layouts import expand_model_paths
+    from .progress import progress_wanted, terminal_progress
     from .pipeline import CheckResult, RepairResult, check, repair
     from .validation import ValidationResult, validate
 except KeyboardInterrupt:  # Ctrl-C during the imports (most of a short run): one line, not an import traceback
@@ -102,6 +104,15 @@ def _emit_json(kind: str, payload: dict) -> None:
     typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": kind, **payload}, indent=2))
 
 
+def _emit_json_error(kind: str, err: BaseException) -> None:
+    """With --json a failed run is still one document, so a CI step can always parse stdout."""
+    validation = getattr(err, "validation", None)
+    message = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+    code = 130 if isinstance(err, KeyboardInterrupt) else getattr(err, "exit_code", 2)
+    _emit_json(kind, {"ok": False, "error": message, "exit_code": code,
+                      "validation": validation.to_dict() if validation is not None else None})
+
+
 def _validation_lines(result: ValidationResult) -> list[str]:
     lines = []
     for case in result.cases:
@@ -118,10 +129,15 @@ def _validation_lines(result: ValidationResult) -> list[str]:
 
 @app.command("repair", epilog=EXIT_CODES)
 def repair_command(
-    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx).")],
-    out: Annotated[Path, typer.Argument(help="Where to write the repaired model (never the input, unless --in-place).")],
+    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), or a model "
+                                           "directory (Optimum or onnx-community layout).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the repaired model, or the new directory (never the "
+                                        "input, unless --in-place).")],
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")] = False,
-    in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first.")] = False,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first (of each decoder "
+                                           "of a directory).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory at "
+                                      "once, in separate processes.")] = 1,
     target_ort: TargetOption = None,
     validate_on_target: Annotated[bool, typer.Option(
         "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
@@ -143,17 +159,28 @@ def repair_command(
     The output appears atomically, and only once it has passed validation; on any error nothing is written and
     the input is untouched. A model that needs nothing is copied as it is ("nothing to repair").
 
-    Example: graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
+    A directory: every merged decoder in it (decoder_model_merged.onnx, onnx/decoder_model_merged{,_quantized,
+    _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
+    (hardlinked where possible; external data copied), so OUT is a drop-in replacement. OUT must not exist (or be
+    empty); it appears in one rename once every decoder has passed.
+
+    Examples: graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
+              graphfix repair --jobs 4 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
     try:
         if copy_data and link_data:
             raise BadInputError("--copy-data and --link-data exclude each other")
-        result: RepairResult = repair(source, out, run_validation=not no_validate, in_place=in_place,
-                                      target_ort=target_ort, validate_on_target=validate_on_target,
-                                      data_mode="copy" if copy_data else "link" if link_data else "clone")
+        options = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
+                       validate_on_target=validate_on_target,
+                       data_mode="copy" if copy_data else "link" if link_data else "clone")
+        if source.is_dir():
+            return _repair_directory(source, out, jobs, options, as_json)
+        with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
+            step = (lambda name: progress(source.name, name)) if progress else None
+            result: RepairResult = repair(source, out, on_step=step, **options)
     except (Exception, KeyboardInterrupt) as err:
-        if as_json and getattr(err, "validation", None) is not None:
-            _emit_json("repair", {"ok": False, "error": str(err), "validation": err.validation.to_dict()})
+        if as_json:
+            _emit_json_error("repair", err)
         raise _fail(err, debug) from None
     if as_json:
         _emit_json("repair", {"ok": True, **result.to_dict()})
@@ -171,10 +198,41 @@ def repair_command(
     typer.echo(summary)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _repair_directory(source: Path, out: Path, jobs: int, options: dict, as_json: bool) -> None:
+    from .model_directory import repair_directory
+    from .progress import plan_size, print_table, summary_table
+
+    files, nbytes = plan_size(source)
+    with terminal_progress(progress_wanted(as_json=as_json), files, nbytes) as progress:
+        result = repair_directory(source, out, jobs=jobs, on_progress=progress, **options)
+    if as_json:
+        _emit_json("repair", {"ok": True, **result.to_dict()})
+        return
+    for model in result.models:
+        for change in model.result.changes:
+            typer.echo(f"{model.path}: {change}")
+    print_table(summary_table(result))
+    changed = sum(m.result.changed for m in result.models)
+    where = "in place" if result.output == result.input else f"-> {out}"
+    typer.echo(f"repaired {source} {where}: {changed} of {len(result.models)} merged decoder(s) changed"
+               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else ""))
+
+
 @app.command("check", epilog=EXIT_CODES)
 def check_command(
-    paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check.")],
+    paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check, or model directories (every merged "
+                                                 "decoder in them).")],
     target_ort: TargetOption = None,
+    ignore_other_models: Annotated[bool, typer.Option(
+        "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
+        "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -187,9 +245,15 @@ def check_command(
     """
     results: list[CheckResult] = []
     exit_code = 0
+    try:
+        paths = expand_model_paths(paths)
+    except (Exception, KeyboardInterrupt) as err:
+        if as_json:
+            _emit_json_error("check", err)
+        raise _fail(err, debug) from None
     for path in paths:
         try:
-            results.append(check(path, target_ort=target_ort))
+            results.append(check(path, target_ort=target_ort, ignore_other_models=ignore_other_models))
         except Exception as err:
             if debug:
                 _fail(err, debug)
@@ -203,7 +267,9 @@ def check_command(
         if not as_json:
             for finding in results[-1].findings:
                 typer.echo(f"{path}: {finding}")
-            if not results[-1].findings:
+            if results[-1].skipped:
+                typer.echo(f"{path}: skipped ({results[-1].skipped})")
+            elif not results[-1].findings:
                 typer.echo(f"{path}: ok")
     if as_json:
         _emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
@@ -212,7 +278,8 @@ def check_command(
 
 @app.command("validate", epilog=EXIT_CODES)
 def validate_command(
-    model: Annotated[Path, typer.Argument(help="The merged decoder to prove.")],
+    model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
+                                          "decoder in it).")],
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show first-step and full-recompute "
                                                      "logits equal this model's (the unrepaired original).")] = None,
     ort_version: Annotated[Optional[str], typer.Option(
@@ -230,17 +297,66 @@ def validate_command(
     Example: graphfix validate fixed.onnx --original decoder_model_merged.onnx --ort-version 1.16.3
     """
     try:
-        result = validate(model, original, ort_version=ort_version)
+        if model.is_dir():
+            if original is not None:
+                raise BadInputError("--original takes a file; give the decoder file, not a directory")
+            results = [validate(path, ort_version=ort_version) for path in expand_model_paths([model])]
+        else:
+            results = [validate(model, original, ort_version=ort_version)]
     except (Exception, KeyboardInterrupt) as err:
+        if as_json:
+            _emit_json_error("validate", err)
+        raise _fail(err, debug) from None
+    ok = all(result.ok for result in results)
+    if as_json:
+        # A file keeps its flat document; a directory lists one such document per decoder under "models".
+        _emit_json("validate", results[0].to_dict() if not model.is_dir() else
+                   {"ok": ok, "models": [result.to_dict() for result in results]})
+    else:
+        for result in results:
+            typer.echo(f"{result.model}: plain present->past loop vs full recompute (onnxruntime {result.onnxruntime}):")
+            for line in _validation_lines(result):
+                typer.echo(line)
+            typer.echo("ok" if result.ok else f"FAILED: {result.first_failure}")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("split", epilog=EXIT_CODES)
+def split_command(
+    merged: Annotated[Path, typer.Argument(help="The merged decoder to split (decoder_model_merged.onnx).")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory for decoder_model.onnx and decoder_with_past_model.onnx "
+                                            "(created if missing; files of those names are replaced).")],
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")] = False,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
+
+    Each If branch becomes a model of its own (the outer inputs it reads, the If's outputs, the weights it reads
+    copied in once). The repair passes run first, so the with-past model passes the encoder KV through. Both files
+    are proven before they land: the two-file client loop (no-past model at step 1, with-past model after, presents
+    fed back as past) must match full recompute at every step, and the merged decoder's logits.
+
+    Example: graphfix split decoder_model_merged.onnx split/
+    """
+    from .split import split
+
+    try:
+        result = split(merged, out_dir, run_validation=not no_validate)
+    except (Exception, KeyboardInterrupt) as err:
+        if as_json:
+            _emit_json_error("split", err)
         raise _fail(err, debug) from None
     if as_json:
-        _emit_json("validate", result.to_dict())
-    else:
-        typer.echo(f"{model}: plain present->past loop vs full recompute (onnxruntime {result.onnxruntime}):")
-        for line in _validation_lines(result):
-            typer.echo(line)
-        typer.echo("ok" if result.ok else f"FAILED: {result.first_failure}")
-    raise typer.Exit(0 if result.ok else 1)
+        _emit_json("split", {"ok": True, **result.to_dict()})
+        return
+    for change in result.changes:
+        typer.echo(str(change))
+    if result.validation is not None:
+        typer.echo("validation (no-past model, then with-past model fed its presents, vs full recompute):")
+        for line in _validation_lines(result.validation):
+            typer.echo(line.replace("against --original", "against the merged decoder"))
+    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
 
 
 if __name__ == "__main__":

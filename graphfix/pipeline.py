@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,13 +47,14 @@ class CheckResult:
     path: Path
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # set when the file could not be checked at all
+    skipped: str | None = None  # why a file was passed over (not a merged decoder, with ignore_other_models)
 
     @property
     def ok(self) -> bool:
         return not self.findings and self.error is None
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "ok": self.ok, "error": self.error,
+        return {"path": str(self.path), "ok": self.ok, "error": self.error, "skipped": self.skipped,
                 "findings": [f.to_dict() for f in self.findings]}
 
 
@@ -77,12 +79,14 @@ def _plan(model: onnx.ModelProto, target_ort: str | None):
 
 def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
-           data_mode: str = "clone") -> RepairResult:
+           data_mode: str = "clone", on_step: Callable[[str], None] | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
     With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; any other ONNX model (an
     encoder) is accepted then and only retargeted. `validate_on_target` runs the proof inside that release.
-    `data_mode` says how external data lands beside `out` (see modelfile.write_model): "clone", "copy" or "link"."""
+    `data_mode` says how external data lands beside `out` (see modelfile.write_model): "clone", "copy" or "link".
+    `on_step(name)` is told each step as it starts ("reading", "repairing", "writing", "validating"), for progress."""
+    step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
         if not in_place:
@@ -91,8 +95,10 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
         raise BadInputError("--in-place needs the output to be the input")
     if validate_on_target and not target_ort:
         raise BadInputError("--validate-on-target needs --target-ort")
+    step("reading")
     loaded = read_model(source)
     check_output_location(out)
+    step("repairing")
     subject, passes = _plan(loaded.model, target_ort)
     changes = [finding for repair_pass in passes for finding in repair_pass(subject)]
     result = RepairResult(input=source, output=out, changes=changes)
@@ -103,6 +109,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     def before_commit(staged: Path) -> None:
         if not run_validation:
             return
+        step("validating")
         if checker_held:
             try:
                 onnx.checker.check_model(os.fspath(staged), full_check=True)
@@ -118,6 +125,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
                                         f"{result.validation.first_failure}", result.validation)
 
     result.backup = make_backup(source) if in_place else None
+    step("writing")
     try:
         write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
     except BaseException:
@@ -130,12 +138,19 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     return result
 
 
-def check(path: str | os.PathLike, *, target_ort: str | None = None) -> CheckResult:
+def check(path: str | os.PathLike, *, target_ort: str | None = None,
+          ignore_other_models: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
-    never written, so the findings are exactly the changes `repair` would make."""
+    never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
+    ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused."""
     path = Path(path)
     loaded = read_model(path)
-    subject, passes = _plan(loaded.model, target_ort)
+    try:
+        subject, passes = _plan(loaded.model, target_ort)
+    except NotAMergedDecoderError as err:
+        if not ignore_other_models:
+            raise
+        return CheckResult(path=path, skipped=str(err))
     return CheckResult(path=path, findings=[f for repair_pass in passes for f in repair_pass(subject)])
 
 

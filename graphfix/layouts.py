@@ -1,0 +1,100 @@
+"""Where merged decoders live in the model directories users keep, and what else a directory holds.
+
+Optimum writes `decoder_model_merged.onnx` at the top of an export; onnx-community / transformers.js repositories
+keep the ONNX files in `onnx/`, one merged decoder per precision (`decoder_model_merged_quantized.onnx`, `_fp16`,
+...). Everything else (config, tokenizer, encoder, the split decoders) is carried over unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInputError
+from .modelfile import read_model
+
+MERGED_STEM = "decoder_model_merged"
+# The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.
+VARIANTS = ("", "_quantized", "_fp16", "_int8", "_uint8", "_q4", "_q4f16", "_bnb4")
+LAYOUT_DIRS = ("", "onnx")
+
+
+def merged_decoder_names() -> list[str]:
+    """Every relative path a merged decoder may have in an Optimum or onnx-community directory."""
+    return [f"{folder}/{MERGED_STEM}{variant}.onnx".lstrip("/") for folder in LAYOUT_DIRS for variant in VARIANTS]
+
+
+def find_merged_decoders(directory: str | os.PathLike) -> list[str]:
+    """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without one."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BadInputError(f"no such directory: {directory}")
+    found = [name for name in merged_decoder_names() if (directory / name).is_file()]
+    if not found:
+        raise BadInputError(f"no merged decoder in directory {directory} (looked for {MERGED_STEM}.onnx and "
+                            f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx)")
+    return found
+
+
+def directory_files(directory: Path) -> list[str]:
+    """Every file under `directory`, relative and sorted, skipping graphfix's own staging debris."""
+    names = []
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".graphfix-"))  # another run's staging debris
+        names += [Path(root, f).relative_to(directory).as_posix() for f in sorted(files)]
+    return names
+
+
+@dataclass
+class DirectoryPlan:
+    """How each file of a model directory reaches the output directory."""
+
+    decoders: list[str]  # repaired (their external data is written beside them by the repair)
+    links: list[str] = field(default_factory=list)  # hardlinked where the filesystem allows, else copied
+    copies: list[str] = field(default_factory=list)  # external data of other models: always copied
+    rewritten: list[str] = field(default_factory=list)  # external data of the decoders: the repair writes it
+
+
+def plan_directory(directory: str | os.PathLike) -> DirectoryPlan:
+    """Sort every file of `directory` by how it is carried over.
+
+    External data is copied, never hardlinked: onnx >= 1.23 refuses to load a data file with several links
+    ("potential hardlink attack"), so a linked copy would not be a drop-in replacement."""
+    directory = Path(directory)
+    plan = DirectoryPlan(decoders=find_merged_decoders(directory))
+    decoder_data: set[str] = set()
+    other_data: set[str] = set()
+    for name in directory_files(directory):
+        if not name.endswith(".onnx"):
+            continue
+        try:
+            loaded = read_model(directory / name)
+        except BadInputError:
+            if name in plan.decoders:
+                raise
+            continue  # not a model we can read: carried over as an opaque file
+        base = Path(name).parent
+        data = {(base / location).as_posix() for location in loaded.external_files}
+        (decoder_data if name in plan.decoders else other_data).update(data)
+    for name in directory_files(directory):
+        if name in plan.decoders:
+            continue
+        if name in other_data:
+            plan.copies.append(name)
+        elif name in decoder_data:
+            plan.rewritten.append(name)
+        else:
+            plan.links.append(name)
+    return plan
+
+
+def expand_model_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory becomes the merged decoders in it (refused when it holds none)."""
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            expanded += [path / name for name in find_merged_decoders(path)]
+        else:
+            expanded.append(path)
+    return expanded

@@ -1,0 +1,183 @@
+"""Repair a whole model directory (Optimum or onnx-community layout) into a drop-in replacement.
+
+The output directory is assembled in a hidden staging directory beside it (same filesystem) and renamed into place
+only when every merged decoder in it has been repaired and validated, so OUT_DIR either does not exist or is
+complete. Files other than the merged decoders are hardlinked (copied across filesystems); external data is always
+copied, see layouts.plan_directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .datacopy import copy_file
+from .errors import BadInputError, GraphfixError
+from .layouts import find_merged_decoders, plan_directory
+from .modelfile import backup_path
+from .pipeline import RepairResult, repair
+
+# on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
+# "done"; bytes are reported once per file, when it is done.
+ProgressCallback = Callable[[str, str, int], None]
+
+
+@dataclass
+class ModelRepair:
+    """One merged decoder of a directory run."""
+
+    path: str  # relative to the directory, POSIX
+    result: RepairResult
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "seconds": round(self.seconds, 3), **self.result.to_dict()}
+
+
+@dataclass
+class DirectoryRepairResult:
+    input: Path
+    output: Path
+    models: list[ModelRepair] = field(default_factory=list)
+    linked: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(m.result.changed for m in self.models)
+
+    def to_dict(self) -> dict:
+        return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
+                "models": [m.to_dict() for m in self.models], "linked": self.linked, "copied": self.copied}
+
+
+def _repair_one(source: Path, out: Path, options: dict, name: str = "",
+                on_progress: ProgressCallback | None = None) -> tuple[RepairResult, float]:
+    started = time.perf_counter()
+    step = (lambda what: on_progress(name, what, 0)) if on_progress else None
+    try:
+        result = repair(source, out, on_step=step, **options)
+    except GraphfixError as err:
+        # Say which decoder of the directory failed; the type (and so the exit code) stays.
+        err.args = (f"{name}: {err.args[0]}" if name else err.args[0], *err.args[1:])
+        raise
+    return result, time.perf_counter() - started
+
+
+def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
+                on_progress: ProgressCallback | None) -> list[ModelRepair]:
+    """Repair each (name, source, out); results in input order whatever order the workers finish in."""
+    done: list[ModelRepair] = []
+    if workers <= 1 or len(jobs) <= 1:
+        for name, source, out in jobs:
+            result, seconds = _repair_one(source, out, options, name, on_progress)
+            done.append(ModelRepair(name, result, seconds))
+            if on_progress:
+                on_progress(name, "done", source.stat().st_size)
+        return done
+    # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out in jobs]
+        try:
+            for (name, source, _), future in zip(jobs, futures):
+                if on_progress:
+                    on_progress(name, "repairing", 0)
+                result, seconds = future.result()
+                done.append(ModelRepair(name, result, seconds))
+                if on_progress:
+                    on_progress(name, "done", source.stat().st_size)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return done
+
+
+def _check_output_directory(source: Path, out: Path) -> None:
+    if out.resolve().is_relative_to(source.resolve()):
+        raise BadInputError(f"output directory {out} is inside the input {source}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInputError(f"output {out} already exists and is not an empty directory; remove it or pick another")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory {parent} is not writable")
+
+
+def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
+    target = staging / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source / name, target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    copy_file(source / name, target)
+    shutil.copystat(source / name, target)
+
+
+def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs: int = 1, in_place: bool = False,
+                     on_progress: ProgressCallback | None = None, **options) -> DirectoryRepairResult:
+    """Repair every merged decoder in the model directory `source` into the new directory `out`, carrying every
+    other file over unchanged. `options` are those of pipeline.repair (run_validation, target_ort, ...). `jobs`
+    decoders are repaired at once, in separate processes. With `in_place` (out == source) each decoder is replaced
+    atomically and keeps its `.bak`; nothing else is touched."""
+    source, out = Path(source), Path(out)
+    if jobs < 1:
+        raise BadInputError("--jobs must be at least 1")
+    if in_place or source.resolve() == out.resolve():
+        if not in_place:
+            raise BadInputError(f"output is the input ({source}); pass --in-place to repair the directory in place "
+                                "(keeps a .bak of each decoder)")
+        if source.resolve() != out.resolve():
+            raise BadInputError("--in-place needs the output to be the input")
+        return _repair_in_place(source, jobs, on_progress, options)
+    plan = plan_directory(source)
+    _check_output_directory(source, out)
+    parent = out.parent if str(out.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
+    try:
+        os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
+        for name in plan.links + plan.copies:
+            if on_progress:
+                on_progress(name, "copying", 0)
+            _carry_over(source, staging, name, link=name in plan.links)
+            if on_progress:
+                on_progress(name, "done", (source / name).stat().st_size)
+        for name in plan.decoders:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        work = [(name, source / name, staging / name) for name in plan.decoders]
+        models = _repair_all(work, options, jobs, on_progress)
+        for model in models:  # the paths the user will see, not the staging ones
+            model.result.output = out / model.path
+            if model.result.validation is not None:
+                model.result.validation.model = str(out / model.path)
+        if out.exists():
+            out.rmdir()  # checked empty above
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies)
+
+
+def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
+                     options: dict) -> DirectoryRepairResult:
+    names = find_merged_decoders(directory)
+    # Refuse before the first decoder is replaced, not halfway through the directory.
+    for name in names:
+        if backup_path(directory / name).exists():
+            raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
+    work = [(name, directory / name, directory / name) for name in names]
+    models = _repair_all(work, {**options, "in_place": True}, jobs, on_progress)
+    return DirectoryRepairResult(input=directory, output=directory, models=models)
