@@ -15,7 +15,8 @@ _EXPORTS = {
     "GraphfixError": "errors", "BadInputError": "errors", "NotAMergedDecoderError": "errors",
     "RepairRefusedError": "errors", "ValidationFailedError": "errors",
     "repair_directory": "model_directory", "DirectoryRepairResult": "model_directory", "ModelRepair": "model_directory",
-    "find_merged_decoders": "layouts", "split": "split", "SplitResult": "split", "validate_split": "split_validation",
+    "find_merged_decoders": "layouts", "split": "split_decoder", "SplitResult": "split_decoder",
+    "validate_split": "split_validation", "CaseResult": "decode_loop",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -339,7 +339,7 @@ def split_command(
 
     Example: graphfix split decoder_model_merged.onnx split/
     """
-    from .split import split
+    from .split_decoder import split
 
     try:
         result = split(merged, out_dir, run_validation=not no_validate)

@@ -9,6 +9,7 @@ split must not change a single number of the no-cache path.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -108,8 +109,9 @@ def _split_case(no_past: _Model, with_past: _Model, merged: _Model | None, batch
 
 
 def validate_split(decoder: str | os.PathLike, decoder_with_past: str | os.PathLike,
-                   merged: str | os.PathLike | None = None, *, steps: int = STEPS, batches=BATCHES,
-                   source_lengths=SOURCE_LENGTHS, seed: int = 0) -> ValidationResult:
+                   merged: str | os.PathLike | None = None, *, steps: int = STEPS,
+                   batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS,
+                   seed: int = 0) -> ValidationResult:
     """The plain two-file client loop against full recompute, at every step, batch and source length of
     `graphfix validate`; with `merged`, the pair's logits are also compared with that merged decoder's."""
     import onnxruntime

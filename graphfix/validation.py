@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,11 @@ def _run_in(python: Path, request: dict) -> dict:
 
 
 def validate(model: str | os.PathLike, original: str | os.PathLike | None = None, *, steps: int = STEPS,
-             batches=BATCHES, source_lengths=SOURCE_LENGTHS, seed: int = 0,
+             batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
              ort_version: str | None = None) -> ValidationResult:
+    """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute (see
+    decode_loop.py); with `original`, that first-step and full-recompute logits equal that model's. Returns the
+    figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
     path = os.fspath(model)
     loaded = read_model(path)  # the same refusals as repair, before onnxruntime sees the file
     if original is not None:
