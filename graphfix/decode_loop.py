@@ -77,6 +77,8 @@ class _Decoder:
         if hidden is None or CACHE_FLAG not in self.inputs or "input_ids" not in self.inputs or not self.past:
             raise BadInputError(f"{os.path.basename(path)} is not a merged seq2seq decoder "
                                 "(needs input_ids, encoder_hidden_states, past_key_values.*, use_cache_branch)")
+        if "logits" not in self.outputs:  # the proof compares logits
+            raise BadInputError(f"{os.path.basename(path)} has no output 'logits'")
         if not isinstance(hidden.shape[-1], int):
             raise BadInputError("encoder_hidden_states has no static hidden size to synthesize inputs from")
         self.hidden_size = hidden.shape[-1]

@@ -142,6 +142,11 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
             if key in present:
                 raise RepairRefusedError(f"ambiguous: If {if_node.name!r} outputs {name!r} twice")
             present[key] = slot
+    for name in ("then_branch", "else_branch"):  # the passes read both branches slot by slot
+        if name not in branches or len(branches[name].output) != len(if_node.output):
+            returns = f"returns {len(branches[name].output)}" if name in branches else "is missing"
+            raise NotAMergedDecoderError(f"not a merged decoder: If {if_node.name!r} has {len(if_node.output)} "
+                                         f"outputs but its {name} {returns}")
     return MergedDecoder(model=model, if_node=if_node, cache_attr=readers[0], past=past, present=present)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from ..errors import RepairRefusedError
+from ..errors import BadInputError, RepairRefusedError
 from ..findings import BAKED_RESHAPE_SHAPE, STATIC_SIGNATURE_DIM, Finding
 from ..merged_decoder import MergedDecoder, node_reads, producers
 from ..signature import PAST, PRESENT
@@ -83,7 +83,10 @@ def _constant_shape(graph: onnx.GraphProto, name: str, outer: dict[str, onnx.Ten
 
 def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Finding]:
     # Shape inference on a copy: it needs no weight values, and its value_info must not leak into the output.
-    inferred = shape_inference.infer_shapes(decoder.model, data_prop=False)
+    try:
+        inferred = shape_inference.infer_shapes(decoder.model, data_prop=False)
+    except (ValueError, shape_inference.InferenceError) as err:  # malformed types or tensors (found by fuzzing)
+        raise BadInputError(f"onnx shape inference rejects the model: {' '.join(str(err).split())[:300]}") from None
     dims_of = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
                for g in _graphs(inferred.graph) for v in list(g.value_info) + list(g.input) + list(g.output)}
     outer = {t.name: t for t in decoder.model.graph.initializer}
@@ -96,7 +99,10 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
             data_dims = dims_of.get(node.input[0], [])
             if tensor is None or not data_dims:
                 continue
-            shape = numpy_helper.to_array(tensor).astype(np.int64)
+            try:
+                shape = numpy_helper.to_array(tensor).astype(np.int64)
+            except (ValueError, TypeError) as err:
+                raise BadInputError(f"Reshape {node.name!r} has an unreadable shape tensor: {err}") from None
             baked = [i for i, size in enumerate(shape) if i < len(data_dims) and data_dims[i] in exported
                      and size == exported[data_dims[i]] and size > 0]
             if not baked:

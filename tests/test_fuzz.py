@@ -1,0 +1,239 @@
+"""Fuzzing the real samples: graphfix never crashes, never hangs, never writes an output that fails its own proof.
+
+Every committed exporter sample is mutated (tests/protobuf_mutations.py: raw bit flips, truncations, duplicated or
+removed spans; structural removal, duplication, swap, renumbering of protobuf fields and changed varints, half of
+them aimed at the signature: inputs, outputs and value infos, where past/present mapping and shapes live) and run
+through the CLI in-process:
+
+- `check` (most cases, cheap): the library returns a result or raises a GraphfixError, never anything else; the
+  CLI exits 0, 1 or 2 with no traceback and every stderr line an `error:` line.
+- `repair` with validation (a subset): the same, no "unexpected" error (the CLI's label for a bug), the input
+  untouched; on failure nothing under OUT and no temp directory; on success `validate OUT` holds and `check OUT`
+  finds nothing.
+
+`make test` runs a fixed (derandomized) few hundred cases; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs thousands of
+random ones. Each case has a deadline, and a watchdog dumps the stacks and ends the run if one ever hangs.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from graphfix import GraphfixError, check
+
+from . import protobuf_mutations as pm
+from .conftest import FIXED_SHAPE_SAMPLES, SAMPLES
+
+# `cli` is a stateless CliRunner wrapper, safe to share between examples.
+SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True,
+                          suppress_health_check=SUPPRESSED)
+settings.register_profile("fuzz", print_blob=True,
+                          suppress_health_check=SUPPRESSED)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+FUZZING = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+
+CHECK_CASES = 5000 if FUZZING else 300
+REPAIR_CASES = 1000 if FUZZING else 100
+HANG_SECONDS = 300  # the watchdog: far beyond any case (check ~30 ms, repair ~0.3 s), only a real hang reaches it
+
+FUZZ_SAMPLES = SAMPLES + FIXED_SHAPE_SAMPLES
+RAW = ["bit-flip", "truncate", "span-remove", "span-duplicate"]
+STRUCTURAL = ["field-remove", "field-duplicate", "field-swap", "field-renumber", "varint-change"]
+VARINTS = [0, 1, 2, 3, 7, 8, 11, 16, 255, 1 << 31, (1 << 63) - 1, (1 << 64) - 1]
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def signature_fields(fields) -> list[int]:
+    """Fields inside a ValueInfo (graph inputs, outputs, value_info, in the main graph and both If branches)."""
+    inside: list[int] = []
+    for index, field in enumerate(fields):
+        parent = field.parent
+        while parent != -1 and fields[parent].message != "ValueInfo":
+            parent = fields[parent].parent
+        if parent != -1 or field.message == "ValueInfo":
+            inside.append(index)
+    return inside
+
+
+_SIGNATURES: dict[Path, list[int]] = {}
+
+
+class Mutant(tuple):
+    """(label, bytes), shown by its label only: a falsifying example names the sample and the mutation."""
+
+    def __repr__(self) -> str:
+        return repr(self[0])
+
+
+@st.composite
+def mutated_models(draw) -> Mutant:
+    return Mutant(draw(_mutation()))
+
+
+@st.composite
+def _mutation(draw) -> tuple[str, bytes]:
+    sample = draw(st.sampled_from(FUZZ_SAMPLES))
+    data, fields = pm.parsed(sample)
+    kind = draw(st.sampled_from(RAW + STRUCTURAL))
+    label = f"{sample.parent.name}/{sample.name} {kind}"
+    if kind in RAW:
+        start = draw(st.integers(0, len(data) - 1))
+        if kind == "bit-flip":
+            bit = draw(st.integers(0, 7))
+            return f"{label} byte {start} bit {bit}", data[:start] + bytes([data[start] ^ (1 << bit)]) + data[start + 1:]
+        if kind == "truncate":
+            return f"{label} at {start}", data[:start]
+        end = draw(st.integers(start + 1, min(len(data), start + 4096)))
+        if kind == "span-remove":
+            return f"{label} [{start}:{end}]", data[:start] + data[end:]
+        return f"{label} [{start}:{end}]", data[:end] + data[start:end] + data[end:]
+
+    if draw(st.booleans()):
+        pool = _SIGNATURES.setdefault(sample, signature_fields(fields))
+        index = pool[draw(st.integers(0, len(pool) - 1))]
+    else:
+        index = draw(st.integers(0, len(fields) - 1))
+    if kind == "varint-change":
+        varints = [i for i, f in enumerate(fields) if f.wire == pm.VARINT and abs(i - index) < 200]
+        index = varints[draw(st.integers(0, len(varints) - 1))] if varints else index
+    field = fields[index]
+    whole = data[field.start:field.end]
+    label = f"{label} field #{index} (number {field.number} of {fields[field.parent].message if field.parent >= 0 else 'Model'})"
+    if kind == "field-remove":
+        return label, pm.replace(data, fields, field.parent, field.start, field.end, b"")
+    if kind == "field-duplicate":
+        return label, pm.replace(data, fields, field.parent, field.start, field.end, whole + whole)
+    if kind == "field-swap":
+        others = pm.siblings(fields, index)
+        if not others:
+            return label, data
+        other = fields[others[draw(st.integers(0, len(others) - 1))]]
+        first, second = sorted([field, other], key=lambda f: f.start)
+        swapped = data[second.start:second.end] + data[first.end:second.start] + data[first.start:first.end]
+        return f"{label} <-> {other.number}", pm.replace(data, fields, field.parent, first.start, second.end, swapped)
+    if kind == "field-renumber":
+        number = draw(st.integers(1, 30))
+        return f"{label} -> {number}", pm.replace(data, fields, field.parent, field.start, field.length_start
+                                                  if field.wire == pm.LEN else field.value_start,
+                                                  pm.tag(number, field.wire))
+    if field.wire != pm.VARINT:
+        return label, data
+    value = draw(st.sampled_from(VARINTS) | st.integers(0, (1 << 64) - 1))
+    return f"{label} = {value}", pm.replace(data, fields, field.parent, field.start, field.end,
+                                           pm.tag(field.number, pm.VARINT) + pm.varint(value))
+
+
+def assert_clean_cli_result(result, label: str) -> None:
+    assert result.exit_code in (0, 1, 2), (label, result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (label, repr(result.exception))
+    assert "Traceback" not in result.stderr, (label, result.stderr)
+    assert all(line.startswith("error: ") for line in result.stderr.splitlines()), (label, result.stderr)
+    assert "error: unexpected" not in result.stderr, (label, result.stderr)  # the CLI's label for a bug
+
+
+@settings(max_examples=CHECK_CASES, deadline=30_000)
+@given(case=mutated_models())
+def test_check_of_a_mutated_sample_exits_0_1_or_2_and_never_crashes(case, cli):
+    label, data = case
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "decoder_model_merged.onnx"
+        path.write_bytes(data)
+        try:
+            findings = check(path).findings
+            event(f"check: {len(findings) and 'findings' or 'clean'}")
+        except GraphfixError as err:
+            event(f"check: refused ({type(err).__name__})")
+        result = cli("check", path)
+        assert_clean_cli_result(result, label)
+        if result.exit_code == 2:
+            assert len(result.stderr.splitlines()) == 1, (label, result.stderr)
+
+
+@settings(max_examples=REPAIR_CASES, deadline=120_000)
+@given(case=mutated_models())
+def test_repair_of_a_mutated_sample_never_crashes_nor_writes_an_output_that_fails_validation(case, cli):
+    label, data = case
+    with tempfile.TemporaryDirectory() as directory:
+        source = Path(directory) / "in" / "decoder_model_merged.onnx"
+        source.parent.mkdir()
+        source.write_bytes(data)
+        out_dir = Path(directory) / "out"
+        out_dir.mkdir()
+        out = out_dir / "decoder_model_merged.onnx"
+
+        result = cli("repair", source, out)
+        event(f"repair: exit {result.exit_code}")
+        assert_clean_cli_result(result, label)
+        assert hashlib.sha256(source.read_bytes()).digest() == hashlib.sha256(data).digest(), label
+        if result.exit_code != 0:
+            assert len(result.stderr.splitlines()) == 1, (label, result.stderr)
+            assert list(out_dir.iterdir()) == [], (label, result.stderr)  # no OUT, no temp directory
+            return
+        assert [p.name for p in out_dir.iterdir()] == [out.name], label
+        proof = cli("validate", out)
+        assert proof.exit_code == 0, (label, proof.output)
+        again = cli("check", out)
+        assert again.exit_code == 0, (label, again.output)
+
+
+# --- what fuzzing found, kept as plain regression tests (each was an "error: unexpected ..." crash) ---------------
+
+
+def _without_logits_output(model):
+    model.graph.output.remove(next(v for v in model.graph.output if v.name == "logits"))
+
+
+def _branch_missing_its_last_output(model):
+    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    del if_node.attribute[0].g.output[-1]
+
+
+def _invalid_tensor_data_type(model):
+    """On a Constant whose value shape inference reads (the axes of an Unsqueeze in a branch)."""
+    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    branch = next(a.g for a in if_node.attribute if a.name == "else_branch")
+    axes = {n.input[1] for n in branch.node if n.op_type == "Unsqueeze" and len(n.input) > 1}
+    constant = next(n for n in branch.node if n.op_type == "Constant" and n.output[0] in axes)
+    constant.attribute[0].t.data_type = 255
+
+
+FOUND = {
+    "main-graph-without-logits": ("legacy/bart.onnx", _without_logits_output, "no output 'logits'"),
+    "branch-returns-fewer-outputs-than-its-if": ("current/marian.onnx", _branch_missing_its_last_output,
+                                                 "outputs but its"),
+    "tensor-with-data-type-255": ("fixed-shape/current-marian-batch2.onnx", _invalid_tensor_data_type,
+                                  "data type 255"),
+}
+
+
+@pytest.mark.parametrize("sample, mutate, mentions", FOUND.values(), ids=FOUND.keys())
+def test_malformed_samples_found_by_fuzzing_are_refused_with_one_line_and_exit_2(sample, mutate, mentions, cli,
+                                                                                  tmp_path):
+    import onnx
+
+    from .conftest import ROOT
+
+    model = onnx.load(ROOT / "sample_models" / sample)
+    mutate(model)
+    source = tmp_path / "decoder_model_merged.onnx"
+    onnx.save(model, source)
+    out = tmp_path / "out.onnx"
+    result = cli("repair", source, out)
+    assert_clean_cli_result(result, sample)
+    assert result.exit_code == 2 and mentions in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not out.exists()

@@ -1,0 +1,358 @@
+"""Nothing half-written: interruption, size limits and concurrent writers, on the real `graphfix` process.
+
+The promise under test: OUT only ever holds the old file or the complete new one (byte-identical to an
+uninterrupted run), the input is never modified, Ctrl-C is one `error:` line and exit 130, a failed write is one
+line and exit 2 with nothing left behind.
+
+The model is a real exporter sample (legacy Marian) re-saved with 128 MB of unused padding initializers, so that a
+run lasts long enough (about a second) to be hit while reading, writing and validating. Signals are sent at
+fractions of an uninterrupted run's duration (measured here only to place them, never asserted) and at events
+observed on disk: the hidden temp directory appearing, the staged model being complete (validation running), the
+in-place backup appearing.
+
+Known and accepted: SIGKILL leaves the hidden temp directory `.graphfix-OUT-*` behind (nothing can clean up after
+SIGKILL); never anything under OUT's name. A Ctrl-C in the interpreter's own first ~25 ms, before any graphfix
+code runs (Python's `site` setup), is Python's KeyboardInterrupt, not graphfix's line.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from .conftest import ROOT, sha256
+
+SOURCE = ROOT / "sample_models" / "legacy" / "marian.onnx"
+PADDING_TENSORS, PADDING_FLOATS = 8, 4_000_000  # 8 x 16 MB
+INPUT_MODE = 0o640
+OLD = b"old output from an earlier run\n"
+
+
+def graphfix_command() -> list[str]:
+    script = Path(sys.executable).with_name("graphfix")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "graphfix.cli"]
+
+
+def run_graphfix(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*graphfix_command(), *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+class Big:
+    """The padded model, the output of one uninterrupted repair of it, and how long that run took."""
+
+    def __init__(self, directory: Path):
+        model = onnx.load(SOURCE)
+        for index in range(PADDING_TENSORS):
+            values = np.full(PADDING_FLOATS, index + 0.5, dtype=np.float32)
+            model.graph.initializer.append(numpy_helper.from_array(values, f"padding.{index}"))
+        self.input = directory / "in" / "decoder_model_merged.onnx"
+        self.input.parent.mkdir()
+        onnx.save(model, self.input)
+        self.input.chmod(INPUT_MODE)
+        self.input_sha = sha256(self.input)
+        self.reference = directory / "reference" / "decoder_model_merged.onnx"
+        self.reference.parent.mkdir()
+        started = time.monotonic()
+        done = run_graphfix("repair", self.input, self.reference)
+        self.seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        self.reference_sha = sha256(self.reference)
+        self.reference_size = self.reference.stat().st_size
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Big:
+    made = Big(tmp_path_factory.mktemp("big"))
+    yield made
+    assert sha256(made.input) == made.input_sha  # no run of this module touched the input
+
+
+def test_the_reference_output_is_a_complete_clean_repair(big, cli):
+    assert big.reference_size > PADDING_TENSORS * PADDING_FLOATS * 4
+    assert cli("check", big.reference).exit_code == 0
+    assert big.reference.stat().st_mode & 0o777 == INPUT_MODE
+
+
+# --- sending signals ------------------------------------------------------------------------------------------------
+
+
+def temp_dirs(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.startswith(".graphfix-")]
+
+
+def staged_model_complete(big: Big, directory: Path) -> bool:
+    return any(f.stat().st_size >= big.reference_size for d in temp_dirs(directory) for f in d.iterdir()
+               if f.is_file())
+
+
+def run_with_signal(args, sig: int, when) -> tuple[subprocess.CompletedProcess, bool]:
+    """Start graphfix, send `sig` after `when` seconds or once `when()` holds; returns (result, sent while running)."""
+    proc = subprocess.Popen([*graphfix_command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        if callable(when):
+            while proc.poll() is None and not when():
+                time.sleep(0.002)
+        else:
+            time.sleep(when)
+        running = proc.poll() is None
+        if running:
+            proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), running
+
+
+def signal_points(big: Big, out_dir: Path, backup: Path | None = None) -> dict[str, object]:
+    return {
+        "early": big.seconds * 0.15,
+        "midway": big.seconds * 0.5,
+        "late": big.seconds * 0.85,
+        "temp-dir-made": lambda: bool(temp_dirs(out_dir)),
+        "staged-model-complete": lambda: staged_model_complete(big, out_dir),
+        **({"backup-appeared": backup.exists} if backup is not None else {}),
+    }
+
+
+POINTS = ["early", "midway", "late", "temp-dir-made", "staged-model-complete"]
+EVENTS = {"temp-dir-made", "staged-model-complete", "backup-appeared"}
+
+
+def assert_ctrl_c_reported(result, running: bool) -> None:
+    assert "Traceback" not in result.stderr
+    if result.returncode == 0:  # it finished before the signal landed
+        assert not running or result.stderr == ""
+        return
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), result.stderr
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_ctrl_c_leaves_the_old_output_or_the_complete_new_one_and_prints_one_line(point, big, tmp_path):
+    out = tmp_path / "decoder_model_merged.onnx"
+    out.write_bytes(OLD)
+    result, running = run_with_signal(["repair", big.input, out], signal.SIGINT, signal_points(big, tmp_path)[point])
+    if point in EVENTS:
+        assert running and result.returncode == 130, "the signal must land while graphfix runs"
+    assert_ctrl_c_reported(result, running)
+    assert sha256(out) in {sha256_bytes(OLD), big.reference_sha}
+    if point in EVENTS:  # caught before the rename: nothing was written
+        assert out.read_bytes() == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the temp directory was cleaned up
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_leaves_the_old_output_or_the_complete_new_one_never_a_partial_file(point, big, tmp_path):
+    out = tmp_path / "decoder_model_merged.onnx"
+    out.write_bytes(OLD)
+    result, running = run_with_signal(["repair", big.input, out], signal.SIGKILL, signal_points(big, tmp_path)[point])
+    if point in EVENTS:
+        assert running and result.returncode == -signal.SIGKILL
+    assert result.returncode in (0, -signal.SIGKILL)
+    assert sha256(out) in {sha256_bytes(OLD), big.reference_sha}
+    leftovers = [p.name for p in tmp_path.iterdir() if p != out]
+    assert all(name.startswith(f".graphfix-{out.name}-") for name in leftovers), leftovers
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- --in-place under signals -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+@pytest.mark.parametrize("point", ["backup-appeared", "midway", "staged-model-complete"])
+def test_interrupted_in_place_repair_keeps_the_input_or_the_new_model_with_a_complete_backup(point, sig, big,
+                                                                                             tmp_path):
+    model = tmp_path / "decoder_model_merged.onnx"
+    shutil.copy2(big.input, model)
+    backup = tmp_path / "decoder_model_merged.onnx.bak"
+    result, running = run_with_signal(["repair", model, model, "--in-place"], sig,
+                                      signal_points(big, tmp_path, backup)[point])
+    if point in EVENTS:
+        assert running, "the signal must land while graphfix runs"
+    if sig == signal.SIGINT:
+        assert_ctrl_c_reported(result, running)
+
+    now = sha256(model)
+    assert now in {big.input_sha, big.reference_sha}
+    if now == big.reference_sha:  # the new model landed: the backup is the complete original
+        assert sha256(backup) == big.input_sha
+    elif sig == signal.SIGINT:  # cleaned up: the input as it was, no backup, no temp directory
+        assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]
+    else:  # SIGKILL: a backup may be left, but only a complete one
+        assert not backup.exists() or sha256(backup) == big.input_sha, "a partial backup was left"
+    assert all(p.name.startswith(".graphfix-") for p in tmp_path.iterdir() if p not in (model, backup))
+
+    if backup.exists():  # the next --in-place run never overwrites it silently
+        before = {p.name: sha256(p) for p in (model, backup)}
+        again = run_graphfix("repair", model, model, "--in-place")
+        assert again.returncode == 2
+        assert again.stderr.startswith("error: backup ") and len(again.stderr.splitlines()) == 1
+        assert {p.name: sha256(p) for p in (model, backup)} == before
+
+
+# --- re-runs --------------------------------------------------------------------------------------------------------
+
+
+def test_rerunning_over_an_existing_output_swaps_it_in_one_rename(big, tmp_path, repaired):
+    """A Makefile batch re-runs over last run's outputs: a reader never sees a partial file under OUT's name, and
+    one that opened the old OUT keeps reading it whole."""
+    out = tmp_path / "decoder_model_merged.onnx"
+    shutil.copyfile(repaired(SOURCE), out)  # last run's complete output (of a smaller model)
+    old_bytes = out.read_bytes()
+    observed: set[tuple[int, int]] = set()
+    with open(out, "rb") as reader:
+        proc = subprocess.Popen([*graphfix_command(), "repair", str(big.input), str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None:
+            info = out.stat()  # OUT exists at every instant
+            observed.add((info.st_ino, info.st_size))
+            time.sleep(0.001)
+        _, stderr = proc.communicate()
+        assert proc.returncode == 0, stderr
+        assert reader.read() == old_bytes
+    assert {size for _, size in observed} <= {len(old_bytes), big.reference_size}
+    assert len({inode for inode, _ in observed}) <= 2
+    assert sha256(out) == big.reference_sha
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+# --- disk full: RLIMIT_FSIZE below the output's size ----------------------------------------------------------------
+
+
+SMALL_LIMIT = 64 * 1024  # below every sample model's size
+DATA_LIMIT = 512 * 1024  # above the external-data model file, below its data file
+
+
+def limit_file_size(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def external_data_sample(directory: Path) -> Path:
+    """The legacy Marian sample with a 1 MB padding initializer, re-saved with its weights in one external-data file
+    bigger than the size limit (the model file itself stays under it, so the data copy is what fails)."""
+    model = onnx.load(SOURCE)
+    model.graph.initializer.append(numpy_helper.from_array(np.full(256 * 1024, 0.5, dtype=np.float32), "padding"))
+    directory.mkdir()
+    path = directory / "decoder_model_merged.onnx"
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="decoder_model_merged.onnx_data", size_threshold=1024)
+    assert path.stat().st_size < DATA_LIMIT < (directory / "decoder_model_merged.onnx_data").stat().st_size
+    return path
+
+
+def _needs_repair(tmp, repaired):
+    return SOURCE, SMALL_LIMIT
+
+
+def _nothing_to_repair(tmp, repaired):
+    return repaired(SOURCE), SMALL_LIMIT  # copied as it is
+
+
+def _external_data(tmp, repaired):
+    return external_data_sample(tmp / "in"), DATA_LIMIT
+
+
+@pytest.mark.parametrize("make_input", [_needs_repair, _nothing_to_repair, _external_data],
+                         ids=["needs-repair", "nothing-to-repair", "external-data"])
+def test_a_write_over_the_file_size_limit_is_one_error_line_exit_2_and_leaves_nothing(make_input, tmp_path,
+                                                                                      repaired):
+    src, limit = make_input(tmp_path, repaired)
+    before = {p: sha256(p) for p in src.parent.iterdir() if p.is_file()}
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "decoder_model_merged.onnx"
+    result = run_graphfix("repair", src, out, preexec_fn=limit_file_size(limit))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "File too large" in lines[0] and str(out) in lines[0]
+    assert list(out_dir.iterdir()) == []  # no OUT, no OUT_data, no temp directory
+    assert {p: sha256(p) for p in src.parent.iterdir() if p.is_file()} == before
+
+
+def test_an_in_place_repair_over_the_file_size_limit_keeps_the_input_and_leaves_no_backup(tmp_path):
+    model = tmp_path / "decoder_model_merged.onnx"
+    shutil.copyfile(SOURCE, model)
+    digest = sha256(model)
+    result = run_graphfix("repair", model, model, "--in-place", preexec_fn=limit_file_size(SMALL_LIMIT))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "File too large" in lines[0], result.stderr
+    assert sha256(model) == digest
+    assert [p.name for p in tmp_path.iterdir()] == [model.name]  # no partial .bak blocking the next run
+
+
+# --- concurrent writers ---------------------------------------------------------------------------------------------
+
+
+def run_concurrently(commands: list[list], watch: Path) -> tuple[list[subprocess.CompletedProcess], list[int]]:
+    """Start every command at once; while they run, record the modes of the temp dirs and files they create."""
+    procs = [subprocess.Popen([*graphfix_command(), *map(str, c)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for c in commands]
+    modes: list[int] = []
+    while any(p.poll() is None for p in procs):
+        for directory in temp_dirs(watch):
+            try:
+                modes.append(directory.stat().st_mode)
+                modes.extend(f.stat().st_mode for f in directory.iterdir())
+            except FileNotFoundError:  # renamed or cleaned up between listing and stat
+                pass
+        time.sleep(0.002)
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return results, modes
+
+
+def assert_safe_temp_modes(modes: list[int]) -> None:
+    assert modes, "no temp directory was seen while the runs wrote"
+    for mode in modes:
+        assert not mode & (stat.S_IWGRP | stat.S_IWOTH), oct(mode)
+        if stat.S_ISDIR(mode):
+            assert stat.S_IMODE(mode) == 0o700, oct(mode)
+
+
+def test_two_repairs_into_one_directory_at_once_both_land_complete_with_the_input_mode(big, tmp_path):
+    outs = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    results, modes = run_concurrently([["repair", big.input, out] for out in outs], tmp_path)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    for out in outs:
+        assert sha256(out) == big.reference_sha
+        assert stat.S_IMODE(out.stat().st_mode) == INPUT_MODE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
+    assert_safe_temp_modes(modes)
+
+
+def test_two_repairs_of_the_same_output_at_once_end_with_one_complete_file(big, tmp_path):
+    out = tmp_path / "decoder_model_merged.onnx"
+    out.write_bytes(OLD)
+    results, modes = run_concurrently([["repair", big.input, out]] * 2, tmp_path)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert sha256(out) == big.reference_sha
+    assert stat.S_IMODE(out.stat().st_mode) == INPUT_MODE
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert_safe_temp_modes(modes)
