@@ -102,29 +102,43 @@ bench: install $(EXPORT_CURRENT)/.installed
 
 # Batch repair of model directories: `make -j4 repair MODELS=models OUT=fixed` repairs every model directory under
 # MODELS (each holding decoder_model_merged.onnx or onnx/decoder_model_merged*.onnx; MODELS itself may be one) into
-# OUT/<name>, one target per model, so -j parallelises and a re-run redoes only models with a newer file. A stale
-# output is removed first: `graphfix repair DIR OUT` refuses an existing one, and puts the new one in place at once.
+# OUT/<name>, one target per model, so -j parallelises and a re-run redoes only models with a newer file. A model is
+# repaired into OUT/<name>.new and only then replaces OUT/<name>, so a failed re-run leaves the previous output.
 # GRAPHFIX=path/to/graphfix uses that installation instead of installing .venv.
 REPAIR_IN := $(patsubst %/,%,$(MODELS))
 REPAIR_FOUND := $(wildcard $(REPAIR_IN)/decoder_model_merged*.onnx $(REPAIR_IN)/onnx/decoder_model_merged*.onnx \
 	$(REPAIR_IN)/*/decoder_model_merged*.onnx $(REPAIR_IN)/*/onnx/decoder_model_merged*.onnx)
 REPAIR_DIRS := $(sort $(patsubst %/,%,$(patsubst %/onnx/,%/,$(dir $(REPAIR_FOUND)))))
 # MODELS holding a merged decoder itself is one model (OUT is its repaired copy); else each subdirectory is one.
-REPAIR_TARGETS := $(if $(filter $(REPAIR_IN),$(REPAIR_DIRS)),$(OUT),$(patsubst $(REPAIR_IN)/%,$(OUT)/%,$(REPAIR_DIRS)))
+REPAIR_TARGETS := $(if $(OUT),$(if $(filter $(REPAIR_IN),$(REPAIR_DIRS)),$(OUT),$(patsubst $(REPAIR_IN)/%,$(OUT)/%,$(REPAIR_DIRS))))
 REPAIR_NEEDS := $(if $(filter command line environment,$(origin GRAPHFIX)),,install)
 .PHONY: repair
 
+# Refused before any recipe runs: outputs are replaced wholesale, so OUT must be apart from MODELS.
+ifneq ($(filter repair,$(MAKECMDGOALS)),)
+ifeq ($(strip $(OUT)),)
+$(error usage: make repair MODELS=<model dir or dir of model dirs> OUT=<output dir>)
+endif
+REPAIR_IN_ABS := $(or $(realpath $(REPAIR_IN)),$(abspath $(REPAIR_IN)))
+REPAIR_OUT_ABS := $(or $(realpath $(OUT)),$(abspath $(OUT)))
+ifneq ($(filter $(REPAIR_IN_ABS) $(REPAIR_IN_ABS)/%,$(REPAIR_OUT_ABS))$(filter $(REPAIR_OUT_ABS)/%,$(REPAIR_IN_ABS)),)
+$(error OUT=$(OUT) overlaps MODELS=$(MODELS); pick an output directory outside it)
+endif
+ifeq ($(REPAIR_TARGETS),)
+$(error no merged decoder under MODELS=$(MODELS))
+endif
+endif
+
 repair: $(REPAIR_TARGETS)
-	$(if $(OUT),,$(error usage: make repair MODELS=<model dir or dir of model dirs> OUT=<output dir>))
-	$(if $(REPAIR_TARGETS),,$(error no merged decoder under $(MODELS)))
 	@echo "repaired models are in $(OUT)"
 
 .SECONDEXPANSION:
 $(REPAIR_TARGETS): $$(shell find $$(if $$(filter $(OUT),$$@),$(REPAIR_IN),$(REPAIR_IN)/$$(patsubst $(OUT)/%,%,$$@)) \
 		-type f -not -path '*/.graphfix-*') | $(REPAIR_NEEDS)
 	@mkdir -p $(@D)
-	rm -rf $@
-	$(GRAPHFIX) repair $(if $(filter $(OUT),$@),$(REPAIR_IN),$(REPAIR_IN)/$(patsubst $(OUT)/%,%,$@)) $@
+	@rm -rf $@.new
+	$(GRAPHFIX) repair $(if $(filter $(OUT),$@),$(REPAIR_IN),$(REPAIR_IN)/$(patsubst $(OUT)/%,%,$@)) $@.new
+	@rm -rf $@ && mv $@.new $@
 
 # Fuzzing beyond `make test`'s fixed few hundred cases: thousands of random mutations of every sample (random each
 # run; a failure prints the reproducing blob). FUZZ_ARGS passes pytest options, e.g. FUZZ_ARGS=-x.

@@ -124,8 +124,8 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
             raise ValidationFailedError(f"repaired model does not decode like full recompute: "
                                         f"{result.validation.first_failure}", result.validation)
 
-    result.backup = make_backup(source) if in_place else None
     step("writing")
+    result.backup = make_backup(source) if in_place else None
     try:
         write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
     except BaseException:

@@ -250,3 +250,11 @@ def test_make_repair_runs_one_target_per_model_in_parallel_and_a_rerun_does_noth
     third = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and third.stdout.count(f"{graphfix} repair ") == 1
     assert f"repair {models / 't5-small'} " in third.stdout
+
+    before = tree(models)
+    for overlapping in (models, models / "opus-mt-en-de" / "fixed", tmp_path):
+        refused = subprocess.run([*command[:-2], f"OUT={overlapping}", command[-1]], capture_output=True, text=True)
+        assert refused.returncode != 0 and "overlaps MODELS" in refused.stderr
+    no_out = subprocess.run(command[:-2] + [command[-1]], capture_output=True, text=True)
+    assert no_out.returncode != 0 and "usage: make repair" in no_out.stderr
+    assert tree(models) == before  # nothing removed or written by a refused run
