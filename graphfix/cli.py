@@ -23,7 +23,8 @@ try:
     from .pipeline import CheckResult, RepairResult, check, repair
     from .validation import ValidationResult, validate
 except KeyboardInterrupt:  # Ctrl-C during the imports (most of a short run): one line, not an import traceback
-    sys.stderr.write("error: interrupted; nothing was written\n")
+    if "__mp_main__" not in sys.modules:  # not a --jobs worker re-importing the entry point: its parent reports it
+        sys.stderr.write("error: interrupted; nothing was written\n")
     raise SystemExit(130) from None
 
 EXIT_CODES = """Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."""

@@ -12,6 +12,7 @@ import errno
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -84,7 +85,9 @@ def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
                 on_progress(name, "done", source.stat().st_size)
         return done
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out in jobs]
         try:
             for (name, source, _), future in zip(jobs, futures):

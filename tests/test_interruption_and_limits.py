@@ -133,14 +133,16 @@ POINTS = ["early", "midway", "late", "temp-dir-made", "staged-model-complete"]
 EVENTS = {"temp-dir-made", "staged-model-complete", "backup-appeared"}
 
 
-def assert_ctrl_c_reported(result, running: bool) -> None:
+def assert_ctrl_c_reported(result, running: bool) -> bool:
+    """True when the run was interrupted (one line, exit 130); False when it had finished (exit 0, or killed by the
+    signal during interpreter shutdown, after the work was done: Python restores SIGINT's default handler then)."""
     assert "Traceback" not in result.stderr
-    if result.returncode == 0:  # it finished before the signal landed
-        assert not running or result.stderr == ""
-        return
+    if result.returncode in (0, -signal.SIGINT) and result.stderr == "":
+        return False
     assert result.returncode == 130, (result.returncode, result.stderr)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: interrupted"), result.stderr
+    return True
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -150,7 +152,8 @@ def test_ctrl_c_leaves_the_old_output_or_the_complete_new_one_and_prints_one_lin
     result, running = run_with_signal(["repair", big.input, out], signal.SIGINT, signal_points(big, tmp_path)[point])
     if point in EVENTS:
         assert running and result.returncode == 130, "the signal must land while graphfix runs"
-    assert_ctrl_c_reported(result, running)
+    if not assert_ctrl_c_reported(result, running):
+        assert sha256(out) == big.reference_sha  # it finished
     assert sha256(out) in {sha256_bytes(OLD), big.reference_sha}
     if point in EVENTS:  # caught before the rename: nothing was written
         assert out.read_bytes() == OLD
@@ -174,6 +177,23 @@ def sha256_bytes(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_ctrl_c_in_the_middle_of_a_check_batch_prints_one_line_and_exits_130():
+    """Outside repair's own handler (here: between the files of a `check` batch) Ctrl-C is the same one line."""
+    proc = subprocess.Popen([*graphfix_command(), "check", *[str(SOURCE)] * 400], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # click flushes every line: the batch is under way
+        assert first.startswith(f"{SOURCE}: GF")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert stderr == "error: interrupted\n"
 
 
 # --- --in-place under signals -------------------------------------------------------------------------------------
@@ -356,3 +376,61 @@ def test_two_repairs_of_the_same_output_at_once_end_with_one_complete_file(big, 
     assert stat.S_IMODE(out.stat().st_mode) == INPUT_MODE
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
     assert_safe_temp_modes(modes)
+
+
+# --- a directory repaired with --jobs -------------------------------------------------------------------------------
+
+
+def model_directory(root: Path, big: Big) -> Path:
+    """An onnx-community layout holding two merged decoders: the padded one (slow enough to be interrupted) and the
+    plain legacy Marian sample under the quantized variant's name."""
+    (root / "onnx").mkdir(parents=True)
+    os.link(big.input, root / "onnx" / "decoder_model_merged.onnx")
+    shutil.copyfile(SOURCE, root / "onnx" / "decoder_model_merged_quantized.onnx")
+    (root / "config.json").write_text("{}\n")
+    return root
+
+
+def test_jobs_2_repairs_every_decoder_of_a_directory_like_single_repairs(big, tmp_path, repaired):
+    source = model_directory(tmp_path / "model", big)
+    out = tmp_path / "fixed"
+    result = run_graphfix("repair", "--jobs", "2", source, out)
+    assert result.returncode == 0, result.stderr
+    assert sha256(out / "onnx" / "decoder_model_merged.onnx") == big.reference_sha
+    assert sha256(out / "onnx" / "decoder_model_merged_quantized.onnx") == sha256(repaired(SOURCE))
+    assert (out / "config.json").read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed", "model"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+@pytest.mark.parametrize("fraction", [0.2, 0.6], ids=["workers-starting", "workers-repairing"])
+def test_an_interrupted_jobs_batch_leaves_no_output_directory_or_a_complete_one(sig, fraction, big, tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group, workers included; so does the signal here."""
+    source = model_directory(tmp_path / "model", big)
+    out = tmp_path / "fixed"
+    proc = subprocess.Popen([*graphfix_command(), "repair", "--jobs", "2", str(source), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while proc.poll() is None and not any(p.name.startswith(".") for p in tmp_path.iterdir()):
+            time.sleep(0.002)  # until the staging directory exists: the batch is writing
+        time.sleep(big.seconds * fraction)
+        running = proc.poll() is None
+        if running:
+            os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert running, "the signal must land while the batch runs"
+    if sig == signal.SIGINT and not assert_ctrl_c_reported(subprocess.CompletedProcess([], proc.returncode, "", stderr),
+                                                           running):
+        assert out.exists()  # it finished
+    if out.exists():  # it landed whole
+        assert sha256(out / "onnx" / "decoder_model_merged.onnx") == big.reference_sha
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("model", "fixed"))
+    if sig == signal.SIGINT:
+        assert leftovers == []
+    else:
+        assert all(name.startswith(".") for name in leftovers), leftovers
+    assert sha256(source / "onnx" / "decoder_model_merged.onnx") == big.input_sha
