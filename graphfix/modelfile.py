@@ -104,9 +104,26 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     # Protobuf happily parses many random byte strings into an empty-looking message.
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
         raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")
+    if (where := _first_non_text_name(model.graph)) is not None:
+        raise BadInputError(f"{path} is not an ONNX model (corrupt: a name in {where} is not UTF-8 text)")
     loaded = LoadedModel(path=path, model=model, stamp=_stamp(stat))
     loaded.external_files = _check_external_data(loaded)
     return loaded
+
+
+def _first_non_text_name(graph: onnx.GraphProto, where: str = "the main graph") -> str | None:
+    """ONNX declares names as proto2 strings, which are not checked on parsing: a corrupt byte comes back as
+    `bytes`, and every name lookup after that would fail in a way the user cannot act on."""
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    names = [v.name for v in values] + [t.name for t in graph.initializer]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        for attr in node.attribute:
+            names.append(attr.name)
+            for subgraph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                if (inner := _first_non_text_name(subgraph, f"a subgraph of node {node.name!r}")) is not None:
+                    return inner
+    return where if any(not isinstance(name, str) for name in names) else None
 
 
 def _check_external_data(loaded: LoadedModel) -> list[str]:
@@ -225,9 +242,20 @@ def backup_path(path: Path) -> Path:
 
 
 def make_backup(path: Path) -> Path:
-    """Keep IN.bak before an in-place repair; never overwrite an existing backup silently."""
+    """Keep IN.bak before an in-place repair, complete or not at all: copied under a hidden temp name, then linked
+    into place, which also never replaces a backup that already exists (or appeared meanwhile)."""
     backup = backup_path(path)
     if backup.exists():
         raise BadInputError(f"backup {backup} already exists; move it away first")
-    shutil.copy2(path, backup)
+    fd, temp = tempfile.mkstemp(prefix=f".graphfix-{backup.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(path, temp)
+        os.link(temp, backup)
+    except FileExistsError:
+        raise BadInputError(f"backup {backup} already exists; move it away first") from None
+    except OSError as err:
+        raise BadInputError(f"cannot write backup {backup}: {err.strerror or err}") from None
+    finally:
+        os.unlink(temp)
     return backup

@@ -125,8 +125,8 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
                                         f"{result.validation.first_failure}", result.validation)
 
     step("writing")
-    result.backup = make_backup(source) if in_place else None
     try:
+        result.backup = make_backup(source) if in_place else None
         write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
     except BaseException:
         # Whatever failed (a bug or Ctrl-C included), a backup identical to the input is debris that would block the

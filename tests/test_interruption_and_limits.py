@@ -93,8 +93,9 @@ def temp_dirs(directory: Path) -> list[Path]:
 
 
 def staged_model_complete(big: Big, directory: Path) -> bool:
-    return any(f.stat().st_size >= big.reference_size for d in temp_dirs(directory) for f in d.iterdir()
-               if f.is_file())
+    # An in-place run also makes a hidden temp *file* (the backup being copied); only the staging dir counts here.
+    return any(f.stat().st_size >= big.reference_size for d in temp_dirs(directory) if d.is_dir()
+               for f in d.iterdir() if f.is_file())
 
 
 def run_with_signal(args, sig: int, when) -> tuple[subprocess.CompletedProcess, bool]:
