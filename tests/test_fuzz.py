@@ -237,3 +237,18 @@ def test_malformed_samples_found_by_fuzzing_are_refused_with_one_line_and_exit_2
     assert_clean_cli_result(result, sample)
     assert result.exit_code == 2 and mentions in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1 and not out.exists()
+
+
+def test_a_bit_flip_that_breaks_a_name_s_utf8_is_refused_with_one_line_and_exit_2(cli, tmp_path):
+    """Found by `make fuzz` (legacy/bart.onnx, byte 44, bit 7): proto2 strings are not checked on parsing, so the
+    corrupt name came back as bytes and crashed the first regex match on it."""
+    from .conftest import ROOT
+
+    data = bytearray((ROOT / "sample_models" / "legacy" / "bart.onnx").read_bytes())
+    data[44] ^= 0x80
+    source = tmp_path / "decoder_model_merged.onnx"
+    source.write_bytes(bytes(data))
+    for command in (["check", source], ["repair", source, tmp_path / "out.onnx"]):
+        result = cli(*command)
+        assert result.exit_code == 2 and "not UTF-8 text" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "out.onnx").exists()
