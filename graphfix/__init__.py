@@ -16,7 +16,7 @@ _EXPORTS = {
     "RepairRefusedError": "errors", "ValidationFailedError": "errors",
     "repair_directory": "model_directory", "DirectoryRepairResult": "model_directory", "ModelRepair": "model_directory",
     "find_merged_decoders": "layouts", "split": "split_decoder", "SplitResult": "split_decoder",
-    "validate_split": "split_validation", "CaseResult": "decode_loop",
+    "validate_split": "split_validation", "CaseResult": "decode_cases",
 }
 __all__ = ["__version__", *_EXPORTS]
 

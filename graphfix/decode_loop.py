@@ -13,29 +13,16 @@ import json
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
+from .decode_cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
 from .errors import BadInputError
 from .signature import CACHE_FLAG, PAST, PRESENT
 
-STEPS = 8
-BATCHES = (1, 3)
-SOURCE_LENGTHS = (5, 11)
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
-
-
-@dataclass
-class CaseResult:
-    batch: int
-    source_length: int
-    steps: int = 0  # steps that ran
-    max_abs_diff: float = 0.0
-    tokens_agree: int = 0
-    tokens_total: int = 0
-    failure: str | None = None
 
 
 def _session(path: str):

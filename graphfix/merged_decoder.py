@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import onnx
+from . import onnx_proto as onnx
 
 from .errors import NotAMergedDecoderError, RepairRefusedError
 from .signature import CACHE_FLAG, PAST, PRESENT

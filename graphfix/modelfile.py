@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
+from . import onnx_proto as onnx
 from google.protobuf.message import DecodeError
 
 from . import protowire

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+from . import onnx_proto as onnx
 
 from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
@@ -21,7 +22,9 @@ from .merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .modelfile import check_output_location, make_backup, read_model, same_file, write_model
 from .ort_runtimes import full_release, load_in_onnxruntime
 from .passes import PIPELINE, pipeline
-from .validation import ValidationResult, validate
+
+if TYPE_CHECKING:
+    from .validation import ValidationResult
 
 
 @dataclass
@@ -118,6 +121,8 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
         if not isinstance(subject, MergedDecoder):
             load_in_onnxruntime(staged, runtime)  # an encoder or split decoder: no decode loop of its own
             return
+        from .validation import validate  # numpy + onnxruntime: only when validating
+
         result.validation = validate(staged, ort_version=runtime)
         result.validation.model = str(out)
         if not result.validation.ok:
@@ -154,4 +159,4 @@ def check(path: str | os.PathLike, *, target_ort: str | None = None,
     return CheckResult(path=path, findings=[f for repair_pass in passes for f in repair_pass(subject)])
 
 
-__all__ = ["CheckResult", "RepairResult", "ValidationResult", "check", "repair", "validate"]
+__all__ = ["CheckResult", "RepairResult", "check", "repair"]

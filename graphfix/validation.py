@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import onnx
+from . import onnx_proto as onnx
 
-from .decode_loop import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult, run_cases
+from .decode_cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
 from .errors import BadInputError
 from .modelfile import read_model
 from .ort_runtimes import runtime_python
@@ -95,6 +95,11 @@ def validate(model: str | os.PathLike, original: str | os.PathLike | None = None
     request = {"model": os.path.abspath(path), "original": os.path.abspath(original) if original else None,
                "tolerance": _tolerance(loaded.model), "steps": steps, "batches": list(batches),
                "source_lengths": list(source_lengths), "seed": seed}
-    answer = _run_in(runtime_python(ort_version), request) if ort_version else run_cases(**request)
+    if ort_version:
+        answer = _run_in(runtime_python(ort_version), request)
+    else:
+        from .decode_loop import run_cases  # numpy and onnxruntime
+
+        answer = run_cases(**request)
     return ValidationResult(model=path, tolerance=request["tolerance"], onnxruntime=answer["onnxruntime"],
                             cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"])

@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphfix.pipeline
+import graphfix.validation
 from graphfix import ValidationFailedError, repair
 
 from .conftest import sha256
@@ -337,7 +338,7 @@ def test_repair_over_an_existing_output_replaces_it(cli, tmp_path, marian_legacy
 def test_failed_validation_leaves_the_old_output_byte_identical(monkeypatch, tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    monkeypatch.setattr(graphfix.pipeline, "validate", failing_validation)
+    monkeypatch.setattr(graphfix.validation, "validate", failing_validation)
     with pytest.raises(ValidationFailedError, match="simulated"):
         repair(marian_legacy, out)
     assert out.read_bytes() == b"old output"
@@ -347,7 +348,7 @@ def test_failed_validation_leaves_the_old_output_byte_identical(monkeypatch, tmp
 def test_failed_validation_exits_1_via_the_cli_and_writes_nothing(cli, monkeypatch, tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    monkeypatch.setattr(graphfix.pipeline, "validate", failing_validation)
+    monkeypatch.setattr(graphfix.validation, "validate", failing_validation)
     result = cli("repair", marian_legacy, out)
     assert result.exit_code == 1
     assert "simulated" in assert_one_error_line(result)
@@ -371,7 +372,7 @@ def test_failed_in_place_repair_leaves_the_input_and_no_backup(fake_validate, ex
     src = tmp_path / "model.onnx"
     shutil.copyfile(marian_legacy, src)
     before = tree(tmp_path)
-    monkeypatch.setattr(graphfix.pipeline, "validate", fake_validate)
+    monkeypatch.setattr(graphfix.validation, "validate", fake_validate)
     result = cli("repair", src, src, "--in-place")
     assert result.exit_code == exit_code
     assert_one_error_line(result)

@@ -9,8 +9,7 @@ Identity matters because ORT rejects a subgraph output that is directly an outer
 
 from __future__ import annotations
 
-import onnx
-from onnx import helper
+from .. import onnx_proto as onnx
 
 from ..findings import DUMMY_ENCODER_KV, Finding
 from ..merged_decoder import MergedDecoder, ancestors, kv_name, matching_past, node_reads, producers
@@ -62,7 +61,7 @@ def _pass_through(decoder: MergedDecoder, dummies: list) -> None:
         candidates |= {o for node in dummy_nodes for o in node.output if o} - {output}
         dummy_names |= {n for node in dummy_nodes for n in node.input} | {output}
         index = position.get(output)
-        identity = helper.make_node("Identity", [past], [output], name=f"graphfix/{present}/passthrough")
+        identity = onnx.make_node("Identity", [past], [output], name=f"graphfix/{present}/passthrough")
         if index is not None and len(branch.node[index].output) == 1:
             replaced[index] = identity  # the dummy's own producer; its name is reused by the passthrough
             continue

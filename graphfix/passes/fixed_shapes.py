@@ -10,9 +10,7 @@ exported size into a Reshape's constant shape (hand-written or older export code
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-from onnx import numpy_helper, shape_inference
+from .. import onnx_proto as onnx
 
 from ..errors import BadInputError, RepairRefusedError
 from ..findings import BAKED_RESHAPE_SHAPE, STATIC_SIGNATURE_DIM, Finding
@@ -82,6 +80,10 @@ def _constant_shape(graph: onnx.GraphProto, name: str, outer: dict[str, onnx.Ten
 
 
 def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Finding]:
+    # Only fixed-shape exports get here: the rest of graphfix's repair path never imports numpy or onnx proper.
+    import numpy as np
+    from onnx import numpy_helper, shape_inference
+
     # Shape inference on a copy: it needs no weight values, and its value_info must not leak into the output.
     try:
         inferred = shape_inference.infer_shapes(decoder.model, data_prop=False)

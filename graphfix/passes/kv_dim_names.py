@@ -7,7 +7,7 @@ length of `encoder_hidden_states`, which is what it always is.
 
 from __future__ import annotations
 
-import onnx
+from .. import onnx_proto as onnx
 
 from ..findings import UNBINDABLE_DIM_NAME, Finding
 from ..merged_decoder import MergedDecoder, kv_name

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import onnx
-from onnx import TensorProto, helper
+from .. import onnx_proto as onnx
+from ..onnx_proto import TensorProto
 
 from ..errors import RepairRefusedError
 from ..findings import IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, Finding
 from ..merged_decoder import MergedDecoder
-from ..opset_adapters import convert_down
 from ..ort_targets import ort_limits
 
 # Element types and the IR version that introduced them.
@@ -44,7 +43,7 @@ def _element_types(graph: onnx.GraphProto):
 
 def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     """The lowest IR version the model's contents need, and what needs it."""
-    need, why = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
+    need, why = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
     for elem_type, where in _element_types(model.graph):
         if _TYPE_IR.get(elem_type, 0) > need:
             need, why = _TYPE_IR[elem_type], f"{TensorProto.DataType.Name(elem_type)} in {where!r}"
@@ -58,6 +57,8 @@ def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding
         model, findings = decoder.model, []
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is not None and opset > max_opset:
+            from ..opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
+
             converted = convert_down(model, max_opset)
             findings.append(Finding(
                 code=OPSET_ABOVE_TARGET, tensor=None, node=None,

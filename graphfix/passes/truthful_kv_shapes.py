@@ -8,7 +8,7 @@ client that feeds more than one token. Both If branches declare the same outputs
 
 from __future__ import annotations
 
-import onnx
+from .. import onnx_proto as onnx
 
 from ..findings import UNTRUTHFUL_DECODER_KV_SHAPE, UNTRUTHFUL_ENCODER_KV_SHAPE, Finding
 from ..merged_decoder import MergedDecoder, kv_name
