@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from .layouts import directory_files
 from .model_directory import DirectoryRepairResult
+
+if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw something
+    from rich.progress import Progress
+    from rich.table import Table
 
 
 def progress_wanted(stream: TextIO | None = None, *, as_json: bool = False) -> bool:
@@ -57,6 +58,9 @@ def terminal_progress(enabled: bool, files: int, total_bytes: int) -> Iterator[F
     if not enabled:
         yield None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("[bold]{task.fields[files]}[/] files"), BarColumn(), DownloadColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
@@ -71,6 +75,9 @@ def _findings(codes: list[str]) -> str:
 
 
 def summary_table(result: DirectoryRepairResult) -> Table:
+    from rich import box
+    from rich.table import Table
+
     """One row per merged decoder: what was found, how many changes, the validation, and the time it took."""
     table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
     for column in ("model", "findings", "changes", "validation", "time"):
@@ -85,6 +92,8 @@ def summary_table(result: DirectoryRepairResult) -> Table:
 
 
 def print_table(table: Table, stream: TextIO | None = None) -> None:
+    from rich.console import Console
+
     stream = stream or sys.stdout
     if hasattr(stream, "isatty") and stream.isatty():
         Console(file=stream, highlight=False).print(table)
