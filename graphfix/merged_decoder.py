@@ -104,8 +104,11 @@ def ancestors(graph: onnx.GraphProto, name: str,
 
 
 def _condition_source(graph: onnx.GraphProto, name: str) -> str:
-    made_by = producers(graph)
-    while name in made_by and made_by[name].op_type in _CONDITION_FORWARDERS:
+    made_by, seen = producers(graph), set()
+    # A corrupt graph can have a forwarder without input, or a cycle: both end the walk rather than crash or hang.
+    while name in made_by and made_by[name].op_type in _CONDITION_FORWARDERS and made_by[name].input \
+            and name not in seen:
+        seen.add(name)
         name = made_by[name].input[0]
     return name
 
@@ -115,7 +118,8 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     flag = next((v for v in graph.input if v.name == CACHE_FLAG), None)
     if flag is None or flag.type.tensor_type.elem_type != onnx.TensorProto.BOOL:
         raise NotAMergedDecoderError(f"not a merged decoder: no boolean input {CACHE_FLAG!r}")
-    ifs = [n for n in graph.node if n.op_type == "If" and _condition_source(graph, n.input[0]) == CACHE_FLAG]
+    # An If without its condition input is malformed (found by fuzzing); it conditions on nothing.
+    ifs = [n for n in graph.node if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]
     if len(ifs) != 1:
         raise NotAMergedDecoderError(
             f"not a merged decoder: expected one If conditioned on {CACHE_FLAG!r}, found {len(ifs)}")

@@ -212,7 +212,22 @@ def _invalid_tensor_data_type(model):
     constant.attribute[0].t.data_type = 255
 
 
+def _if_without_its_condition(model):
+    del next(n for n in model.graph.node if n.op_type == "If").input[:]
+
+
+def _condition_forwarded_in_a_cycle(model):
+    """The If reads `flag`, made by an Identity of itself: walking back to use_cache_branch must end."""
+    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    if_node.input[0] = "flag"
+    from onnx import helper
+
+    model.graph.node.insert(0, helper.make_node("Identity", ["flag"], ["flag"]))
+
+
 FOUND = {
+    "if-without-its-condition": ("legacy/marian.onnx", _if_without_its_condition, "not a merged decoder"),
+    "condition-forwarded-in-a-cycle": ("current/t5.onnx", _condition_forwarded_in_a_cycle, "not a merged decoder"),
     "main-graph-without-logits": ("legacy/bart.onnx", _without_logits_output, "no output 'logits'"),
     "branch-returns-fewer-outputs-than-its-if": ("current/marian.onnx", _branch_missing_its_last_output,
                                                  "outputs but its"),
