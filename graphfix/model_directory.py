@@ -9,14 +9,12 @@ copied, see layouts.plan_directory.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +82,9 @@ def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
             if on_progress:
                 on_progress(name, "done", source.stat().st_size)
         return done
+    import multiprocessing  # only --jobs runs pay for process pools
+    from concurrent.futures import ProcessPoolExecutor
+
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
     # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
