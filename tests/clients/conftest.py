@@ -62,12 +62,11 @@ def exports(tmp_path_factory) -> Path:
 
 
 def repair_model_dir(source: Path, out: Path) -> Path:
-    """What a user does to a whole model directory: repair every merged decoder, copy everything else."""
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns(MERGED))
-    for merged in sorted(source.rglob(MERGED)):
-        target = out / merged.relative_to(source)
-        subprocess.run([str(Path(sys.executable).parent / "graphfix"), "repair", str(merged), str(target)],
-                       check=True, capture_output=True, text=True)
+    """What a user does to a whole model directory: `graphfix repair MODEL_DIR OUT_DIR`, which repairs every merged
+    decoder and carries everything else over."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(Path(sys.executable).parent / "graphfix"), "repair", str(source), str(out)],
+                   check=True, capture_output=True, text=True)
     return out
 
 
