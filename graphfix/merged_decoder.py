@@ -80,6 +80,15 @@ def node_reads(node: onnx.NodeProto) -> Iterator[str]:
                 yield from node_reads(inner)
 
 
+def all_graphs(graph: onnx.GraphProto, path: str = "main graph") -> Iterator[tuple[onnx.GraphProto, str]]:
+    """`graph` and every subgraph below it (both If branches, nested ones too), each with where it sits."""
+    yield graph, path
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from all_graphs(attr.g, f"{path} / {node.name or node.op_type}.{attr.name}")
+
+
 def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 

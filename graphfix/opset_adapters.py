@@ -16,6 +16,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, defs, helper
 
 from .errors import RepairRefusedError
+from .merged_decoder import all_graphs
 
 # Bumps whose schema signature did not change but whose meaning did: never relabel these.
 _SEMANTIC_BUMPS = {("Pad", 19), ("Resize", 19), ("GroupNormalization", 21), ("Resize", 18), ("Resize", 13)}
@@ -30,7 +31,7 @@ def _schema(op: str, opset: int):
         return None
 
 
-def _element_types(schema) -> set[str]:
+def _schema_type_strings(schema) -> set[str]:
     return {t for constraint in schema.type_constraints for t in constraint.allowed_type_strs}
 
 
@@ -38,22 +39,23 @@ def _signature(schema) -> tuple:
     return ([(i.name, i.option) for i in schema.inputs], [(o.name, o.option) for o in schema.outputs])
 
 
+def element_types(graph: onnx.GraphProto) -> Iterator[tuple[int, str]]:
+    """Every element type the model declares, stores or casts to, with the value or node it appears on."""
+    for subgraph, _ in all_graphs(graph):
+        for value in list(subgraph.input) + list(subgraph.output) + list(subgraph.value_info):
+            yield value.type.tensor_type.elem_type, value.name
+        for tensor in subgraph.initializer:
+            yield tensor.data_type, tensor.name
+        for node in subgraph.node:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.type == AttributeProto.INT:
+                    yield attr.i, node.name
+                elif attr.type == AttributeProto.TENSOR:
+                    yield attr.t.data_type, node.name
+
+
 def used_element_types(graph: onnx.GraphProto) -> set[int]:
-    """Every element type the model declares, stores or casts to."""
-    found: set[int] = set()
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-        found.add(value.type.tensor_type.elem_type)
-    found.update(t.data_type for t in graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name == "to" and attr.type == AttributeProto.INT:
-                found.add(attr.i)
-            elif attr.type == AttributeProto.TENSOR:
-                found.add(attr.t.data_type)
-            elif attr.type == AttributeProto.GRAPH:
-                found |= used_element_types(attr.g)
-    found.discard(TensorProto.UNDEFINED)
-    return found
+    return {elem_type for elem_type, _ in element_types(graph)} - {TensorProto.UNDEFINED}
 
 
 def _onnx_type_names(elem_types: set[int]) -> set[str]:
@@ -83,7 +85,7 @@ def _relabel_problem(node: onnx.NodeProto, source: int, target: int, used: set[s
     for attr in node.attribute:
         if attr.name not in old_attrs and _DROPPABLE_DEFAULTS.get(attr.name) != helper.get_attribute_value(attr):
             return f"sets attribute {attr.name!r}, added at opset {new.since_version}"
-    added_types = _element_types(new) - _element_types(old)
+    added_types = _schema_type_strings(new) - _schema_type_strings(old)
     if clash := sorted(added_types & used):
         return f"the model uses {clash[0]}, added to it at opset {new.since_version}"
     return None
@@ -131,21 +133,13 @@ def _gelu(node: onnx.NodeProto, fresh: Callable[[str], str]) -> list[onnx.NodePr
 DECOMPOSITIONS: dict[str, Callable[[onnx.NodeProto, Callable[[str], str]], list[onnx.NodeProto]]] = {"Gelu": _gelu}
 
 
-def _graphs(graph: onnx.GraphProto, path: str = "main graph") -> Iterator[tuple[onnx.GraphProto, str]]:
-    yield graph, path
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                yield from _graphs(attr.g, f"{path} / {node.name or node.op_type}.{attr.name}")
-
-
 def convert_down(model: onnx.ModelProto, target: int) -> int:
     """Rewrite `model` in place to ai.onnx opset `target`; returns how many nodes were relabelled or decomposed.
     Checks every node first, so a refusal leaves the model untouched."""
     source = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     used = _onnx_type_names(used_element_types(model.graph))
     plan: list[tuple[onnx.GraphProto, int, str]] = []  # (graph, node index, "relabel" | "decompose")
-    for graph, where in _graphs(model.graph):
+    for graph, where in all_graphs(model.graph):
         for index, node in enumerate(graph.node):
             if node.domain not in ("", "ai.onnx"):
                 continue
@@ -159,7 +153,7 @@ def convert_down(model: onnx.ModelProto, target: int) -> int:
                 raise RepairRefusedError(
                     f"op {node.op_type} at node {node.name or index!r} ({where}) needs opset "
                     f"{_schema(node.op_type, source).since_version} > target {target}: it {problem}")
-    names = {o for g, _ in _graphs(model.graph) for n in g.node for o in n.output}
+    names = {o for g, _ in all_graphs(model.graph) for n in g.node for o in n.output}
     counter = iter(range(1 << 30))
 
     def fresh(stem: str) -> str:

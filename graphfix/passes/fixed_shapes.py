@@ -14,7 +14,7 @@ from .. import onnx_proto as onnx
 
 from ..errors import BadInputError, RepairRefusedError
 from ..findings import BAKED_RESHAPE_SHAPE, STATIC_SIGNATURE_DIM, Finding
-from ..merged_decoder import MergedDecoder, node_reads, producers
+from ..merged_decoder import MergedDecoder, all_graphs, node_reads, producers
 from ..signature import PAST, PRESENT
 
 BATCH, ENCODER_LENGTH, DECODER_LENGTH, PAST_LENGTH = (
@@ -64,14 +64,6 @@ def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     return findings
 
 
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-
-
 def _constant_shape(graph: onnx.GraphProto, name: str, outer: dict[str, onnx.TensorProto]):
     node = producers(graph).get(name)
     if node is not None and node.op_type == "Constant":
@@ -90,10 +82,10 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
     except (ValueError, shape_inference.InferenceError) as err:  # malformed types or tensors (found by fuzzing)
         raise BadInputError(f"onnx shape inference rejects the model: {' '.join(str(err).split())[:300]}") from None
     dims_of = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-               for g in _graphs(inferred.graph) for v in list(g.value_info) + list(g.input) + list(g.output)}
+               for g, _ in all_graphs(inferred.graph) for v in list(g.value_info) + list(g.input) + list(g.output)}
     outer = {t.name: t for t in decoder.model.graph.initializer}
     findings = []
-    for graph in _graphs(decoder.model.graph):
+    for graph, _ in all_graphs(decoder.model.graph):
         for node in graph.node:
             if node.op_type != "Reshape" or len(node.input) < 2:
                 continue

@@ -28,23 +28,12 @@ if hasattr(TensorProto, "FLOAT4E2M1"):
     _TYPE_IR[TensorProto.FLOAT4E2M1] = 11
 
 
-def _element_types(graph: onnx.GraphProto):
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-        yield value.type.tensor_type.elem_type, value.name
-    for tensor in graph.initializer:
-        yield tensor.data_type, tensor.name
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t.data_type, node.name
-            elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _element_types(attr.g)
-
-
 def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     """The lowest IR version the model's contents need, and what needs it."""
     need, why = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
-    for elem_type, where in _element_types(model.graph):
+    from ..opset_adapters import element_types  # onnx's op schemas: only runs that retarget load them
+
+    for elem_type, where in element_types(model.graph):
         if _TYPE_IR.get(elem_type, 0) > need:
             need, why = _TYPE_IR[elem_type], f"{TensorProto.DataType.Name(elem_type)} in {where!r}"
     return need, why
