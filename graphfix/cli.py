@@ -6,36 +6,25 @@ failed (repair, validate); 2 bad input or usage; 130 interrupted.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
-try:
-    import json
-    from pathlib import Path
-    from typing import Annotated, Optional
+import typer
 
-    import typer
-
-    from . import __version__
-    from .errors import BadInputError, GraphfixError
-    from .layouts import expand_model_paths
-    from .progress import progress_wanted, terminal_progress
-    from .pipeline import CheckResult, RepairResult, check, repair
-    from .validation import ValidationResult, validate
-except KeyboardInterrupt:  # Ctrl-C during the imports (most of a short run): one line, not an import traceback
-    if "__mp_main__" not in sys.modules:  # not a --jobs worker re-importing the entry point: its parent reports it
-        sys.stderr.write("error: interrupted; nothing was written\n")
-    raise SystemExit(130) from None
+from . import __version__, interrupts
+from .errors import BadInputError, GraphfixError
+from .layouts import expand_model_paths
+from .progress import progress_wanted, terminal_progress
+from .pipeline import CheckResult, RepairResult, check, repair
+from .validation import ValidationResult, validate
 
 EXIT_CODES = """Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."""
 JSON_SCHEMA = "graphfix/1"
 
 _interrupt_reported = False
-
-
-def _interrupted(signum, frame) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
-    raise KeyboardInterrupt
 
 
 class _GraphfixApp(typer.Typer):
@@ -48,7 +37,7 @@ class _GraphfixApp(typer.Typer):
         global _interrupt_reported
         _interrupt_reported = False
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, _interrupted)
+        interrupts.install()
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as exit:
@@ -87,7 +76,7 @@ def _fail(err: BaseException, debug: bool) -> typer.Exit:
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
-    if isinstance(err, KeyboardInterrupt):
+    if interrupts.is_interrupt(err):
         global _interrupt_reported
         _interrupt_reported = True
         typer.echo("error: interrupted; nothing was written", err=True)
@@ -108,8 +97,8 @@ def _emit_json(kind: str, payload: dict) -> None:
 def _emit_json_error(kind: str, err: BaseException) -> None:
     """With --json a failed run is still one document, so a CI step can always parse stdout."""
     validation = getattr(err, "validation", None)
-    message = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
-    code = 130 if isinstance(err, KeyboardInterrupt) else getattr(err, "exit_code", 2)
+    message = "interrupted" if interrupts.is_interrupt(err) else str(err)
+    code = 130 if interrupts.is_interrupt(err) else getattr(err, "exit_code", 2)
     _emit_json(kind, {"ok": False, "error": message, "exit_code": code,
                       "validation": validation.to_dict() if validation is not None else None})
 
@@ -359,6 +348,3 @@ def split_command(
             typer.echo(line.replace("against --original", "against the merged decoder"))
     typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
 
-
-if __name__ == "__main__":
-    app()

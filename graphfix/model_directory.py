@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import interrupts
 from .datacopy import copy_file
 from .errors import BadInputError, GraphfixError
 from .layouts import find_merged_decoders, plan_directory
@@ -86,10 +87,12 @@ def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
     from concurrent.futures import ProcessPoolExecutor
 
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
-    # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up.
+    # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up. They
+    # are all started by the submits; the initializer covers callers outside the main thread.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out in jobs]
+        with interrupts.ignored_by_children():
+            futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out in jobs]
         try:
             for (name, source, _), future in zip(jobs, futures):
                 if on_progress:

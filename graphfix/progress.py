@@ -16,6 +16,7 @@ from typing import TextIO
 
 from typing import TYPE_CHECKING
 
+from . import interrupts
 from .layouts import directory_files
 from .model_directory import DirectoryRepairResult
 
@@ -63,8 +64,13 @@ def terminal_progress(enabled: bool, files: int, total_bytes: int) -> Iterator[F
 
     columns = (TextColumn("[bold]{task.fields[files]}[/] files"), BarColumn(), DownloadColumn(),
                TimeElapsedColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    progress = Progress(*columns, console=Console(stderr=True), transient=True)
+    with interrupts.held_for_main_thread():  # its refresh thread must never be the one a Ctrl-C lands in
+        progress.start()
+    try:
         yield FileProgress(progress, files, total_bytes)
+    finally:
+        progress.stop()
 
 
 def _findings(codes: list[str]) -> str:

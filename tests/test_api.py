@@ -92,5 +92,5 @@ def test_the_wheel_ships_py_typed_and_every_module(tmp_path):
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "graphfix").rglob("*.py")}
     assert modules <= names, sorted(modules - names)
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "graphfix = graphfix.cli:app" in entry_points
+    assert "graphfix = graphfix.__main__:main" in entry_points
     assert "Requires-Dist: rich" in wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()

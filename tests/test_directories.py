@@ -204,7 +204,7 @@ def test_progress_is_drawn_on_a_terminal_stderr_only(tmp_path, marian_legacy):
     source = make_model_dir(tmp_path / "m", {"decoder_model_merged.onnx": marian_legacy})
     primary, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TERM")} | {"TERM": "xterm", "COLUMNS": "120"}
-    proc = subprocess.run([sys.executable, "-m", "graphfix.cli", "repair", str(source), str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-m", "graphfix", "repair", str(source), str(tmp_path / "out")],
                           stdout=subprocess.PIPE, stderr=secondary, env=env, timeout=120)
     os.close(secondary)
     drawn = b""

@@ -42,7 +42,7 @@ OLD = b"old output from an earlier run\n"
 
 def graphfix_command() -> list[str]:
     script = Path(sys.executable).with_name("graphfix")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "graphfix.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "graphfix"]
 
 
 def run_graphfix(*args, **kwargs) -> subprocess.CompletedProcess:

@@ -1,0 +1,30 @@
+"""`graphfix` and `python -m graphfix`: the command line, with Ctrl-C at any moment of a run reported as one line.
+
+Importing the CLI is most of a short run and typer builds the click command before any handler of ours runs, so
+both sit inside this module's guards rather than in the CLI itself.
+"""
+
+import sys
+
+from . import interrupts
+
+if "__mp_main__" not in sys.modules:  # a --jobs worker starts with Ctrl-C ignored, and keeps it so
+    interrupts.install()
+try:
+    from .cli import app
+except KeyboardInterrupt:
+    if "__mp_main__" not in sys.modules:  # not a --jobs worker re-importing the entry point: its parent reports it
+        sys.stderr.write("error: interrupted; nothing was written\n")
+    raise SystemExit(130) from None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # escaped every command's own handler: typer was still parsing or building the command
+        sys.stderr.write("error: interrupted; nothing was written\n")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""How a Ctrl-C reaches graphfix's one-line report, at the places Python itself cannot raise it.
+
+The end-to-end promise (one `error:` line, exit 130, nothing half-written) is tested on the real process in
+test_interruption_and_limits.py; these pin the two mechanisms whose windows are too narrow to hit on purpose there.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import types
+from importlib.machinery import ExtensionFileLoader
+
+import pytest
+
+from graphfix import interrupts
+
+
+@pytest.fixture
+def installed():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGALRM)}
+    saved_hook = sys.unraisablehook
+    interrupts.install()
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+    sys.unraisablehook = saved_hook
+    interrupts.received = False
+
+
+def frames(*codes):
+    frame = None
+    for code in codes:
+        frame = types.SimpleNamespace(f_code=code, f_back=frame)
+    return frame
+
+
+def test_ctrl_c_in_ordinary_code_raises_at_once_and_later_errors_count_as_the_interrupt(installed):
+    with pytest.raises(KeyboardInterrupt):
+        interrupts._interrupted(signal.SIGINT, frames(frames.__code__))
+    assert interrupts.is_interrupt(ImportError("initialization failed"))
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "a second Ctrl-C must not cut the cleanup short"
+
+
+@pytest.mark.parametrize("stage", ["create_module", "exec_module"])
+def test_ctrl_c_during_a_c_extensions_init_is_held_back_and_retried(installed, stage):
+    # The frame Python hands the handler is whatever Python code the extension's init called into.
+    inside = frames(getattr(ExtensionFileLoader, stage).__code__, frames.__code__)
+    assert interrupts._interrupted(signal.SIGINT, inside) is None
+    assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= interrupts.RETRY_SECONDS
+    assert signal.getsignal(signal.SIGALRM) is interrupts._interrupted
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    with pytest.raises(KeyboardInterrupt):  # the retry, once the init has returned
+        interrupts._interrupted(signal.SIGALRM, frames(frames.__code__))
+
+
+class RaisesOnDelete:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __del__(self):
+        raise self.error
+
+
+def test_ctrl_c_lost_in_a_destructor_is_delivered_again(installed):
+    RaisesOnDelete(KeyboardInterrupt())  # Python can only report this one as "Exception ignored"
+    assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_other_errors_in_destructors_are_still_printed(installed, capsys):
+    RaisesOnDelete(ValueError("boom in __del__"))
+    assert "boom in __del__" in capsys.readouterr().err
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_a_library_caller_keeps_its_own_signal_handlers():
+    handler = signal.getsignal(signal.SIGINT)
+    import graphfix.cli  # noqa: F401  (installing is the entry point's job, not an import side effect)
+
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def ignored_signals(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+
+
+def test_children_started_for_jobs_ignore_ctrl_c_from_birth_and_the_parent_still_gets_it(installed):
+    import subprocess
+
+    with pytest.raises(KeyboardInterrupt):  # delivered on leaving the block, where the main thread can report it
+        with interrupts.ignored_by_children():
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            signal.raise_signal(signal.SIGINT)
+            assert not interrupts.received, "held while children are being started"
+    try:
+        assert ignored_signals(child.pid) & (1 << (signal.SIGINT - 1))
+    finally:
+        child.kill()
+        child.wait()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the handler ran: cleanup is now shielded
+
+
+def test_threads_started_while_held_never_take_ctrl_c():
+    import threading
+
+    seen = []
+    with interrupts.held_for_main_thread():
+        thread = threading.Thread(target=lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        thread.start()
+        thread.join()
+    assert signal.SIGINT in seen[0]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
