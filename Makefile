@@ -14,6 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m compileall -q graphfix  # as a regular pip install does; stale files are simply recompiled
 	touch $@
 
 demo: install

@@ -92,18 +92,22 @@ def timed(run, steps: int) -> tuple[float, list[int]]:
     return time.perf_counter() - start, tokens
 
 
-def compare(export_dir: Path, repaired_merged: Path, runs: int = 5) -> dict:
+def compare(export_dir: Path, repaired_merged: Path, runs: int = 9) -> dict:
     decoders = Decoders(export_dir, repaired_merged)
     merged_logits, split_logits = [], []
     decoders.merged_cached(64, merged_logits), decoders.split(64, split_logits)  # also warms up the arenas
     logits_diff = max(float(np.abs(a - b).max()) for a, b in zip(merged_logits, split_logits))
     merged_times, split_times = [], []
-    for _ in range(runs):  # interleaved, so load from other processes hits both alike
-        t, merged_tokens = timed(decoders.merged_cached, 64)
-        merged_times.append(t)
-        t, split_tokens = timed(decoders.split, 64)
-        split_times.append(t)
+    for run in range(runs):  # interleaved in alternating order, so load and warm-up hit both alike
+        for name in (("merged", "split") if run % 2 == 0 else ("split", "merged")):
+            if name == "merged":
+                t, merged_tokens = timed(decoders.merged_cached, 64)
+                merged_times.append(t)
+            else:
+                t, split_tokens = timed(decoders.split, 64)
+                split_times.append(t)
     result = {"merged_64": statistics.median(merged_times), "split_64": statistics.median(split_times),
+              "merged_over_split": statistics.median(m / s for m, s in zip(merged_times, split_times)),
               "tokens_identical": merged_tokens == split_tokens, "distinct_tokens": len(set(merged_tokens)),
               "max_logits_diff": logits_diff,
               "speedup": {}}

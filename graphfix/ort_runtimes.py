@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import venv
 from pathlib import Path
 
 from .errors import BadInputError
@@ -39,6 +38,8 @@ def runtime_python(version: str) -> Path:
     home.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     try:
+        import venv  # only the first use of a release pays for it
+
         venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
         proc = subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
                                "--disable-pip-version-check", *_requirements(version)],
