@@ -348,3 +348,9 @@ def split_command(
             typer.echo(line.replace("against --original", "against the merged decoder"))
     typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
 
+
+
+if __name__ == "__main__":  # `python -m graphfix.cli` still works; `python -m graphfix` is the documented form
+    from graphfix.__main__ import main as _main
+
+    _main()

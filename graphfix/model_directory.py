@@ -152,8 +152,10 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
     plan = plan_directory(source)
     _check_output_directory(source, out)
     parent = out.parent if str(out.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
+    staging = None
     try:
+        with interrupts.held_for_main_thread():  # made and known to the cleanup below together
+            staging = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
@@ -169,11 +171,13 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
             model.result.output = out / model.path
             if model.result.validation is not None:
                 model.result.validation.model = str(out / model.path)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.rename(staging, out)
+        with interrupts.held_for_main_thread():
+            if out.exists():
+                out.rmdir()  # checked empty above
+            os.rename(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies)
 

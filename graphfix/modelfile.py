@@ -13,6 +13,7 @@ directory is removed, so the output name only ever holds the old file or the com
 
 from __future__ import annotations
 
+import filecmp
 import mmap
 import os
 import shutil
@@ -27,6 +28,7 @@ from google.protobuf.message import DecodeError
 from . import protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_file, write_pieces
 from .errors import BadInputError
+from .interrupts import held_for_main_thread
 
 EXTERNAL = onnx.TensorProto.EXTERNAL
 
@@ -189,9 +191,11 @@ def write_model(
     out = Path(out)
     check_output_location(out)
     parent = out.parent if str(out.parent) else Path(".")
-    # Temp dir beside the output: same filesystem, so every rename below is atomic.
-    workdir = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
+    workdir = None
     try:
+        with held_for_main_thread():  # made and known to the cleanup below together
+            # Beside the output: same filesystem, so every rename below is atomic.
+            workdir = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
         staged_model = workdir / out.name
         renames: list[tuple[Path, Path]] = []
         locations = {loc: _data_location_for(out, i, len(source.external_files))
@@ -210,13 +214,15 @@ def write_model(
         if before_commit is not None:
             before_commit(staged_model)
         renames.append((staged_model, out))
-        for src, dst in renames:
-            os.replace(src, dst)
+        with held_for_main_thread():  # a Ctrl-C never leaves new data files beside the old model
+            for src, dst in renames:
+                os.replace(src, dst)
         return out
     except OSError as err:
         raise BadInputError(f"cannot write {out}: {err.strerror or err}") from None
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:
@@ -241,21 +247,43 @@ def backup_path(path: Path) -> Path:
     return path.with_name(path.name + ".bak")
 
 
-def make_backup(path: Path) -> Path:
-    """Keep IN.bak before an in-place repair, complete or not at all: copied under a hidden temp name, then linked
-    into place, which also never replaces a backup that already exists (or appeared meanwhile)."""
-    backup = backup_path(path)
-    if backup.exists():
-        raise BadInputError(f"backup {backup} already exists; move it away first")
-    fd, temp = tempfile.mkstemp(prefix=f".graphfix-{backup.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        shutil.copy2(path, temp)
-        os.link(temp, backup)
-    except FileExistsError:
-        raise BadInputError(f"backup {backup} already exists; move it away first") from None
-    except OSError as err:
-        raise BadInputError(f"cannot write backup {backup}: {err.strerror or err}") from None
-    finally:
-        os.unlink(temp)
-    return backup
+class InPlaceBackup:
+    """IN.bak of an in-place repair: complete or absent, and removed again when the repair does not land.
+
+    The few steps that change what is on disk run with Ctrl-C held (a held one is raised right after), so that
+    `made` always says whether the backup exists, and no hidden temp file outlives an interrupted run."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.path = backup_path(source)
+        self.made = False
+
+    def make(self) -> Path:
+        if self.path.exists():
+            raise BadInputError(f"backup {self.path} already exists; move it away first")
+        temp = None
+        try:
+            with held_for_main_thread():
+                fd, temp = tempfile.mkstemp(prefix=f".graphfix-{self.path.name}-", dir=self.source.parent)
+                os.close(fd)
+            shutil.copy2(self.source, temp)
+            with held_for_main_thread():  # linked (never replacing a backup that appeared meanwhile) and recorded
+                os.link(temp, self.path)
+                self.made = True
+                os.unlink(temp)
+                temp = None
+        except FileExistsError:
+            raise BadInputError(f"backup {self.path} already exists; move it away first") from None
+        except OSError as err:
+            raise BadInputError(f"cannot write backup {self.path}: {err.strerror or err}") from None
+        finally:
+            if temp is not None:
+                os.unlink(temp)
+        return self.path
+
+    def discard_if_unchanged(self) -> None:
+        """After a failed repair: a backup identical to the input is debris that would block the next --in-place
+        run; one that differs means the new model already landed, so it is kept."""
+        if self.made and filecmp.cmp(self.source, self.path, shallow=False):
+            self.path.unlink(missing_ok=True)
+            self.made = False

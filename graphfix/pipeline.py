@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from . import onnx_proto as onnx
 from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
 from .merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
-from .modelfile import check_output_location, make_backup, read_model, same_file, write_model
+from .modelfile import InPlaceBackup, check_output_location, read_model, same_file, write_model
 from .ort_runtimes import full_release, load_in_onnxruntime
 from .passes import PIPELINE, pipeline
 
@@ -130,15 +129,13 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
                                         f"{result.validation.first_failure}", result.validation)
 
     step("writing")
+    backup = InPlaceBackup(source) if in_place else None
     try:
-        result.backup = make_backup(source) if in_place else None
+        result.backup = backup.make() if backup else None
         write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
-    except BaseException:
-        # Whatever failed (a bug or Ctrl-C included), a backup identical to the input is debris that would block the
-        # next --in-place run; one that differs means the new model already landed, so it is kept.
-        if result.backup is not None and filecmp.cmp(source, result.backup, shallow=False):
-            result.backup.unlink(missing_ok=True)
-            result.backup = None
+    except BaseException:  # whatever failed, a bug or Ctrl-C included
+        if backup:
+            backup.discard_if_unchanged()
         raise
     return result
 

@@ -19,6 +19,7 @@ import onnx
 
 from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
+from .interrupts import held_for_main_thread
 from .merged_decoder import MergedDecoder, find_merged_decoder, node_reads
 from .modelfile import read_model, write_model
 from .passes import PIPELINE
@@ -117,8 +118,10 @@ def split(source: str | os.PathLike, out_dir: str | os.PathLike, *, run_validati
         out_dir.mkdir(exist_ok=True)
     except OSError as err:
         raise BadInputError(f"cannot create {out_dir}: {err.strerror}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".graphfix-split-", dir=out_dir))
+    staging = None
     try:
+        with held_for_main_thread():  # made and known to the cleanup below together
+            staging = Path(tempfile.mkdtemp(prefix=".graphfix-split-", dir=out_dir))
         for name, model in models.items():
             write_model(model, staging / name, loaded, data_mode=data_mode)
         result = SplitResult(input=source, decoder=out_dir / DECODER, decoder_with_past=out_dir / DECODER_WITH_PAST,
@@ -136,12 +139,14 @@ def split(source: str | os.PathLike, out_dir: str | os.PathLike, *, run_validati
                 raise ValidationFailedError(f"split decoders do not decode like full recompute: "
                                             f"{result.validation.first_failure}", result.validation)
         staged = sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx")  # data files first, models last
-        for path in staged:
-            os.replace(path, out_dir / path.name)
+        with held_for_main_thread():  # all of them or, on Ctrl-C before this, none
+            for path in staged:
+                os.replace(path, out_dir / path.name)
+            staging.rmdir()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    staging.rmdir()
     return result

@@ -77,6 +77,12 @@ def test_version_is_the_installed_distributions(cli):
     assert graphfix.__version__ == importlib.metadata.version("graphfix")
 
 
+@pytest.mark.parametrize("module", ["graphfix", "graphfix.cli"])
+def test_python_dash_m_runs_the_same_command(module):
+    run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"graphfix {graphfix.__version__}\n", "")
+
+
 def test_the_wheel_ships_py_typed_and_every_module(tmp_path):
     """Built by pip from a copy of the sources, as any installer builds it (pip fetches the build backend)."""
     source = tmp_path / "src"

@@ -113,3 +113,64 @@ def test_threads_started_while_held_never_take_ctrl_c():
         thread.join()
     assert signal.SIGINT in seen[0]
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+# --- the file steps that must be all-or-nothing under Ctrl-C --------------------------------------------------------
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_during(monkeypatch, module, name: str):
+    """Make the real `module.name` run, then a Ctrl-C arrive, as if the user pressed it at that very moment."""
+    real = getattr(module, name)
+
+    def and_then_ctrl_c(*args, **kwargs):
+        result = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(module, name, and_then_ctrl_c)
+
+
+def test_ctrl_c_right_after_the_backup_is_linked_still_lets_the_repair_remove_it(tmp_path, marian_legacy,
+                                                                                 monkeypatch, ctrl_c_raises):
+    import os
+
+    from graphfix.modelfile import InPlaceBackup
+
+    model = tmp_path / "decoder_model_merged.onnx"
+    model.write_bytes(marian_legacy.read_bytes())
+    backup = InPlaceBackup(model)
+    ctrl_c_during(monkeypatch, os, "link")
+    with pytest.raises(KeyboardInterrupt):
+        backup.make()
+    assert backup.made and backup.path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name, backup.path.name], "no hidden temp file left"
+    backup.discard_if_unchanged()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]
+
+
+def test_ctrl_c_between_renames_never_leaves_new_data_beside_the_old_model(tmp_path, marian_legacy, monkeypatch,
+                                                                           ctrl_c_raises):
+    import os
+
+    import onnx
+
+    from graphfix.modelfile import read_model, write_model
+
+    source = tmp_path / "in" / "decoder_model_merged.onnx"
+    source.parent.mkdir()
+    onnx.save(onnx.load(marian_legacy), source, save_as_external_data=True, location="decoder_model_merged.onnx_data",
+              size_threshold=0)
+    out = tmp_path / "out" / "decoder_model_merged.onnx"
+    out.parent.mkdir()
+    ctrl_c_during(monkeypatch, os, "replace")  # lands after the data file's rename, before the model's
+    with pytest.raises(KeyboardInterrupt):
+        write_model(None, out, read_model(source))
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name, "decoder_model_merged.onnx_data"]
+    onnx.checker.check_model(str(out), full_check=True)
