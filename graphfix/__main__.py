@@ -8,12 +8,14 @@ import sys
 
 from . import interrupts
 
-if "__mp_main__" not in sys.modules:  # a --jobs worker starts with Ctrl-C ignored, and keeps it so
+# A --jobs worker re-imports this entry point; it starts with Ctrl-C ignored and keeps it so: its parent reports it.
+worker = "__mp_main__" in sys.modules
+if not worker:
     interrupts.install()
 try:
     from .cli import app
 except KeyboardInterrupt:
-    if "__mp_main__" not in sys.modules:  # not a --jobs worker re-importing the entry point: its parent reports it
+    if not worker:
         sys.stderr.write("error: interrupted; nothing was written\n")
     raise SystemExit(130) from None
 

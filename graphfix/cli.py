@@ -349,7 +349,6 @@ def split_command(
     typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
 
 
-
 if __name__ == "__main__":  # `python -m graphfix.cli` still works; `python -m graphfix` is the documented form
     from graphfix.__main__ import main as _main
 

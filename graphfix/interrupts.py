@@ -81,10 +81,10 @@ def held_for_main_thread() -> Iterator[None]:
 def ignored_by_children() -> Iterator[None]:
     """Processes started inside ignore Ctrl-C from their first instruction (SIG_IGN survives exec, a handler does
     not); for this process a Ctrl-C meanwhile is held, not lost (Linux never discards a blocked signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     with held_for_main_thread():
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             yield

@@ -12,7 +12,6 @@ import errno
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from . import interrupts
 from .datacopy import copy_file
 from .errors import BadInputError, GraphfixError
 from .layouts import find_merged_decoders, plan_directory
-from .modelfile import backup_path
+from .modelfile import backup_path, staging_directory
 from .pipeline import RepairResult, repair
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
@@ -152,10 +151,7 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
     plan = plan_directory(source)
     _check_output_directory(source, out)
     parent = out.parent if str(out.parent) else Path(".")
-    staging = None
-    try:
-        with interrupts.held_for_main_thread():  # made and known to the cleanup below together
-            staging = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
+    with staging_directory(parent, out.name) as staging:  # removed unless renamed into place
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
@@ -175,10 +171,6 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
             if out.exists():
                 out.rmdir()  # checked empty above
             os.rename(staging, out)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies)
 
 

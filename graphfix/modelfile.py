@@ -18,7 +18,8 @@ import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +172,21 @@ def _data_location_for(out: Path, index: int, count: int) -> str:
     return f"{out.name}_data" if count == 1 else f"{out.name}_data.{index}"
 
 
+@contextmanager
+def staging_directory(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden `.graphfix-NAME-*` directory in `parent` (same filesystem, so renames out of it are atomic), removed
+    on the way out with whatever is still in it. It is made and registered for removal with Ctrl-C held, so that no
+    interrupted run leaves one behind."""
+    path = None
+    try:
+        with held_for_main_thread():
+            path = Path(tempfile.mkdtemp(prefix=f".graphfix-{name}-", dir=parent))
+        yield path
+    finally:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def write_model(
     model: onnx.ModelProto | None,
     out: Path,
@@ -191,38 +207,32 @@ def write_model(
     out = Path(out)
     check_output_location(out)
     parent = out.parent if str(out.parent) else Path(".")
-    workdir = None
     try:
-        with held_for_main_thread():  # made and known to the cleanup below together
-            # Beside the output: same filesystem, so every rename below is atomic.
-            workdir = Path(tempfile.mkdtemp(prefix=f".graphfix-{out.name}-", dir=parent))
-        staged_model = workdir / out.name
-        renames: list[tuple[Path, Path]] = []
-        locations = {loc: _data_location_for(out, i, len(source.external_files))
-                     for i, loc in enumerate(source.external_files)}
-        relocate = any(old != new for old, new in locations.items())
-        if model is None and relocate:
-            model = source.model  # unchanged skeleton; only the data file names move
-        if model is None:
-            copy_file(source.path, staged_model, data_mode)
-        else:
-            _write_spliced(_with_locations(model, locations), source, staged_model)
-        for old, new in locations.items():
-            copy_data_file(source.directory / old, workdir / new, data_mode)
-            renames.append((workdir / new, parent / new))
-        os.chmod(staged_model, source.path.stat().st_mode & 0o777)
-        if before_commit is not None:
-            before_commit(staged_model)
-        renames.append((staged_model, out))
-        with held_for_main_thread():  # a Ctrl-C never leaves new data files beside the old model
-            for src, dst in renames:
-                os.replace(src, dst)
-        return out
+        with staging_directory(parent, out.name) as workdir:
+            staged_model = workdir / out.name
+            renames: list[tuple[Path, Path]] = []
+            locations = {loc: _data_location_for(out, i, len(source.external_files))
+                         for i, loc in enumerate(source.external_files)}
+            relocate = any(old != new for old, new in locations.items())
+            if model is None and relocate:
+                model = source.model  # unchanged skeleton; only the data file names move
+            if model is None:
+                copy_file(source.path, staged_model, data_mode)
+            else:
+                _write_spliced(_with_locations(model, locations), source, staged_model)
+            for old, new in locations.items():
+                copy_data_file(source.directory / old, workdir / new, data_mode)
+                renames.append((workdir / new, parent / new))
+            os.chmod(staged_model, source.path.stat().st_mode & 0o777)
+            if before_commit is not None:
+                before_commit(staged_model)
+            renames.append((staged_model, out))
+            with held_for_main_thread():  # a Ctrl-C never leaves new data files beside the old model
+                for src, dst in renames:
+                    os.replace(src, dst)
+            return out
     except OSError as err:
         raise BadInputError(f"cannot write {out}: {err.strerror or err}") from None
-    finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:

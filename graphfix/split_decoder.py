@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
 from .interrupts import held_for_main_thread
 from .merged_decoder import MergedDecoder, find_merged_decoder, node_reads
-from .modelfile import read_model, write_model
+from .modelfile import read_model, staging_directory, write_model
 from .passes import PIPELINE
 from .pipeline import _checker_passes
 from .split_validation import validate_split
@@ -118,34 +117,30 @@ def split(source: str | os.PathLike, out_dir: str | os.PathLike, *, run_validati
         out_dir.mkdir(exist_ok=True)
     except OSError as err:
         raise BadInputError(f"cannot create {out_dir}: {err.strerror}") from None
-    staging = None
     try:
-        with held_for_main_thread():  # made and known to the cleanup below together
-            staging = Path(tempfile.mkdtemp(prefix=".graphfix-split-", dir=out_dir))
-        for name, model in models.items():
-            write_model(model, staging / name, loaded, data_mode=data_mode)
-        result = SplitResult(input=source, decoder=out_dir / DECODER, decoder_with_past=out_dir / DECODER_WITH_PAST,
-                             changes=changes)
-        if run_validation:
-            if _checker_passes(source):
-                for name in models:
-                    try:
-                        onnx.checker.check_model(os.fspath(staging / name), full_check=True)
-                    except Exception as err:  # onnx's several error types all mean "did not pass"
-                        raise ValidationFailedError(f"{name} fails onnx.checker: {' '.join(str(err).split())}") from None
-            result.validation = validate_split(staging / DECODER, staging / DECODER_WITH_PAST, merged=source)
-            result.validation.model = str(out_dir)
-            if not result.validation.ok:
-                raise ValidationFailedError(f"split decoders do not decode like full recompute: "
-                                            f"{result.validation.first_failure}", result.validation)
-        staged = sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx")  # data files first, models last
-        with held_for_main_thread():  # all of them or, on Ctrl-C before this, none
-            for path in staged:
-                os.replace(path, out_dir / path.name)
-            staging.rmdir()
+        with staging_directory(out_dir, "split") as staging:
+            for name, model in models.items():
+                write_model(model, staging / name, loaded, data_mode=data_mode)
+            result = SplitResult(input=source, decoder=out_dir / DECODER,
+                                 decoder_with_past=out_dir / DECODER_WITH_PAST, changes=changes)
+            if run_validation:
+                if _checker_passes(source):
+                    for name in models:
+                        try:
+                            onnx.checker.check_model(os.fspath(staging / name), full_check=True)
+                        except Exception as err:  # onnx's several error types all mean "did not pass"
+                            raise ValidationFailedError(
+                                f"{name} fails onnx.checker: {' '.join(str(err).split())}") from None
+                result.validation = validate_split(staging / DECODER, staging / DECODER_WITH_PAST, merged=source)
+                result.validation.model = str(out_dir)
+                if not result.validation.ok:
+                    raise ValidationFailedError(f"split decoders do not decode like full recompute: "
+                                                f"{result.validation.first_failure}", result.validation)
+            staged = sorted(staging.iterdir(), key=lambda p: p.suffix == ".onnx")  # data files first, models last
+            with held_for_main_thread():  # all of them or, on Ctrl-C before this, none
+                for path in staged:
+                    os.replace(path, out_dir / path.name)
     except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
