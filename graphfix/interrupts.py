@@ -22,6 +22,8 @@ _EXTENSION_INIT = {ExtensionFileLoader.create_module.__code__, ExtensionFileLoad
 RETRY_SECONDS = 0.005
 
 received = False
+_holds = 0  # depth of held_for_main_thread blocks in the main thread
+_held = False  # a Ctrl-C (or its retry) came in during them
 
 
 def install() -> None:
@@ -39,7 +41,10 @@ def is_interrupt(err: BaseException) -> bool:
 
 
 def _interrupted(signum, frame) -> None:
-    global received
+    global received, _held
+    if _holds:  # raised where the hold ends
+        _held = True
+        return
     received = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
     if _inside_extension_init(frame):
@@ -65,16 +70,41 @@ def _redeliver_lost_interrupt(unraisable) -> None:
 
 @contextmanager
 def held_for_main_thread() -> Iterator[None]:
-    """A Ctrl-C arriving inside stays pending and reaches the main thread's handler on exit; threads started inside
-    inherit the block, so they never take one (its disposition would then apply in the wrong thread)."""
+    """A Ctrl-C arriving inside is raised on the way out, at that exact point, whatever thread the kernel gave it to.
+
+    Blocking SIGINT in the main thread alone is not enough: once another thread exists (onnxruntime leaves one
+    behind after validation) the kernel delivers the signal there, and Python then runs the handler in the main
+    thread at its next bytecode, inside the block. So the handler itself defers while held. The block stays, so
+    that threads started inside inherit it and never take a Ctrl-C (its disposition would apply in the wrong
+    thread). A library caller's default handler is swapped for the deferring one for the duration."""
+    global _holds, _held
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # No bytecode that can take a signal lies between the increment and the try: the count is always undone.
+    mask, swapped = None, False
+    _holds += 1
     try:
+        if _holds == 1 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            swapped = True
+            signal.signal(signal.SIGINT, _interrupted)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        try:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one pending on this thread is deferred too
+            if swapped:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        finally:
+            _holds -= 1
+            deliver = _held and not _holds
+            if not _holds:
+                _held = False
+        if deliver:
+            if swapped:
+                raise KeyboardInterrupt  # what the library caller's default handler would have done
+            _interrupted(signal.SIGINT, None)
 
 
 @contextmanager

@@ -18,8 +18,7 @@ import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,19 +171,30 @@ def _data_location_for(out: Path, index: int, count: int) -> str:
     return f"{out.name}_data" if count == 1 else f"{out.name}_data.{index}"
 
 
-@contextmanager
-def staging_directory(parent: Path, name: str) -> Iterator[Path]:
+class staging_directory:
     """A hidden `.graphfix-NAME-*` directory in `parent` (same filesystem, so renames out of it are atomic), removed
-    on the way out with whatever is still in it. It is made and registered for removal with Ctrl-C held, so that no
-    interrupted run leaves one behind."""
-    path = None
-    try:
-        with held_for_main_thread():
-            path = Path(tempfile.mkdtemp(prefix=f".graphfix-{name}-", dir=parent))
-        yield path
-    finally:
-        if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
+    on the way out with whatever is still in it.
+
+    A class, not a generator: a Ctrl-C raised in a @contextmanager's __enter__ after its generator has yielded
+    leaves the generator's cleanup to the garbage collector, which at exit may never run it. Here __enter__ cleans
+    up after itself, and from its return on the `with` block's own __exit__ is in force."""
+
+    def __init__(self, parent: Path, name: str):
+        self.parent, self.name = parent, name
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        try:
+            with held_for_main_thread():
+                self.path = Path(tempfile.mkdtemp(prefix=f".graphfix-{self.name}-", dir=self.parent))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.path
+
+    def __exit__(self, *exc_info) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def write_model(

@@ -175,3 +175,65 @@ def test_ctrl_c_between_renames_never_leaves_new_data_beside_the_old_model(tmp_p
         write_model(None, out, read_model(source))
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name, "decoder_model_merged.onnx_data"]
     onnx.checker.check_model(str(out), full_check=True)
+
+
+# --- a Ctrl-C the kernel gives to another thread -----------------------------------------------------------------
+
+
+@pytest.fixture
+def another_thread():
+    """A live thread that does not block SIGINT, as onnxruntime leaves behind after validation: while the main thread
+    holds the signal, the kernel delivers a process-wide Ctrl-C to this one, and Python then runs the handler in the
+    main thread at its next bytecode."""
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    yield
+    done.set()
+    thread.join()
+
+
+def ctrl_c_from_the_terminal():
+    import os
+    import time
+
+    os.kill(os.getpid(), signal.SIGINT)  # process-directed, like a terminal's; raise_signal would pick this thread
+    for _ in range(50):  # bytecode boundaries at which the handler would run
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("handler", ["graphfix", "library-default"])
+def test_a_ctrl_c_taken_by_another_thread_waits_for_the_end_of_the_hold(another_thread, handler, request):
+    request.getfixturevalue("installed" if handler == "graphfix" else "ctrl_c_raises")
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.held_for_main_thread():
+            ctrl_c_from_the_terminal()
+            reached_the_end = True
+    assert reached_the_end
+    assert interrupts._holds == 0 and not interrupts._held
+    if handler == "library-default":
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the caller's handler is restored"
+        assert not interrupts.received
+
+
+def test_a_ctrl_c_while_the_staging_directory_is_made_leaves_no_directory(tmp_path, monkeypatch, another_thread,
+                                                                          ctrl_c_raises):
+    import tempfile
+
+    from graphfix.modelfile import staging_directory
+
+    real = tempfile.mkdtemp
+
+    def mkdtemp_then_ctrl_c(*args, **kwargs):
+        made = real(*args, **kwargs)
+        ctrl_c_from_the_terminal()
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with staging_directory(tmp_path, "decoder_model_merged.onnx"):
+            pytest.fail("the block must not start after a Ctrl-C")
+    assert list(tmp_path.iterdir()) == []
