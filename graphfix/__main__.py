@@ -4,6 +4,7 @@ Importing the CLI is most of a short run and typer builds the click command befo
 both sit inside this module's guards rather than in the CLI itself.
 """
 
+import signal
 import sys
 
 from . import interrupts
@@ -23,9 +24,13 @@ except KeyboardInterrupt:
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # escaped every command's own handler: typer was still parsing or building the command
-        sys.stderr.write("error: interrupted; nothing was written\n")
+    except KeyboardInterrupt:  # escaped every command's own handler (typer parsing, or a command just returned)
+        sys.stderr.write("error: interrupted\n")
         raise SystemExit(130) from None
+    finally:
+        # The command has reported its outcome. Interpreter shutdown restores SIGINT's default action, so a Ctrl-C
+        # in it (tens of ms once onnxruntime is loaded) would only turn the real exit status into "killed".
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import typer
 
 from . import __version__, interrupts
 from .errors import BadInputError, GraphfixError
-from .layouts import expand_model_paths
+from .layouts import expand_model_paths, find_merged_decoders
 from .progress import progress_wanted, terminal_progress
 from .pipeline import CheckResult, RepairResult, check, repair
 from .validation import ValidationResult, validate
@@ -71,7 +71,33 @@ def main(version: Annotated[Optional[bool], typer.Option("--version", callback=_
     """Repair Optimum merged decoders so any runtime can drive their KV cache."""
 
 
-def _fail(err: BaseException, debug: bool) -> typer.Exit:
+class _OutputWatch:
+    """The paths a command may replace, and what each was when it started: a Ctrl-C's message says what the disk
+    says landed (every write ends in a rename, so a replaced path has a new inode), not what the timing suggests."""
+
+    def __init__(self, paths: list[Path]):
+        self.before = {path: self._identity(path) for path in paths}
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def written(self) -> list[Path]:
+        return [path for path, was in self.before.items() if self._identity(path) != was]
+
+
+def _interrupted_message(watch: _OutputWatch | None) -> str:
+    written = watch.written() if watch else []
+    if not written:
+        return "interrupted; nothing was written"
+    return f"interrupted; already written in full: {', '.join(map(str, written))}"
+
+
+def _fail(err: BaseException, debug: bool, watch: _OutputWatch | None = None) -> typer.Exit:
     if debug:
         import traceback
 
@@ -79,7 +105,7 @@ def _fail(err: BaseException, debug: bool) -> typer.Exit:
     if interrupts.is_interrupt(err):
         global _interrupt_reported
         _interrupt_reported = True
-        typer.echo("error: interrupted; nothing was written", err=True)
+        typer.echo(f"error: {_interrupted_message(watch)}", err=True)
         return typer.Exit(130)
     if isinstance(err, GraphfixError):
         typer.echo(f"error: {err}", err=True)
@@ -94,10 +120,10 @@ def _emit_json(kind: str, payload: dict) -> None:
     typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": kind, **payload}, indent=2))
 
 
-def _emit_json_error(kind: str, err: BaseException) -> None:
+def _emit_json_error(kind: str, err: BaseException, watch: _OutputWatch | None = None) -> None:
     """With --json a failed run is still one document, so a CI step can always parse stdout."""
     validation = getattr(err, "validation", None)
-    message = "interrupted" if interrupts.is_interrupt(err) else str(err)
+    message = _interrupted_message(watch) if interrupts.is_interrupt(err) else str(err)
     code = 130 if interrupts.is_interrupt(err) else getattr(err, "exit_code", 2)
     _emit_json(kind, {"ok": False, "error": message, "exit_code": code,
                       "validation": validation.to_dict() if validation is not None else None})
@@ -157,7 +183,9 @@ def repair_command(
     Examples: graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
               graphfix repair --jobs 4 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
+    watch = None
     try:
+        watch = _OutputWatch(_replaceable(source, out, in_place))
         if copy_data and link_data:
             raise BadInputError("--copy-data and --link-data exclude each other")
         options = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
@@ -170,8 +198,8 @@ def repair_command(
             result: RepairResult = repair(source, out, on_step=step, **options)
     except (Exception, KeyboardInterrupt) as err:
         if as_json:
-            _emit_json_error("repair", err)
-        raise _fail(err, debug) from None
+            _emit_json_error("repair", err, watch)
+        raise _fail(err, debug, watch) from None
     if as_json:
         _emit_json("repair", {"ok": True, **result.to_dict()})
         return
@@ -186,6 +214,14 @@ def repair_command(
     if result.backup:
         summary += f" (backup {result.backup})"
     typer.echo(summary)
+
+
+def _replaceable(source: Path, out: Path, in_place: bool) -> list[Path]:
+    """What a repair may put in place: OUT (a file, or the directory renamed in as a whole), or in place each
+    decoder of the directory."""
+    if in_place and source.is_dir():
+        return [source / name for name in find_merged_decoders(source)]
+    return [out]
 
 
 def _size(path: Path) -> int:
@@ -329,14 +365,16 @@ def split_command(
 
     Example: graphfix split decoder_model_merged.onnx split/
     """
-    from .split_decoder import split
+    from .split_decoder import DECODER, DECODER_WITH_PAST, split
 
+    watch = None
     try:
+        watch = _OutputWatch([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
         result = split(merged, out_dir, run_validation=not no_validate)
     except (Exception, KeyboardInterrupt) as err:
         if as_json:
-            _emit_json_error("split", err)
-        raise _fail(err, debug) from None
+            _emit_json_error("split", err, watch)
+        raise _fail(err, debug, watch) from None
     if as_json:
         _emit_json("split", {"ok": True, **result.to_dict()})
         return

@@ -134,6 +134,13 @@ POINTS = ["early", "midway", "late", "temp-dir-made", "staged-model-complete"]
 EVENTS = {"temp-dir-made", "staged-model-complete", "backup-appeared"}
 
 
+def assert_the_message_matches_the_disk(result, output_changed: bool) -> None:
+    if "nothing was written" in result.stderr:
+        assert not output_changed, result.stderr
+    if "already written in full" in result.stderr:
+        assert output_changed, result.stderr
+
+
 def assert_ctrl_c_reported(result, running: bool) -> bool:
     """True when the run was interrupted (one line, exit 130); False when it had finished (exit 0, or killed by the
     signal during interpreter shutdown, after the work was done: Python restores SIGINT's default handler then)."""
@@ -156,6 +163,7 @@ def test_ctrl_c_leaves_the_old_output_or_the_complete_new_one_and_prints_one_lin
     if not assert_ctrl_c_reported(result, running):
         assert sha256(out) == big.reference_sha  # it finished
     assert sha256(out) in {sha256_bytes(OLD), big.reference_sha}
+    assert_the_message_matches_the_disk(result, sha256(out) == big.reference_sha)
     if point in EVENTS:  # caught before the rename: nothing was written
         assert out.read_bytes() == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # the temp directory was cleaned up
@@ -216,6 +224,7 @@ def test_interrupted_in_place_repair_keeps_the_input_or_the_new_model_with_a_com
 
     now = sha256(model)
     assert now in {big.input_sha, big.reference_sha}
+    assert_the_message_matches_the_disk(result, now == big.reference_sha)
     if now == big.reference_sha:  # the new model landed: the backup is the complete original
         assert sha256(backup) == big.input_sha
     elif sig == signal.SIGINT:  # cleaned up: the input as it was, no backup, no temp directory

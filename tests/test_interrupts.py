@@ -237,3 +237,66 @@ def test_a_ctrl_c_while_the_staging_directory_is_made_leaves_no_directory(tmp_pa
         with staging_directory(tmp_path, "decoder_model_merged.onnx"):
             pytest.fail("the block must not start after a Ctrl-C")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the one line says what landed ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["to-out", "in-place"])
+def test_a_ctrl_c_during_the_final_rename_says_the_output_was_written(tmp_path, marian_legacy, monkeypatch,
+                                                                      ctrl_c_raises, cli, in_place):
+    """Held through the rename and raised right after it: the new model is complete, and the message must not claim
+    that nothing was written."""
+    import os
+
+    model = tmp_path / "decoder_model_merged.onnx"
+    model.write_bytes(marian_legacy.read_bytes())
+    out = model if in_place else tmp_path / "fixed.onnx"
+    ctrl_c_during(monkeypatch, os, "replace")
+    result = cli("repair", model, out, "--no-validate", *(["--in-place"] if in_place else []))
+    assert result.exit_code == 130
+    assert result.stderr == f"error: interrupted; already written in full: {out}\n"
+    assert cli("check", out).exit_code == 0
+
+
+def test_a_ctrl_c_before_anything_landed_says_nothing_was_written(tmp_path, marian_legacy, monkeypatch, ctrl_c_raises,
+                                                                  cli):
+    import os
+
+    out = tmp_path / "fixed.onnx"
+    out.write_bytes(b"last run's output")
+    ctrl_c_during(monkeypatch, os, "chmod")  # the staged model is complete, not yet renamed
+    result = cli("repair", marian_legacy, out, "--no-validate")
+    assert result.exit_code == 130
+    assert result.stderr == "error: interrupted; nothing was written\n"
+    assert out.read_bytes() == b"last run's output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_a_ctrl_c_after_the_command_finished_keeps_its_exit_status():
+    """Interpreter shutdown restores SIGINT's default action; a Ctrl-C then would report a finished run as killed."""
+    import subprocess
+
+    code = ("import os, signal, sys; sys.argv = ['graphfix', '--version']; from graphfix.__main__ import main\n"
+            "try:\n    main()\nfinally:\n    os.kill(os.getpid(), signal.SIGINT)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("graphfix ")
+
+
+def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, marian_legacy, monkeypatch,
+                                                                   ctrl_c_raises, cli):
+    import os
+    import shutil
+
+    from tests.conftest import ROOT
+
+    export = tmp_path / "opus-mt"
+    shutil.copytree(ROOT / "sample_models" / "exports" / "current-marian", export)
+    shutil.copy(marian_legacy, export / "decoder_model_merged.onnx")
+    out = tmp_path / "fixed"
+    ctrl_c_during(monkeypatch, os, "rename")  # the staging directory's one rename into OUT
+    result = cli("repair", export, out, "--no-validate")
+    assert result.exit_code == 130
+    assert result.stderr == f"error: interrupted; already written in full: {out}\n"
+    assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
