@@ -126,7 +126,11 @@ def _decode_case(dec: _Decoder, batch: int, source_length: int, steps: int, tole
         except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
             case.failure = f"step {step}: the present->past loop fails in onnxruntime: {_one_line(err)}"
             return case
-        full = cached if step == 1 else dec.run(tokens, encoder, None, 0)
+        try:
+            full = cached if step == 1 else dec.run(tokens, encoder, None, 0)
+        except Exception as err:  # a broken no-cache path: there is nothing to compare against
+            case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {_one_line(err)}"
+            return case
         got, want = cached["logits"][:, -1, :].astype(np.float64), full["logits"][:, -1, :].astype(np.float64)
         diff = float(np.max(np.abs(got - want)))
         case.steps, case.max_abs_diff = step, max(case.max_abs_diff, diff)
@@ -155,7 +159,12 @@ def _compare_original(dec: _Decoder, original: _Decoder, tolerance: float, seed:
     prefix = _prefix(rng, min(dec.vocab, original.vocab), batch, STEPS)
     worst = 0.0
     for tokens in (prefix[:, :1], prefix):
-        ours, theirs = dec.run(tokens, encoder, None, 0)["logits"], original.run(tokens, encoder, None, 0)["logits"]
+        try:
+            ours = dec.run(tokens, encoder, None, 0)["logits"]
+            theirs = original.run(tokens, encoder, None, 0)["logits"]
+        except Exception as err:
+            return {"max_abs_diff": None, "failure": f"{tokens.shape[1]} token(s) without past fail in onnxruntime: "
+                                                     f"{_one_line(err)}"}
         if ours.shape != theirs.shape:
             return {"max_abs_diff": None, "failure": f"logits shape {ours.shape} != original {theirs.shape}"}
         worst = max(worst, float(np.max(np.abs(ours.astype(np.float64) - theirs))))

@@ -254,6 +254,29 @@ def test_malformed_samples_found_by_fuzzing_are_refused_with_one_line_and_exit_2
     assert len(result.stderr.splitlines()) == 1 and not out.exists()
 
 
+def test_a_decoder_whose_no_cache_path_fails_in_onnxruntime_fails_validation_with_one_line(cli, tmp_path):
+    """Found by `make fuzz` (current/bart.onnx, the two inputs of /model/decoder/Reshape swapped): the model loads
+    and its first step runs, but full recompute over longer prefixes fails inside onnxruntime, which escaped the
+    decode loop as "error: unexpected Fail"."""
+    import onnx
+
+    from graphfix.merged_decoder import all_graphs
+
+    from .conftest import ROOT
+
+    model = onnx.load(ROOT / "sample_models" / "current" / "bart.onnx")
+    reshape = next(n for g, _ in all_graphs(model.graph) for n in g.node if n.name == "/model/decoder/Reshape")
+    reshape.input[0], reshape.input[1] = reshape.input[1], reshape.input[0]
+    source = tmp_path / "decoder_model_merged.onnx"
+    onnx.save(model, source)
+    out = tmp_path / "out.onnx"
+    result = cli("repair", source, out)
+    assert_clean_cli_result(result, "swapped Reshape inputs")
+    assert result.exit_code == 1 and "full recompute (no past) fails in onnxruntime" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not out.exists()
+    assert cli("validate", source, "--original", source).exit_code == 1
+
+
 def test_a_bit_flip_that_breaks_a_name_s_utf8_is_refused_with_one_line_and_exit_2(cli, tmp_path):
     """Found by `make fuzz` (legacy/bart.onnx, byte 44, bit 7): proto2 strings are not checked on parsing, so the
     corrupt name came back as bytes and crashed the first regex match on it."""
