@@ -3,7 +3,8 @@
 Python raises KeyboardInterrupt wherever the main thread happens to be, and two kinds of place cannot take it: a C
 extension's module init (onnx's pybind11 module segfaults, onnxruntime's turns it into "ImportError: initialization
 failed") and a weakref callback or __del__ (Python prints "Exception ignored" and carries on). The handler here
-holds a Ctrl-C back until the extension's init has returned, and delivers a lost one again.
+holds a Ctrl-C back until the extension's init has returned, and delivers a lost one again. The few file steps
+that must happen together run inside `held_for_main_thread`, which takes a Ctrl-C only at its end.
 
 A terminal sends Ctrl-C to the whole process group: --jobs workers start with it ignored, and helper threads never
 take it, so that the main thread alone reports it, once.
