@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test check samples fixed-shape-samples clean verify-ort-table bench
+.PHONY: install demo test lint check samples fixed-shape-samples clean verify-ort-table bench
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff and mypy, configured in pyproject.toml; CI runs this after `make test`.
+lint: install
+	$(BIN)/ruff check graphfix tests bench scripts
+	$(BIN)/mypy
 
 # Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date.
 build/repaired/%.onnx: sample_models/%.onnx | install

@@ -7,7 +7,7 @@ both sit inside this module's guards rather than in the CLI itself.
 import signal
 import sys
 
-from . import interrupts
+from .io import interrupts
 
 # A --jobs worker re-imports this entry point; it starts with Ctrl-C ignored and keeps it so: its parent reports it.
 worker = "__mp_main__" in sys.modules

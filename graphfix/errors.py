@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GraphfixError(Exception):
     """Base class: `str(err)` is the one-line message shown after `error: `."""
@@ -26,6 +28,17 @@ class ValidationFailedError(GraphfixError):
 
     exit_code = 1
 
-    def __init__(self, message: str, validation=None):
+    def __init__(self, message: str, validation: Any = None):  # a ValidationResult: errors import nothing
         super().__init__(message)
         self.validation = validation
+
+
+class PassCrashedError(GraphfixError):
+    """A repair pass failed in a way that is graphfix's bug, not the model's. Exit 2; the message names the pass."""
+
+    def __init__(self, pass_name: str, ran_before: list[str], cause: BaseException):
+        before = f" (after {', '.join(ran_before)})" if ran_before else ""
+        # "unexpected" is the CLI's label for a bug (the fuzz tests look for it)
+        super().__init__(f"unexpected {type(cause).__name__} in pass {pass_name}{before}: "
+                         f"{' '.join(str(cause).split())[:300]} (rerun with --debug for the traceback)")
+        self.pass_name = pass_name

@@ -1,8 +1,11 @@
-"""The library API: one function per command, each returning one result object.
+"""The library API and the one pipeline every command runs:
 
-    repair:   read -> find the merged decoder -> passes -> write atomically, validating before it lands
-    check:    read -> find -> passes, on a model that is never written (so check == repair's changes)
-    validate: the decode-loop proof, see validation.py and decode_loop.py
+    read (io/read.py)  ->  find (model/)  ->  passes (passes/)  ->  write, staged (io/write.py)
+                       ->  prove the staged files (proof/)  ->  land them in one rename block
+
+`repair` runs all of it; `check` stops after the passes, on a model it never writes, so its findings are exactly
+the changes `repair` would make; `split` (batch/split.py) turns the repaired model into two and hands both to the
+same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder.
 """
 
 from __future__ import annotations
@@ -11,19 +14,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from . import onnx_proto as onnx
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
-from .merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
-from .modelfile import InPlaceBackup, check_output_location, read_model, same_file, write_model
-from .ort_runtimes import full_release, load_in_onnxruntime
-from .passes import PIPELINE, pipeline
+from .io import onnx_proto as onnx
+from .io.read import read_model
+from .io.write import InPlaceBackup, check_output_file, same_file, write_models
+from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
+from .passes import Subject, pipeline, run_passes
 
 if TYPE_CHECKING:
-    from .validation import ValidationResult
+    from .proof.validation import ValidationResult
+
+# Proves one staged merged decoder (its path) and returns the figures; `repair(validator=...)` is the seam for tests.
+Validator = Callable[[Path], "ValidationResult"]
+StepCallback = Callable[[str], None]
 
 
 @dataclass
@@ -38,7 +44,7 @@ class RepairResult:
     def changed(self) -> bool:
         return bool(self.changes)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "changes": [c.to_dict() for c in self.changes], "backup": str(self.backup) if self.backup else None,
                 "validation": self.validation.to_dict() if self.validation else None}
@@ -55,12 +61,30 @@ class CheckResult:
     def ok(self) -> bool:
         return not self.findings and self.error is None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "ok": self.ok, "error": self.error, "skipped": self.skipped,
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def _checker_passes(path: Path) -> bool:
+def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
+    """The merged decoder in `model`; with `any_model`, any other model of an export (its encoder, split decoders)
+    is accepted as a PlainModel, on which only the passes valid on any model run (version retargeting)."""
+    try:
+        return find_merged_decoder(model)
+    except NotAMergedDecoderError:
+        if not any_model:
+            raise
+        return PlainModel(model)
+
+
+def find_and_fix(model: onnx.ModelProto, target_ort: str | None, *,
+                 any_model: bool = False) -> tuple[Subject, list[Finding]]:
+    """find -> passes: the subject, edited in place, and every change made to it."""
+    subject = find_subject(model, any_model=any_model)
+    return subject, run_passes(subject, pipeline(target_ort))
+
+
+def passes_checker(path: Path) -> bool:
     try:
         onnx.checker.check_model(os.fspath(path), full_check=True)
         return True
@@ -68,71 +92,92 @@ def _checker_passes(path: Path) -> bool:
         return False
 
 
-def _plan(model: onnx.ModelProto, target_ort: str | None):
-    """What to run the passes on, and which passes. A model that is not a merged decoder (the encoder, the split
-    decoders of the same export) can still need retargeting for the runtime, and nothing else."""
-    try:
-        return find_merged_decoder(model), pipeline(target_ort)
-    except NotAMergedDecoderError:
-        if target_ort is None:
-            raise
-        return PlainModel(model), pipeline(target_ort)[len(PIPELINE):]
+def keep_checker_verdict(input_passed: bool, staged: dict[Path, Path]) -> None:
+    """If the input passed onnx.checker's full check, each staged output must too (an input that did not, e.g. a
+    quantized export using contrib ops, is not held to it)."""
+    if not input_passed:
+        return
+    for out, path in staged.items():
+        try:
+            onnx.checker.check_model(os.fspath(path), full_check=True)
+        except Exception as err:
+            name = "repaired model" if len(staged) == 1 else out.name
+            raise ValidationFailedError(f"{name} fails onnx.checker: {' '.join(str(err).split())}") from None
 
 
-def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation: bool = True,
+def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> ValidationResult:
+    """The proof's figures, named for the path the user will see; raises `failed: <first failure>` when it did
+    not hold."""
+    validation.model = str(shown_as)
+    if not validation.ok:
+        raise ValidationFailedError(f"{failed}: {validation.first_failure}", validation)
+    return validation
+
+
+def _decode_proof(subject: Subject, runtime: str | None, validator: Validator | None) -> Callable[[Path], Any]:
+    """How a staged output is proven: the decode loop for a merged decoder, a load for any other model."""
+    from .proof.runtimes import full_release
+
+    release = full_release(runtime)
+    if validator is not None:
+        return validator
+    if not isinstance(subject, MergedDecoder):
+        from .proof.runtimes import load_in_onnxruntime
+
+        return lambda staged: load_in_onnxruntime(staged, release)  # an encoder: no decode loop of its own
+
+    def decode(staged: Path) -> ValidationResult:
+        from .proof.validation import validate  # numpy + onnxruntime: only when validating
+
+        return validate(staged, ort_version=release)
+
+    return decode
+
+
+def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
-           data_mode: str = "clone", on_step: Callable[[str], None] | None = None) -> RepairResult:
+           any_model: bool = False, data_mode: str = "clone", on_step: StepCallback | None = None,
+           validator: Validator | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
-    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; any other ONNX model (an
-    encoder) is accepted then and only retargeted. `validate_on_target` runs the proof inside that release.
-    `data_mode` says how external data lands beside `out` (see modelfile.write_model): "clone", "copy" or "link".
-    `on_step(name)` is told each step as it starts ("reading", "repairing", "writing", "validating"), for progress."""
+    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; `validate_on_target` runs the
+    proof inside that release. `any_model` accepts any other ONNX model of an export (an encoder) and only
+    retargets it. `data_mode` says how external data lands beside `out` (see io.write.write_models): "clone",
+    "copy" or "link". `on_step(name)` is told each step as it starts ("reading", "repairing", "writing",
+    "validating"), for progress. `validator(staged_path)` replaces the decode proof (tests)."""
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
         if not in_place:
-            raise BadInputError(f"output is the input ({source}); pass --in-place to overwrite it (keeps {source.name}.bak)")
+            raise BadInputError(f"output is the input ({source}); pass --in-place to overwrite it "
+                                f"(keeps {source.name}.bak)")
     elif in_place:
         raise BadInputError("--in-place needs the output to be the input")
     if validate_on_target and not target_ort:
         raise BadInputError("--validate-on-target needs --target-ort")
     step("reading")
     loaded = read_model(source)
-    check_output_location(out)
+    check_output_file(out)
     step("repairing")
-    subject, passes = _plan(loaded.model, target_ort)
-    changes = [finding for repair_pass in passes for finding in repair_pass(subject)]
+    subject, changes = find_and_fix(loaded.model, target_ort, any_model=any_model)
     result = RepairResult(input=source, output=out, changes=changes)
-    runtime = full_release(target_ort) if validate_on_target else None
+    prove = _decode_proof(subject, target_ort if validate_on_target else None, validator)
+    checker_held = passes_checker(source) if run_validation else False
 
-    checker_held = _checker_passes(source) if run_validation else False
-
-    def before_commit(staged: Path) -> None:
+    def before_commit(staged: dict[Path, Path]) -> None:
         if not run_validation:
             return
         step("validating")
-        if checker_held:
-            try:
-                onnx.checker.check_model(os.fspath(staged), full_check=True)
-            except Exception as err:
-                raise ValidationFailedError(f"repaired model fails onnx.checker: {' '.join(str(err).split())}") from None
-        if not isinstance(subject, MergedDecoder):
-            load_in_onnxruntime(staged, runtime)  # an encoder or split decoder: no decode loop of its own
-            return
-        from .validation import validate  # numpy + onnxruntime: only when validating
-
-        result.validation = validate(staged, ort_version=runtime)
-        result.validation.model = str(out)
-        if not result.validation.ok:
-            raise ValidationFailedError(f"repaired model does not decode like full recompute: "
-                                        f"{result.validation.first_failure}", result.validation)
+        keep_checker_verdict(checker_held, staged)
+        validation = prove(staged[out])
+        if validation is not None:
+            result.validation = require_proof(validation, out, "repaired model does not decode like full recompute")
 
     step("writing")
     backup = InPlaceBackup(source) if in_place else None
     try:
         result.backup = backup.make() if backup else None
-        write_model(subject.model if changes else None, out, loaded, before_commit, data_mode=data_mode)
+        write_models({out: subject.model if changes else None}, loaded, before_commit, data_mode=data_mode)
     except BaseException:  # whatever failed, a bug or Ctrl-C included
         if backup:
             backup.discard_if_unchanged()
@@ -140,7 +185,7 @@ def repair(source: str | os.PathLike, out: str | os.PathLike, *, run_validation:
     return result
 
 
-def check(path: str | os.PathLike, *, target_ort: str | None = None,
+def check(path: str | os.PathLike[str], *, target_ort: str | None = None,
           ignore_other_models: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
@@ -148,12 +193,12 @@ def check(path: str | os.PathLike, *, target_ort: str | None = None,
     path = Path(path)
     loaded = read_model(path)
     try:
-        subject, passes = _plan(loaded.model, target_ort)
+        _, findings = find_and_fix(loaded.model, target_ort)
     except NotAMergedDecoderError as err:
         if not ignore_other_models:
             raise
         return CheckResult(path=path, skipped=str(err))
-    return CheckResult(path=path, findings=[f for repair_pass in passes for f in repair_pass(subject)])
+    return CheckResult(path=path, findings=findings)
 
 
-__all__ = ["CheckResult", "RepairResult", "check", "repair"]
+__all__ = ["CheckResult", "RepairResult", "check", "find_and_fix", "find_subject", "repair"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from graphfix.ort_runtimes import runtime_python  # noqa: E402
+from graphfix.proof.runtimes import runtime_python
 
 PROBE = """
 import sys, onnxruntime as o

@@ -62,9 +62,10 @@ def repaired(repaired_dir):
 
 @pytest.fixture
 def cli():
+    """Run the CLI in-process. `validator=` replaces the decode proof of repair (the library's seam for tests)."""
     runner = CliRunner()
 
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
+    def invoke(*args: str, validator=None):
+        return runner.invoke(app, [str(a) for a in args], obj={"validator": validator} if validator else None)
 
     return invoke

@@ -12,7 +12,7 @@ value infos and their types), so weight payloads are never mistaken for messages
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -109,7 +109,7 @@ def walk(buf: bytes) -> list[Field]:
     return fields
 
 
-@lru_cache(maxsize=None)
+@cache
 def parsed(path: Path) -> tuple[bytes, tuple[Field, ...]]:
     data = Path(path).read_bytes()
     return data, tuple(walk(data))

@@ -9,14 +9,28 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
 import graphfix
-from graphfix import (BadInputError, CheckResult, DirectoryRepairResult, GraphfixError, NotAMergedDecoderError,
-                      RepairRefusedError, RepairResult, SplitResult, ValidationFailedError, ValidationResult, check,
-                      repair, repair_directory, split, validate, validate_split)
+from graphfix import (
+    BadInputError,
+    CheckResult,
+    DirectoryRepairResult,
+    GraphfixError,
+    NotAMergedDecoderError,
+    RepairRefusedError,
+    RepairResult,
+    SplitResult,
+    ValidationFailedError,
+    ValidationResult,
+    check,
+    repair,
+    repair_directory,
+    split,
+    validate,
+    validate_split,
+)
 
 from .conftest import ROOT
 

@@ -17,8 +17,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import graphfix.pipeline
-import graphfix.validation
 from graphfix import ValidationFailedError, repair
 
 from .conftest import sha256
@@ -320,7 +318,8 @@ def test_in_place_with_another_output_is_refused(cli, tmp_path, marian_legacy):
 
 
 def failing_validation(path, *args, **kwargs):
-    """Stands in for graphfix.pipeline.validate: a result that did not hold (duck-typed like ValidationResult)."""
+    """Stands in for the decode proof (repair's `validator` seam): a result that did not hold (duck-typed like
+    ValidationResult)."""
     return SimpleNamespace(model=str(path), ok=False, first_failure="step 2: simulated divergence",
                            to_dict=lambda: {"ok": False})
 
@@ -335,21 +334,19 @@ def test_repair_over_an_existing_output_replaces_it(cli, tmp_path, marian_legacy
     assert debris(tmp_path) == []
 
 
-def test_failed_validation_leaves_the_old_output_byte_identical(monkeypatch, tmp_path, marian_legacy):
+def test_failed_validation_leaves_the_old_output_byte_identical(tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    monkeypatch.setattr(graphfix.validation, "validate", failing_validation)
     with pytest.raises(ValidationFailedError, match="simulated"):
-        repair(marian_legacy, out)
+        repair(marian_legacy, out, validator=failing_validation)
     assert out.read_bytes() == b"old output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp dir, no data file
 
 
-def test_failed_validation_exits_1_via_the_cli_and_writes_nothing(cli, monkeypatch, tmp_path, marian_legacy):
+def test_failed_validation_exits_1_via_the_cli_and_writes_nothing(cli, tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    monkeypatch.setattr(graphfix.validation, "validate", failing_validation)
-    result = cli("repair", marian_legacy, out)
+    result = cli("repair", marian_legacy, out, validator=failing_validation)
     assert result.exit_code == 1
     assert "simulated" in assert_one_error_line(result)
     assert out.read_bytes() == b"old output"
@@ -367,13 +364,11 @@ def interrupted_validation(path, *args, **kwargs):
 @pytest.mark.parametrize("fake_validate, exit_code", [(failing_validation, 1), (crashing_validation, 2),
                                                       (interrupted_validation, 130)],
                          ids=["validation-fails", "unexpected-error", "ctrl-c"])
-def test_failed_in_place_repair_leaves_the_input_and_no_backup(fake_validate, exit_code, cli, monkeypatch, tmp_path,
-                                                               marian_legacy):
+def test_failed_in_place_repair_leaves_the_input_and_no_backup(fake_validate, exit_code, cli, tmp_path, marian_legacy):
     src = tmp_path / "model.onnx"
     shutil.copyfile(marian_legacy, src)
     before = tree(tmp_path)
-    monkeypatch.setattr(graphfix.validation, "validate", fake_validate)
-    result = cli("repair", src, src, "--in-place")
+    result = cli("repair", src, src, "--in-place", validator=fake_validate)
     assert result.exit_code == exit_code
     assert_one_error_line(result)
     assert tree(tmp_path) == before  # IN untouched, and the IN.bak made beforehand removed again

@@ -14,8 +14,8 @@ import onnx
 import pytest
 
 from graphfix import check, find_merged_decoders, repair_directory
+from graphfix.batch.layouts import VARIANTS, merged_decoder_names
 from graphfix.errors import BadInputError, NotAMergedDecoderError
-from graphfix.layouts import VARIANTS, merged_decoder_names
 
 from .conftest import ROOT, SAMPLES, sha256
 

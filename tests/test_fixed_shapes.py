@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphfix import check, repair, validate
-from graphfix.merged_decoder import find_merged_decoder
+from graphfix.model.merged_decoder import find_merged_decoder
 from graphfix.passes import fixed_shapes
 
 from .conftest import FIXED_SHAPE_SAMPLES, SAMPLE_IDS, SAMPLES

@@ -155,7 +155,7 @@ def test_check_of_a_mutated_sample_exits_0_1_or_2_and_never_crashes(case, cli):
         path.write_bytes(data)
         try:
             findings = check(path).findings
-            event(f"check: {len(findings) and 'findings' or 'clean'}")
+            event(f"check: {(len(findings) and 'findings') or 'clean'}")
         except GraphfixError as err:
             event(f"check: refused ({type(err).__name__})")
         result = cli("check", path)
@@ -260,7 +260,7 @@ def test_a_decoder_whose_no_cache_path_fails_in_onnxruntime_fails_validation_wit
     decode loop as "error: unexpected Fail"."""
     import onnx
 
-    from graphfix.merged_decoder import all_graphs
+    from graphfix.model.graph import all_graphs
 
     from .conftest import ROOT
 

@@ -13,7 +13,7 @@ from importlib.machinery import ExtensionFileLoader
 
 import pytest
 
-from graphfix import interrupts
+from graphfix.io import interrupts
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_ctrl_c_right_after_the_backup_is_linked_still_lets_the_repair_remove_it
                                                                                  monkeypatch, ctrl_c_raises):
     import os
 
-    from graphfix.modelfile import InPlaceBackup
+    from graphfix.io.write import InPlaceBackup
 
     model = tmp_path / "decoder_model_merged.onnx"
     model.write_bytes(marian_legacy.read_bytes())
@@ -162,7 +162,8 @@ def test_ctrl_c_between_renames_never_leaves_new_data_beside_the_old_model(tmp_p
 
     import onnx
 
-    from graphfix.modelfile import read_model, write_model
+    from graphfix.io.read import read_model
+    from graphfix.io.write import write_models
 
     source = tmp_path / "in" / "decoder_model_merged.onnx"
     source.parent.mkdir()
@@ -172,7 +173,7 @@ def test_ctrl_c_between_renames_never_leaves_new_data_beside_the_old_model(tmp_p
     out.parent.mkdir()
     ctrl_c_during(monkeypatch, os, "replace")  # lands after the data file's rename, before the model's
     with pytest.raises(KeyboardInterrupt):
-        write_model(None, out, read_model(source))
+        write_models({out: None}, read_model(source))
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name, "decoder_model_merged.onnx_data"]
     onnx.checker.check_model(str(out), full_check=True)
 
@@ -223,7 +224,7 @@ def test_a_ctrl_c_while_the_staging_directory_is_made_leaves_no_directory(tmp_pa
                                                                           ctrl_c_raises):
     import tempfile
 
-    from graphfix.modelfile import staging_directory
+    from graphfix.io.write import staging_directory
 
     real = tempfile.mkdtemp
 
@@ -295,7 +296,7 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     shutil.copytree(ROOT / "sample_models" / "exports" / "current-marian", export)
     shutil.copy(marian_legacy, export / "decoder_model_merged.onnx")
     out = tmp_path / "fixed"
-    ctrl_c_during(monkeypatch, os, "rename")  # the staging directory's one rename into OUT
+    ctrl_c_during(monkeypatch, os, "replace")  # the staging directory's one rename into OUT (io.write.land)
     result = cli("repair", export, out, "--no-validate")
     assert result.exit_code == 130
     assert result.stderr == f"error: interrupted; already written in full: {out}\n"

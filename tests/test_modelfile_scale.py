@@ -17,8 +17,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from graphfix import protowire, repair
-from graphfix.modelfile import read_model
+from graphfix import repair
+from graphfix.io import protowire
+from graphfix.io.read import read_model
 
 from .conftest import sha256
 

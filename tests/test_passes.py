@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphfix import NotAMergedDecoderError, RepairRefusedError, repair
-from graphfix.merged_decoder import find_merged_decoder
+from graphfix.model.merged_decoder import find_merged_decoder
 from graphfix.passes import PIPELINE, encoder_kv_passthrough, kv_dim_names, truthful_kv_shapes
 
 KV = ["batch", 2, "enc_len", 4]
@@ -135,7 +135,7 @@ def test_kv_dim_names_renames_only_to_the_encoder_hidden_length():
     assert set(dims.values()) == {"src_len"}
 
 
-@pytest.mark.parametrize("graphfix_pass", PIPELINE, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("graphfix_pass", PIPELINE, ids=lambda p: p.name)
 def test_each_pass_changes_nothing_the_second_time(graphfix_pass):
     model = _decoder(_constant_dummy())
     model.graph.input[1].type.tensor_type.shape.dim[1].dim_param = "src_len"

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from graphfix import check, repair, validate
-from graphfix.merged_decoder import find_merged_decoder
+from graphfix.model.merged_decoder import find_merged_decoder
 
 from .conftest import sha256
 

@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from graphfix import RepairRefusedError, check, repair
-from graphfix.opset_adapters import convert_down
+from graphfix.passes.opset_adapters import convert_down
 
-from .conftest import ROOT, SAMPLES, SAMPLE_IDS
+from .conftest import ROOT, SAMPLE_IDS, SAMPLES
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 CURRENT = [p for p in SAMPLES if p.parent.name == "current"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from graphfix import BadInputError, validate
-from graphfix.ort_runtimes import runtime_python
+from graphfix.proof.runtimes import runtime_python
 
 SEEDS_RUNTIME = "1.16.3"
 
@@ -51,7 +51,6 @@ def _loads_in(runtime: str, model) -> str:
 
 
 def _tiny(opset: int, ir: int):
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
@@ -62,7 +61,7 @@ def _tiny(opset: int, ir: int):
 
 @pytest.mark.parametrize("opset, ir, loads", [(19, 9, True), (19, 10, False), (20, 9, False)])
 def test_the_1_16_row_of_the_compatibility_table_holds_for_the_real_wheel(opset, ir, loads, seeds_runtime, tmp_path):
-    from graphfix.ort_targets import ort_limits
+    from graphfix.passes.ort_targets import ort_limits
 
     max_ir, max_opset = ort_limits(seeds_runtime)
     assert (opset <= max_opset and ir <= max_ir) == loads

@@ -9,20 +9,22 @@ Identity matters because ORT rejects a subgraph output that is directly an outer
 
 from __future__ import annotations
 
-from .. import onnx_proto as onnx
-
 from ..findings import DUMMY_ENCODER_KV, Finding
-from ..merged_decoder import MergedDecoder, ancestors, kv_name, matching_past, node_reads, producers
+from ..io import onnx_proto as onnx
+from ..model.graph import ancestors, attribute, node_reads, producers
+from ..model.merged_decoder import MergedDecoder, kv_name, matching_past
+from .contract import repair_pass
 
 
 def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -> str:
     if node is None:
         return "an initializer" if any(i.name == name for i in branch.initializer) else f"outer value {name!r}"
-    value = next((a.t for a in node.attribute if a.name == "value"), None)
-    shape = f" of shape {tuple(value.dims)}" if value is not None else ""
+    value = attribute(node, "value")
+    shape = f" of shape {tuple(value.t.dims)}" if value is not None else ""
     return f"a dummy {node.op_type}{shape}"
 
 
+@repair_pass(DUMMY_ENCODER_KV)
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
     made_by = producers(branch)  # once: a 6-layer decoder has thousands of nodes and 12 encoder presents

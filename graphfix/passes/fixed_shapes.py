@@ -10,12 +10,13 @@ exported size into a Reshape's constant shape (hand-written or older export code
 
 from __future__ import annotations
 
-from .. import onnx_proto as onnx
-
 from ..errors import BadInputError, RepairRefusedError
 from ..findings import BAKED_RESHAPE_SHAPE, STATIC_SIGNATURE_DIM, Finding
-from ..merged_decoder import MergedDecoder, all_graphs, node_reads, producers
+from ..io import onnx_proto as onnx
+from ..model.graph import all_graphs, attribute, node_reads, producers
+from ..model.merged_decoder import MergedDecoder
 from ..signature import PAST, PRESENT
+from .contract import repair_pass
 
 BATCH, ENCODER_LENGTH, DECODER_LENGTH, PAST_LENGTH = (
     "batch_size", "encoder_sequence_length", "decoder_sequence_length", "past_decoder_sequence_length")
@@ -25,12 +26,14 @@ def _semantic_axes(name: str) -> dict[int, str]:
     """Which axes of Optimum's seq2seq decoder signature are variable by nature, and their usual symbol."""
     kv = PAST.match(name) or PRESENT.match(name)
     if kv:
-        return {0: BATCH} | ({2: ENCODER_LENGTH} if kv[2] == "encoder" else ({2: PAST_LENGTH} if PAST.match(name) else {}))
+        sequence = {2: ENCODER_LENGTH} if kv[2] == "encoder" else ({2: PAST_LENGTH} if PAST.match(name) else {})
+        return {0: BATCH} | sequence
     return {"input_ids": {0: BATCH, 1: DECODER_LENGTH}, "logits": {0: BATCH, 1: DECODER_LENGTH},
             "encoder_hidden_states": {0: BATCH, 1: ENCODER_LENGTH},
             "encoder_attention_mask": {0: BATCH, 1: ENCODER_LENGTH}}.get(name, {})
 
 
+@repair_pass(STATIC_SIGNATURE_DIM, BAKED_RESHAPE_SHAPE)
 def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     graph = decoder.model.graph
     # Only the signature says what the export fixed; branch outputs may carry other static shapes (the dummy's,
@@ -64,10 +67,12 @@ def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     return findings
 
 
-def _constant_shape(graph: onnx.GraphProto, name: str, outer: dict[str, onnx.TensorProto]):
+def _constant_shape(graph: onnx.GraphProto, name: str,
+                    outer: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
     node = producers(graph).get(name)
     if node is not None and node.op_type == "Constant":
-        return next((a.t for a in node.attribute if a.name == "value"), None)
+        value = attribute(node, "value")
+        return value.t if value is not None else None
     return next((t for t in graph.initializer if t.name == name), None) or outer.get(name)
 
 
@@ -101,14 +106,16 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
                      and size == exported[data_dims[i]] and size > 0]
             if not baked:
                 continue
-            if any(a.name == "allowzero" and a.i == 1 for a in node.attribute):
+            allowzero = attribute(node, "allowzero")
+            if allowzero is not None and allowzero.i == 1:
                 raise RepairRefusedError(f"Reshape {node.name!r} bakes {data_dims[baked[0]]} but sets allowzero=1, "
                                          "so 0 cannot copy the dim")
             fixed = shape.copy()
             fixed[baked] = 0
             findings.append(Finding(
                 code=BAKED_RESHAPE_SHAPE, node=node.name, tensor=node.input[1],
-                message=f"Reshape shape {shape.tolist()} bakes {', '.join(f'{data_dims[i]}={shape[i]}' for i in baked)}",
+                message=f"Reshape shape {shape.tolist()} bakes "
+                        f"{', '.join(f'{data_dims[i]}={shape[i]}' for i in baked)}",
                 fix=f"shape {fixed.tolist()} (0 copies the input's dim)"))
             replacement = numpy_helper.from_array(fixed, f"{node.input[1]}/graphfix_symbolic")
             graph.initializer.append(replacement)  # a new constant: the old one may be shared with other nodes

@@ -7,16 +7,16 @@ length of `encoder_hidden_states`, which is what it always is.
 
 from __future__ import annotations
 
-from .. import onnx_proto as onnx
-
 from ..findings import UNBINDABLE_DIM_NAME, Finding
-from ..merged_decoder import MergedDecoder, kv_name
+from ..io import onnx_proto as onnx
+from ..model.merged_decoder import MergedDecoder, kv_name
+from .contract import repair_pass
 
 SEQUENCE_AXIS = 2  # (batch, heads, sequence, head_dim)
 
 
 def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
-    values = [decoder.past[key] for key in sorted(decoder.past) if key[1] == "encoder"]
+    values: list[onnx.ValueInfoProto | None] = [decoder.past[k] for k in sorted(decoder.past) if k[1] == "encoder"]
     for key, slot in sorted(decoder.present.items()):
         if key[1] == "encoder":
             values.append(decoder.main_output(kv_name("present", key)))
@@ -24,6 +24,7 @@ def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
     return [v for v in values if v is not None and len(v.type.tensor_type.shape.dim) > SEQUENCE_AXIS]
 
 
+@repair_pass(UNBINDABLE_DIM_NAME)
 def kv_dim_names(decoder: MergedDecoder) -> list[Finding]:
     truth = decoder.encoder_sequence_dim
     if truth is None:

@@ -11,18 +11,15 @@ the target allows, or the opset is above the target's, the repair is refused nam
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .. import onnx_proto as onnx
-from ..onnx_proto import TensorProto
-
 from ..errors import RepairRefusedError
 from ..findings import IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, Finding
-from ..merged_decoder import MergedDecoder
-from ..ort_targets import ort_limits
+from ..io import onnx_proto as onnx
+from ..io.onnx_proto import TensorProto
+from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
+from .ort_targets import ort_limits
 
 # Element types and the IR version that introduced them.
-_TYPE_IR = {TensorProto.FLOAT8E4M3FN: 9, TensorProto.FLOAT8E4M3FNUZ: 9, TensorProto.FLOAT8E5M2: 9,
+_TYPE_IR: dict[int, int] = {TensorProto.FLOAT8E4M3FN: 9, TensorProto.FLOAT8E4M3FNUZ: 9, TensorProto.FLOAT8E5M2: 9,
             TensorProto.FLOAT8E5M2FNUZ: 9, TensorProto.UINT4: 10, TensorProto.INT4: 10}
 if hasattr(TensorProto, "FLOAT4E2M1"):
     _TYPE_IR[TensorProto.FLOAT4E2M1] = 11
@@ -31,7 +28,7 @@ if hasattr(TensorProto, "FLOAT4E2M1"):
 def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     """The lowest IR version the model's contents need, and what needs it."""
     need, why = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
-    from ..opset_adapters import element_types  # onnx's op schemas: only runs that retarget load them
+    from .opset_adapters import element_types  # onnx's op schemas: only runs that retarget load them
 
     for elem_type, where in element_types(model.graph):
         if _TYPE_IR.get(elem_type, 0) > need:
@@ -39,14 +36,16 @@ def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     return need, why
 
 
-def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding]]:
+def retarget_versions(target_ort: str) -> RepairPass:
+    """The pass that retargets any model of the export for onnxruntime `target_ort` ("1.16" or "1.16.3")."""
     max_ir, max_opset = ort_limits(target_ort)
 
-    def retarget_versions(decoder: MergedDecoder) -> list[Finding]:
-        model, findings = decoder.model, []
+    @repair_pass(IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, scope=ANY_MODEL)
+    def retarget_versions(subject: Subject) -> list[Finding]:
+        model, findings = subject.model, []
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is not None and opset > max_opset:
-            from ..opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
+            from .opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
 
             converted = convert_down(model, max_opset)
             findings.append(Finding(
@@ -57,9 +56,11 @@ def retarget_versions(target_ort: str) -> Callable[[MergedDecoder], list[Finding
             return findings
         need, why = min_ir_version(model)
         if need > max_ir:
-            raise RepairRefusedError(f"IR version {need} is needed by {why}, above IR {max_ir} of onnxruntime {target_ort}")
+            raise RepairRefusedError(f"IR version {need} is needed by {why}, "
+                                     f"above IR {max_ir} of onnxruntime {target_ort}")
         finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
-                          message=f"IR version {model.ir_version} is refused by onnxruntime {target_ort} (max IR {max_ir})",
+                          message=f"IR version {model.ir_version} is refused by onnxruntime {target_ort} "
+                                  f"(max IR {max_ir})",
                           fix=f"lower ir_version to {need}, the lowest its contents need")
         model.ir_version = need
         return findings + [finding]

@@ -8,10 +8,10 @@ client that feeds more than one token. Both If branches declare the same outputs
 
 from __future__ import annotations
 
-from .. import onnx_proto as onnx
-
 from ..findings import UNTRUTHFUL_DECODER_KV_SHAPE, UNTRUTHFUL_ENCODER_KV_SHAPE, Finding
-from ..merged_decoder import MergedDecoder, kv_name
+from ..io import onnx_proto as onnx
+from ..model.merged_decoder import KVKey, MergedDecoder, kv_name
+from .contract import repair_pass
 
 SEQUENCE_AXIS = 2
 
@@ -27,7 +27,7 @@ def _set_dims(value: onnx.ValueInfoProto, dims: list[str | int]) -> None:
         shape.dim.add(**({"dim_param": d} if isinstance(d, str) else {"dim_value": d}))
 
 
-def _expected(decoder: MergedDecoder, key) -> list[str | int] | None:
+def _expected(decoder: MergedDecoder, key: KVKey) -> list[str | int] | None:
     past = decoder.past.get(key)
     if past is None or not past.type.tensor_type.HasField("shape"):
         return None
@@ -41,6 +41,7 @@ def _expected(decoder: MergedDecoder, key) -> list[str | int] | None:
     return dims[:SEQUENCE_AXIS] + [f"{dims[SEQUENCE_AXIS]} + {new_tokens}"] + dims[SEQUENCE_AXIS + 1:]
 
 
+@repair_pass(UNTRUTHFUL_ENCODER_KV_SHAPE, UNTRUTHFUL_DECODER_KV_SHAPE)
 def truthful_kv_shapes(decoder: MergedDecoder) -> list[Finding]:
     findings = []
     for key, slot in sorted(decoder.present.items()):

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import (ARCHS, GENERATION, MAX_NEW_TOKENS, MERGED, SOURCE_IDS, TRANSFORMERS_JS_ARCHS,
-                       assert_scores_match)
+from .conftest import ARCHS, GENERATION, MAX_NEW_TOKENS, MERGED, SOURCE_IDS, TRANSFORMERS_JS_ARCHS, assert_scores_match
 
 
 def _plain_loop(node, arch, model_dir):

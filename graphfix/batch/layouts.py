@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInputError
-from .modelfile import read_model
+from ..errors import BadInputError
+from ..io.read import read_model
 
 MERGED_STEM = "decoder_model_merged"
 # The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.
@@ -26,7 +26,8 @@ def merged_decoder_names() -> list[str]:
 
 
 def find_merged_decoders(directory: str | os.PathLike) -> list[str]:
-    """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without one."""
+    """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without
+    one."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BadInputError(f"no such directory: {directory}")

@@ -2,10 +2,16 @@
 
 Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
 onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version.
+
+The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
+directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
+(`CARRIED`), never graphfix's own installation: an installed graphfix sits in a site-packages holding the newer
+onnxruntime, which would otherwise win.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,8 +19,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .errors import BadInputError
+from ..errors import BadInputError, ValidationFailedError
+
+PACKAGE = Path(__file__).resolve().parent.parent
+# The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
+CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "proof/cases.py", "proof/client_loop.py")
 
 
 def cache_dir() -> Path:
@@ -60,12 +71,37 @@ def runtime_python(version: str) -> Path:
 
 def full_release(target: str | None) -> str | None:
     """`1.16` -> the newest 1.16.x, the release whose wheel a proof on that target installs."""
-    from .ort_targets import LATEST_PATCH, ort_limits
+    from ..passes.ort_targets import LATEST_PATCH, ort_limits
 
     if target is None:
         return None
     ort_limits(target)  # refuses releases the table does not know
-    return target if target.count(".") == 2 else LATEST_PATCH[tuple(int(x) for x in target.split("."))]
+    major, minor = (int(x) for x in target.split(".")[:2])
+    return target if target.count(".") == 2 else LATEST_PATCH[(major, minor)]
+
+
+def run_in_runtime(version: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The client loop inside onnxruntime `version`: the answer of client_loop.run_proof, or a BadInputError."""
+    python = runtime_python(version)
+    with tempfile.TemporaryDirectory(prefix="graphfix-carried-") as carried:
+        for name in CARRIED:
+            target = Path(carried, "graphfix", name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PACKAGE / name, target)
+        script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import main; "
+                  "sys.exit(main(sys.argv[1]))")
+        proc = subprocess.run([str(python), "-I", "-c", script, json.dumps(request)], capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BadInputError(f"the decode loop failed to run in onnxruntime {version}: {tail}")
+    answer: dict[str, Any] = json.loads(lines[-1])
+    if "error" in answer:
+        raise BadInputError(answer["error"])
+    if answer["result"]["onnxruntime"] != version:  # the promise: the proof ran in the release it names
+        raise BadInputError(f"the proof meant for onnxruntime {version} ran in {answer['result']['onnxruntime']}")
+    result: dict[str, Any] = answer["result"]
+    return result
 
 
 _LOAD = "import sys, onnxruntime as o\ntry:\n o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n" \
@@ -74,13 +110,11 @@ _LOAD = "import sys, onnxruntime as o\ntry:\n o.InferenceSession(sys.argv[1], pr
 
 def load_in_onnxruntime(path: Path, release: str | None = None) -> None:
     """Raise ValidationFailedError unless that onnxruntime (this process's when None) can load the model."""
-    from .errors import ValidationFailedError
-
     python = runtime_python(release) if release else Path(sys.executable)
-    proc = subprocess.run([str(python), "-c", _LOAD, str(path)], capture_output=True, text=True)
+    proc = subprocess.run([str(python), "-I", "-c", _LOAD, str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         version = release or "installed"
         raise ValidationFailedError(f"onnxruntime {version} cannot load the output: {proc.stdout.strip()}")
 
 
-__all__ = ["cache_dir", "full_release", "load_in_onnxruntime", "runtime_python"]
+__all__ = ["cache_dir", "full_release", "load_in_onnxruntime", "run_in_runtime", "runtime_python"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import onnx
 from onnx import AttributeProto, TensorProto, defs, helper
 
-from .errors import RepairRefusedError
-from .merged_decoder import all_graphs
+from ..errors import RepairRefusedError
+from ..model.graph import all_graphs, attribute
 
 # Bumps whose schema signature did not change but whose meaning did: never relabel these.
 _SEMANTIC_BUMPS = {("Pad", 19), ("Resize", 19), ("GroupNormalization", 21), ("Resize", 18), ("Resize", 13)}
@@ -24,18 +25,18 @@ _SEMANTIC_BUMPS = {("Pad", 19), ("Resize", 19), ("GroupNormalization", 21), ("Re
 _DROPPABLE_DEFAULTS = {"saturate": 1}
 
 
-def _schema(op: str, opset: int):
+def _schema(op: str, opset: int) -> Any:
     try:
         return defs.get_schema(op, opset, "")
     except defs.SchemaError:
         return None
 
 
-def _schema_type_strings(schema) -> set[str]:
+def _schema_type_strings(schema: Any) -> set[str]:
     return {t for constraint in schema.type_constraints for t in constraint.allowed_type_strs}
 
 
-def _signature(schema) -> tuple:
+def _signature(schema: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     return ([(i.name, i.option) for i in schema.inputs], [(o.name, o.option) for o in schema.outputs])
 
 
@@ -102,12 +103,14 @@ def _relabel(node: onnx.NodeProto, target: int) -> None:
 def _gelu(node: onnx.NodeProto, fresh: Callable[[str], str]) -> list[onnx.NodeProto]:
     """Gelu (opset 20) as the Erf or tanh formula it is defined by; constants CastLike'd to the input type."""
     x, y = node.input[0], node.output[0]
-    approximate = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "approximate"), b"none")
+    approximate_attr = attribute(node, "approximate")
+    approximate = helper.get_attribute_value(approximate_attr) if approximate_attr is not None else b"none"
     nodes: list[onnx.NodeProto] = []
 
     def const(value: float) -> str:
         raw, typed = fresh("c"), fresh("c")
-        nodes.append(helper.make_node("Constant", [], [raw], value=helper.make_tensor(raw, TensorProto.FLOAT, [], [value])))
+        tensor = helper.make_tensor(raw, TensorProto.FLOAT, [], [value])
+        nodes.append(helper.make_node("Constant", [], [raw], value=tensor))
         nodes.append(helper.make_node("CastLike", [raw, x], [typed]))
         return typed
 

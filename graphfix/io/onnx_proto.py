@@ -13,24 +13,42 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 
-def _load_generated_classes():
+def _load_generated_classes() -> ModuleType:
     name = "onnx.onnx_ml_pb2"
     if name in sys.modules:
         return sys.modules[name]
     package = importlib.util.find_spec("onnx")  # locates the package without running its __init__
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("graphfix needs the onnx package")
     spec = importlib.util.spec_from_file_location(name, Path(package.submodule_search_locations[0]) / "onnx_ml_pb2.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("onnx has no onnx_ml_pb2.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-_pb = _load_generated_classes()
-ModelProto, GraphProto, NodeProto = _pb.ModelProto, _pb.GraphProto, _pb.NodeProto
-TensorProto, AttributeProto, ValueInfoProto = _pb.TensorProto, _pb.AttributeProto, _pb.ValueInfoProto
-TensorShapeProto, OperatorSetIdProto = _pb.TensorShapeProto, _pb.OperatorSetIdProto
+if TYPE_CHECKING:  # onnx's stubs describe the very classes loaded below
+    from onnx.onnx_ml_pb2 import (
+        AttributeProto,
+        GraphProto,
+        ModelProto,
+        NodeProto,
+        OperatorSetIdProto,
+        TensorProto,
+        TensorShapeProto,
+        ValueInfoProto,
+    )
+else:
+    _pb = _load_generated_classes()
+    ModelProto, GraphProto, NodeProto = _pb.ModelProto, _pb.GraphProto, _pb.NodeProto
+    TensorProto, AttributeProto, ValueInfoProto = _pb.TensorProto, _pb.AttributeProto, _pb.ValueInfoProto
+    TensorShapeProto, OperatorSetIdProto = _pb.TensorShapeProto, _pb.OperatorSetIdProto
 
 
 def make_node(op_type: str, inputs: list[str], outputs: list[str], name: str = "") -> NodeProto:
@@ -38,7 +56,7 @@ def make_node(op_type: str, inputs: list[str], outputs: list[str], name: str = "
     return NodeProto(op_type=op_type, input=inputs, output=outputs, name=name)
 
 
-def __getattr__(attr: str):
+def __getattr__(attr: str) -> Any:
     if attr.startswith("__"):  # importlib probes __path__ & co.; answering them would import onnx for nothing
         raise AttributeError(attr)
     return getattr(importlib.import_module("onnx"), attr)

@@ -16,8 +16,12 @@ inference, numpy_helper) the stripped tensor honestly says "my data is elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    import mmap
 
 # Field numbers from onnx.proto; only the messages on the path from ModelProto to a TensorProto matter.
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR = range(5)
@@ -52,10 +56,13 @@ class SourceRange:
         return self.end - self.start
 
 
-Piece = bytes | SourceRange
+Piece = Union[bytes, SourceRange]
+Buffer = Union[bytes, "mmap.mmap"]  # the model file, mapped; or the serialized skeleton
+OnTensor = Callable[[Buffer, int, int], "list[Piece] | None"]
+Descend = Callable[[Buffer, int, int], bool]
 
 
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+def _varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= end or shift > 63:
@@ -77,7 +84,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+def fields(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
     """(number, wire type, field start, value start, value end) of every field in buf[start:end]."""
     pos = start
     while pos < end:
@@ -108,12 +115,17 @@ def _len_field(number: int, pieces: list[Piece]) -> list[Piece]:
     return [encode_varint(number << 3 | _LEN) + encode_varint(size), *pieces]
 
 
+def _literal(pieces: list[Piece]) -> bytes:
+    return b"".join(p for p in pieces if isinstance(p, bytes))  # only called on pieces that are all bytes
+
+
 def _string_entry(key: str, value: str) -> bytes:
-    entry = b"".join(_len_field(1, [key.encode()]) + _len_field(2, [value.encode()]))
-    return b"".join(_len_field(_EXTERNAL_DATA, [entry]))
+    entry = _literal(_len_field(1, [key.encode()]) + _len_field(2, [value.encode()]))
+    return _literal(_len_field(_EXTERNAL_DATA, [entry]))
 
 
-def _rewrite(buf, start: int, end: int, kind: int, on_tensor, descend) -> list[Piece] | None:
+def _rewrite(buf: Buffer, start: int, end: int, kind: int, on_tensor: OnTensor,
+             descend: Descend) -> list[Piece] | None:
     """buf[start:end] with each TensorProto below it replaced by on_tensor's pieces; None when nothing changed."""
     if kind == _TENSOR:
         return on_tensor(buf, start, end)
@@ -138,7 +150,7 @@ def _rewrite(buf, start: int, end: int, kind: int, on_tensor, descend) -> list[P
     return out
 
 
-def _strip_payload(buf, start: int, end: int) -> list[Piece] | None:
+def _strip_payload(buf: Buffer, start: int, end: int) -> list[Piece] | None:
     kept: list[bytes] = []
     payload: list[list[int]] = []
     for number, _, field_start, _, value_end in fields(buf, start, end):
@@ -158,18 +170,18 @@ def _strip_payload(buf, start: int, end: int) -> list[Piece] | None:
     return [*kept, marker, encode_varint(_DATA_LOCATION << 3 | _VARINT) + b"\x01"]
 
 
-def split(buf) -> bytes:
+def split(buf: Buffer) -> bytes:
     """The skeleton of the serialized ModelProto `buf`: every payload of at least STRIP_AT bytes replaced by a marker
     holding its byte ranges in `buf`. Raises WireError on malformed bytes."""
     pieces = _rewrite(buf, 0, len(buf), _MODEL, _strip_payload, lambda _b, s, e: e - s >= STRIP_AT)
-    return bytes(buf) if pieces is None else b"".join(pieces)  # type: ignore[arg-type]
+    return bytes(buf) if pieces is None else _literal(pieces)  # stripping leaves no source ranges
 
 
-def _marked_ranges(buf, start: int, end: int) -> list[SourceRange] | None:
+def _marked_ranges(buf: Buffer, start: int, end: int) -> list[SourceRange] | None:
     for number, _, _, value_start, value_end in fields(buf, start, end):
         if number != _EXTERNAL_DATA:
             continue
-        entry = {}
+        entry: dict[int, str] = {}
         for key_number, _, _, s, e in fields(buf, value_start, value_end):
             entry[key_number] = bytes(buf[s:e]).decode()
         if entry.get(1) == _RANGES_KEY:
@@ -177,7 +189,7 @@ def _marked_ranges(buf, start: int, end: int) -> list[SourceRange] | None:
     return None
 
 
-def _restore_payload(buf, start: int, end: int) -> list[Piece] | None:
+def _restore_payload(buf: Buffer, start: int, end: int) -> list[Piece] | None:
     ranges = _marked_ranges(buf, start, end)
     if ranges is None:
         return None

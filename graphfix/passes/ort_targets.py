@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 # (major, minor) -> (max IR version, max ai.onnx opset, newest patch on PyPI: the wheel a proof "on X.Y" installs)
 _TABLE: dict[tuple[int, int], tuple[int, int, str]] = {

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.machinery import ExtensionFileLoader
+from types import FrameType
+from typing import Any
 
 _EXTENSION_INIT = {ExtensionFileLoader.create_module.__code__, ExtensionFileLoader.exec_module.__code__}
 RETRY_SECONDS = 0.005
@@ -41,7 +43,7 @@ def is_interrupt(err: BaseException) -> bool:
     return isinstance(err, KeyboardInterrupt) or received
 
 
-def _interrupted(signum, frame) -> None:
+def _interrupted(signum: int, frame: FrameType | None) -> None:
     global received, _held
     if _holds:  # raised where the hold ends
         _held = True
@@ -54,7 +56,7 @@ def _interrupted(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _inside_extension_init(frame) -> bool:
+def _inside_extension_init(frame: FrameType | None) -> bool:
     while frame is not None:
         if frame.f_code in _EXTENSION_INIT:
             return True
@@ -62,7 +64,7 @@ def _inside_extension_init(frame) -> bool:
     return False
 
 
-def _redeliver_lost_interrupt(unraisable) -> None:
+def _redeliver_lost_interrupt(unraisable: Any) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
         return

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import interrupts
-from .datacopy import copy_file
-from .errors import BadInputError, GraphfixError
+from ..errors import BadInputError, GraphfixError
+from ..io import interrupts
+from ..io.datacopy import copy_file
+from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
+from ..pipeline import RepairResult, repair
 from .layouts import find_merged_decoders, plan_directory
-from .modelfile import backup_path, staging_directory
-from .pipeline import RepairResult, repair
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
 # "done"; bytes are reported once per file, when it is done.
@@ -37,7 +38,7 @@ class ModelRepair:
     result: RepairResult
     seconds: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "seconds": round(self.seconds, 3), **self.result.to_dict()}
 
 
@@ -53,12 +54,12 @@ class DirectoryRepairResult:
     def changed(self) -> bool:
         return any(m.result.changed for m in self.models)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "models": [m.to_dict() for m in self.models], "linked": self.linked, "copied": self.copied}
 
 
-def _repair_one(source: Path, out: Path, options: dict, name: str = "",
+def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = "",
                 on_progress: ProgressCallback | None = None) -> tuple[RepairResult, float]:
     started = time.perf_counter()
     step = (lambda what: on_progress(name, what, 0)) if on_progress else None
@@ -71,7 +72,7 @@ def _repair_one(source: Path, out: Path, options: dict, name: str = "",
     return result, time.perf_counter() - started
 
 
-def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
+def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict[str, Any], workers: int,
                 on_progress: ProgressCallback | None) -> list[ModelRepair]:
     """Repair each (name, source, out); results in input order whatever order the workers finish in."""
     done: list[ModelRepair] = []
@@ -106,18 +107,6 @@ def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict, workers: int,
     return done
 
 
-def _check_output_directory(source: Path, out: Path) -> None:
-    if out.resolve().is_relative_to(source.resolve()):
-        raise BadInputError(f"output directory {out} is inside the input {source}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInputError(f"output {out} already exists and is not an empty directory; remove it or pick another")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {parent} is not writable")
-
-
 def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
     target = staging / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +121,9 @@ def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
     shutil.copystat(source / name, target)
 
 
-def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs: int = 1, in_place: bool = False,
-                     on_progress: ProgressCallback | None = None, **options) -> DirectoryRepairResult:
+def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str], *, jobs: int = 1,
+                     in_place: bool = False, on_progress: ProgressCallback | None = None,
+                     **options: Any) -> DirectoryRepairResult:
     """Repair every merged decoder in the model directory `source` into the new directory `out`, carrying every
     other file over unchanged. `options` are those of pipeline.repair (run_validation, target_ort, ...). `jobs`
     decoders are repaired at once, in separate processes. With `in_place` (out == source) each decoder is replaced
@@ -149,9 +139,8 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
             raise BadInputError("--in-place needs the output to be the input")
         return _repair_in_place(source, jobs, on_progress, options)
     plan = plan_directory(source)
-    _check_output_directory(source, out)
-    parent = out.parent if str(out.parent) else Path(".")
-    with staging_directory(parent, out.name) as staging:  # removed unless renamed into place
+    check_output_directory(out, source=source)
+    with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
@@ -167,15 +156,12 @@ def repair_directory(source: str | os.PathLike, out: str | os.PathLike, *, jobs:
             model.result.output = out / model.path
             if model.result.validation is not None:
                 model.result.validation.model = str(out / model.path)
-        with interrupts.held_for_main_thread():
-            if out.exists():
-                out.rmdir()  # checked empty above
-            os.rename(staging, out)
+        land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
     return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies)
 
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
-                     options: dict) -> DirectoryRepairResult:
+                     options: dict[str, Any]) -> DirectoryRepairResult:
     names = find_merged_decoders(directory)
     # Refuse before the first decoder is replaced, not halfway through the directory.
     for name in names:

@@ -1,5 +1,5 @@
-"""What one decode-loop proof runs and reports, shared by the host (validation.py) and the decode loop running in
-another onnxruntime (decode_loop.py); standard library only, so reading results never imports numpy."""
+"""What one decode-loop proof runs and reports, shared by the host (validation.py) and the client loop running in
+another onnxruntime (client_loop.py); standard library only, so reading results never imports numpy."""
 
 from __future__ import annotations
 

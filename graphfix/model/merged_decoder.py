@@ -11,13 +11,12 @@ duplicates the weights of a merged decoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import onnx_proto as onnx
-
-from .errors import NotAMergedDecoderError, RepairRefusedError
-from .signature import CACHE_FLAG, PAST, PRESENT
+from ..errors import NotAMergedDecoderError, RepairRefusedError
+from ..io import onnx_proto as onnx
+from ..signature import CACHE_FLAG, PAST, PRESENT
+from .graph import attribute, node_reads, producers
 
 # Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If). `Not` swaps
 # the branches, which is harmless: the cache branch is decided by what it reads, not by then/else.
@@ -39,7 +38,9 @@ class MergedDecoder:
     present: dict[KVKey, int] = field(default_factory=dict)  # -> position among the If's outputs
 
     def _branch(self, name: str) -> onnx.GraphProto:
-        return next(a.g for a in self.if_node.attribute if a.name == name)
+        branch = attribute(self.if_node, name)
+        assert branch is not None, "find_merged_decoder checked both branches"
+        return branch.g
 
     @property
     def cache_branch(self) -> onnx.GraphProto:
@@ -71,47 +72,6 @@ class PlainModel:
     model: onnx.ModelProto
 
 
-def node_reads(node: onnx.NodeProto) -> Iterator[str]:
-    """Every tensor name a node reads, including outer-scope names read inside its subgraphs."""
-    yield from (name for name in node.input if name)
-    for attr in node.attribute:
-        for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            for inner in graph.node:
-                yield from node_reads(inner)
-
-
-def all_graphs(graph: onnx.GraphProto, path: str = "main graph") -> Iterator[tuple[onnx.GraphProto, str]]:
-    """`graph` and every subgraph below it (both If branches, nested ones too), each with where it sits."""
-    yield graph, path
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from all_graphs(attr.g, f"{path} / {node.name or node.op_type}.{attr.name}")
-
-
-def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in graph.node for out in node.output if out}
-
-
-def ancestors(graph: onnx.GraphProto, name: str,
-              made_by: dict[str, onnx.NodeProto] | None = None) -> tuple[set[str], list[onnx.NodeProto]]:
-    """Names `name` is computed from within `graph` (outer-scope names included, not followed) and the nodes.
-    Pass `made_by` (producers(graph)) when asking about many names of one graph."""
-    made_by = producers(graph) if made_by is None else made_by
-    seen, nodes, visited, todo = {name}, [], set(), [name]
-    while todo:
-        node = made_by.get(todo.pop())
-        if node is None or tuple(node.output) in visited:
-            continue
-        visited.add(tuple(node.output))
-        nodes.append(node)
-        for read in node_reads(node):
-            if read not in seen:
-                seen.add(read)
-                todo.append(read)
-    return seen, nodes
-
-
 def _condition_source(graph: onnx.GraphProto, name: str) -> str:
     made_by, seen = producers(graph), set()
     # A corrupt graph can have a forwarder without input, or a cycle: both end the walk rather than crash or hang.
@@ -128,7 +88,8 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     if flag is None or flag.type.tensor_type.elem_type != onnx.TensorProto.BOOL:
         raise NotAMergedDecoderError(f"not a merged decoder: no boolean input {CACHE_FLAG!r}")
     # An If without its condition input is malformed (found by fuzzing); it conditions on nothing.
-    ifs = [n for n in graph.node if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]
+    ifs = [n for n in graph.node
+           if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]
     if len(ifs) != 1:
         raise NotAMergedDecoderError(
             f"not a merged decoder: expected one If conditioned on {CACHE_FLAG!r}, found {len(ifs)}")

@@ -12,13 +12,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from typing import TYPE_CHECKING
-
-from . import interrupts
-from .layouts import directory_files
-from .model_directory import DirectoryRepairResult
+from ..batch.layouts import directory_files
+from ..batch.model_directory import DirectoryRepairResult
+from ..io import interrupts
 
 if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw something
     from rich.progress import Progress

@@ -1,0 +1,125 @@
+"""Split a merged decoder into `decoder_model.onnx` and `decoder_with_past_model.onnx`, for runtimes and compilers
+without `If` support (and for clients written against Optimum's older two-file layout).
+
+Each branch of the `If` becomes a model of its own: its graph inputs are the outer inputs the branch reads, its
+outputs are the `If`'s outputs, and the outer initializers it reads are copied in, each once per file. The repair
+passes run first, so the with-past model already passes the encoder KV through. Both files are written into a
+staging directory, proven by the split-pair decode loop (split_validation.py), and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, NotAMergedDecoderError
+from ..findings import Finding
+from ..io import onnx_proto as onnx
+from ..io.read import read_model
+from ..io.write import check_output_directory, write_models
+from ..model.graph import outer_reads
+from ..model.merged_decoder import MergedDecoder
+from ..pipeline import find_and_fix, keep_checker_verdict, passes_checker, require_proof
+from ..proof.validation import ValidationResult
+
+DECODER = "decoder_model.onnx"
+DECODER_WITH_PAST = "decoder_with_past_model.onnx"
+
+
+@dataclass
+class SplitResult:
+    input: Path
+    decoder: Path
+    decoder_with_past: Path
+    changes: list[Finding] = field(default_factory=list)  # the repairs applied before splitting
+    validation: ValidationResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": str(self.input), "decoder": str(self.decoder),
+                "decoder_with_past": str(self.decoder_with_past),
+                "changes": [c.to_dict() for c in self.changes],
+                "validation": self.validation.to_dict() if self.validation else None}
+
+
+def branch_model(decoder: MergedDecoder, branch: onnx.GraphProto, name: str) -> onnx.ModelProto:
+    """`branch` as a model of its own, reading the merged model's inputs and initializers directly."""
+    main = decoder.model.graph
+    reads = outer_reads(branch)
+
+    graph = onnx.GraphProto(name=name, doc_string=branch.doc_string)
+    graph.input.extend(v for v in main.input if v.name in reads)
+    graph.initializer.extend(t for t in main.initializer if t.name in reads)
+    graph.sparse_initializer.extend(t for t in main.sparse_initializer if t.values.name in reads)
+    graph.initializer.extend(branch.initializer)
+    graph.node.extend(branch.node)
+    unknown = reads - {v.name for v in graph.input} - {t.name for t in graph.initializer} - \
+        {t.values.name for t in graph.sparse_initializer}
+    if unknown:
+        # e.g. a value computed by a main-graph node: Optimum's merge never makes one, so refuse rather than guess
+        raise NotAMergedDecoderError(f"not a merged decoder graphfix can split: the branch reads "
+                                     f"{sorted(unknown)[0]!r}, which is neither a graph input nor an initializer")
+
+    declared = {v.name: v for v in main.output}
+    for if_output, branch_output in zip(decoder.if_node.output, branch.output):
+        if if_output not in declared:
+            continue  # an If output the merged model does not expose
+        if branch_output.name != if_output:
+            graph.node.append(onnx.make_node("Identity", [branch_output.name], [if_output],
+                                             name=f"{if_output}_from_branch"))
+        output = graph.output.add()
+        output.CopyFrom(branch_output)
+        output.name = if_output
+    if {o.name for o in graph.output} != set(declared):
+        raise NotAMergedDecoderError("not a merged decoder graphfix can split: its outputs are not the If's outputs")
+    graph.value_info.extend(branch.value_info)
+
+    model = onnx.ModelProto()
+    model.CopyFrom(decoder.model)
+    model.graph.CopyFrom(graph)
+    return model
+
+
+def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, run_validation: bool = True,
+          data_mode: str = "clone", ort_version: str | None = None) -> SplitResult:
+    """Write `decoder_model.onnx` and `decoder_with_past_model.onnx` from the merged decoder at `source` into
+    `out_dir` (created if missing; existing files of those names are replaced). Raises NotAMergedDecoderError on
+    any other model and ValidationFailedError when the pair does not decode like full recompute; writes nothing
+    then. `ort_version` runs the proof inside that onnxruntime release."""
+    from ..proof.validation import validate_split
+
+    source, out_dir = Path(source), Path(out_dir)
+    loaded = read_model(source)
+    decoder, changes = find_and_fix(loaded.model, None)
+    assert isinstance(decoder, MergedDecoder)
+    models = {out_dir / DECODER: branch_model(decoder, decoder.no_cache_branch, "decoder"),
+              out_dir / DECODER_WITH_PAST: branch_model(decoder, decoder.cache_branch, "decoder_with_past")}
+    check_output_directory(out_dir, must_be_empty=False)
+    result = SplitResult(input=source, decoder=out_dir / DECODER, decoder_with_past=out_dir / DECODER_WITH_PAST,
+                         changes=changes)
+    checker_held = passes_checker(source) if run_validation else False
+
+    def before_commit(staged: dict[Path, Path]) -> None:
+        if not run_validation:
+            return
+        keep_checker_verdict(checker_held, staged)
+        validation = validate_split(staged[result.decoder], staged[result.decoder_with_past], merged=source,
+                                    ort_version=ort_version)
+        result.validation = require_proof(validation, out_dir, "split decoders do not decode like full recompute")
+
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"cannot create {out_dir}: {err.strerror}") from None
+    try:
+        write_models(dict(models), loaded, before_commit, data_mode=data_mode)
+    except BaseException:
+        if created:
+            try:
+                out_dir.rmdir()  # only while still empty: a Ctrl-C held through the renames keeps the output
+            except OSError:
+                pass
+        raise
+    return result

@@ -1,0 +1,185 @@
+"""The typer app and the one error layer every command goes through.
+
+Results go to stdout, diagnostics (`error: ...`) to stderr. Every way a run can end badly, a usage error caught by
+click (a missing argument, `--jobs 0`), a GraphfixError, a bug or a Ctrl-C, ends in exactly one `error:` line and
+its exit code, and with `--json` in one JSON document on stdout as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
+from typer.core import TyperGroup
+
+from ..errors import GraphfixError
+from ..io import interrupts
+
+EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
+JSON_SCHEMA = "graphfix/1"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line(text: str) -> str:
+    """A message as one line whatever it quotes (a path may hold a newline)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def rendered(doc: str) -> str:
+    """A docstring as help text rich can wrap: each paragraph one line, except examples, which keep their lines."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("Example") else " ".join(p.split()) for p in paragraphs)
+
+
+class OutputWatch:
+    """The paths a command may replace, and what each was when it started: a Ctrl-C's message says what the disk
+    says landed (every write ends in a rename, so a replaced path has a new inode), not what the timing suggests."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.before = {path: self._identity(path) for path in paths}
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def written(self) -> list[Path]:
+        return [path for path, was in self.before.items() if self._identity(path) != was]
+
+
+class _Run:
+    """What the error layer knows of the command under way."""
+
+    watch: OutputWatch | None = None
+    interrupt_reported = False
+
+
+run = _Run()
+
+
+def watch_outputs(paths: Sequence[Path]) -> None:
+    run.watch = OutputWatch(paths)
+
+
+def _interrupted_message() -> str:
+    written = run.watch.written() if run.watch else []
+    if not written:
+        return "interrupted; nothing was written"
+    return f"interrupted; already written in full: {', '.join(map(str, written))}"
+
+
+def emit_json(command: str, payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
+
+
+def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool,
+                   validation: Any = None) -> int:
+    """The one `error:` line (and JSON document) for `err`; returns the exit code."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    if interrupts.is_interrupt(err):
+        run.interrupt_reported = True
+        message, code = _interrupted_message(), 130
+    elif isinstance(err, GraphfixError):
+        message, code = str(err), err.exit_code
+    elif isinstance(err, ClickException):
+        message, code = " ".join(err.format_message().split()), 2
+    else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
+        message = (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                   " (rerun with --debug for the traceback)")
+        code = 2
+    if as_json:
+        validation = getattr(err, "validation", None)
+        emit_json(command or "graphfix", {"ok": False, "error": message, "exit_code": code,
+                                          "validation": validation.to_dict() if validation is not None else None})
+    typer.echo(f"error: {one_line(message)}", err=True)
+    return code
+
+
+def graphfix_command(app: typer.Typer, name: str) -> Callable[[F], F]:
+    """Register `fn` as the command `name`: its docstring becomes rendered help, and whatever it raises reaches
+    the user through report_failure. The command returns its exit code (None is 0)."""
+
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> None:
+            run.watch = None
+            try:
+                code = fn(*args, **kwargs)
+            except typer.Exit:
+                raise
+            except (Exception, KeyboardInterrupt) as err:
+                code = report_failure(name, err, as_json=kwargs.get("as_json", False),
+                                      debug=kwargs.get("debug", False))
+            raise typer.Exit(code or 0)
+
+        app.command(name, help=rendered(fn.__doc__ or ""), epilog=EXIT_CODES)(command)
+        return fn
+
+    return register
+
+
+def _command_name(args: Sequence[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+class GraphfixGroup(TyperGroup):
+    """Click's usage errors (a missing argument, `--jobs 0`, an unreadable path) as one `error:` line and exit 2,
+    and with `--json` as a JSON document, instead of click's multi-line box. Used by the process entry point and
+    by typer's CliRunner alike."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args=argv, prog_name=prog_name or "graphfix", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except NoArgsIsHelpError as err:  # bare `graphfix`: the help, as before
+            typer.echo(err.format_message(), err=True)
+            code = 2
+        except ClickException as err:
+            code = report_failure(_command_name(argv), err, as_json="--json" in argv, debug=False)
+        except typer.Abort:
+            code = report_failure(_command_name(argv), KeyboardInterrupt(), as_json="--json" in argv, debug=False)
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+class GraphfixApp(typer.Typer):
+    """The process entry point. SIGXFSZ is ignored so that a write over RLIMIT_FSIZE fails with EFBIG (reported,
+    temp files removed) instead of killing the process mid-write; Ctrl-C is routed through io/interrupts.py."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        run.interrupt_reported = False
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        interrupts.install()
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as exit:
+            if exit.code == 130 and not run.interrupt_reported:
+                sys.stderr.write("error: interrupted\n")
+            raise
+
+
+app = GraphfixApp(
+    cls=GraphfixGroup,
+    help=rendered(f"""Repair Optimum merged decoders so any runtime can drive their KV cache.
+
+    {EXIT_CODES}"""),
+    add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+)

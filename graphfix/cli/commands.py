@@ -1,0 +1,283 @@
+"""The commands: parse, call the library, print the result, return the exit code. Errors are the app's job
+(app.py); nothing here catches them except `check`, which goes on to the next file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .. import __version__
+from ..batch.layouts import expand_model_paths, find_merged_decoders
+from ..errors import BadInputError
+from ..pipeline import CheckResult, RepairResult, Validator, check, repair
+from ..proof.validation import ValidationResult, validate
+from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
+from .progress import progress_wanted, terminal_progress
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+TargetOption = Annotated[Optional[str], typer.Option(
+    "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
+    "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
+    "leave versions alone.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"graphfix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                          help="Print the version and exit.")] = None) -> None:
+    """Repair Optimum merged decoders so any runtime can drive their KV cache."""
+
+
+def _validator(ctx: typer.Context) -> Validator | None:
+    """Tests hand in their own proof as `CliRunner().invoke(app, args, obj={"validator": ...})`."""
+    validator: Validator | None = (ctx.obj or {}).get("validator")
+    return validator
+
+
+def _validation_lines(result: ValidationResult, reference: str = "--original") -> list[str]:
+    lines = []
+    for case in result.cases:
+        status = "ok" if case.failure is None else f"FAILED: {case.failure}"
+        lines.append(f"  batch {case.batch}, source length {case.source_length}: {case.steps} steps, "
+                     f"max |logits - full recompute| {case.max_abs_diff:.3g}, "
+                     f"tokens {case.tokens_agree}/{case.tokens_total}: {status}")
+    if result.original is not None:
+        original = result.original
+        status = "ok" if not original.get("failure") else f"FAILED: {original['failure']}"
+        lines.append(f"  against {reference}: max |logits diff| {original.get('max_abs_diff')}: {status}")
+    return lines
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@graphfix_command(app, "repair")
+def repair_command(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), or a model "
+                                           "directory (Optimum or onnx-community layout).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the repaired model, or the new directory (never the "
+                                        "input, unless --in-place).")],
+    no_validate: NoValidateOption = False,
+    in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first (of each decoder "
+                                           "of a directory).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory at "
+                                      "once, in separate processes.")] = 1,
+    target_ort: TargetOption = None,
+    validate_on_target: Annotated[bool, typer.Option(
+        "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
+        "into a cached venv on first use) instead of the installed one.")] = False,
+    copy_data: Annotated[bool, typer.Option(
+        "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a "
+        "copy).")] = False,
+    link_data: Annotated[bool, typer.Option(
+        "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
+        "a data file with several links; onnxruntime loads it.")] = False,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
+
+    Rewires the cache branch to pass the encoder KV through, makes declared shapes truthful, optionally retargets
+    IR/opset for the onnxruntime you deploy on, and proves it by decoding in onnxruntime before the output is put
+    in place.
+
+    The output appears atomically, and only once it has passed validation; on any error nothing is written and
+    the input is untouched. A model that needs nothing is copied as it is ("nothing to repair").
+
+    A directory: every merged decoder in it (decoder_model_merged.onnx, onnx/decoder_model_merged{,_quantized,
+    _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
+    (hardlinked where possible; external data copied), so OUT is a drop-in replacement. OUT must not exist (or be
+    empty); it appears in one rename once every decoder has passed.
+
+    Examples:
+      graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
+      graphfix repair --jobs 4 opus-mt-en-de/ opus-mt-en-de-fixed/
+    """
+    is_directory = source.is_dir()
+    watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
+    if copy_data and link_data:
+        raise BadInputError("--copy-data and --link-data exclude each other")
+    options: dict[str, Any] = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
+                                   validate_on_target=validate_on_target, validator=_validator(ctx),
+                                   data_mode="copy" if copy_data else "link" if link_data else "clone")
+    if is_directory:
+        return _repair_directory(source, out, jobs, options, as_json)
+    with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
+        step = (lambda name: progress(source.name, name)) if progress else None
+        result: RepairResult = repair(source, out, on_step=step, **options)
+    if as_json:
+        emit_json("repair", {"ok": True, **result.to_dict()})
+        return 0
+    for change in result.changes:
+        typer.echo(str(change))
+    if result.validation is not None:
+        typer.echo("validation (plain present->past loop vs full recompute, "
+                   f"onnxruntime {result.validation.onnxruntime}):")
+        for line in _validation_lines(result.validation):
+            typer.echo(line)
+    summary = (f"repaired {source} -> {out}: {len(result.changes)} change(s)" if result.changed
+               else f"nothing to repair: {source} is already drivable; copied to {out}")
+    if result.backup:
+        summary += f" (backup {result.backup})"
+    typer.echo(summary)
+    return 0
+
+
+def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], as_json: bool) -> int:
+    from ..batch.model_directory import repair_directory
+    from .progress import plan_size, print_table, summary_table
+
+    files, nbytes = plan_size(source)
+    with terminal_progress(progress_wanted(as_json=as_json), files, nbytes) as progress:
+        result = repair_directory(source, out, jobs=jobs, on_progress=progress, **options)
+    if as_json:
+        emit_json("repair", {"ok": True, **result.to_dict()})
+        return 0
+    for model in result.models:
+        for change in model.result.changes:
+            typer.echo(f"{model.path}: {change}")
+    print_table(summary_table(result))
+    changed = sum(m.result.changed for m in result.models)
+    where = "in place" if result.output == result.input else f"-> {out}"
+    typer.echo(f"repaired {source} {where}: {changed} of {len(result.models)} merged decoder(s) changed"
+               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else ""))
+    return 0
+
+
+@graphfix_command(app, "check")
+def check_command(
+    paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check, or model directories (every merged "
+                                                 "decoder in them).")],
+    target_ort: TargetOption = None,
+    ignore_other_models: Annotated[bool, typer.Option(
+        "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
+        "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
+
+    For each finding: its code, a one-line message, the tensor or node, and the fix `graphfix repair` would apply.
+    Exit 0 when every file is clean, 1 when any has findings, 2 when any cannot be read.
+
+    Example: graphfix check models/*/decoder_model_merged.onnx
+    """
+    results: list[CheckResult] = []
+    exit_code = 0
+    for path in expand_model_paths(paths):
+        try:
+            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models)
+        except Exception as err:  # reported, and the next file is still checked
+            if debug:
+                report_failure("check", err, as_json=False, debug=True)
+            elif not as_json:
+                typer.echo(f"error: {one_line(str(err))}", err=True)
+            results.append(CheckResult(path=path, error=str(err)))
+            exit_code = 2
+            continue
+        results.append(result)
+        exit_code = max(exit_code, 1 if result.findings else 0)
+        if as_json:
+            continue
+        for finding in result.findings:
+            typer.echo(f"{path}: {finding}")
+        if result.skipped:
+            typer.echo(f"{path}: skipped ({result.skipped})")
+        elif not result.findings:
+            typer.echo(f"{path}: ok")
+    if as_json:
+        emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
+    return exit_code
+
+
+@graphfix_command(app, "validate")
+def validate_command(
+    model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
+                                          "decoder in it).")],
+    original: Annotated[Optional[Path], typer.Option("--original", help="Also show full-recompute logits equal "
+                                                     "this model's (the unrepaired original) at every step.")] = None,
+    ort_version: Annotated[Optional[str], typer.Option(
+        "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
+        "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
+
+    Inputs are synthesized from the model's own signature (no PyTorch, no original weights): 8 steps at batch 1
+    and 3 and two source lengths. Exit 0 when it holds, 1 when it does not (naming the first step and output that
+    diverged), 2 when the model cannot be read or loaded.
+
+    Example: graphfix validate fixed.onnx --original decoder_model_merged.onnx --ort-version 1.16.3
+    """
+    if model.is_dir():
+        if original is not None:
+            raise BadInputError("--original takes a file; give the decoder file, not a directory")
+        results = [validate(path, ort_version=ort_version) for path in expand_model_paths([model])]
+    else:
+        results = [validate(model, original, ort_version=ort_version)]
+    ok = all(result.ok for result in results)
+    if as_json:
+        # A file keeps its flat document; a directory lists one such document per decoder under "models".
+        emit_json("validate", results[0].to_dict() if not model.is_dir() else
+                  {"ok": ok, "models": [result.to_dict() for result in results]})
+    else:
+        for result in results:
+            typer.echo(f"{result.model}: plain present->past loop vs full recompute "
+                       f"(onnxruntime {result.onnxruntime}):")
+            for line in _validation_lines(result):
+                typer.echo(line)
+            typer.echo("ok" if result.ok else f"FAILED: {result.first_failure}")
+    return 0 if ok else 1
+
+
+@graphfix_command(app, "split")
+def split_command(
+    merged: Annotated[Path, typer.Argument(help="The merged decoder to split (decoder_model_merged.onnx).")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory for decoder_model.onnx and decoder_with_past_model.onnx "
+                                            "(created if missing; files of those names are replaced).")],
+    no_validate: NoValidateOption = False,
+    ort_version: Annotated[Optional[str], typer.Option(
+        "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
+
+    Each If branch becomes a model of its own (the outer inputs it reads, the If's outputs, the weights it reads
+    copied in once). The repair passes run first, so the with-past model passes the encoder KV through. Both files
+    are proven before they land: the two-file client loop (no-past model at step 1, with-past model after, presents
+    fed back as past) must match full recompute at every step, and the merged decoder's logits.
+
+    Example: graphfix split decoder_model_merged.onnx split/
+    """
+    from ..batch.split import DECODER, DECODER_WITH_PAST, split
+
+    watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
+    result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
+    if as_json:
+        emit_json("split", {"ok": True, **result.to_dict()})
+        return 0
+    for change in result.changes:
+        typer.echo(str(change))
+    if result.validation is not None:
+        typer.echo(f"validation (no-past model, then with-past model fed its presents, vs full recompute, "
+                   f"onnxruntime {result.validation.onnxruntime}):")
+        for line in _validation_lines(result.validation, reference="the merged decoder"):
+            typer.echo(line)
+    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
+    return 0

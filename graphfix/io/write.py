@@ -1,0 +1,230 @@
+"""Writing models: the one commit path. Everything a command writes is staged in a hidden directory beside its
+destination (same filesystem, so renames out of it are atomic), proven there by the caller's `before_commit`, and
+only then renamed into place, all renames in one block that Ctrl-C cannot cut (data files first, models last). On
+any failure the staging directory is removed: a destination only ever holds the old file or the complete new one.
+
+Writing streams: the edited skeleton is serialized (kilobytes) and the payload ranges are copied file-to-file in
+the kernel (datacopy.py). No destination may be a file the input reads (its model file or external data), except
+the model file itself in an in-place repair, which then keeps reading its external data where it lies.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import BadInputError
+from . import onnx_proto as onnx
+from . import protowire
+from .datacopy import DATA_MODES, copy_data_file, copy_file, write_pieces
+from .interrupts import held_for_main_thread
+from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
+
+# before_commit({destination: staged path}) runs on the complete staged files; raising stops the commit.
+BeforeCommit = Callable[[dict[Path, Path]], None]
+
+
+def parent_of(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(out: Path) -> None:
+    """OUT may be replaced by a file: it is not a directory and its directory exists and is writable."""
+    if out.is_dir():
+        raise BadInputError(f"output {out} is a directory")
+    _check_writable_parent(out)
+
+
+def check_output_directory(out: Path, *, source: Path | None = None, must_be_empty: bool = True) -> None:
+    """OUT may become a new output directory of `source` (`must_be_empty`), or receive files (split)."""
+    if source is not None and out.resolve().is_relative_to(source.resolve()):
+        raise BadInputError(f"output directory {out} is inside the input {source}")
+    if must_be_empty and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInputError(f"output {out} already exists and is not an empty directory; remove it or pick another")
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"output {out} is not a directory")
+    if out.is_dir() and not must_be_empty:
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise BadInputError(f"output directory {out} is not writable")
+        return
+    _check_writable_parent(out)
+
+
+def _check_writable_parent(out: Path) -> None:
+    parent = parent_of(out)
+    if not parent.is_dir():
+        raise BadInputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory {parent} is not writable")
+
+
+def input_files(source: LoadedModel) -> set[Path]:
+    """Every file the input reads: its model file and its external data."""
+    return {source.path.resolve()} | {(source.directory / name).resolve() for name in source.external_files}
+
+
+def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = None) -> None:
+    """Rename each staged path over its destination, all of them or (on a Ctrl-C before this) none."""
+    with held_for_main_thread():
+        if before is not None:
+            before()
+        for src, dst in renames:
+            os.replace(src, dst)
+
+
+class staging_directory:
+    """A hidden `.graphfix-NAME-*` directory in `parent` (same filesystem, so renames out of it are atomic), removed
+    on the way out with whatever is still in it.
+
+    A class, not a generator: a Ctrl-C raised in a @contextmanager's __enter__ after its generator has yielded
+    leaves the generator's cleanup to the garbage collector, which at exit may never run it. Here __enter__ cleans
+    up after itself, and from its return on the `with` block's own __exit__ is in force."""
+
+    def __init__(self, parent: Path, name: str):
+        self.parent, self.name = parent, name
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        try:
+            with held_for_main_thread():
+                self.path = Path(tempfile.mkdtemp(prefix=f".graphfix-{self.name}-", dir=self.parent))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.path
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _data_location_for(out: Path, index: int, count: int) -> str:
+    return f"{out.name}_data" if count == 1 else f"{out.name}_data.{index}"
+
+
+def write_models(
+    outputs: dict[Path, onnx.ModelProto | None],
+    source: LoadedModel,
+    before_commit: BeforeCommit | None = None,
+    data_mode: str = "clone",
+) -> list[Path]:
+    """Write each model (a skeleton read from `source`, or when None a faithful byte copy of `source`) to its path,
+    atomically and together. The paths share one directory.
+
+    Payloads the skeleton left in `source` are copied from it range by range; external data is never parsed: each
+    data file of the source is put beside each output (`data_mode`: "clone" = reflink where the filesystem can,
+    else an in-kernel copy keeping holes; "copy" = always copy; "link" = hardlink, which onnx >= 1.23 refuses to
+    load) and the model's locations are pointed at it, relative. An in-place output keeps its data files.
+    """
+    if data_mode not in DATA_MODES:
+        raise ValueError(f"data_mode must be one of {DATA_MODES}, not {data_mode!r}")
+    outs = [Path(out) for out in outputs]
+    parent = parent_of(outs[0])
+    if any(parent_of(out).resolve() != parent.resolve() for out in outs):
+        raise ValueError("write_models writes into one directory")
+    reads = input_files(source)
+    for out in outs:
+        check_output_file(out)
+    try:
+        with staging_directory(parent, outs[0].name) as workdir:
+            data_renames: list[tuple[Path, Path]] = []
+            staged: dict[Path, Path] = {}
+            for out, model in zip(outs, outputs.values()):
+                in_place = out.resolve() == source.path.resolve()
+                locations = {loc: loc if in_place else _data_location_for(out, i, len(source.external_files))
+                             for i, loc in enumerate(source.external_files)}
+                if not in_place and (clash := next((d for d in [out, *(parent / n for n in locations.values())]
+                                                    if d.resolve() in reads), None)):
+                    raise BadInputError(f"output {clash} is a file the input reads; pick another output name")
+                staged[out] = workdir / out.name
+                if model is None and any(old != new for old, new in locations.items()):
+                    model = source.model  # unchanged skeleton; only the data file names move
+                if model is None:
+                    copy_file(source.path, staged[out], data_mode)
+                else:
+                    _write_spliced(_with_locations(model, locations), source, staged[out])
+                for old, new in locations.items() if not in_place else ():
+                    copy_data_file(source.directory / old, workdir / new, data_mode)
+                    data_renames.append((workdir / new, parent / new))
+                os.chmod(staged[out], source.path.stat().st_mode & 0o777)
+            if before_commit is not None:
+                before_commit(staged)
+            land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
+            return outs
+    except OSError as err:
+        raise BadInputError(f"cannot write {outs[0]}: {err.strerror or err}") from None
+
+
+def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:
+    """The skeleton's bytes with each payload copied back from the source file, which must be the file we read."""
+    pieces = protowire.join(model.SerializeToString())
+    with open(source.path, "rb") as src:
+        if any(isinstance(p, protowire.SourceRange) for p in pieces) and _stamp(os.fstat(src.fileno())) != source.stamp:
+            raise BadInputError(f"{source.path} changed while it was being repaired; run again")
+        write_pieces(pieces, src.fileno(), staged)
+
+
+def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.ModelProto:
+    if all(old == new for old, new in locations.items()):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # a skeleton: kilobytes, and the caller's stays as is
+    for tensor in external_tensors(model):
+        _set_external_location(tensor, locations[_external_location(tensor)])
+    return model
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".bak")
+
+
+class InPlaceBackup:
+    """IN.bak of an in-place repair: complete or absent, and removed again when the repair does not land.
+
+    The few steps that change what is on disk run with Ctrl-C held (a held one is raised right after), so that
+    `made` always says whether the backup exists, and no hidden temp file outlives an interrupted run."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.path = backup_path(source)
+        self.made = False
+
+    def make(self) -> Path:
+        if self.path.exists():
+            raise BadInputError(f"backup {self.path} already exists; move it away first")
+        temp = None
+        try:
+            with held_for_main_thread():
+                fd, temp = tempfile.mkstemp(prefix=f".graphfix-{self.path.name}-", dir=self.source.parent)
+                os.close(fd)
+            shutil.copy2(self.source, temp)
+            with held_for_main_thread():  # linked (never replacing a backup that appeared meanwhile) and recorded
+                os.link(temp, self.path)
+                self.made = True
+                os.unlink(temp)
+                temp = None
+        except FileExistsError:
+            raise BadInputError(f"backup {self.path} already exists; move it away first") from None
+        except OSError as err:
+            raise BadInputError(f"cannot write backup {self.path}: {err.strerror or err}") from None
+        finally:
+            if temp is not None:
+                os.unlink(temp)
+        return self.path
+
+    def discard_if_unchanged(self) -> None:
+        """After a failed repair: a backup identical to the input is debris that would block the next --in-place
+        run; one that differs means the new model already landed, so it is kept."""
+        if self.made and filecmp.cmp(self.source, self.path, shallow=False):
+            self.path.unlink(missing_ok=True)
+            self.made = False

@@ -1,0 +1,245 @@
+"""The plain client loop, run in onnxruntime: the one loop behind `validate`, repair's proof and split's proof.
+
+A plain client (Rust `ort`, C#, Java) runs "the model for step 1" over the prompt without past, then "the model for
+later steps" on one new token at a time, feeding every `present.*` back as `past_key_values.*`. For a merged
+decoder both are the same file (`use_cache_branch` False, then True); for a split pair they are
+`decoder_model.onnx` and `decoder_with_past_model.onnx`. At every step its logits must equal full recompute (the
+step-1 model over the whole prefix) and, given a reference model (the original merged decoder), that model's full
+recompute too.
+
+Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
+`proof.cases`) are imported here: the same file runs inside an isolated interpreter holding another onnxruntime
+release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` and
+answering with one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..signature import CACHE_FLAG, PAST, PRESENT
+from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+Feeds = dict[str, np.ndarray]
+
+
+def one_line(err: BaseException) -> str:
+    """ORT nests `running If node ... running Reshape node ...`; the innermost node and its reason are what help."""
+    text = " ".join(str(err).split())
+    # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
+    nodes = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
+    if nodes:
+        reason = text.rsplit("Status Message: ", 1)[-1]
+        reason = re.sub(r"^\S+\.(?:h|cc):\d+\s+", "", reason)
+        reason = reason.split(" was false. ", 1)[-1]
+        text = f"{nodes[-1][0]} node {nodes[-1][1]!r}: {reason}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def load_session(path: str) -> Any:
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # errors come back as exceptions; ORT's own log would repeat them on stderr
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
+        raise BadInputError(f"onnxruntime cannot load {os.path.basename(path)}: {one_line(err)}") from None
+
+
+class DecoderSession:
+    """One decoder file in onnxruntime, fed the way a plain client feeds it: every input is synthesized from the
+    signature or the model is refused naming the input it cannot feed."""
+
+    KNOWN = frozenset({"input_ids", "encoder_hidden_states", "encoder_attention_mask", CACHE_FLAG, "cache_position"})
+
+    def __init__(self, path: str):
+        self.name = os.path.basename(path)
+        self.session = load_session(path)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.past = sorted(n for n in self.inputs if PAST.match(n))
+        if "input_ids" not in self.inputs or "logits" not in self.outputs:  # the proof feeds tokens, compares logits
+            raise BadInputError(f"{self.name} is not a decoder graphfix can drive (needs input_ids and logits)")
+        unknown = [n for n in self.inputs if n not in self.KNOWN and n not in self.past]
+        if unknown:
+            raise BadInputError(f"cannot synthesize a value for input {unknown[0]!r} of {self.name}")
+        logits = self.session.get_outputs()[self.outputs.index("logits")]
+        self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else 2
+
+    def encoder_inputs(self, rng: np.random.Generator, batch: int, source_length: int) -> Feeds:
+        hidden = self.inputs.get("encoder_hidden_states")
+        if hidden is None:
+            return {}  # a decoder-only model: nothing from an encoder
+        if not isinstance(hidden.shape[-1], int):
+            raise BadInputError(f"{self.name} has no encoder_hidden_states with a static hidden size to "
+                                "synthesize inputs from")
+        mask = np.ones((batch, source_length), dtype=np.int64)
+        if batch > 1:
+            mask[1, -2:] = 0  # one padded row, as real batches have
+        states: np.ndarray = rng.standard_normal((batch, source_length, hidden.shape[-1])).astype(_NUMPY[hidden.type])
+        return {"encoder_hidden_states": states, "encoder_attention_mask": mask}
+
+    def accepts(self, batch: int, source_length: int) -> bool:
+        """False where the signature fixes the batch or source length to other sizes (a fixed-shape original)."""
+        wanted = {"input_ids": (batch,), "encoder_hidden_states": (batch, source_length),
+                  "encoder_attention_mask": (batch, source_length)}
+        return all(not isinstance(dim, int) or dim == size
+                   for name, sizes in wanted.items() if name in self.inputs
+                   for dim, size in zip(self.inputs[name].shape, sizes))
+
+    def run(self, tokens: np.ndarray, encoder: Feeds, past: Feeds | None = None, past_length: int = 0) -> Feeds:
+        """One step: `past` None runs without cache (a merged decoder's no-cache branch, fed an empty past)."""
+        feeds = {**encoder, "input_ids": tokens}
+        if CACHE_FLAG in self.inputs:
+            feeds[CACHE_FLAG] = np.array([past is not None])
+        if past is not None:
+            feeds.update(past)
+        else:
+            for name in self.past:  # a merged decoder's no-cache branch still takes (empty) past inputs
+                spec = self.inputs[name]
+                dims = [d if isinstance(d, int) else 1 for d in spec.shape]
+                feeds[name] = np.zeros((tokens.shape[0], dims[1], 0, dims[3]), dtype=_NUMPY[spec.type])
+        if "cache_position" in self.inputs:
+            feeds["cache_position"] = np.arange(past_length, past_length + tokens.shape[1], dtype=np.int64)
+        missing = [n for n in self.inputs if n not in feeds]
+        if missing:
+            raise BadInputError(f"{self.name} needs {missing[0]!r}, which no present.* of the step before provides")
+        feeds = {k: v for k, v in feeds.items() if k in self.inputs}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+
+
+def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:
+    """Teacher-forced tokens. Low ids and the last id are where exporters put pad/bos/eos; a pad fed mid-sequence
+    changes position ids in M2M100-style models between cached and full runs, which no real client does."""
+    low, high = (4, vocab - 1) if vocab > 8 else (0, vocab)
+    return rng.integers(low, high, size=(batch, length), dtype=np.int64)
+
+
+def _last_logits(outputs: Feeds) -> np.ndarray:
+    return outputs["logits"][:, -1, :].astype(np.float64)
+
+
+class PlainClient:
+    """`first` runs step 1 and full recompute; `later` every step after, fed the presents of the one before."""
+
+    def __init__(self, first: DecoderSession, later: DecoderSession, reference: DecoderSession | None = None):
+        if first is later and (CACHE_FLAG not in first.inputs or not first.past):
+            raise BadInputError(f"{first.name} is not a merged decoder (needs past_key_values.* and {CACHE_FLAG})")
+        if not later.past:
+            raise BadInputError(f"{later.name} takes no past_key_values.*: not a decoder with past")
+        self.first, self.later, self.reference = first, later, reference
+        self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
+
+    def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int) -> CaseResult:
+        """The loop against full recompute, step by step; stops at the first divergence."""
+        case = CaseResult(batch=batch, source_length=source_length)
+        rng = np.random.default_rng(seed)
+        encoder = self.first.encoder_inputs(rng, batch, source_length)
+        prefix = _prefix(rng, self.first.vocab, batch, steps)
+        past: Feeds | None = None
+        for step in range(1, steps + 1):
+            tokens = prefix[:, :step]
+            model = self.first if past is None else self.later
+            try:
+                cached = model.run(tokens if past is None else tokens[:, -1:], encoder, past, step - 1)
+            except BadInputError:
+                raise
+            except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
+                where = "the present->past loop" if self.first is self.later else model.name
+                case.failure = f"step {step}: {where} fails in onnxruntime: {one_line(err)}"
+                return case
+            try:
+                full = cached if step == 1 else self.first.run(tokens, encoder)
+            except Exception as err:  # a broken no-cache path: there is nothing to compare against
+                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {one_line(err)}"
+                return case
+            got, want = _last_logits(cached), _last_logits(full)
+            diff = float(np.max(np.abs(got - want)))
+            case.steps, case.max_abs_diff = step, max(case.max_abs_diff, diff)
+            case.tokens_total += batch
+            case.tokens_agree += int(np.sum(got.argmax(-1) == want.argmax(-1)))
+            scale = max(1.0, float(np.max(np.abs(want))))
+            if not np.isfinite(diff) or diff > tolerance * scale:
+                case.failure = (f"step {step}: logits differ from full recompute by {diff:.3g} "
+                                f"(tolerance {tolerance * scale:.3g})")
+                return case
+            self._compare_reference(tokens, encoder, full, tolerance * scale, batch, source_length, step)
+            past = {name.replace("present", "past_key_values", 1): value
+                    for name, value in cached.items() if PRESENT.match(name)}
+        case.failure = self._unusable_presents(past or {}, batch, steps)
+        return case
+
+    def _compare_reference(self, tokens: np.ndarray, encoder: Feeds, full: Feeds, tolerance: float,
+                           batch: int, source_length: int, step: int) -> None:
+        """Full recompute must equal the reference's: the repair or split left the no-cache path alone."""
+        record = self.against_reference
+        if self.reference is None or record["failure"] or not self.reference.accepts(batch, source_length):
+            return
+        where = f"batch {batch}, source length {source_length}, step {step}"
+        try:
+            theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
+        except Exception as err:
+            record["failure"] = f"{where}: the reference fails in onnxruntime: {one_line(err)}"
+            record["max_abs_diff"] = None
+            return
+        ours = full["logits"].astype(np.float64)
+        if ours.shape != theirs.shape:
+            record["failure"] = f"{where}: logits shape {ours.shape} != reference {theirs.shape}"
+            record["max_abs_diff"] = None
+            return
+        diff = float(np.max(np.abs(ours - theirs)))
+        record["max_abs_diff"] = max(record["max_abs_diff"], diff)
+        if not np.isfinite(diff) or diff > tolerance:
+            record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
+
+    def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
+        """The last presents are never fed back, so check them as the next step would need them."""
+        missing = [name for name in self.later.past if name not in past]
+        if missing:
+            return f"{self.later.name} needs {missing[0]!r}, which no present.* provides"
+        for name, value in past.items():
+            if value.shape[0] != batch:
+                return (f"step {steps}: {name.replace('past_key_values', 'present', 1)} has shape "
+                        f"{tuple(value.shape)}, unusable as past for batch {batch}")
+        return None
+
+
+def run_proof(first: str, later: str, reference: str | None, tolerance: float, steps: int = STEPS,
+              batches: list[int] | tuple[int, ...] = BATCHES,
+              source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0) -> dict[str, Any]:
+    """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof."""
+    import onnxruntime
+
+    first_session = DecoderSession(first)
+    later_session = first_session if later == first else DecoderSession(later)
+    client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None)
+    cases = [client.decode_case(batch, source_length, steps, tolerance, seed + 10 * i + j)
+             for i, batch in enumerate(batches) for j, source_length in enumerate(source_lengths)]
+    return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
+            "original": client.against_reference if reference else None}
+
+
+def main(request: str) -> int:
+    try:
+        print(json.dumps({"result": run_proof(**json.loads(request))}))
+    except BadInputError as err:
+        print(json.dumps({"error": str(err)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,105 @@
+"""Proof by decoding, in onnxruntime, with no PyTorch and no original weights.
+
+Inputs are synthesized from the model's own signature and the plain present->past loop (client_loop.py) is
+compared with full recompute step by step: on a merged decoder (`validate`) or on a split pair (`validate_split`),
+in this process's onnxruntime or, with `ort_version`, inside an isolated interpreter holding exactly that release
+(runtimes.py), e.g. 1.16.3, which the seeds' Rust `ort` deploys. Both run the same loop with the same inputs,
+refusals, tolerances and messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..io import onnx_proto as onnx
+from ..io.read import read_model
+from ..model.graph import op_types
+from ..signature import PAST
+from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
+
+_QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
+                  "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
+
+
+@dataclass
+class ValidationResult:
+    model: str
+    tolerance: float
+    onnxruntime: str = ""
+    cases: list[CaseResult] = field(default_factory=list)
+    original: dict[str, Any] | None = None  # against a reference model: max diff of full-recompute logits
+
+    @property
+    def ok(self) -> bool:
+        return all(c.failure is None for c in self.cases) and not (self.original or {}).get("failure")
+
+    @property
+    def first_failure(self) -> str | None:
+        for case in self.cases:
+            if case.failure:
+                return f"batch {case.batch}, source length {case.source_length}: {case.failure}"
+        failure: str | None = (self.original or {}).get("failure")
+        return failure
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.cases), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "ok": self.ok, "onnxruntime": self.onnxruntime, "tolerance": self.tolerance,
+                "max_abs_diff": self.max_abs_diff, "first_failure": self.first_failure,
+                "cases": [asdict(c) for c in self.cases], "original": self.original}
+
+
+def tolerance_for(model: onnx.ModelProto) -> float:
+    """How far the cached path may round differently from full recompute, by what the model computes in."""
+    if op_types(model.graph) & _QUANTIZED_OPS:  # int8/int4 weights: the cached and full paths round differently
+        return 5e-2
+    past = next((v for v in model.graph.input if PAST.match(v.name)), None)
+    return 1e-2 if past is not None and past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 1e-4
+
+
+def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: str | os.PathLike[str],
+           reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
+           source_lengths: Sequence[int], seed: int, ort_version: str | None) -> ValidationResult:
+    paths = [first, later, *([reference] if reference else [])]
+    for path in paths:
+        read_model(path)  # the same refusals as everywhere, before onnxruntime sees the file
+    tolerance = tolerance_for(read_model(later).model)
+    request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
+               "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
+               "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed}
+    if ort_version:
+        from .runtimes import run_in_runtime
+
+        answer = run_in_runtime(ort_version, request)
+    else:
+        from .client_loop import run_proof  # numpy and onnxruntime
+
+        answer = run_proof(**request)
+    return ValidationResult(model=os.fspath(model), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
+                            cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"])
+
+
+def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
+             batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
+             ort_version: str | None = None) -> ValidationResult:
+    """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
+    `original`, that full-recompute logits equal that model's at every step. Returns the figures whether or not it
+    held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
+    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version)
+
+
+def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
+                   merged: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
+                   batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS,
+                   seed: int = 0, ort_version: str | None = None) -> ValidationResult:
+    """The same proof for a split pair: `decoder` at step 1 and for full recompute, `decoder_with_past` after it;
+    with `merged`, the pair's logits are also compared with that merged decoder's."""
+    return _prove(decoder, decoder, decoder_with_past, merged, steps, batches, source_lengths, seed, ort_version)
+
+
+__all__ = ["ValidationResult", "tolerance_for", "validate", "validate_split"]
