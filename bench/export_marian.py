@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sample_models"))
-import make_samples  # noqa: E402  (patches torch.onnx.export to the TorchScript path both exporters expect)
-
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import make_samples
+import torch
+import transformers
 
 # Helsinki-NLP/opus-mt-en-zh's config.json, minus the weights (the model hub is unreachable here).
 OPUS_MT_EN_ZH = dict(

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import CACHE, EXPORT, files_of  # noqa: E402  (no onnx at import: see the docstring)
+from models import CACHE, EXPORT, files_of
 
 RUNS = 5
 BIN = Path(sys.executable).parent
@@ -108,8 +108,8 @@ def main() -> int:
 
     print(f"\ngraphfix bench: opus-mt-en-zh dimensions (d_model 512, 6+6 layers, 8 heads, ffn 2048, vocab 65001), "
           f"random weights, exported by optimum-onnx; median of {RUNS} runs (cp and repair in alternating pairs; ratio = median of the pairs' ratios), peak RSS = max over runs\n")
-    print(f"| model | size (on disk) | cp | repair --no-validate | repair / cp | repair peak RSS | "
-          f"onnx.load+save | load+save RSS |")
+    print("| model | size (on disk) | cp | repair --no-validate | repair / cp | repair peak RSS | "
+          "onnx.load+save | load+save RSS |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = f"{r['baseline'][0]:.2f} s | {r['baseline'][1] / MB:.0f} MB" if r["baseline"] else "not run (reads it all) | -"
@@ -119,7 +119,7 @@ def main() -> int:
     print(f"graphfix startup alone (`graphfix --version`, python + imports): {startup:.3f} s")
     print(f"validation (`graphfix validate` on the repaired embedded model, one ORT session + decode loop): "
           f"{validation[0]:.2f} s, peak RSS {validation[1] / MB:.0f} MB")
-    print(f"\ndecode 64 tokens greedy, batch 1, source 16 tokens (median of 9, interleaved in alternating order):")
+    print("\ndecode 64 tokens greedy, batch 1, source 16 tokens (median of 9, interleaved in alternating order):")
     print(f"  repaired merged, plain present->past loop: {decode['merged_64']:.3f} s")
     print(f"  Optimum split decoders (encoder KV kept from step 1): {decode['split_64']:.3f} s  "
           f"(merged / split, median of the pairs = {decode['merged_over_split']:.3f})")
