@@ -76,7 +76,7 @@ fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 clean:
 	rm -rf build .pytest_cache
 
-# Re-measure graphfix/ort_targets.py on the real onnxruntime wheels (installs each release into the runtime cache).
+# Re-measure graphfix/passes/ort_targets.py on the real onnxruntime wheels (installs each release into the runtime cache).
 ORT_RELEASES ?= 1.15.1 1.16.3 1.17.3 1.18.1 1.19.2 1.20.1 1.21.1 1.22.1 1.23.2 1.24.4 1.25.1 1.26.0 1.27.0 1.28.0 1.29.0 1.30.0 1.31.1 1.32.0
 verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)

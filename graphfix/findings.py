@@ -14,6 +14,7 @@ STATIC_SIGNATURE_DIM = "GF201"
 BAKED_RESHAPE_SHAPE = "GF202"
 IR_ABOVE_TARGET = "GF301"
 OPSET_ABOVE_TARGET = "GF302"
+ATTRIBUTE_NOW_AN_INPUT = "GF303"
 
 CODES = {
     DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
@@ -24,6 +25,7 @@ CODES = {
     BAKED_RESHAPE_SHAPE: "a Reshape's constant shape bakes the exported batch or sequence length",
     IR_ABOVE_TARGET: "IR version above what the target onnxruntime loads",
     OPSET_ABOVE_TARGET: "ai.onnx opset above what the target onnxruntime runs",
+    ATTRIBUTE_NOW_AN_INPUT: "an attribute that became an input at the model's opset, which older loaders refuse",
 }
 
 

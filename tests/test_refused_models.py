@@ -95,7 +95,7 @@ def test_validate_reports_a_model_onnxruntime_refuses_with_its_reason_and_exit_2
     result = cli("validate", model)
     assert result.exit_code == 2 and result.stdout == ""
     line = assert_one_error_line(result)
-    assert line.startswith(f"error: onnxruntime cannot load {model.name}: ")
+    assert line.startswith(f"error: onnxruntime {onnxruntime.__version__} cannot load {model.name}: ")
     # onnxruntime's own reason, down to the type clash it names
     reason = refusal.split("failed:", 1)[1]
     assert reason.split(" does not match ")[0] in line, line
@@ -114,7 +114,7 @@ def test_repair_of_a_model_onnxruntime_refuses_exits_2_writes_nothing_and_keeps_
     result = cli("repair", model, out)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     line = assert_one_error_line(result)
-    assert "onnxruntime cannot load" in line and "TypeInferenceError" in line, line
+    assert f"onnxruntime {onnxruntime.__version__} cannot load" in line and "TypeInferenceError" in line, line
     assert out.read_bytes() == b"old output"
     assert debris(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert sha256(model) == digest

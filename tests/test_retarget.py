@@ -3,13 +3,15 @@ and whole exports brought from IR 10 / opset 21 down to what onnxruntime 1.16 ru
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
-from graphfix import RepairRefusedError, check, repair
+from graphfix import RepairRefusedError, check, repair, repair_directory
 from graphfix.passes.opset_adapters import convert_down
 
 from .conftest import ROOT, SAMPLE_IDS, SAMPLES
@@ -113,27 +115,49 @@ def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(source, tm
     assert result.validation.ok and result.validation.onnxruntime == "1.16.3"
 
 
-@pytest.mark.parametrize("part", ["encoder_model", "decoder_model", "decoder_with_past_model"])
-def test_the_rest_of_an_export_is_retargeted_too(part, tmp_path):
-    source = EXPORT / f"{part}.onnx"
-    stamped = _stamped_ir10_opset21(source, tmp_path)
-    assert {f.code for f in check(stamped, target_ort="1.16").findings} == {"GF301", "GF302"}
-    result = repair(stamped, tmp_path / "out.onnx", target_ort="1.16", validate_on_target=True)
-    assert result.changed and result.validation is None  # no decode loop of its own; loaded in 1.16.3 instead
-    out, original = onnx.load(tmp_path / "out.onnx"), onnx.load(source)
-    assert out.opset_import[0].version == 19 and out.ir_version <= 9
+def test_an_export_directory_is_retargeted_whole_and_each_model_loads_on_the_target(tmp_path):
+    """The user deploys the whole export: encoder and split decoders are retargeted beside the merged decoder
+    (it used to carry encoder_model.onnx over at IR 10, which onnxruntime 1.16.3 refuses)."""
+    parts = ["encoder_model", "decoder_model", "decoder_with_past_model"]
+    export = tmp_path / "export"
+    export.mkdir()
+    for part in parts:
+        _stamped_ir10_opset21(EXPORT / f"{part}.onnx", tmp_path).rename(export / f"{part}.onnx")
+    _stamped_ir10_opset21(CURRENT[[p.stem for p in CURRENT].index("marian")], tmp_path).rename(
+        export / "decoder_model_merged.onnx")
+    shutil.copy(EXPORT / "config.json", export / "config.json")
+    result = repair_directory(export, tmp_path / "out", target_ort="1.16", validate_on_target=True)
+    by_path = {m.path: m.result for m in result.models}
+    assert sorted(by_path) == sorted([*(f"{p}.onnx" for p in parts), "decoder_model_merged.onnx"])
+    assert by_path["decoder_model_merged.onnx"].validation.onnxruntime == "1.16.3"
+    for part in parts:
+        assert {c.code for c in by_path[f"{part}.onnx"].changes} == {"GF301", "GF302"}
+        assert by_path[f"{part}.onnx"].validation is None  # no decode loop of its own; loaded in 1.16.3 instead
+    assert result.linked == ["config.json"]
     rng = np.random.default_rng(0)
-    feeds = {}
-    for value in ort.InferenceSession(str(source)).get_inputs():
-        dims = [d if isinstance(d, int) else 3 for d in value.shape]
-        if "past_key_values" in value.name and isinstance(value.shape[2], str):
-            dims[2] = 2
-        feeds[value.name] = (rng.integers(0, 90, dims) if "int64" in value.type
-                             else rng.standard_normal(dims).astype(np.float32))
-        if "mask" in value.name:
-            feeds[value.name] = np.ones(dims, np.int64)
-    for got, want in zip(_run(out, feeds), _run(original, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    for part in parts:
+        out, original = onnx.load(tmp_path / "out" / f"{part}.onnx"), onnx.load(EXPORT / f"{part}.onnx")
+        assert out.opset_import[0].version == 19 and out.ir_version <= 9
+        feeds = {}
+        for value in ort.InferenceSession(str(EXPORT / f"{part}.onnx")).get_inputs():
+            dims = [d if isinstance(d, int) else 3 for d in value.shape]
+            if "past_key_values" in value.name and isinstance(value.shape[2], str):
+                dims[2] = 2
+            feeds[value.name] = (rng.integers(0, 90, dims) if "int64" in value.type
+                                 else rng.standard_normal(dims).astype(np.float32))
+            if "mask" in value.name:
+                feeds[value.name] = np.ones(dims, np.int64)
+        for got, want in zip(_run(out, feeds), _run(original, feeds)):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_lone_encoder_is_refused_with_or_without_a_target(tmp_path, cli):
+    """One verdict per model: a file that is not a merged decoder is bad input for check and repair alike."""
+    stamped = _stamped_ir10_opset21(EXPORT / "encoder_model.onnx", tmp_path)
+    for args in (["check", stamped], ["check", stamped, "--target-ort", "1.16"],
+                 ["repair", stamped, tmp_path / "o.onnx"], ["repair", stamped, tmp_path / "o.onnx", "--target-ort", "1.16"]):
+        result = cli(*args)
+        assert result.exit_code == 2 and "not a merged decoder" in result.stderr, (args, result.stderr)
 
 
 def test_validate_on_target_needs_a_target(marian_current, tmp_path, cli):

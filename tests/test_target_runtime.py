@@ -3,10 +3,14 @@ the newest one. The runtime is installed once with pip into graphfix's cache (ab
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from graphfix import BadInputError, validate
 from graphfix.proof.runtimes import runtime_python
+
+from .conftest import ROOT
 
 SEEDS_RUNTIME = "1.16.3"
 
@@ -95,12 +99,16 @@ def test_an_op_that_cannot_go_below_the_target_opset_is_refused_with_nothing_wri
     graph = helper.make_graph([helper.make_node("Pad", ["x", "pads"], ["y"], name="wrap_pad", mode="wrap")], "g", [x],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])],
                               initializer=[numpy_helper.from_array(np.array([1, 1], np.int64), "pads")])
-    path = tmp_path / "pad.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), path)
-    refused = cli("repair", path, tmp_path / "out.onnx", "--target-ort", "1.15")
-    assert refused.exit_code == 2
-    assert "op Pad at node 'wrap_pad'" in refused.stderr and "> target 18" in refused.stderr
-    assert not (tmp_path / "out.onnx").exists()
+    export = tmp_path / "export"  # an export whose encoder holds the op: the whole export is retargeted
+    export.mkdir()
+    shutil.copy(ROOT / "sample_models" / "current" / "marian.onnx", export / "decoder_model_merged.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9),
+              export / "encoder_model.onnx")
+    refused = cli("repair", export, tmp_path / "out", "--target-ort", "1.15")
+    assert refused.exit_code == 2 and len(refused.stderr.splitlines()) == 1
+    assert refused.stderr.startswith("error: encoder_model.onnx: retarget_versions: op Pad at node 'wrap_pad'")
+    assert "> target 18" in refused.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_onnxruntime_release_is_refused(marian_current, tmp_path, cli):

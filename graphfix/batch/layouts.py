@@ -52,13 +52,15 @@ class DirectoryPlan:
     """How each file of a model directory reaches the output directory."""
 
     decoders: list[str]  # repaired (their external data is written beside them by the repair)
+    others: list[str] = field(default_factory=list)  # other ONNX models, retargeted (only with a target runtime)
     links: list[str] = field(default_factory=list)  # hardlinked where the filesystem allows, else copied
     copies: list[str] = field(default_factory=list)  # external data of other models: always copied
     rewritten: list[str] = field(default_factory=list)  # external data of the decoders: the repair writes it
 
 
-def plan_directory(directory: str | os.PathLike) -> DirectoryPlan:
-    """Sort every file of `directory` by how it is carried over.
+def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False) -> DirectoryPlan:
+    """Sort every file of `directory` by how it is carried over; with `retarget`, the other ONNX models are
+    repaired (retargeted) like the decoders instead of linked.
 
     External data is copied, never hardlinked: onnx >= 1.23 refuses to load a data file with several links
     ("potential hardlink attack"), so a linked copy would not be a drop-in replacement."""
@@ -77,9 +79,12 @@ def plan_directory(directory: str | os.PathLike) -> DirectoryPlan:
             continue  # not a model we can read: carried over as an opaque file
         base = Path(name).parent
         data = {(base / location).as_posix() for location in loaded.external_files}
-        (decoder_data if name in plan.decoders else other_data).update(data)
+        rewritten = name in plan.decoders or retarget
+        (decoder_data if rewritten else other_data).update(data)
+        if retarget and name not in plan.decoders:
+            plan.others.append(name)
     for name in directory_files(directory):
-        if name in plan.decoders:
+        if name in plan.decoders or name in plan.others:
             continue
         if name in other_data:
             plan.copies.append(name)

@@ -72,12 +72,15 @@ def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = ""
     return result, time.perf_counter() - started
 
 
-def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict[str, Any], workers: int,
+Job = tuple[str, Path, Path, dict[str, Any]]  # (relative name, source, out, options of pipeline.repair)
+
+
+def _repair_all(jobs: list[Job], workers: int,
                 on_progress: ProgressCallback | None) -> list[ModelRepair]:
     """Repair each (name, source, out); results in input order whatever order the workers finish in."""
     done: list[ModelRepair] = []
     if workers <= 1 or len(jobs) <= 1:
-        for name, source, out in jobs:
+        for name, source, out, options in jobs:
             result, seconds = _repair_one(source, out, options, name, on_progress)
             done.append(ModelRepair(name, result, seconds))
             if on_progress:
@@ -92,9 +95,9 @@ def _repair_all(jobs: list[tuple[str, Path, Path]], options: dict[str, Any], wor
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         with interrupts.ignored_by_children():
-            futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out in jobs]
+            futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out, options in jobs]
         try:
-            for (name, source, _), future in zip(jobs, futures):
+            for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
                 result, seconds = future.result()
@@ -125,9 +128,11 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                      in_place: bool = False, on_progress: ProgressCallback | None = None,
                      **options: Any) -> DirectoryRepairResult:
     """Repair every merged decoder in the model directory `source` into the new directory `out`, carrying every
-    other file over unchanged. `options` are those of pipeline.repair (run_validation, target_ort, ...). `jobs`
-    decoders are repaired at once, in separate processes. With `in_place` (out == source) each decoder is replaced
-    atomically and keeps its `.bak`; nothing else is touched."""
+    other file over unchanged; with `target_ort`, every other ONNX model of the export (encoder, split decoders) is
+    retargeted for that onnxruntime and loaded in it too, since the user deploys the whole export. `options` are
+    those of pipeline.repair (run_validation, target_ort, ...). `jobs` models are repaired at once, in separate
+    processes. With `in_place` (out == source) each decoder is replaced atomically and keeps its `.bak`; nothing
+    else is touched."""
     source, out = Path(source), Path(out)
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
@@ -138,7 +143,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         if source.resolve() != out.resolve():
             raise BadInputError("--in-place needs the output to be the input")
         return _repair_in_place(source, jobs, on_progress, options)
-    plan = plan_directory(source)
+    plan = plan_directory(source, retarget=bool(options.get("target_ort")))
     check_output_directory(out, source=source)
     with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
@@ -148,10 +153,11 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
             _carry_over(source, staging, name, link=name in plan.links)
             if on_progress:
                 on_progress(name, "done", (source / name).stat().st_size)
-        for name in plan.decoders:
+        for name in plan.decoders + plan.others:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        work = [(name, source / name, staging / name) for name in plan.decoders]
-        models = _repair_all(work, options, jobs, on_progress)
+        work = [(name, source / name, staging / name, options) for name in plan.decoders]
+        work += [(name, source / name, staging / name, {**options, "any_model": True}) for name in plan.others]
+        models = _repair_all(work, jobs, on_progress)
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
             if model.result.validation is not None:
@@ -167,6 +173,6 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     for name in names:
         if backup_path(directory / name).exists():
             raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
-    work = [(name, directory / name, directory / name) for name in names]
-    models = _repair_all(work, {**options, "in_place": True}, jobs, on_progress)
+    work = [(name, directory / name, directory / name, {**options, "in_place": True}) for name in names]
+    models = _repair_all(work, jobs, on_progress)
     return DirectoryRepairResult(input=directory, output=directory, models=models)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
+from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
 from ..errors import GraphfixError
@@ -98,6 +98,10 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = str(err), err.exit_code
     elif isinstance(err, ClickException):
         message, code = " ".join(err.format_message().split()), 2
+        param = getattr(err, "param", None)
+        if isinstance(err, MissingParameter) and param is not None and param.param_type_name == "argument":
+            message = f"missing argument {param.human_readable_name.upper()}"
+        message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
     else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
         message = (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]}"
                    " (rerun with --debug for the traceback)")

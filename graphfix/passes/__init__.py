@@ -2,6 +2,7 @@
 codes it may emit and its scope. `check` runs the same passes on a model it never writes, so check and repair
 cannot disagree."""
 
+from .attributes_as_inputs import attributes_as_inputs
 from .contract import ANY_MODEL, MERGED_DECODER, RepairPass, Subject, repair_pass, run_passes
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
@@ -15,9 +16,22 @@ PIPELINE: tuple[RepairPass, ...] = (encoder_kv_passthrough, fixed_shapes, kv_dim
 
 def pipeline(target_ort: str | None = None) -> tuple[RepairPass, ...]:
     """The passes for one run; versions are only touched when the user names the runtime they deploy on."""
-    return PIPELINE + ((retarget_versions(target_ort),) if target_ort else ())
+    return PIPELINE + ((attributes_as_inputs, retarget_versions(target_ort)) if target_ort else ())
 
 
-__all__ = ["ANY_MODEL", "MERGED_DECODER", "PIPELINE", "RepairPass", "Subject", "encoder_kv_passthrough",
-           "fixed_shapes", "kv_dim_names", "pipeline", "repair_pass", "retarget_versions", "run_passes",
-           "truthful_kv_shapes"]
+__all__ = [
+    "ANY_MODEL",
+    "MERGED_DECODER",
+    "PIPELINE",
+    "RepairPass",
+    "Subject",
+    "attributes_as_inputs",
+    "encoder_kv_passthrough",
+    "fixed_shapes",
+    "kv_dim_names",
+    "pipeline",
+    "repair_pass",
+    "retarget_versions",
+    "run_passes",
+    "truthful_kv_shapes",
+]

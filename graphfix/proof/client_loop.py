@@ -57,7 +57,8 @@ def load_session(path: str) -> Any:
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
-        raise BadInputError(f"onnxruntime cannot load {os.path.basename(path)}: {one_line(err)}") from None
+        raise BadInputError(f"onnxruntime {ort.__version__} cannot load {os.path.basename(path)}: "
+                            f"{one_line(err)}") from None
 
 
 class DecoderSession:
@@ -154,9 +155,12 @@ class PlainClient:
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
             model = self.first if past is None else self.later
+            if past is not None and (missing := self._missing_past(past)):
+                case.failure = f"step {step}: {missing}"
+                return case
             try:
                 cached = model.run(tokens if past is None else tokens[:, -1:], encoder, past, step - 1)
-            except BadInputError:
+            except BadInputError:  # an input the loop cannot synthesize: the model, not the proof, is at fault
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 where = "the present->past loop" if self.first is self.later else model.name
@@ -206,11 +210,14 @@ class PlainClient:
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
+    def _missing_past(self, past: Feeds) -> str | None:
+        missing = [name for name in self.later.past if name not in past]
+        return f"{self.later.name} needs {missing[0]!r}, which no present.* provides" if missing else None
+
     def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
         """The last presents are never fed back, so check them as the next step would need them."""
-        missing = [name for name in self.later.past if name not in past]
-        if missing:
-            return f"{self.later.name} needs {missing[0]!r}, which no present.* provides"
+        if missing := self._missing_past(past):
+            return f"step {steps}: {missing}"
         for name, value in past.items():
             if value.shape[0] != batch:
                 return (f"step {steps}: {name.replace('past_key_values', 'present', 1)} has shape "
