@@ -114,6 +114,22 @@ def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> 
     return validation
 
 
+def _target_release(target_ort: str) -> str:
+    """The release a --target-ort output is loaded in, installed now (before anything is written) so that a
+    release pip cannot install is one line up front."""
+    from .errors import BadInputError
+    from .proof.runtimes import full_release, runtime_python
+
+    release = full_release(target_ort)
+    assert release is not None
+    try:
+        runtime_python(release)
+    except BadInputError as err:
+        raise BadInputError(f"{err} (the output is loaded there before it lands; --skip-target-load writes it "
+                            "unloaded)") from None
+    return release
+
+
 def _decode_proof(subject: Subject, runtime: str | None, validator: Validator | None) -> Callable[[Path], Any]:
     """How a staged output is proven: the decode loop for a merged decoder, a load for any other model."""
     from .proof.runtimes import full_release
@@ -136,12 +152,13 @@ def _decode_proof(subject: Subject, runtime: str | None, validator: Validator | 
 
 def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
-           any_model: bool = False, data_mode: str = "clone", on_step: StepCallback | None = None,
+           load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone", on_step: StepCallback | None = None,
            validator: Validator | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
-    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime; `validate_on_target` runs the
-    proof inside that release. `any_model` accepts any other ONNX model of an export (an encoder) and only
+    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded
+    in that very release before it lands (its newest patch, installed into a cached venv on first use), unless
+    `load_on_target` is False; `validate_on_target` runs the decode proof inside that release too. `any_model` accepts any other ONNX model of an export (an encoder) and only
     retargets it. `data_mode` says how external data lands beside `out` (see io.write.write_models): "clone",
     "copy" or "link". `on_step(name)` is told each step as it starts ("reading", "repairing", "writing",
     "validating"), for progress. `validator(staged_path)` replaces the decode proof (tests)."""
@@ -163,15 +180,21 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     result = RepairResult(input=source, output=out, changes=changes)
     prove = _decode_proof(subject, target_ort if validate_on_target else None, validator)
     checker_held = passes_checker(source) if run_validation else False
+    target_release = _target_release(target_ort) if target_ort and load_on_target else None
 
     def before_commit(staged: dict[Path, Path]) -> None:
-        if not run_validation:
-            return
-        step("validating")
-        keep_checker_verdict(checker_held, staged)
-        validation = prove(staged[out])
-        if validation is not None:
-            result.validation = require_proof(validation, out, "repaired model does not decode like full recompute")
+        if run_validation:
+            step("validating")
+            keep_checker_verdict(checker_held, staged)
+            loaded_there = target_release and not isinstance(subject, MergedDecoder)  # the load below is its proof
+            validation = None if loaded_there else prove(staged[out])
+            if validation is not None:
+                result.validation = require_proof(validation, out, "repaired model does not decode like full recompute")
+        if target_release and not (run_validation and validate_on_target and isinstance(subject, MergedDecoder)):
+            from .proof.runtimes import load_in_onnxruntime
+
+            step("loading on target")
+            load_in_onnxruntime(staged[out], target_release)
 
     step("writing")
     backup = InPlaceBackup(source) if in_place else None

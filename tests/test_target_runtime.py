@@ -122,3 +122,49 @@ def test_a_runtime_pip_cannot_install_is_one_clear_error(marian_current, tmp_pat
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot install onnxruntime==0.0.1") and result.stderr.count("\n") == 1
     assert not any((tmp_path / "cache").glob("onnxruntime-*"))  # no half-made runtime left to be reused
+
+
+def _export_with_encoder(tmp_path, encoder: "onnx.ModelProto"):
+    import onnx
+
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(ROOT / "sample_models" / "current" / "marian.onnx", export / "decoder_model_merged.onnx")
+    onnx.save(encoder, export / "encoder_model.onnx")
+    return export
+
+
+def test_nothing_lands_that_the_target_release_cannot_load(tmp_path, cli, seeds_runtime):
+    """With --target-ort every staged model is loaded in that very release before it lands: here an encoder using
+    an op no onnxruntime has (a custom domain), which retargeting cannot see."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    encoder = helper.make_model(helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")],
+                                                  "encoder", [x], [y]),
+                                opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+                                ir_version=8)
+    export = _export_with_encoder(tmp_path, encoder)
+    refused = cli("repair", export, tmp_path / "out", "--target-ort", "1.16")
+    assert refused.exit_code == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith("error: encoder_model.onnx: onnxruntime 1.16.3 cannot load encoder_model.onnx: ")
+    assert "com.example:Frobnicate(-1) is not a registered function/op" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    # Skipping the load on the target leaves the proof in the installed onnxruntime, which refuses it too.
+    installed = cli("repair", export, tmp_path / "out", "--target-ort", "1.16", "--skip-target-load")
+    assert installed.exit_code == 1 and f"onnxruntime {onnxruntime.__version__} cannot load" in installed.stderr
+    unproven = cli("repair", export, tmp_path / "out", "--target-ort", "1.16", "--skip-target-load", "--no-validate")
+    assert unproven.exit_code == 0, unproven.stderr
+
+
+def test_a_target_release_pip_cannot_install_is_refused_before_writing_unless_skipped(marian_current, tmp_path, cli,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out.onnx"
+    refused = cli("repair", marian_current, out, "--target-ort", "1.14")  # 1.14 has no wheel for this Python
+    assert refused.exit_code == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "cannot install onnxruntime==1.14.1" in refused.stderr and "--skip-target-load" in refused.stderr
+    assert not out.exists()
+    assert cli("repair", marian_current, out, "--target-ort", "1.14", "--skip-target-load").exit_code == 0

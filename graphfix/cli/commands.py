@@ -80,6 +80,9 @@ def repair_command(
     validate_on_target: Annotated[bool, typer.Option(
         "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
         "into a cached venv on first use) instead of the installed one.")] = False,
+    skip_target_load: Annotated[bool, typer.Option(
+        "--skip-target-load", help="With --target-ort, write the output without first loading it in that "
+        "onnxruntime release (for machines that cannot install it).")] = False,
     copy_data: Annotated[bool, typer.Option(
         "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a "
         "copy).")] = False,
@@ -92,8 +95,8 @@ def repair_command(
     """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
 
     Rewires the cache branch to pass the encoder KV through, makes declared shapes truthful, optionally retargets
-    IR/opset for the onnxruntime you deploy on, and proves it by decoding in onnxruntime before the output is put
-    in place.
+    IR/opset for the onnxruntime you deploy on (and then loads the output in that very release before it lands),
+    and proves it by decoding in onnxruntime before the output is put in place.
 
     The output appears atomically, and only once it has passed validation; on any error nothing is written and
     the input is untouched. A model that needs nothing is copied as it is ("nothing to repair").
@@ -112,7 +115,8 @@ def repair_command(
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     options: dict[str, Any] = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
-                                   validate_on_target=validate_on_target, validator=_validator(ctx),
+                                   validate_on_target=validate_on_target, load_on_target=not skip_target_load,
+                                   validator=_validator(ctx),
                                    data_mode="copy" if copy_data else "link" if link_data else "clone")
     if is_directory:
         return _repair_directory(source, out, jobs, options, as_json)

@@ -241,8 +241,16 @@ def run_proof(first: str, later: str, reference: str | None, tolerance: float, s
 
 
 def main(request: str) -> int:
+    """Answer one JSON request: {"load": path} loads a model, anything else is run_proof's arguments."""
     try:
-        print(json.dumps({"result": run_proof(**json.loads(request))}))
+        arguments = json.loads(request)
+        if "load" in arguments:
+            import onnxruntime
+
+            load_session(arguments["load"])
+            print(json.dumps({"result": {"onnxruntime": onnxruntime.__version__}}))
+        else:
+            print(json.dumps({"result": run_proof(**arguments)}))
     except BadInputError as err:
         print(json.dumps({"error": str(err)}))
     return 0

@@ -80,9 +80,10 @@ def full_release(target: str | None) -> str | None:
     return target if target.count(".") == 2 else LATEST_PATCH[(major, minor)]
 
 
-def run_in_runtime(version: str, request: dict[str, Any]) -> dict[str, Any]:
-    """The client loop inside onnxruntime `version`: the answer of client_loop.run_proof, or a BadInputError."""
-    python = runtime_python(version)
+def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, Any]:
+    """client_loop.main(request) inside onnxruntime `version` (this interpreter's when None, still in a separate
+    process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or a BadInputError."""
+    python = runtime_python(version) if version else Path(sys.executable)
     with tempfile.TemporaryDirectory(prefix="graphfix-carried-") as carried:
         for name in CARRIED:
             target = Path(carried, "graphfix", name)
@@ -92,29 +93,28 @@ def run_in_runtime(version: str, request: dict[str, Any]) -> dict[str, Any]:
                   "sys.exit(main(sys.argv[1]))")
         proc = subprocess.run([str(python), "-I", "-c", script, json.dumps(request)], capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
+    where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BadInputError(f"the decode loop failed to run in onnxruntime {version}: {tail}")
+        tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
+        raise BadInputError(f"the decode loop failed to run in {where}: {tail}")
     answer: dict[str, Any] = json.loads(lines[-1])
     if "error" in answer:
         raise BadInputError(answer["error"])
-    if answer["result"]["onnxruntime"] != version:  # the promise: the proof ran in the release it names
+    if version and answer["result"]["onnxruntime"] != version:  # the promise: it ran in the release it names
         raise BadInputError(f"the proof meant for onnxruntime {version} ran in {answer['result']['onnxruntime']}")
     result: dict[str, Any] = answer["result"]
     return result
 
 
-_LOAD = "import sys, onnxruntime as o\ntry:\n o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n" \
-        "except Exception as e:\n print(' '.join(str(e).split())[:300]); sys.exit(1)"
-
-
-def load_in_onnxruntime(path: Path, release: str | None = None) -> None:
-    """Raise ValidationFailedError unless that onnxruntime (this process's when None) can load the model."""
-    python = runtime_python(release) if release else Path(sys.executable)
-    proc = subprocess.run([str(python), "-I", "-c", _LOAD, str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        version = release or "installed"
-        raise ValidationFailedError(f"onnxruntime {version} cannot load the output: {proc.stdout.strip()}")
+def load_in_onnxruntime(path: Path, release: str | None = None) -> str:
+    """Raise ValidationFailedError unless that onnxruntime (this process's when None) can load the model; returns
+    the version that loaded it."""
+    try:
+        answer = run_in_runtime(release, {"load": str(Path(path).resolve())})
+    except BadInputError as err:
+        raise ValidationFailedError(str(err)) from None
+    version: str = answer["onnxruntime"]
+    return version
 
 
 __all__ = ["cache_dir", "full_release", "load_in_onnxruntime", "run_in_runtime", "runtime_python"]
