@@ -152,16 +152,17 @@ def _decode_proof(subject: Subject, runtime: str | None, validator: Validator | 
 
 def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
-           load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone", on_step: StepCallback | None = None,
-           validator: Validator | None = None) -> RepairResult:
+           load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone",
+           on_step: StepCallback | None = None, validator: Validator | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
     With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded
     in that very release before it lands (its newest patch, installed into a cached venv on first use), unless
-    `load_on_target` is False; `validate_on_target` runs the decode proof inside that release too. `any_model` accepts any other ONNX model of an export (an encoder) and only
-    retargets it. `data_mode` says how external data lands beside `out` (see io.write.write_models): "clone",
-    "copy" or "link". `on_step(name)` is told each step as it starts ("reading", "repairing", "writing",
-    "validating"), for progress. `validator(staged_path)` replaces the decode proof (tests)."""
+    `load_on_target` is False; `validate_on_target` runs the decode proof inside that release too. `any_model`
+    accepts any other ONNX model of an export (an encoder) and only retargets it. `data_mode` says how external
+    data lands beside `out` (see io.write.write_models): "clone", "copy" or "link". `on_step(name)` is told each
+    step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for progress.
+    `validator(staged_path)` replaces the decode proof (tests)."""
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():

@@ -124,7 +124,7 @@ def test_a_runtime_pip_cannot_install_is_one_clear_error(marian_current, tmp_pat
     assert not any((tmp_path / "cache").glob("onnxruntime-*"))  # no half-made runtime left to be reused
 
 
-def _export_with_encoder(tmp_path, encoder: "onnx.ModelProto"):
+def _export_with_encoder(tmp_path, encoder):
     import onnx
 
     export = tmp_path / "export"
