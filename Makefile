@@ -86,7 +86,7 @@ variant-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.variants-install
 	$(EXPORT_CURRENT)/bin/python sample_models/make_variants.py export --exporter current --out $(VARIANTS)
 	$(EXPORT_LEGACY)/bin/python sample_models/make_variants.py export --exporter legacy --out $(VARIANTS)
 	$(BIN)/python sample_models/make_variants.py record --out $(VARIANTS) --graphfix $(GRAPHFIX) \
-		--graphfix-commit "$$(git rev-parse --short HEAD)" --readme sample_models/README.md
+		--graphfix-commit "$$(git log -1 --format=%h -- graphfix pyproject.toml)" --readme sample_models/README.md
 
 clean:
 	rm -rf build .pytest_cache

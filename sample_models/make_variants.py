@@ -193,12 +193,15 @@ def _marian_export(work_root: Path) -> Path:
     return _MARIAN_EXPORT["plain"]
 
 
-def v_marian_fp16(out: Path, work: Path) -> dict:
-    task = "text2text-generation-with-past"
-    exported = _export(_marian(), task, work, dtype="fp16")
-    files = [_copy(exported / "decoder_model_merged.onnx", out, "marian-fp16.onnx")]
-    return {"family": "Marian, Optimum's own fp16 export", "config": "MarianConfig", "task": task, "files": files,
-            "how": f"MarianMTModel, main_export(task='{task}', dtype='fp16', device='cpu')"}
+def v_marian_fp16(file: str):
+    def build(out: Path, work: Path) -> dict:
+        # optimum 1.23.3 refuses dtype='fp16' with device='cpu' (it wants CUDA); optimum-onnx 0.1.0 exports it.
+        task = "text2text-generation-with-past"
+        exported = _export(_marian(), task, work, dtype="fp16", device="cpu")
+        files = [_copy(exported / "decoder_model_merged.onnx", out, file)]
+        return {"family": "Marian, Optimum's own fp16 export", "config": "MarianConfig", "task": task, "files": files,
+                "how": f"MarianMTModel, main_export(task='{task}', dtype='fp16', device='cpu')"}
+    return build
 
 
 def v_marian_int4(out: Path, work: Path) -> dict:
@@ -328,6 +331,7 @@ def v_marian_opset21(out: Path, work: Path) -> dict:
     import onnx
 
     got = onnx.load(exported / "decoder_model_merged.onnx", load_external_data=False)
+    enc_ir = onnx.load(exported / "encoder_model.onnx", load_external_data=False).ir_version
     opset = {o.domain or "ai.onnx": o.version for o in got.opset_import}["ai.onnx"]
     name = f"current-marian-opset{opset}"
     dest = out.parent / "exports" / name
@@ -337,7 +341,8 @@ def v_marian_opset21(out: Path, work: Path) -> dict:
     for f in ("encoder_model.onnx", "decoder_model_merged.onnx", "config.json", "generation_config.json"):
         if (exported / f).exists():
             shutil.copyfile(exported / f, dest / f)
-    return {"family": f"Marian whole export directory, requested opset 21 (got IR {got.ir_version}, opset {opset})",
+    return {"family": f"Marian whole export directory, requested opset 21 (got opset {opset}; encoder IR {enc_ir}, "
+                      f"merged decoder IR {got.ir_version})",
             "config": "MarianConfig", "task": task, "attempts": attempts,
             "files": [{"file": f"../exports/{name}/{f.name}", "from": f.name} for f in sorted(dest.iterdir())
                       if f.suffix == ".onnx"],
@@ -346,19 +351,21 @@ def v_marian_opset21(out: Path, work: Path) -> dict:
                    "kept encoder_model.onnx, decoder_model_merged.onnx, config.json, generation_config.json"}
 
 
-VARIANTS = {
-    "vision-trocr": ("current", v_vision("trocr")),
-    "vision-vit-gpt2": ("current", v_vision("gpt2")),
-    "speech2text": ("current", v_speech2text),
-    "pix2struct": ("current", v_pix2struct),
-    "gpt2-legacy-merged": ("legacy", v_gpt2_legacy),
-    "marian-fp16": ("current", v_marian_fp16),
-    "marian-int4": ("current", v_marian_int4),
-    "marian-int8-dynamic-subgraph": ("current", v_marian_int8_subgraph),
-    "marian-qdq-static": ("current", v_marian_qdq),
-    "marian-o2": ("current", v_marian_o2),
-    "marian-fp16-converter": ("current", v_marian_fp16_converter),
-    "current-marian-opset21": ("current", v_marian_opset21),
+VARIANTS = {  # name: (exporter generation, builder, family as shown when the builder fails)
+    "vision-trocr": ("current", v_vision("trocr"), "VisionEncoderDecoder (ViT + TrOCR)"),
+    "vision-vit-gpt2": ("current", v_vision("gpt2"), "VisionEncoderDecoder (ViT + GPT-2)"),
+    "speech2text": ("current", v_speech2text, "Speech2Text"),
+    "pix2struct": ("current", v_pix2struct, "Pix2Struct"),
+    "gpt2-legacy-merged": ("legacy", v_gpt2_legacy, "GPT-2 decoder-only, legacy merged layout"),
+    "marian-fp16": ("current", v_marian_fp16("marian-fp16.onnx"), "Marian, Optimum's own fp16 export"),
+    "marian-fp16-legacy": ("legacy", v_marian_fp16("marian-fp16-legacy.onnx"),
+                           "Marian, Optimum's own fp16 export on CPU, legacy optimum 1.23.3"),
+    "marian-int4": ("current", v_marian_int4, "Marian merged decoder, int4 MatMulNBits"),
+    "marian-int8-dynamic-subgraph": ("current", v_marian_int8_subgraph, "Marian merged decoder, dynamic int8"),
+    "marian-qdq-static": ("current", v_marian_qdq, "Marian, static QDQ on the split decoders, then merged"),
+    "marian-o2": ("current", v_marian_o2, "Marian, Optimum O2"),
+    "marian-fp16-converter": ("current", v_marian_fp16_converter, "Marian merged decoder, float16 converter"),
+    "current-marian-opset21": ("current", v_marian_opset21, "Marian whole export directory at opset 21"),
 }
 
 
@@ -377,7 +384,7 @@ def cmd_export(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     optimum_dist = "optimum" if args.exporter == "legacy" else "optimum-onnx"
     versions = _versions(optimum_dist, "optimum", "transformers", "torch", "onnx", "onnxruntime", "numpy")
-    names = [n for n, (exp, _) in VARIANTS.items() if exp == args.exporter and (not args.only or n in args.only)]
+    names = [n for n, (exp, _, _) in VARIANTS.items() if exp == args.exporter and (not args.only or n in args.only)]
     manifest = _load_manifest(args.out)
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -385,7 +392,7 @@ def cmd_export(args) -> int:
             work = Path(tmp) / name
             work.mkdir()
             print(f"== {name}", flush=True)
-            entry = {"exporter": args.exporter, "versions": versions}
+            entry = {"exporter": args.exporter, "versions": versions, "family": VARIANTS[name][2]}
             try:
                 entry |= VARIANTS[name][1](args.out, work)
                 for f in entry["files"]:
@@ -427,34 +434,45 @@ def _graph_facts(path: Path) -> dict:
             "opset_import": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "node_domains": dict(sorted(domains.items())),
             "contrib_or_quant_ops": sorted(o for o in ops if "." in o or o in (
-                "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-                "Cast")),
+                "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")),
             "top_level": {"inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
                           "has_if": any(n.op_type == "If" for n in model.graph.node)}}
 
 
 def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:400]
-    return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:600] if lines else ""
 
 
-def _run(cmd: list[str]) -> dict:
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:600] if lines else ""
+
+
+def _run(cmd: list[str], names: dict[str, str]) -> dict:
+    """Exit code, first and last output line of one graphfix command; this machine's paths replaced by names."""
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     out = (p.stdout or "") + ("\n" if p.stdout and p.stderr else "") + (p.stderr or "")
-    return {"exit": p.returncode, "first_line": _first_line(out), "command": " ".join(Path(c).name if i == 0 else c
-                                                                                        for i, c in enumerate(cmd))}
+    shown = ["graphfix"] + [names.get(c, c) for c in cmd[1:]]
+    result = {"exit": p.returncode, "first_line": _first_line(out), "last_line": _last_line(out),
+              "command": " ".join(shown)}
+    for key in ("first_line", "last_line"):
+        for real, name in names.items():
+            result[key] = result[key].replace(real, name)
+    return result
 
 
-def _ort_load(path: Path) -> dict:
+def _ort_load(path: Path, names: dict[str, str]) -> dict:
     import onnxruntime as ort
 
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return {"loads": True, "version": ort.__version__}
     except Exception as e:
-        return {"loads": False, "version": ort.__version__, "error": _first_line(str(e))}
+        error = _first_line(str(e))
+        for real, name in names.items():
+            error = error.replace(real, name)
+        return {"loads": False, "version": ort.__version__, "error": error}
 
 
 def cmd_record(args) -> int:
@@ -469,13 +487,17 @@ def cmd_record(args) -> int:
                 print(f"== {f['file']}", flush=True)
                 f["bytes"] = path.stat().st_size
                 f |= _graph_facts(path)
-                f["onnxruntime_load"] = _ort_load(path)
-                f["graphfix_check"] = _run([args.graphfix, "check", str(path)])
                 repaired = Path(tmp) / f"{name}-{path.name}"
-                f["graphfix_repair"] = _run([args.graphfix, "repair", str(path), str(repaired)])
-                for key in ("graphfix_check", "graphfix_repair"):  # paths of this machine say nothing
-                    for field in ("first_line", "command"):
-                        f[key][field] = f[key][field].replace(str(path), f["file"]).replace(str(repaired), "OUT")
+                names = {str(path): f["file"], str(repaired): "OUT"}
+                f["onnxruntime_load"] = _ort_load(path, names)
+                f["graphfix_check"] = _run([args.graphfix, "check", str(path)], names)
+                f["graphfix_validate_original"] = _run([args.graphfix, "validate", str(path)], names)
+                f["graphfix_repair"] = _run([args.graphfix, "repair", str(path), str(repaired)], names)
+                if f["graphfix_repair"]["exit"] == 0:
+                    f["graphfix_validate_repaired"] = _run(
+                        [args.graphfix, "validate", str(repaired), "--original", str(path)], names)
+                else:
+                    f.pop("graphfix_validate_repaired", None)
     _save_manifest(args.out, manifest)
     table = render_table(manifest)
     if args.readme:
@@ -489,29 +511,40 @@ def cmd_record(args) -> int:
     return 0
 
 
-def _md(text: str) -> str:
+def _md(text: str, limit: int = 220) -> str:
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render_table(manifest: dict) -> str:
     rows = ["| file | family | tool + versions | IR / opsets / node domains | size | onnxruntime loads original "
-            "| `graphfix check` | `graphfix repair` |", "|---|---|---|---|---|---|---|---|"]
+            "| `graphfix check` | `graphfix repair` (first line; last line) | `graphfix validate` original; repaired |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, entry in manifest["variants"].items():
         v = entry.get("versions", {})
         tool = ", ".join(f"{k}=={v[k]}" for k in ("optimum", "optimum-onnx", "transformers", "torch", "onnx",
                                                    "onnxruntime") if k in v)
         if not entry.get("files"):
             rows.append(f"| `{name}` (not made) | {_md(entry.get('family', ''))} | {tool} | | | | | "
-                        f"{_md(entry.get('error', ''))} |")
+                        f"{_md(entry.get('error', ''), 400)} | |")
             continue
         for f in entry["files"]:
             ops = ", ".join(f"{k} {val}" for k, val in f["opset_import"].items())
             doms = ", ".join(f"{k} ({n})" for k, n in f["node_domains"].items())
             load = "yes" if f["onnxruntime_load"]["loads"] else f"no: {f['onnxruntime_load']['error']}"
             chk, rep = f["graphfix_check"], f["graphfix_repair"]
-            rows.append(f"| `{f['file']}` | {_md(entry['family'])} | {tool} | IR {f['ir_version']}; {ops}; nodes: {doms} "
-                        f"| {f['bytes'] / 1024:.0f} KiB | {_md(load)} | exit {chk['exit']}: {_md(chk['first_line'])} "
-                        f"| exit {rep['exit']}: {_md(rep['first_line'])} |")
+            special = f"; ops: {', '.join(f['contrib_or_quant_ops'])}" if f["contrib_or_quant_ops"] else ""
+            repair = f"exit {rep['exit']}: {_md(rep['first_line'], 160)}"
+            if rep["last_line"] != rep["first_line"]:
+                repair += f"; … {_md(rep['last_line'], 160)}"
+            vo = f["graphfix_validate_original"]
+            validate = f"original exit {vo['exit']}: {_md(vo['last_line'], 160)}"
+            if "graphfix_validate_repaired" in f:
+                vr = f["graphfix_validate_repaired"]
+                validate += f"; repaired exit {vr['exit']}: {_md(vr['last_line'], 160)}"
+            rows.append(f"| `{f['file']}` | {_md(entry['family'])} | {tool} | IR {f['ir_version']}; {ops}; nodes: {doms}"
+                        f"{special} | {f['bytes'] / 1024:.0f} KiB | {_md(load, 400)} "
+                        f"| exit {chk['exit']}: {_md(chk['first_line'], 160)} | {repair} | {validate} |")
     return "\n".join(rows) + "\n"
 
 
