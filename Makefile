@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples fixed-shape-samples clean verify-ort-table bench
+.PHONY: install demo test lint check samples fixed-shape-samples variant-samples clean verify-ort-table bench
 
 install: $(VENV)/.installed
 
@@ -72,6 +72,26 @@ fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 	cp build/fixed/current-batch/marian.onnx sample_models/fixed-shape/current-marian-batch2.onnx
 	cp build/fixed/current-source/marian.onnx sample_models/fixed-shape/current-marian-source16.onnx
 	cp build/fixed/legacy-batch/marian.onnx sample_models/fixed-shape/legacy-marian-batch2.onnx
+
+# Every model family graphfix is asked to handle (vision, speech, pix2struct, decoder-only, quantized, fp16, O2, an
+# opset-21 export directory), made by the real exporters and onnxruntime/Optimum tools in the same pinned venvs plus
+# the two packages they need (Pix2Struct's processor needs Pillow; MatMulNBitsQuantizer imports onnx_ir). Then the
+# graphfix of this tree records, per file, IR/opsets/domains, whether onnxruntime loads it, and `check`/`repair`
+# outcomes into sample_models/variants/manifest.json and the table in sample_models/README.md.
+VARIANTS := sample_models/variants
+VARIANT_EXTRAS := pillow==13.0.0 onnx-ir==1.1.0
+
+$(EXPORT_CURRENT)/.variants-installed: $(EXPORT_CURRENT)/.installed
+	$(EXPORT_CURRENT)/bin/pip install --quiet $(VARIANT_EXTRAS)
+	touch $@
+
+variant-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.variants-installed install
+	rm -rf $(VARIANTS) sample_models/exports/current-marian-opset2*
+	mkdir -p $(VARIANTS)
+	$(EXPORT_CURRENT)/bin/python sample_models/make_variants.py export --exporter current --out $(VARIANTS)
+	$(EXPORT_LEGACY)/bin/python sample_models/make_variants.py export --exporter legacy --out $(VARIANTS)
+	$(BIN)/python sample_models/make_variants.py record --out $(VARIANTS) --graphfix $(GRAPHFIX) \
+		--graphfix-commit "$$(git log -1 --format=%h -- graphfix pyproject.toml)" --readme sample_models/README.md
 
 clean:
 	rm -rf build .pytest_cache
