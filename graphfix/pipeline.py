@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
 from .io import onnx_proto as onnx
-from .io.read import read_model
+from .io.read import LoadedModel, read_model
 from .io.write import InPlaceBackup, check_output_file, same_file, write_models
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .passes import Subject, pipeline, run_passes
@@ -77,11 +77,24 @@ def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
         return PlainModel(model)
 
 
-def find_and_fix(model: onnx.ModelProto, target_ort: str | None, *,
+def find_and_fix(loaded: LoadedModel, target_ort: str | None, *,
                  any_model: bool = False) -> tuple[Subject, list[Finding]]:
-    """find -> passes: the subject, edited in place, and every change made to it."""
-    subject = find_subject(model, any_model=any_model)
+    """find -> passes: the subject, edited in place, and every change made to it. A model whose structure graphfix
+    refuses is first shown to onnxruntime: when onnxruntime cannot load it either, its reason is the one to give
+    (a converter that broke the model, not a model of another kind)."""
+    try:
+        subject = find_subject(loaded.model, any_model=any_model)
+    except NotAMergedDecoderError:
+        require_loadable(loaded.path)
+        raise
     return subject, run_passes(subject, pipeline(target_ort))
+
+
+def require_loadable(path: Path) -> None:
+    """Raise BadInputError with onnxruntime's reason unless this process's onnxruntime loads the model."""
+    from .proof.client_loop import load_session  # onnxruntime: only on the paths that need it
+
+    load_session(str(path))
 
 
 def passes_checker(path: Path) -> bool:
@@ -177,7 +190,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     loaded = read_model(source)
     check_output_file(out)
     step("repairing")
-    subject, changes = find_and_fix(loaded.model, target_ort, any_model=any_model)
+    subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
     result = RepairResult(input=source, output=out, changes=changes)
     prove = _decode_proof(subject, target_ort if validate_on_target else None, validator)
     checker_held = passes_checker(source) if run_validation else False
@@ -217,11 +230,13 @@ def check(path: str | os.PathLike[str], *, target_ort: str | None = None,
     path = Path(path)
     loaded = read_model(path)
     try:
-        _, findings = find_and_fix(loaded.model, target_ort)
+        _, findings = find_and_fix(loaded, target_ort)
     except NotAMergedDecoderError as err:
         if not ignore_other_models:
             raise
         return CheckResult(path=path, skipped=str(err))
+    if not findings:
+        require_loadable(path)  # "ok" is a promise a client can load it
     return CheckResult(path=path, findings=findings)
 
 

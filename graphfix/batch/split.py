@@ -19,7 +19,7 @@ from ..findings import Finding
 from ..io import onnx_proto as onnx
 from ..io.read import read_model
 from ..io.write import check_output_directory, write_models
-from ..model.graph import outer_reads
+from ..model.graph import ancestors, outer_reads, producers
 from ..model.merged_decoder import MergedDecoder
 from ..pipeline import find_and_fix, keep_checker_verdict, passes_checker, require_proof
 from ..proof.validation import ValidationResult
@@ -47,17 +47,30 @@ def branch_model(decoder: MergedDecoder, branch: onnx.GraphProto, name: str) -> 
     """`branch` as a model of its own, reading the merged model's inputs and initializers directly."""
     main = decoder.model.graph
     reads = outer_reads(branch)
+    # Values the branch reads from main-graph nodes (quantize_dynamic's DynamicQuantizeLinear on
+    # encoder_hidden_states, ahead of the If) come along: those nodes, and what they read in turn.
+    made_by = producers(main)
+    carried: list[onnx.NodeProto] = []
+    for needed in sorted(name for name in reads if name in made_by):
+        if made_by[needed] is decoder.if_node or made_by[needed].op_type == "If":
+            raise NotAMergedDecoderError(f"not a merged decoder graphfix can split: the branch reads "
+                                         f"{needed!r}, an output of an If")
+        names, nodes = ancestors(main, needed, made_by)
+        reads |= names
+        carried += [node for node in nodes if all(node is not c for c in carried)]
+    order = {id(node): index for index, node in enumerate(main.node)}
+    carried.sort(key=lambda node: order[id(node)])
 
     graph = onnx.GraphProto(name=name, doc_string=branch.doc_string)
     graph.input.extend(v for v in main.input if v.name in reads)
     graph.initializer.extend(t for t in main.initializer if t.name in reads)
     graph.sparse_initializer.extend(t for t in main.sparse_initializer if t.values.name in reads)
     graph.initializer.extend(branch.initializer)
+    graph.node.extend(carried)
     graph.node.extend(branch.node)
     unknown = reads - {v.name for v in graph.input} - {t.name for t in graph.initializer} - \
-        {t.values.name for t in graph.sparse_initializer}
+        {t.values.name for t in graph.sparse_initializer} - {o for node in carried for o in node.output}
     if unknown:
-        # e.g. a value computed by a main-graph node: Optimum's merge never makes one, so refuse rather than guess
         raise NotAMergedDecoderError(f"not a merged decoder graphfix can split: the branch reads "
                                      f"{sorted(unknown)[0]!r}, which is neither a graph input nor an initializer")
 
@@ -91,7 +104,7 @@ def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, ru
 
     source, out_dir = Path(source), Path(out_dir)
     loaded = read_model(source)
-    decoder, changes = find_and_fix(loaded.model, None)
+    decoder, changes = find_and_fix(loaded, None)
     assert isinstance(decoder, MergedDecoder)
     models = {out_dir / DECODER: branch_model(decoder, decoder.no_cache_branch, "decoder"),
               out_dir / DECODER_WITH_PAST: branch_model(decoder, decoder.cache_branch, "decoder_with_past")}

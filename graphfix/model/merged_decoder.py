@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NotAMergedDecoderError, RepairRefusedError
 from ..io import onnx_proto as onnx
-from ..signature import CACHE_FLAG, PAST, PRESENT
+from ..signature import CACHE_FLAG, PAST, PRESENT, kv_key
 from .graph import attribute, node_reads, producers
 
 # Ops that only forward the condition (exporters sometimes cast or reshape the flag before the If). `Not` swaps
@@ -23,10 +23,6 @@ from .graph import attribute, node_reads, producers
 _CONDITION_FORWARDERS = {"Identity", "Cast", "Squeeze", "Reshape", "Unsqueeze", "Not"}
 
 KVKey = tuple[int, str, str]  # (layer, "encoder"|"decoder", "key"|"value")
-
-
-def kv_name(prefix: str, key: KVKey) -> str:
-    return f"{prefix}.{key[0]}.{key[1]}.{key[2]}"
 
 
 @dataclass
@@ -49,6 +45,19 @@ class MergedDecoder:
     @property
     def no_cache_branch(self) -> onnx.GraphProto:
         return self._branch("else_branch" if self.cache_attr == "then_branch" else "then_branch")
+
+    @property
+    def names_kind(self) -> bool:
+        """Whether the signature spells the attention kind (`past_key_values.N.decoder.key`), as seq2seq does."""
+        return any(PAST.match(v.name)[2] for v in self.past.values())  # type: ignore[index]
+
+    def kv_name(self, prefix: str, key: KVKey) -> str:
+        """The name of a present (prefix "present") or past ("past_key_values") tensor, as this model spells it."""
+        if prefix == "present" and key in self.present:
+            return self.if_node.output[self.present[key]]
+        if prefix != "present" and key in self.past:
+            return self.past[key].name
+        return f"{prefix}.{key[0]}{'.' + key[1] if self.names_kind else ''}.{key[2]}"
 
     def main_input(self, name: str) -> onnx.ValueInfoProto | None:
         return next((v for v in self.model.graph.input if v.name == name), None)
@@ -98,9 +107,9 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     past = {}
     for value in graph.input:
         if match := PAST.match(value.name):
-            past[(int(match[1]), match[2], match[3])] = value
+            past[kv_key(match)] = value
     if not past:
-        raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.(encoder|decoder).(key|value) inputs")
+        raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.[encoder.|decoder.](key|value) inputs")
 
     branches = {a.name: a.g for a in if_node.attribute if a.name in ("then_branch", "else_branch")}
     readers = [name for name, branch in branches.items()
@@ -112,7 +121,7 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     present = {}
     for slot, name in enumerate(if_node.output):
         if match := PRESENT.match(name):
-            key = (int(match[1]), match[2], match[3])
+            key = kv_key(match)
             if key in present:
                 raise RepairRefusedError(f"ambiguous: If {if_node.name!r} outputs {name!r} twice")
             present[key] = slot
@@ -129,5 +138,5 @@ def matching_past(decoder: MergedDecoder, key: KVKey) -> onnx.ValueInfoProto:
     past = decoder.past.get(key)
     if past is None:
         raise RepairRefusedError(
-            f"cannot map {kv_name('present', key)}: no input {kv_name('past_key_values', key)}")
+            f"cannot map {decoder.kv_name('present', key)}: no input {decoder.kv_name('past_key_values', key)}")
     return past

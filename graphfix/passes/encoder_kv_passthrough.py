@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..findings import DUMMY_ENCODER_KV, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import ancestors, attribute, node_reads, producers
-from ..model.merged_decoder import MergedDecoder, kv_name, matching_past
+from ..model.merged_decoder import MergedDecoder, matching_past
 from .contract import repair_pass
 
 
@@ -37,7 +37,7 @@ def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
         reads, nodes = ancestors(branch, output, made_by)
         if past.name in reads:
             continue  # already derived from the past it was given
-        present = kv_name("present", key)
+        present = decoder.kv_name("present", key)
         node = made_by.get(output)
         findings.append(Finding(
             code=DUMMY_ENCODER_KV, tensor=present, node=node.name if node is not None else None,

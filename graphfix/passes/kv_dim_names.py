@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..findings import UNBINDABLE_DIM_NAME, Finding
 from ..io import onnx_proto as onnx
-from ..model.merged_decoder import MergedDecoder, kv_name
+from ..model.merged_decoder import MergedDecoder
 from .contract import repair_pass
 
 SEQUENCE_AXIS = 2  # (batch, heads, sequence, head_dim)
@@ -19,7 +19,7 @@ def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
     values: list[onnx.ValueInfoProto | None] = [decoder.past[k] for k in sorted(decoder.past) if k[1] == "encoder"]
     for key, slot in sorted(decoder.present.items()):
         if key[1] == "encoder":
-            values.append(decoder.main_output(kv_name("present", key)))
+            values.append(decoder.main_output(decoder.kv_name("present", key)))
             values.extend(branch.output[slot] for branch in (decoder.cache_branch, decoder.no_cache_branch))
     return [v for v in values if v is not None and len(v.type.tensor_type.shape.dim) > SEQUENCE_AXIS]
 

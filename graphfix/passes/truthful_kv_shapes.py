@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..findings import UNTRUTHFUL_DECODER_KV_SHAPE, UNTRUTHFUL_ENCODER_KV_SHAPE, Finding
 from ..io import onnx_proto as onnx
-from ..model.merged_decoder import KVKey, MergedDecoder, kv_name
+from ..model.merged_decoder import KVKey, MergedDecoder
 from .contract import repair_pass
 
 SEQUENCE_AXIS = 2
@@ -48,7 +48,7 @@ def truthful_kv_shapes(decoder: MergedDecoder) -> list[Finding]:
         expected = _expected(decoder, key)
         if expected is None:
             continue
-        name = kv_name("present", key)
+        name = decoder.kv_name("present", key)
         declared = [decoder.main_output(name), decoder.cache_branch.output[slot], decoder.no_cache_branch.output[slot]]
         wrong = [v for v in declared if v is not None and _dims(v) != expected]
         if not wrong:

@@ -38,6 +38,8 @@ def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
+    # ... and its source location and C++ function, which say nothing to a user
+    text = re.sub(r"^\S+\.(?:h|cc):\d+ (?:[\w:<>,~ ]+\(\) )?", "", text)
     nodes = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
     if nodes:
         reason = text.rsplit("Status Message: ", 1)[-1]
@@ -65,7 +67,8 @@ class DecoderSession:
     """One decoder file in onnxruntime, fed the way a plain client feeds it: every input is synthesized from the
     signature or the model is refused naming the input it cannot feed."""
 
-    KNOWN = frozenset({"input_ids", "encoder_hidden_states", "encoder_attention_mask", CACHE_FLAG, "cache_position"})
+    KNOWN = frozenset({"input_ids", "encoder_hidden_states", "encoder_attention_mask", CACHE_FLAG, "cache_position",
+                       "attention_mask", "decoder_attention_mask", "position_ids"})
 
     def __init__(self, path: str):
         self.name = os.path.basename(path)
@@ -80,6 +83,13 @@ class DecoderSession:
             raise BadInputError(f"cannot synthesize a value for input {unknown[0]!r} of {self.name}")
         logits = self.session.get_outputs()[self.outputs.index("logits")]
         self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else 2
+
+    @property
+    def fixed_source_length(self) -> int | None:
+        """The encoder length the signature fixes (Pix2Struct's patches), if it does."""
+        hidden = self.inputs.get("encoder_hidden_states")
+        length = hidden.shape[1] if hidden is not None and len(hidden.shape) > 1 else None
+        return length if isinstance(length, int) else None
 
     def encoder_inputs(self, rng: np.random.Generator, batch: int, source_length: int) -> Feeds:
         hidden = self.inputs.get("encoder_hidden_states")
@@ -114,8 +124,15 @@ class DecoderSession:
                 spec = self.inputs[name]
                 dims = [d if isinstance(d, int) else 1 for d in spec.shape]
                 feeds[name] = np.zeros((tokens.shape[0], dims[1], 0, dims[3]), dtype=_NUMPY[spec.type])
+        batch, new = tokens.shape
         if "cache_position" in self.inputs:
-            feeds["cache_position"] = np.arange(past_length, past_length + tokens.shape[1], dtype=np.int64)
+            feeds["cache_position"] = np.arange(past_length, past_length + new, dtype=np.int64)
+        if "position_ids" in self.inputs:
+            positions = np.arange(past_length, past_length + new)
+            feeds["position_ids"] = np.tile(positions, (batch, 1)).astype(_NUMPY[self.inputs["position_ids"].type])
+        for mask in ("attention_mask", "decoder_attention_mask"):  # the decoder's own mask: past + new tokens
+            if mask in self.inputs:
+                feeds[mask] = np.ones((batch, past_length + new), dtype=_NUMPY[self.inputs[mask].type])
         missing = [n for n in self.inputs if n not in feeds]
         if missing:
             raise BadInputError(f"{self.name} needs {missing[0]!r}, which no present.* of the step before provides")
@@ -234,6 +251,10 @@ def run_proof(first: str, later: str, reference: str | None, tolerance: float, s
     first_session = DecoderSession(first)
     later_session = first_session if later == first else DecoderSession(later)
     client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None)
+    if "encoder_hidden_states" not in first_session.inputs:
+        source_lengths = [0]  # a decoder-only model: no encoder to vary
+    elif (fixed := first_session.fixed_source_length) is not None:
+        source_lengths = [fixed]
     cases = [client.decode_case(batch, source_length, steps, tolerance, seed + 10 * i + j)
              for i, batch in enumerate(batches) for j, source_length in enumerate(source_lengths)]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
