@@ -82,9 +82,9 @@ verify-ort-domains: install
 	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)
 
 # Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
-# onnxruntime-node), checked token for token against PyTorch. Needs torch and node, so it has its own venv and
-# tests/clients/js/node_modules instead of slowing `make test`. The npm install skips onnxruntime-node's
-# postinstall (it only fetches GPU providers): the CPU library ships inside the package.
+# onnxruntime-node, on the newest release and on 1.16.3), checked token for token against PyTorch. Needs torch and
+# node, so it has its own venv and tests/clients/js{,-ort116}/node_modules instead of slowing `make test`. The npm
+# installs skip onnxruntime-node's postinstall (it only fetches GPU providers): the CPU library ships in the package.
 CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
 # The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).

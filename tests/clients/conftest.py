@@ -1,8 +1,9 @@
 """Real clients of a repaired export: Optimum's ORTModelForSeq2SeqLM, transformers.js and a plain present->past loop
-on onnxruntime-node, each compared token for token with the PyTorch model the export came from.
+on onnxruntime-node (the newest release, and 1.16.3 whose C library Rust ort 1.16.3 loads), each compared token for
+token with the PyTorch model the export came from.
 
 These need torch, the Optimum exporter and node, so `make test` (fast, no torch) does not collect them;
-`make test-clients` installs their stack (.venv-clients, tests/clients/js/node_modules) and runs them with
+`make test-clients` installs their stack (.venv-clients, tests/clients/js{,-ort116}/node_modules) and runs them with
 GRAPHFIX_CLIENT_TESTS=1. The exports are made fresh in every session by the real exporter
 (sample_models/make_samples.py --keep-all), so the tests also notice when the exporter's output changes.
 """

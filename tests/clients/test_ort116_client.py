@@ -1,7 +1,11 @@
 """The plain present->past client on onnxruntime 1.16.3, the C library the seeds' Rust `ort` 1.16.3 loads
 (onnxruntime-node 1.16.3 bundles libonnxruntime.so.1.16.3): on an export repaired with
 `graphfix repair --target-ort 1.16 EXPORT_DIR OUT_DIR` it generates exactly what the PyTorch model generates; on the
-unrepaired export it dies at the first step that is fed the cache branch's dummy encoder KV."""
+unrepaired export it dies at the first step that is fed the cache branch's dummy encoder KV.
+
+The current exporter's files (encoder IR 8, merged decoder IR 9, both ai.onnx 18) are within what 1.16 loads (IR 9,
+opset 19), so here `--target-ort 1.16` has no version to lower; what 1.16.3 proves is that the repaired decoder runs
+on its kernels, fusions and If handling."""
 
 from __future__ import annotations
 
