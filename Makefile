@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples fixed-shape-samples variant-samples clean verify-ort-table bench
+.PHONY: install demo test lint check samples fixed-shape-samples variant-samples clean verify-ort-table verify-ort-domains bench
 
 install: $(VENV)/.installed
 
@@ -101,12 +101,19 @@ ORT_RELEASES ?= 1.15.1 1.16.3 1.17.3 1.18.1 1.19.2 1.20.1 1.21.1 1.22.1 1.23.2 1
 verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)
 
+# Re-measure scripts/ort_domains_measured.json: ai.onnx.ml and com.microsoft opsets, contrib ops, and whether the
+# loader refuses attributes that became inputs (ReduceMean axes at 18, ...), in each release's own wheel.
+verify-ort-domains: install
+	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)
+
 # Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
-# onnxruntime-node), checked token for token against PyTorch. Needs torch and node, so it has its own venv and
-# tests/clients/js/node_modules instead of slowing `make test`. The npm install skips onnxruntime-node's
-# postinstall (it only fetches GPU providers): the CPU library ships inside the package.
+# onnxruntime-node, on the newest release and on 1.16.3), checked token for token against PyTorch. Needs torch and
+# node, so it has its own venv and tests/clients/js{,-ort116}/node_modules instead of slowing `make test`. The npm
+# installs skip onnxruntime-node's postinstall (it only fetches GPU providers): the CPU library ships in the package.
 CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
+# The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).
+CLIENTS_JS_ORT116 := tests/clients/js-ort116
 .PHONY: test-clients
 
 $(CLIENTS_VENV)/.installed: pyproject.toml
@@ -118,7 +125,12 @@ $(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/
 	cd $(CLIENTS_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed
+$(CLIENTS_JS_ORT116)/node_modules/.installed: $(CLIENTS_JS_ORT116)/package.json $(CLIENTS_JS_ORT116)/package-lock.json
+	cd $(CLIENTS_JS_ORT116) && npm ci --ignore-scripts --no-audit --no-fund
+	ls $(CLIENTS_JS_ORT116)/node_modules/onnxruntime-node/bin/napi-v3/linux/*/libonnxruntime.so.1.16.3 >/dev/null  # the C library 1.16.3 ships
+	touch $@
+
+test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed $(CLIENTS_JS_ORT116)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/

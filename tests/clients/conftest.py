@@ -1,8 +1,9 @@
 """Real clients of a repaired export: Optimum's ORTModelForSeq2SeqLM, transformers.js and a plain present->past loop
-on onnxruntime-node, each compared token for token with the PyTorch model the export came from.
+on onnxruntime-node (the newest release, and 1.16.3 whose C library Rust ort 1.16.3 loads), each compared token for
+token with the PyTorch model the export came from.
 
 These need torch, the Optimum exporter and node, so `make test` (fast, no torch) does not collect them;
-`make test-clients` installs their stack (.venv-clients, tests/clients/js/node_modules) and runs them with
+`make test-clients` installs their stack (.venv-clients, tests/clients/js{,-ort116}/node_modules) and runs them with
 GRAPHFIX_CLIENT_TESTS=1. The exports are made fresh in every session by the real exporter
 (sample_models/make_samples.py --keep-all), so the tests also notice when the exporter's output changes.
 """
@@ -22,6 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = Path(__file__).resolve().parent / "js"
+# onnxruntime-node 1.16.3, which bundles libonnxruntime.so.1.16.3: the C library Rust ort 1.16.3 links.
+JS_ORT116_DIR = Path(__file__).resolve().parent / "js-ort116"
 
 CLIENT_TESTS_ENABLED = os.environ.get("GRAPHFIX_CLIENT_TESTS") == "1"
 if not CLIENT_TESTS_ENABLED:
@@ -61,12 +64,13 @@ def exports(tmp_path_factory) -> Path:
     return out
 
 
-def repair_model_dir(source: Path, out: Path) -> Path:
-    """What a user does to a whole model directory: `graphfix repair MODEL_DIR OUT_DIR`, which repairs every merged
-    decoder and carries everything else over."""
+def repair_model_dir(source: Path, out: Path, *options: str) -> Path:
+    """What a user does to a whole model directory: `graphfix repair [OPTIONS] MODEL_DIR OUT_DIR`, which repairs every
+    merged decoder and carries everything else over."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(Path(sys.executable).parent / "graphfix"), "repair", str(source), str(out)],
-                   check=True, capture_output=True, text=True)
+    done = subprocess.run([str(Path(sys.executable).parent / "graphfix"), "repair", *options, str(source), str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"graphfix repair {' '.join(options)} {source} failed:\n{done.stdout}{done.stderr}"
     return out
 
 
@@ -164,17 +168,30 @@ def pytorch_reference(exports):
     return get
 
 
-@pytest.fixture(scope="session")
-def node():
-    """`node(script, payload)`: run a client in tests/clients/js with a JSON payload and return its JSON answer."""
+def _node_client(package_dir: Path):
+    """`run(script, payload)`: run tests/clients/js/SCRIPT in package_dir (whose node_modules it loads) with a JSON
+    payload and return its JSON answer."""
     node_bin = shutil.which("node")
     assert node_bin, "node is not on PATH (make test-clients needs node >= 18)"
-    assert (JS_DIR / "node_modules" / "onnxruntime-node").is_dir(), "JS clients not installed: run make test-clients"
+    assert (package_dir / "node_modules" / "onnxruntime-node").is_dir(), \
+        f"JS clients not installed in {package_dir}: run make test-clients"
 
     def run(script: str, payload: dict) -> dict:
         done = subprocess.run([node_bin, str(JS_DIR / script), json.dumps(payload)], capture_output=True, text=True,
-                              cwd=JS_DIR, timeout=300)
+                              cwd=package_dir, timeout=300)
         assert done.returncode == 0, f"{script} failed:\n{done.stderr}"
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def node():
+    """`node(script, payload)`: a client of tests/clients/js on the newest onnxruntime-node."""
+    return _node_client(JS_DIR)
+
+
+@pytest.fixture(scope="session")
+def node_ort116():
+    """`node_ort116(script, payload)`: the same client on onnxruntime-node 1.16.3 (tests/clients/js-ort116)."""
+    return _node_client(JS_ORT116_DIR)
