@@ -1,6 +1,6 @@
 """What each onnxruntime release loads beyond ai.onnx: ai.onnx.ml and com.microsoft, and attributes that became inputs.
 
-Measured on the real wheels from PyPI, each in its own cached venv (graphfix.ort_runtimes; $GRAPHFIX_CACHE),
+Measured on the real wheels from PyPI, each in its own cached venv (graphfix.proof.runtimes; $GRAPHFIX_CACHE),
 on 2026-12-01 with CPython 3.11.7 and onnx 1.23.2 building the probe models. Output: scripts/ort_domains_measured.json.
 
 Per release, inside that release's own onnxruntime:
@@ -48,7 +48,7 @@ from pathlib import Path
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from graphfix.ort_runtimes import runtime_python  # noqa: E402
+from graphfix.proof.runtimes import runtime_python
 
 RELEASES = ["1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1", "1.23.2", "1.24.4",
             "1.25.1", "1.26.0", "1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.1", "1.32.0"]
