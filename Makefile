@@ -101,7 +101,7 @@ ORT_RELEASES ?= 1.15.1 1.16.3 1.17.3 1.18.1 1.19.2 1.20.1 1.21.1 1.22.1 1.23.2 1
 verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)
 
-# Re-measure scripts/ort_domains_measured.json: ai.onnx.ml and com.microsoft opsets, contrib ops, and whether the
+# Re-measure graphfix/passes/ort_domains.json: ai.onnx.ml and com.microsoft opsets, contrib ops, and whether the
 # loader refuses attributes that became inputs (ReduceMean axes at 18, ...), in each release's own wheel.
 verify-ort-domains: install
 	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)

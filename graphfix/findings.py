@@ -15,6 +15,8 @@ BAKED_RESHAPE_SHAPE = "GF202"
 IR_ABOVE_TARGET = "GF301"
 OPSET_ABOVE_TARGET = "GF302"
 ATTRIBUTE_NOW_AN_INPUT = "GF303"
+DOMAIN_ABOVE_TARGET = "GF304"
+FLOAT16_FALLBACK = "GF305"
 
 CODES = {
     DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
@@ -26,6 +28,8 @@ CODES = {
     IR_ABOVE_TARGET: "IR version above what the target onnxruntime loads",
     OPSET_ABOVE_TARGET: "ai.onnx opset above what the target onnxruntime runs",
     ATTRIBUTE_NOW_AN_INPUT: "an attribute that became an input at the model's opset, which older loaders refuse",
+    DOMAIN_ABOVE_TARGET: "a domain import (ai.onnx.ml, com.microsoft, unused ones) above what the target runs",
+    FLOAT16_FALLBACK: "a float16 op the target has no kernel for and whose fallback it cannot load",
 }
 
 

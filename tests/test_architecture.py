@@ -124,7 +124,8 @@ def test_every_pass_has_a_name_a_scope_and_only_documented_codes():
     for repair in (*PIPELINE, *pipeline("1.16")[len(PIPELINE):]):
         assert repair.name and repair.codes and repair.codes <= set(CODES), repair
     assert [p.name for p in pipeline("1.16")] == ["encoder_kv_passthrough", "fixed_shapes", "kv_dim_names",
-                                                  "truthful_kv_shapes", "attributes_as_inputs", "retarget_versions"]
+                                                  "truthful_kv_shapes", "attributes_as_inputs", "float16_fallbacks",
+                                                  "retarget_domains", "retarget_versions"]
 
 
 def test_a_pass_cannot_declare_an_undocumented_code():

@@ -6,7 +6,9 @@ from .attributes_as_inputs import attributes_as_inputs
 from .contract import ANY_MODEL, MERGED_DECODER, RepairPass, Subject, repair_pass, run_passes
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
+from .float16_fallbacks import float16_fallbacks
 from .kv_dim_names import kv_dim_names
+from .retarget_domains import retarget_domains
 from .retarget_versions import retarget_versions
 from .truthful_kv_shapes import truthful_kv_shapes
 
@@ -16,7 +18,10 @@ PIPELINE: tuple[RepairPass, ...] = (encoder_kv_passthrough, fixed_shapes, kv_dim
 
 def pipeline(target_ort: str | None = None) -> tuple[RepairPass, ...]:
     """The passes for one run; versions are only touched when the user names the runtime they deploy on."""
-    return PIPELINE + ((attributes_as_inputs, retarget_versions(target_ort)) if target_ort else ())
+    if not target_ort:
+        return PIPELINE
+    return (*PIPELINE, attributes_as_inputs, float16_fallbacks(target_ort), retarget_domains(target_ort),
+            retarget_versions(target_ort))
 
 
 __all__ = [
@@ -28,9 +33,11 @@ __all__ = [
     "attributes_as_inputs",
     "encoder_kv_passthrough",
     "fixed_shapes",
+    "float16_fallbacks",
     "kv_dim_names",
     "pipeline",
     "repair_pass",
+    "retarget_domains",
     "retarget_versions",
     "run_passes",
     "truthful_kv_shapes",

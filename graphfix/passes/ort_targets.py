@@ -1,4 +1,5 @@
-"""What each onnxruntime release loads: its highest IR version and ai.onnx opset.
+"""What each onnxruntime release loads: its highest IR version and ai.onnx opset (below), and what it runs in
+the other domains (ai.onnx.ml, com.microsoft: ort_domains.json, see domain_limits).
 
 Measured, not copied: every row from 1.15 on is what scripts/probe_ort_limits.py found by loading one-node models
 into the real wheel from PyPI (2026-11-23, CPython 3.11). The published matrix was wrong for 1.15 (it runs opset
@@ -8,7 +9,11 @@ Rerun the probe when adding a release: `.venv/bin/python scripts/probe_ort_limit
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ..errors import BadInputError
 
@@ -48,3 +53,47 @@ def ort_limits(release: str) -> tuple[int, int]:
         known = ", ".join(f"{a}.{b}" for a, b in sorted(ORT_LIMITS))
         raise BadInputError(f"no compatibility data for onnxruntime {release} (known: {known})")
     return ORT_LIMITS[key]
+
+
+@dataclass(frozen=True)
+class DomainLimits:
+    """What one release runs beyond ai.onnx, measured on its wheel by scripts/probe_ort_domains.py (2026-12-01):
+    the highest ai.onnx.ml and com.microsoft opsets it loads, the contrib ops it registers, and of those the ones
+    with a CPU kernel (None where the release does not list kernels: 1.15)."""
+
+    release: str
+    ml_max_opset: int
+    ms_max_opset: int
+    contrib_ops: frozenset[str]
+    cpu_kernels: frozenset[str] | None
+
+
+def _expanded(rows: dict[str, Any], release: str, field: str) -> list[str] | None:
+    """The stored deltas (the first release in full, then {added, removed}) expanded for one release."""
+    full: list[str] | None = None
+    for name, row in rows.items():
+        value = row.get(field)
+        if value is None:
+            full = None
+        elif full is None or "added" not in value:
+            full = sorted(value)
+        else:
+            full = sorted((set(full) | set(value["added"])) - set(value["removed"]))
+        if name == release:
+            return full
+    raise KeyError(release)
+
+
+def domain_limits(release: str) -> DomainLimits:
+    """`1.16` or `1.16.3` -> what that release's newest measured patch runs in the other domains."""
+    ort_limits(release)  # the same refusal of unknown releases
+    major, minor = (int(x) for x in release.split(".")[:2])
+    patch = LATEST_PATCH[(major, minor)]
+    rows = json.loads((Path(__file__).parent / "ort_domains.json").read_text())["releases"]
+    if patch not in rows:
+        raise BadInputError(f"no measured contrib-op data for onnxruntime {patch}")
+    kernels = _expanded(rows, patch, "contrib_cpu_kernels")
+    return DomainLimits(release=patch, ml_max_opset=rows[patch]["ml_max_opset"],
+                        ms_max_opset=rows[patch]["ms_max_opset"],
+                        contrib_ops=frozenset(_expanded(rows, patch, "contrib_ops") or ()),
+                        cpu_kernels=frozenset(kernels) if kernels is not None else None)
