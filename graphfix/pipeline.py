@@ -39,6 +39,8 @@ class RepairResult:
     changes: list[Finding] = field(default_factory=list)
     validation: ValidationResult | None = None
     backup: Path | None = None
+    loaded_on: str | None = None  # the onnxruntime release that loaded the output before it landed
+    versions: dict[str, str] = field(default_factory=dict)  # "before" / "after": IR version and opset imports
 
     @property
     def changed(self) -> bool:
@@ -47,7 +49,14 @@ class RepairResult:
     def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "changes": [c.to_dict() for c in self.changes], "backup": str(self.backup) if self.backup else None,
-                "validation": self.validation.to_dict() if self.validation else None}
+                "validation": self.validation.to_dict() if self.validation else None, "loaded_on": self.loaded_on,
+                "versions": self.versions}
+
+
+def versions_of(model: onnx.ModelProto) -> str:
+    """`IR 9, opset 19` (+ `com.microsoft 1` ...): what decides which onnxruntime loads a model."""
+    opsets = [f"{'opset' if o.domain in ('', 'ai.onnx') else o.domain} {o.version}" for o in model.opset_import]
+    return ", ".join([f"IR {model.ir_version}", *sorted(opsets, key=lambda o: not o.startswith("opset"))])
 
 
 @dataclass
@@ -143,22 +152,16 @@ def _target_release(target_ort: str) -> str:
     return release
 
 
-def _decode_proof(subject: Subject, runtime: str | None, validator: Validator | None) -> Callable[[Path], Any]:
-    """How a staged output is proven: the decode loop for a merged decoder, a load for any other model."""
-    from .proof.runtimes import full_release
-
-    release = full_release(runtime)
+def _decode_proof(runtime: str | None, validator: Validator | None) -> Validator:
+    """How a staged merged decoder is proven: the decode loop, in `runtime` (X.Y) or this process's onnxruntime."""
     if validator is not None:
         return validator
-    if not isinstance(subject, MergedDecoder):
-        from .proof.runtimes import load_in_onnxruntime
-
-        return lambda staged: load_in_onnxruntime(staged, release)  # an encoder: no decode loop of its own
 
     def decode(staged: Path) -> ValidationResult:
+        from .proof.runtimes import full_release
         from .proof.validation import validate  # numpy + onnxruntime: only when validating
 
-        return validate(staged, ort_version=release)
+        return validate(staged, ort_version=full_release(runtime))
 
     return decode
 
@@ -190,25 +193,30 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     loaded = read_model(source)
     check_output_file(out)
     step("repairing")
+    before = versions_of(loaded.model)
     subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
-    result = RepairResult(input=source, output=out, changes=changes)
-    prove = _decode_proof(subject, target_ort if validate_on_target else None, validator)
+    result = RepairResult(input=source, output=out, changes=changes,
+                          versions={"before": before, "after": versions_of(subject.model)})
+    prove = _decode_proof(target_ort if validate_on_target else None, validator)
     checker_held = passes_checker(source) if run_validation else False
     target_release = _target_release(target_ort) if target_ort and load_on_target else None
 
     def before_commit(staged: dict[Path, Path]) -> None:
+        from .proof.runtimes import load_in_onnxruntime
+
+        merged = isinstance(subject, MergedDecoder)
         if run_validation:
             step("validating")
             keep_checker_verdict(checker_held, staged)
-            loaded_there = target_release and not isinstance(subject, MergedDecoder)  # the load below is its proof
-            validation = None if loaded_there else prove(staged[out])
-            if validation is not None:
-                result.validation = require_proof(validation, out, "repaired model does not decode like full recompute")
-        if target_release and not (run_validation and validate_on_target and isinstance(subject, MergedDecoder)):
-            from .proof.runtimes import load_in_onnxruntime
-
+            if merged:
+                result.validation = require_proof(prove(staged[out]), out,
+                                                  "repaired model does not decode like full recompute")
+                result.loaded_on = result.validation.onnxruntime
+            elif not target_release:  # an encoder: no decode loop of its own, so its proof is a load
+                result.loaded_on = load_in_onnxruntime(staged[out])
+        if target_release and not (run_validation and validate_on_target and merged):
             step("loading on target")
-            load_in_onnxruntime(staged[out], target_release)
+            result.loaded_on = load_in_onnxruntime(staged[out], target_release)
 
     step("writing")
     backup = InPlaceBackup(source) if in_place else None

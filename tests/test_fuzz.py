@@ -225,12 +225,15 @@ def _condition_forwarded_in_a_cycle(model):
     model.graph.node.insert(0, helper.make_node("Identity", ["flag"], ["flag"]))
 
 
+# What graphfix cannot make sense of is shown to onnxruntime first: its reason is what these get.
 FOUND = {
-    "if-without-its-condition": ("legacy/marian.onnx", _if_without_its_condition, "not a merged decoder"),
-    "condition-forwarded-in-a-cycle": ("current/t5.onnx", _condition_forwarded_in_a_cycle, "not a merged decoder"),
-    "main-graph-without-logits": ("legacy/bart.onnx", _without_logits_output, "no output 'logits'"),
+    "if-without-its-condition": ("legacy/marian.onnx", _if_without_its_condition,
+                                 "cannot load decoder_model_merged.onnx: This is an invalid model"),
+    "condition-forwarded-in-a-cycle": ("current/t5.onnx", _condition_forwarded_in_a_cycle,
+                                       "cannot load decoder_model_merged.onnx: This is an invalid model"),
+    "main-graph-without-logits": ("legacy/bart.onnx", _without_logits_output, "needs input_ids and logits"),
     "branch-returns-fewer-outputs-than-its-if": ("current/marian.onnx", _branch_missing_its_last_output,
-                                                 "outputs but its"),
+                                                 "produce different number of outputs"),
     "tensor-with-data-type-255": ("fixed-shape/current-marian-batch2.onnx", _invalid_tensor_data_type,
                                   "data type 255"),
 }

@@ -25,13 +25,16 @@ CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float,
         "tokens_total": int, "failure": OPTIONAL_STR}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}
 VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, "max_abs_diff": (float, int),
-              "first_failure": OPTIONAL_STR, "cases": [CASE], "original": (COMPARISON, type(None))}
+              "first_failure": OPTIONAL_STR, "cases": [CASE], "original": (COMPARISON, type(None)),
+              "encoder": OPTIONAL_STR}
 REPAIR = {"input": str, "output": str, "changed": bool, "changes": [FINDING], "backup": OPTIONAL_STR,
-          "validation": (VALIDATION, type(None))}
+          "validation": (VALIDATION, type(None)), "loaded_on": OPTIONAL_STR,
+          "versions": {"before": str, "after": str}}
 HEADER = {"schema": str, "command": str, "ok": bool}
 DOCUMENTS = {
     "repair file": {**HEADER, **REPAIR},
     "repair directory": {**HEADER, "input": str, "output": str, "changed": bool, "linked": [str], "copied": [str],
+                         "retargeted": [str],
                          "models": [{"path": str, "seconds": (float, int), **REPAIR}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
                                      "findings": [FINDING]}]},

@@ -38,6 +38,17 @@ def find_merged_decoders(directory: str | os.PathLike) -> list[str]:
     return found
 
 
+def encoder_for(directory: str | os.PathLike[str], decoder: str) -> str | None:
+    """The encoder a merged decoder of `directory` belongs with: encoder_model{variant}.onnx beside it (the same
+    precision variant), else encoder_model.onnx beside it; None for a decoder-only export."""
+    folder, name = Path(decoder).parent, Path(decoder).name
+    variant = name[len(MERGED_STEM):-len(".onnx")] if name.startswith(MERGED_STEM) else ""
+    for candidate in (f"encoder_model{variant}.onnx", "encoder_model.onnx"):
+        if (Path(directory) / folder / candidate).is_file():
+            return (folder / candidate).as_posix()
+    return None
+
+
 def directory_files(directory: Path) -> list[str]:
     """Every file under `directory`, relative and sorted, skipping graphfix's own staging debris."""
     names = []

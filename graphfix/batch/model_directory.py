@@ -49,6 +49,7 @@ class DirectoryRepairResult:
     models: list[ModelRepair] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    retargeted: list[str] = field(default_factory=list)  # ONNX models other than merged decoders (--target-ort)
 
     @property
     def changed(self) -> bool:
@@ -56,7 +57,8 @@ class DirectoryRepairResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
-                "models": [m.to_dict() for m in self.models], "linked": self.linked, "copied": self.copied}
+                "models": [m.to_dict() for m in self.models], "linked": self.linked, "copied": self.copied,
+                "retargeted": self.retargeted}
 
 
 def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = "",
@@ -163,7 +165,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
             if model.result.validation is not None:
                 model.result.validation.model = str(out / model.path)
         land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
-    return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies)
+    return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies,
+                                 retargeted=plan.others)
 
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,

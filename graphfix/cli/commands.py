@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import __version__
-from ..batch.layouts import expand_model_paths, find_merged_decoders
+from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoders
 from ..errors import BadInputError
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.validation import ValidationResult, validate
@@ -157,7 +157,10 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
     print_table(summary_table(result))
     changed = sum(m.result.changed for m in result.models)
     where = "in place" if result.output == result.input else f"-> {out}"
-    typer.echo(f"repaired {source} {where}: {changed} of {len(result.models)} merged decoder(s) changed"
+    kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
+             f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
+             else f"{len(result.models)} merged decoder(s)")
+    typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else ""))
     return 0
 
@@ -223,15 +226,22 @@ def validate_command(
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
     Inputs are synthesized from the model's own signature (no PyTorch, no original weights): 8 steps at batch 1
-    and 3 and two source lengths. Exit 0 when it holds, 1 when it does not (naming the first step and output that
-    diverged), 2 when the model cannot be read or loaded.
+    and 3 and two source lengths. A model directory is proven end to end: its encoder (encoder_model.onnx beside
+    each merged decoder) runs on synthesized token ids, pixel values or audio features and feeds the decoder.
+
+    Exit 0 when it holds, 1 when it does not (naming the first step and output that diverged), 2 when the model
+    cannot be read or loaded.
 
     Example: graphfix validate fixed.onnx --original decoder_model_merged.onnx --ort-version 1.16.3
     """
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
-        results = [validate(path, ort_version=ort_version) for path in expand_model_paths([model])]
+        results = []
+        for name in find_merged_decoders(model):  # each fed by its export's encoder, when it has one
+            encoder = encoder_for(model, name)
+            results.append(validate(model / name, ort_version=ort_version,
+                                    encoder=model / encoder if encoder else None))
     else:
         results = [validate(model, original, ort_version=ort_version)]
     ok = all(result.ok for result in results)
@@ -241,7 +251,8 @@ def validate_command(
                   {"ok": ok, "models": [result.to_dict() for result in results]})
     else:
         for result in results:
-            typer.echo(f"{result.model}: plain present->past loop vs full recompute "
+            fed = f", fed by {result.encoder}" if result.encoder else ""
+            typer.echo(f"{result.model}: plain present->past loop vs full recompute{fed} "
                        f"(onnxruntime {result.onnxruntime}):")
             for line in _validation_lines(result):
                 typer.echo(line)

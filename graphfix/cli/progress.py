@@ -84,14 +84,19 @@ def summary_table(result: DirectoryRepairResult) -> Table:
 
     """One row per merged decoder: what was found, how many changes, the validation, and the time it took."""
     table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
-    for column in ("model", "findings", "changes", "validation", "time"):
+    for column in ("model", "findings", "changes", "versions", "proof", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
     for model in result.models:
-        validation = model.result.validation
-        verdict = ("skipped" if validation is None else
-                   f"ok (max diff {validation.max_abs_diff:.2g})" if validation.ok else "FAILED")
+        validation, loaded_on = model.result.validation, model.result.loaded_on
+        verdict = (f"decodes in {validation.onnxruntime} (max diff {validation.max_abs_diff:.2g})"
+                   if validation is not None and validation.ok else "FAILED" if validation is not None
+                   else f"loads in {loaded_on}" if loaded_on else "skipped")
+        if validation is not None and loaded_on and loaded_on != validation.onnxruntime:
+            verdict += f", loads in {loaded_on}"
+        before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
+        versions = before if before == after else f"{before} -> {after}"
         table.add_row(model.path, _findings([c.code for c in model.result.changes]), str(len(model.result.changes)),
-                      verdict, f"{model.seconds:.1f} s")
+                      versions, verdict, f"{model.seconds:.1f} s")
     return table
 
 

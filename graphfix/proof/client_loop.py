@@ -39,7 +39,7 @@ def one_line(err: BaseException) -> str:
     # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
     # ... and its source location and C++ function, which say nothing to a user
-    text = re.sub(r"^\S+\.(?:h|cc):\d+ (?:[\w:<>,~ ]+\(\) )?", "", text)
+    text = re.sub(r"^(?:\S+\.(?:h|cc):\d+ )?(?:[\w:<>]+ )?[\w:~<>]+::~?\w+\([^()]*\) ", "", text)
     nodes = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
     if nodes:
         reason = text.rsplit("Status Message: ", 1)[-1]
@@ -140,6 +140,42 @@ class DecoderSession:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
 
 
+class EncoderSession:
+    """The export's encoder, fed from its own signature (token ids, pixel values, audio features or patches), whose
+    output feeds the decoder as a client's would: the proof then covers the export end to end."""
+
+    def __init__(self, path: str):
+        self.name = os.path.basename(path)
+        self.session = load_session(path)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if "last_hidden_state" not in self.outputs:
+            raise BadInputError(f"{self.name} has no output 'last_hidden_state' to feed a decoder")
+
+    def encode(self, rng: np.random.Generator, batch: int, source_length: int, vocab: int) -> Feeds:
+        feeds: Feeds = {}
+        mask = np.ones((batch, source_length), dtype=np.int64)
+        if batch > 1:
+            mask[1, -2:] = 0  # one padded row, as real batches have
+        for name, spec in self.inputs.items():
+            dims = [d if isinstance(d, int) else None for d in spec.shape]
+            if name == "input_ids":
+                feeds[name] = _prefix(rng, vocab, batch, source_length)
+            elif name == "attention_mask":
+                feeds[name] = mask.astype(_NUMPY[spec.type])
+            elif spec.type in ("tensor(float)", "tensor(float16)") and len(dims) >= 2:
+                # pixel_values, input_features, flattened_patches: any static dim as declared, the rest sized so
+                # that the encoder has enough to work on (audio convolutions halve the frames)
+                shape = [batch] + [d if d is not None else 8 * source_length for d in dims[1:]]
+                feeds[name] = rng.standard_normal(shape).astype(_NUMPY[spec.type])
+            else:
+                raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}")
+        hidden = self.session.run(["last_hidden_state"], feeds)[0]
+        encoder_mask = feeds["attention_mask"] if "attention_mask" in feeds else \
+            np.ones(hidden.shape[:2], dtype=np.int64)
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": encoder_mask}
+
+
 def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:
     """Teacher-forced tokens. Low ids and the last id are where exporters put pad/bos/eos; a pad fed mid-sequence
     changes position ids in M2M100-style models between cached and full runs, which no real client does."""
@@ -154,19 +190,23 @@ def _last_logits(outputs: Feeds) -> np.ndarray:
 class PlainClient:
     """`first` runs step 1 and full recompute; `later` every step after, fed the presents of the one before."""
 
-    def __init__(self, first: DecoderSession, later: DecoderSession, reference: DecoderSession | None = None):
+    def __init__(self, first: DecoderSession, later: DecoderSession, reference: DecoderSession | None = None,
+                 encoder: EncoderSession | None = None):
         if first is later and (CACHE_FLAG not in first.inputs or not first.past):
             raise BadInputError(f"{first.name} is not a merged decoder (needs past_key_values.* and {CACHE_FLAG})")
         if not later.past:
             raise BadInputError(f"{later.name} takes no past_key_values.*: not a decoder with past")
-        self.first, self.later, self.reference = first, later, reference
+        self.first, self.later, self.reference, self.encoder = first, later, reference, encoder
         self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
 
     def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int) -> CaseResult:
         """The loop against full recompute, step by step; stops at the first divergence."""
         case = CaseResult(batch=batch, source_length=source_length)
         rng = np.random.default_rng(seed)
-        encoder = self.first.encoder_inputs(rng, batch, source_length)
+        if self.encoder is not None:
+            encoder = self.encoder.encode(rng, batch, source_length, self.first.vocab)
+        else:
+            encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
         past: Feeds | None = None
         for step in range(1, steps + 1):
@@ -244,13 +284,16 @@ class PlainClient:
 
 def run_proof(first: str, later: str, reference: str | None, tolerance: float, steps: int = STEPS,
               batches: list[int] | tuple[int, ...] = BATCHES,
-              source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0) -> dict[str, Any]:
-    """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof."""
+              source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0,
+              encoder: str | None = None) -> dict[str, Any]:
+    """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof. With `encoder`, the
+    decoder is fed that encoder's output instead of synthesized hidden states."""
     import onnxruntime
 
     first_session = DecoderSession(first)
     later_session = first_session if later == first else DecoderSession(later)
-    client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None)
+    client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None,
+                         EncoderSession(encoder) if encoder else None)
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = [0]  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:

@@ -31,6 +31,7 @@ class ValidationResult:
     onnxruntime: str = ""
     cases: list[CaseResult] = field(default_factory=list)
     original: dict[str, Any] | None = None  # against a reference model: max diff of full-recompute logits
+    encoder: str | None = None  # the export's encoder that fed the decoder, when the proof ran end to end
 
     @property
     def ok(self) -> bool:
@@ -51,7 +52,7 @@ class ValidationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "ok": self.ok, "onnxruntime": self.onnxruntime, "tolerance": self.tolerance,
                 "max_abs_diff": self.max_abs_diff, "first_failure": self.first_failure,
-                "cases": [asdict(c) for c in self.cases], "original": self.original}
+                "cases": [asdict(c) for c in self.cases], "original": self.original, "encoder": self.encoder}
 
 
 def tolerance_for(model: onnx.ModelProto) -> float:
@@ -64,14 +65,16 @@ def tolerance_for(model: onnx.ModelProto) -> float:
 
 def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: str | os.PathLike[str],
            reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
-           source_lengths: Sequence[int], seed: int, ort_version: str | None) -> ValidationResult:
-    paths = [first, later, *([reference] if reference else [])]
+           source_lengths: Sequence[int], seed: int, ort_version: str | None,
+           encoder: str | os.PathLike[str] | None = None) -> ValidationResult:
+    paths = [first, later, *([reference] if reference else []), *([encoder] if encoder else [])]
     for path in paths:
         read_model(path)  # the same refusals as everywhere, before onnxruntime sees the file
     tolerance = tolerance_for(read_model(later).model)
     request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
                "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
-               "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed}
+               "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
+               "encoder": os.path.abspath(encoder) if encoder else None}
     if ort_version:
         from .runtimes import run_in_runtime
 
@@ -81,16 +84,18 @@ def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: 
 
         answer = run_proof(**request)
     return ValidationResult(model=os.fspath(model), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
-                            cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"])
+                            cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
+                            encoder=os.fspath(encoder) if encoder else None)
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
              batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
-             ort_version: str | None = None) -> ValidationResult:
+             ort_version: str | None = None, encoder: str | os.PathLike[str] | None = None) -> ValidationResult:
     """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
-    `original`, that full-recompute logits equal that model's at every step. Returns the figures whether or not it
-    held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
-    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version)
+    `original`, that full-recompute logits equal that model's at every step; with `encoder` (the export's
+    encoder_model.onnx), fed by that encoder's output, end to end. Returns the figures whether or not it held
+    (`.ok`); raises BadInputError when the model cannot be read or loaded."""
+    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder)
 
 
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
