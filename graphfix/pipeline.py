@@ -152,8 +152,9 @@ def _target_release(target_ort: str) -> str:
     return release
 
 
-def _decode_proof(runtime: str | None, validator: Validator | None) -> Validator:
-    """How a staged merged decoder is proven: the decode loop, in `runtime` (X.Y) or this process's onnxruntime."""
+def _decode_proof(source: Path, runtime: str | None, validator: Validator | None) -> Validator:
+    """How a staged merged decoder is proven: the decode loop, in `runtime` (X.Y) or this process's onnxruntime,
+    with the input as the judge of any divergence from full recompute."""
     if validator is not None:
         return validator
 
@@ -161,7 +162,7 @@ def _decode_proof(runtime: str | None, validator: Validator | None) -> Validator
         from .proof.runtimes import full_release
         from .proof.validation import validate  # numpy + onnxruntime: only when validating
 
-        return validate(staged, ort_version=full_release(runtime))
+        return validate(staged, ort_version=full_release(runtime), judge=source)
 
     return decode
 
@@ -197,7 +198,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)})
-    prove = _decode_proof(target_ort if validate_on_target else None, validator)
+    prove = _decode_proof(source, target_ort if validate_on_target else None, validator)
     checker_held = passes_checker(source) if run_validation else False
     target_release = _target_release(target_ort) if target_ort and load_on_target else None
 

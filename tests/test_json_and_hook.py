@@ -22,7 +22,7 @@ EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 OPTIONAL_STR = (str, type(None))
 FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str}
 CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float, "tokens_agree": int,
-        "tokens_total": int, "failure": OPTIONAL_STR}
+        "tokens_total": int, "failure": OPTIONAL_STR, "original_differs": (float, int, type(None))}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}
 VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, "max_abs_diff": (float, int),
               "first_failure": OPTIONAL_STR, "cases": [CASE], "original": (COMPARISON, type(None)),

@@ -116,3 +116,52 @@ def test_an_opset_21_export_repaired_as_a_directory_for_1_16_loads_and_decodes_i
     for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
         model = onnx.load(tmp_path / "out" / name)
         assert model.ir_version <= 9 and model.opset_import[0].version <= 19, name
+
+
+# --- the right reference: a divergence the original shares is the model's own -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repaired_qdq(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qdq") / "qdq.onnx"
+    repair(VARIANTS / "marian-qdq-static.onnx", out)
+    return out
+
+
+def _proof(model, tolerance, original=None):
+    from graphfix.proof.client_loop import run_proof
+
+    return run_proof(str(model), str(model), None, tolerance, original=str(original) if original else None)
+
+
+def test_a_divergence_the_original_shares_is_reported_as_the_model_s_own(repaired_qdq):
+    """Static QDQ int8 rounds differently on the cached path: at a tolerance below that difference the plain loop
+    "fails" against full recompute, yet the original driven as Optimum drives it gives the very same numbers, so
+    the repair changed only the wiring and the case holds, naming the original's own difference."""
+    tight = 1e-3
+    unjudged = _proof(repaired_qdq, tight)
+    assert any(case["failure"] and "differ from full recompute" in case["failure"] for case in unjudged["cases"])
+    judged = _proof(repaired_qdq, tight, original=VARIANTS / "marian-qdq-static.onnx")
+    assert all(case["failure"] is None for case in judged["cases"]), judged["cases"]
+    assert max(case["original_differs"] or 0 for case in judged["cases"]) > tight
+
+
+def test_a_wrong_wiring_is_not_excused_by_the_original(repaired_qdq, tmp_path):
+    """Feed present.0.encoder.key from the past *value*: the loop now differs from full recompute and from the
+    original's Optimum loop, and the failure says both."""
+    from graphfix.model.merged_decoder import find_merged_decoder
+
+    model = onnx.load(repaired_qdq)
+    decoder = find_merged_decoder(model)
+    passthrough = next(n for n in decoder.cache_branch.node if n.name == "graphfix/present.0.encoder.key/passthrough")
+    passthrough.input[0] = "past_key_values.0.encoder.value"
+    miswired = tmp_path / "miswired.onnx"
+    onnx.save(model, miswired)
+    result = _proof(miswired, 1e-3, original=VARIANTS / "marian-qdq-static.onnx")
+    failures = [case["failure"] for case in result["cases"] if case["failure"]]
+    assert failures and all("and from the original driven as Optimum drives it by" in f for f in failures), failures
+
+
+def test_repair_judges_with_its_input_so_a_qdq_export_repairs(cli, tmp_path):
+    result = cli("repair", VARIANTS / "marian-qdq-static.onnx", tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.stderr

@@ -187,21 +187,55 @@ def _last_logits(outputs: Feeds) -> np.ndarray:
     return outputs["logits"][:, -1, :].astype(np.float64)
 
 
+class OptimumLoop:
+    """The original merged decoder driven as Optimum's own client drives it: its presents fed back as past, except
+    the encoder KV, which is kept from step 1 (the original's cache branch returns dummies for it)."""
+
+    def __init__(self, original: DecoderSession):
+        self.original = original
+        self.past: Feeds | None = None
+        self.encoder_kv: Feeds = {}
+
+    def step(self, tokens: np.ndarray, encoder: Feeds, step: int) -> np.ndarray:
+        if self.past is None:
+            out = self.original.run(tokens, encoder)
+            self.encoder_kv = {_as_past(n): v for n, v in out.items() if PRESENT.match(n) and ".encoder." in n}
+        else:
+            out = self.original.run(tokens[:, -1:], encoder, self.past, step - 1)
+        self.past = {**{_as_past(n): v for n, v in out.items() if PRESENT.match(n)}, **self.encoder_kv}
+        return _last_logits(out)
+
+
+def _as_past(present: str) -> str:
+    return present.replace("present", "past_key_values", 1)
+
+
+FLOAT_PRECISION = 1e-5  # "the same numbers": what differs between two runs of the same ops, relative to the logits
+
+
 class PlainClient:
-    """`first` runs step 1 and full recompute; `later` every step after, fed the presents of the one before."""
+    """`first` runs step 1 and full recompute; `later` every step after, fed the presents of the one before.
+    `original` (the unrepaired merged decoder, loaded only if needed) is the judge when the loop differs from full
+    recompute: if the original, driven as Optimum drives it, gives the loop's very numbers, the difference is the
+    model's own (static QDQ int8 exports round differently on the cached path) and the repair is not at fault."""
 
     def __init__(self, first: DecoderSession, later: DecoderSession, reference: DecoderSession | None = None,
-                 encoder: EncoderSession | None = None):
+                 encoder: EncoderSession | None = None, original: str | None = None):
         if first is later and (CACHE_FLAG not in first.inputs or not first.past):
             raise BadInputError(f"{first.name} is not a merged decoder (needs past_key_values.* and {CACHE_FLAG})")
         if not later.past:
             raise BadInputError(f"{later.name} takes no past_key_values.*: not a decoder with past")
         self.first, self.later, self.reference, self.encoder = first, later, reference, encoder
         self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
+        self.original_path = original
+        self.original: DecoderSession | None = None
 
-    def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int) -> CaseResult:
-        """The loop against full recompute, step by step; stops at the first divergence."""
+    def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int,
+                    judged: bool = False) -> CaseResult:
+        """The loop against full recompute, step by step; stops at the first divergence. `judged` runs the
+        original's Optimum loop beside it (after a divergence, when there is an original to ask)."""
         case = CaseResult(batch=batch, source_length=source_length)
+        optimum = OptimumLoop(self.original) if judged and self.original is not None else None
         rng = np.random.default_rng(seed)
         if self.encoder is not None:
             encoder = self.encoder.encode(rng, batch, source_length, self.first.vocab)
@@ -234,10 +268,19 @@ class PlainClient:
             case.tokens_total += batch
             case.tokens_agree += int(np.sum(got.argmax(-1) == want.argmax(-1)))
             scale = max(1.0, float(np.max(np.abs(want))))
+            theirs = optimum.step(tokens, encoder, step) if optimum is not None else None
             if not np.isfinite(diff) or diff > tolerance * scale:
-                case.failure = (f"step {step}: logits differ from full recompute by {diff:.3g} "
-                                f"(tolerance {tolerance * scale:.3g})")
-                return case
+                if theirs is None and not judged and self._load_original():
+                    return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
+                wiring = float(np.max(np.abs(got - theirs))) if theirs is not None else None
+                if wiring is not None and wiring <= FLOAT_PRECISION * scale:
+                    case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
+                else:
+                    case.failure = (f"step {step}: logits differ from full recompute by {diff:.3g} "
+                                    f"(tolerance {tolerance * scale:.3g})"
+                                    + (f" and from the original driven as Optimum drives it by {wiring:.3g}"
+                                       if wiring is not None else ""))
+                    return case
             self._compare_reference(tokens, encoder, full, tolerance * scale, batch, source_length, step)
             past = {name.replace("present", "past_key_values", 1): value
                     for name, value in cached.items() if PRESENT.match(name)}
@@ -267,6 +310,11 @@ class PlainClient:
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
+    def _load_original(self) -> bool:
+        if self.original is None and self.original_path is not None:
+            self.original = DecoderSession(self.original_path)
+        return self.original is not None
+
     def _missing_past(self, past: Feeds) -> str | None:
         missing = [name for name in self.later.past if name not in past]
         return f"{self.later.name} needs {missing[0]!r}, which no present.* provides" if missing else None
@@ -285,15 +333,16 @@ class PlainClient:
 def run_proof(first: str, later: str, reference: str | None, tolerance: float, steps: int = STEPS,
               batches: list[int] | tuple[int, ...] = BATCHES,
               source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0,
-              encoder: str | None = None) -> dict[str, Any]:
+              encoder: str | None = None, original: str | None = None) -> dict[str, Any]:
     """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof. With `encoder`, the
-    decoder is fed that encoder's output instead of synthesized hidden states."""
+    decoder is fed that encoder's output instead of synthesized hidden states; with `original` (the unrepaired
+    merged decoder), a divergence from full recompute is judged against it (see PlainClient)."""
     import onnxruntime
 
     first_session = DecoderSession(first)
     later_session = first_session if later == first else DecoderSession(later)
     client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None,
-                         EncoderSession(encoder) if encoder else None)
+                         EncoderSession(encoder) if encoder else None, original or reference)
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = [0]  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:

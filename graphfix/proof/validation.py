@@ -66,15 +66,17 @@ def tolerance_for(model: onnx.ModelProto) -> float:
 def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: str | os.PathLike[str],
            reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
            source_lengths: Sequence[int], seed: int, ort_version: str | None,
-           encoder: str | os.PathLike[str] | None = None) -> ValidationResult:
-    paths = [first, later, *([reference] if reference else []), *([encoder] if encoder else [])]
+           encoder: str | os.PathLike[str] | None = None,
+           judge: str | os.PathLike[str] | None = None) -> ValidationResult:
+    paths = [first, later, *(p for p in (reference, encoder, judge) if p)]
     for path in paths:
         read_model(path)  # the same refusals as everywhere, before onnxruntime sees the file
     tolerance = tolerance_for(read_model(later).model)
     request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
                "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
                "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
-               "encoder": os.path.abspath(encoder) if encoder else None}
+               "encoder": os.path.abspath(encoder) if encoder else None,
+               "original": os.path.abspath(judge) if judge else None}
     if ort_version:
         from .runtimes import run_in_runtime
 
@@ -90,12 +92,15 @@ def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
              batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
-             ort_version: str | None = None, encoder: str | os.PathLike[str] | None = None) -> ValidationResult:
+             ort_version: str | None = None, encoder: str | os.PathLike[str] | None = None,
+             judge: str | os.PathLike[str] | None = None) -> ValidationResult:
     """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
     `original`, that full-recompute logits equal that model's at every step; with `encoder` (the export's
-    encoder_model.onnx), fed by that encoder's output, end to end. Returns the figures whether or not it held
-    (`.ok`); raises BadInputError when the model cannot be read or loaded."""
-    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder)
+    encoder_model.onnx), fed by that encoder's output, end to end. `judge` (the unrepaired model; `original`
+    serves too) is asked only when the loop differs from full recompute: if it, driven as Optimum drives it, gives
+    the loop's very numbers, the difference is the model's own and the case holds (`original_differs`). Returns
+    the figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
+    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge)
 
 
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
