@@ -62,3 +62,11 @@ def test_the_installed_proof_on_1_16_3_refuses_what_1_16_3_cannot_load(installed
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert len(refused.stderr.splitlines()) == 1
     assert f"onnxruntime {SEEDS_RUNTIME} cannot load fixed.onnx" in refused.stderr and "IR version" in refused.stderr
+
+
+def test_the_installed_command_retargets_with_its_packaged_runtime_tables(installed, tmp_path):
+    """The contrib-op table is package data: an install that lost it would fail every --target-ort run."""
+    result = run(installed, "repair", ROOT / "sample_models" / "variants" / "marian-o2.onnx", tmp_path / "o.onnx",
+                 "--target-ort", "1.16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "GF304 ai.onnx.ml" in result.stdout

@@ -116,6 +116,21 @@ def test_an_opset_21_export_repaired_as_a_directory_for_1_16_loads_and_decodes_i
     for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
         model = onnx.load(tmp_path / "out" / name)
         assert model.ir_version <= 9 and model.opset_import[0].version <= 19, name
+    # End to end in 1.16.3: the retargeted encoder's output feeds the repaired decoder's plain loop.
+    proof = validate(tmp_path / "out" / "decoder_model_merged.onnx", ort_version="1.16.3",
+                     encoder=tmp_path / "out" / "encoder_model.onnx")
+    assert proof.ok and proof.onnxruntime == "1.16.3" and proof.encoder.endswith("encoder_model.onnx")
+    with pytest.raises(BadInputError, match="onnxruntime 1.16.3 cannot load"):  # what it was before
+        validate(export / "decoder_model_merged.onnx", ort_version="1.16.3", encoder=export / "encoder_model.onnx")
+
+
+def test_validate_dir_feeds_each_decoder_from_its_encoder(cli, tmp_path):
+    out = tmp_path / "out"
+    assert cli("repair", ROOT / "sample_models" / "exports" / "current-marian-opset21", out).exit_code == 0
+    result = cli("validate", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    (model,) = json.loads(result.stdout)["models"]
+    assert model["ok"] and model["encoder"] == str(out / "encoder_model.onnx")
 
 
 # --- the right reference: a divergence the original shares is the model's own -------------------------------------
