@@ -77,8 +77,8 @@ verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)
 
 # Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
-# onnxruntime-node), checked token for token against PyTorch. Needs torch and node, so it has its own venv and
-# tests/clients/js/node_modules instead of slowing `make test`. The npm install skips onnxruntime-node's
+# onnxruntime-node, onnxruntime-web, OpenVINO and tract), checked token for token against PyTorch. Needs torch and
+# node, so it has its own venv and tests/clients/js/node_modules instead of slowing `make test`. The npm install skips onnxruntime-node's
 # postinstall (it only fetches GPU providers): the CPU library ships inside the package.
 CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
@@ -86,15 +86,21 @@ CLIENTS_JS := tests/clients/js
 
 $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CLIENTS_VENV)
-	$(CLIENTS_VENV)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime pytest \
-		openvino==2026.4.1 tract==0.23.9 -e .
+	$(CLIENTS_VENV)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime pytest -e .
+	touch $@
+
+# The other runtimes' Python clients (tests/clients/RUNTIMES.md), pinned to the versions measured; a stamp of their
+# own so that an existing .venv-clients gets them too.
+CLIENTS_RUNTIMES := openvino==2026.4.1 tract==0.23.9
+$(CLIENTS_VENV)/.runtimes-installed: $(CLIENTS_VENV)/.installed
+	$(CLIENTS_VENV)/bin/pip install --quiet $(CLIENTS_RUNTIMES)
 	touch $@
 
 $(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/package-lock.json
 	cd $(CLIENTS_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed
+test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(CLIENTS_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
