@@ -2,8 +2,8 @@
 decoder compiled with INFERENCE_PRECISION_HINT f32, step 1 on the no-cache branch with empty past, then every present
 fed back as past with use_cache_branch=True. The cached logits equal full recompute (the no-cache branch over the
 whole prefix) at every step and, for text models, PyTorch's greedy tokens and logits. Optimum's unrepaired merged
-decoder does not even compile: the CPU plug-in refuses an If whose outputs have no static rank, and the
-unrepaired with-past branch's dummy encoder presents give present.N.encoder.* none."""
+decoder does not even compile: the CPU plug-in refuses an If whose outputs have no static rank, which the
+zero-element dummy encoder presents of the cache branch cause (OpenVINO reads them as rank-0 constants)."""
 
 from __future__ import annotations
 
@@ -74,8 +74,21 @@ def test_openvino_cannot_compile_the_unrepaired_merged_decoder(arch, exports):
     core = ov.Core()
     with pytest.raises(RuntimeError, match="CPU plug-in doesn't support If operation with dynamic rank") as caught:
         core.compile_model(core.read_model(exports / arch / MERGED), "CPU", F32)
-    assert "present.1.encoder." in str(caught.value)  # the If output the dummy (0, heads, 1, head_dim) feeds
-    # ...whereas the same file as graphfix leaves it compiles (the test above runs it).
+    assert "present.1.encoder." in str(caught.value)
+
+    # Why: OpenVINO's ONNX frontend reads the cache branch's zero-element dummy, a Constant of dims
+    # (0, heads, 1, head_dim), as a rank-0 constant, while the no-cache branch's present.N.encoder.* are rank 4; the
+    # If output then has no static rank. graphfix's repair replaces the dummies by the past they stand for (the test
+    # above compiles and runs the repaired file).
+    model = core.read_model(exports / arch / MERGED)
+    branch_if = next(op for op in model.get_ops() if op.get_type_name() == "If")
+    ranks = {branch: {result.get_friendly_name().split("/")[0]: result.get_output_partial_shape(0).rank
+                      for result in branch_if.get_function(branch).get_results()} for branch in (0, 1)}
+    then_branch, else_branch = ranks[0], ranks[1]  # OpenVINO's body 0 is ONNX's then_branch (use_cache_branch)
+    encoder_presents = [name for name in then_branch if name.startswith("present.") and ".encoder." in name]
+    assert encoder_presents
+    for name in encoder_presents:
+        assert then_branch[name] == ov.Dimension(0) and else_branch[name] == ov.Dimension(4), (name, ranks)
 
 
 def test_openvino_default_precision_is_recorded_and_f32_where_the_cpu_has_no_bf16(repaired_export):
