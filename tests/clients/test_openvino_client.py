@@ -93,7 +93,8 @@ def test_openvino_cannot_compile_the_unrepaired_merged_decoder(arch, exports):
 
 def test_openvino_default_precision_is_recorded_and_f32_where_the_cpu_has_no_bf16(repaired_export):
     """Without a hint the CPU plug-in infers in bf16 on CPUs that have it (AVX512_BF16 / AMX report 'BF16' in
-    OPTIMIZATION_CAPABILITIES); a client wanting the numbers of the export must ask for f32."""
+    OPTIMIZATION_CAPABILITIES; f16 on ARM); a client wanting the numbers of the export must ask for f32. Only the
+    f32 case is measured here (the CI machine has neither)."""
     export = repaired_export("marian")
     core = ov.Core()
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -106,8 +107,8 @@ def test_openvino_default_precision_is_recorded_and_f32_where_the_cpu_has_no_bf1
     print(f"\nOpenVINO {ov.__version__} on {core.get_property('CPU', 'FULL_DEVICE_NAME')}: capabilities "
           f"{capabilities}, default INFERENCE_PRECISION_HINT {default_precision}, max |default - f32 logits| "
           f"{difference:.3g}")
-    if "BF16" in capabilities:
-        assert default_precision == ov.Type.bf16
+    if "BF16" in capabilities or "FP16" in capabilities:  # bf16 on x86 with AVX512_BF16/AMX, f16 on ARM
+        assert default_precision != ov.Type.f32
         assert difference > 0
     else:
         assert default_precision == ov.Type.f32
