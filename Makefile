@@ -107,9 +107,10 @@ verify-ort-domains: install
 	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)
 
 # Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
-# onnxruntime-node, on the newest release and on 1.16.3), checked token for token against PyTorch. Needs torch and
-# node, so it has its own venv and tests/clients/js{,-ort116}/node_modules instead of slowing `make test`. The npm
-# installs skip onnxruntime-node's postinstall (it only fetches GPU providers): the CPU library ships in the package.
+# onnxruntime-node on the newest release and on 1.16.3, onnxruntime-web, OpenVINO and tract), checked token for
+# token against PyTorch. Needs torch and node, so it has its own venv and tests/clients/js{,-ort116}/node_modules
+# instead of slowing `make test`. The npm installs skip onnxruntime-node's postinstall (it only fetches GPU
+# providers): the CPU library ships in the package.
 CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
 # The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).
@@ -121,6 +122,13 @@ $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(CLIENTS_VENV)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime pytest -e .
 	touch $@
 
+# The other runtimes' Python clients (tests/clients/RUNTIMES.md), pinned to the versions measured; a stamp of their
+# own so that an existing .venv-clients gets them too.
+CLIENTS_RUNTIMES := openvino==2026.4.1 tract==0.23.9
+$(CLIENTS_VENV)/.runtimes-installed: $(CLIENTS_VENV)/.installed
+	$(CLIENTS_VENV)/bin/pip install --quiet $(CLIENTS_RUNTIMES)
+	touch $@
+
 $(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/package-lock.json
 	cd $(CLIENTS_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
@@ -130,7 +138,8 @@ $(CLIENTS_JS_ORT116)/node_modules/.installed: $(CLIENTS_JS_ORT116)/package.json 
 	ls $(CLIENTS_JS_ORT116)/node_modules/onnxruntime-node/bin/napi-v3/linux/*/libonnxruntime.so.1.16.3 >/dev/null  # the C library 1.16.3 ships
 	touch $@
 
-test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_JS)/node_modules/.installed $(CLIENTS_JS_ORT116)/node_modules/.installed
+test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(CLIENTS_JS)/node_modules/.installed \
+		$(CLIENTS_JS_ORT116)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/

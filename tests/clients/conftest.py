@@ -50,6 +50,10 @@ MAX_NEW_TOKENS = 10
 GENERATION = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MAX_NEW_TOKENS, "forced_eos_token_id": None,
               "do_sample": False}
 MERGED = "decoder_model_merged.onnx"
+# The other runtimes' clients (test_openvino_client.py, test_tract_client.py, onnxruntime-web) also decode Whisper,
+# whose encoder takes input_features; PyTorch's generate() is only the reference for the text models.
+RUNTIME_ARCHS = ["marian", "m2m100", "pegasus", "whisper"]
+EXPORTED = ARCHS + ["whisper"]
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +62,7 @@ def exports(tmp_path_factory) -> Path:
     by the current exporter in this venv."""
     out = tmp_path_factory.mktemp("exports")
     subprocess.run([sys.executable, str(ROOT / "sample_models" / "make_samples.py"), "--exporter", "current",
-                    "--out", str(out), "--keep-all", "--only", *ARCHS], check=True, capture_output=True, text=True)
+                    "--out", str(out), "--keep-all", "--only", *EXPORTED], check=True, capture_output=True, text=True)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["optimum-onnx"] == "0.1.0", manifest["versions"]
     return out
@@ -97,6 +101,37 @@ def repaired_export(exports, tmp_path_factory):
         return made[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def split_export(exports, tmp_path_factory):
+    """`split_export(arch)`: the directory `graphfix split` writes from the export's merged decoder
+    (decoder_model.onnx + decoder_with_past_model.onnx), for runtimes without `If`."""
+    root = tmp_path_factory.mktemp("split")
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            out = root / arch
+            out.mkdir()
+            subprocess.run([str(Path(sys.executable).parent / "graphfix"), "split", str(exports / arch / MERGED),
+                            str(out)], check=True, capture_output=True, text=True)
+            made[arch] = out
+        return made[arch]
+
+    return get
+
+
+def model_config(export: Path) -> dict:
+    return json.loads((export / "config.json").read_text())
+
+
+def loop_source(arch: str, export: Path) -> dict:
+    """What the runtime clients feed the encoder: SOURCE_IDS for text models, seeded log-mel noise for Whisper
+    (see plain_loop.speech_source), as the JSON `source` of tract_client.py and the JS clients."""
+    if arch == "whisper":
+        return {"numMelBins": model_config(export)["num_mel_bins"]}
+    return {"inputIds": SOURCE_IDS[arch]}
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +199,38 @@ def pytorch_reference(exports):
                 logits=torch.stack(out.logits, dim=1).double().numpy() if greedy else np.empty(0),
                 sequence_scores=[] if greedy else out.sequences_scores.tolist())
         return cache[(arch, num_beams, batch)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def pytorch_whisper_reference(exports):
+    """`pytorch_whisper_reference()`: Whisper's PyTorch weights decoding plain_loop.speech_source's features greedily
+    (full forward over the prefix at each step, EOS held off), as a Reference with tokens and logits."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from .plain_loop import speech_source
+
+    cache: list[Reference] = []
+
+    def get() -> Reference:
+        if not cache:
+            model = WhisperForConditionalGeneration.from_pretrained(exports / "whisper" / "pytorch").eval()
+            features = torch.from_numpy(speech_source(model.config.num_mel_bins)["input_features"])
+            tokens, logits = [model.config.decoder_start_token_id], []
+            with torch.no_grad():
+                encoder_out = model.get_encoder()(features)
+                for _ in range(MAX_NEW_TOKENS):
+                    last = model(encoder_outputs=encoder_out, decoder_input_ids=torch.tensor([tokens]),
+                                 use_cache=False).logits[0, -1].double()
+                    logits.append(last.numpy())
+                    choice = last.clone()
+                    choice[model.config.eos_token_id] = -np.inf
+                    tokens.append(int(choice.argmax()))
+            cache.append(Reference(tokens=[tokens], scores=np.empty(0), logits=np.array([logits]),
+                                   sequence_scores=[]))
+        return cache[0]
 
     return get
 
