@@ -9,7 +9,7 @@ A client is `decode(input_ids, past) -> (logits, presents)`:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

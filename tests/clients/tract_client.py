@@ -23,7 +23,7 @@ import onnx
 import tract
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_loop import decoder_feeds, greedy_loop, speech_source, text_source  # noqa: E402
+from plain_loop import decoder_feeds, greedy_loop, speech_source, text_source
 
 
 class TractModel:
