@@ -122,7 +122,7 @@ $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(CLIENTS_VENV)/bin/pip install --quiet torch==2.13.0 optimum-onnx==0.1.0 transformers==4.57.6 onnxruntime pytest -e .
 	touch $@
 
-# The other runtimes' Python clients (tests/clients/RUNTIMES.md), pinned to the versions measured; a stamp of their
+# The other runtimes' Python clients (README.md, Runtimes), pinned to the versions measured; a stamp of their
 # own so that an existing .venv-clients gets them too.
 CLIENTS_RUNTIMES := openvino==2026.4.1 tract==0.23.9
 $(CLIENTS_VENV)/.runtimes-installed: $(CLIENTS_VENV)/.installed

@@ -92,7 +92,7 @@ def test_tract_panics_on_whisper_s_no_past_decoder_at_the_first_step(decoders, e
 
 @pytest.mark.parametrize("decoders", ["graphfix-split", "optimum-split"])
 def test_tract_runs_whisper_s_no_past_decoder_only_at_two_decoder_tokens(decoders, exports, split_export):
-    """The minimal reproduction (REPRO, quoted in RUNTIMES.md): one decoder token panics in matmul packing, two run,
+    """The minimal reproduction (REPRO, quoted in README.md, Runtimes): one decoder token panics in matmul packing, two run,
     three fail to broadcast against a length of 2 that tract fixed while optimising; onnxruntime runs all three
     (`graphfix split` proved the pair with full recompute over 8 tokens before writing it)."""
     decoder = (split_export("whisper") if decoders == "graphfix-split" else exports / "whisper") / "decoder_model.onnx"
