@@ -62,7 +62,7 @@ class OutputWatch:
 class _Run:
     """What the error layer knows of the command under way."""
 
-    watch: OutputWatch | None = None
+    watch: OutputWatch | None = None  # set by commands that write: a Ctrl-C's line then says what landed
     interrupt_reported = False
 
 
@@ -74,7 +74,9 @@ def watch_outputs(paths: Sequence[Path]) -> None:
 
 
 def _interrupted_message() -> str:
-    written = run.watch.written() if run.watch else []
+    if run.watch is None:  # check, validate: nothing to say about the disk
+        return "interrupted"
+    written = run.watch.written()
     if not written:
         return "interrupted; nothing was written"
     return f"interrupted; already written in full: {', '.join(map(str, written))}"

@@ -84,14 +84,16 @@ def _expanded(rows: dict[str, Any], release: str, field: str) -> list[str] | Non
     raise KeyError(release)
 
 
-def domain_limits(release: str) -> DomainLimits:
-    """`1.16` or `1.16.3` -> what that release's newest measured patch runs in the other domains."""
+def domain_limits(release: str) -> DomainLimits | None:
+    """`1.16` or `1.16.3` -> what that release's newest patch runs in the other domains; None where nothing was
+    measured (1.14: no wheel for this Python), so that nothing is changed on a guess (the load on the target,
+    where it can be installed, still decides)."""
     ort_limits(release)  # the same refusal of unknown releases
     major, minor = (int(x) for x in release.split(".")[:2])
     patch = LATEST_PATCH[(major, minor)]
     rows = json.loads((Path(__file__).parent / "ort_domains.json").read_text())["releases"]
     if patch not in rows:
-        raise BadInputError(f"no measured contrib-op data for onnxruntime {patch}")
+        return None
     kernels = _expanded(rows, patch, "contrib_cpu_kernels")
     return DomainLimits(release=patch, ml_max_opset=rows[patch]["ml_max_opset"],
                         ms_max_opset=rows[patch]["ms_max_opset"],

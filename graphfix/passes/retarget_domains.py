@@ -26,6 +26,8 @@ def retarget_domains(target_ort: str) -> RepairPass:
 
     @repair_pass(DOMAIN_ABOVE_TARGET, scope=ANY_MODEL)
     def retarget_domains(subject: Subject) -> list[Finding]:
+        if limits is None:
+            return []
         model = subject.model
         used: dict[str, list[tuple[str, str, str]]] = {}  # domain -> [(op, node, where)]
         for graph, where in all_graphs(model.graph):
