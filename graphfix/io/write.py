@@ -102,7 +102,7 @@ def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = N
                     os.link(dst, kept)
                 done.append((src, dst, kept))
                 os.replace(src, dst)
-        except BaseException:
+        except Exception:  # a failed rename; a Ctrl-C is held here, and one raised anyway keeps what landed
             _undo(done)
             raise
         finally:
