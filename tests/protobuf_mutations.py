@@ -137,3 +137,24 @@ def siblings(fields: tuple[Field, ...], index: int) -> list[int]:
 
 def tag(number: int, wire: int) -> bytes:
     return varint(number << 3 | wire)
+
+
+# --- external-data fields and the files they name (issue 14) ------------------------------------------------------
+# Values an external-data entry is set to: escaping, absolute, NUL, overlong, empty, non-numeric or huge numbers;
+# SECRET is replaced by the absolute path of a file outside the model's directory.
+SECRET = "<secret>"
+HOSTILE_LOCATIONS = [SECRET, "../secret.bin", "sub/../../secret.bin", "a\0b", "w" * 300, "", ".", "sub", "link-out",
+                     "link-in", "pipe", "decoder_model_merged.onnx", "./decoder_model_merged.onnx_data", "missing"]
+HOSTILE_NUMBERS = ["-1", "abc", "", "1e3", "99999999999999999999", str(1 << 62), "0", "8", " 8", "0x10"]
+DATA_KEYS = ["location", "offset", "length", "checksum", "bogus"]
+
+
+def set_external_entry(tensor, key: str, value: str | None) -> None:
+    """Set (or with None remove) one external-data entry of an onnx TensorProto."""
+    entries = [e for e in tensor.external_data if e.key == key]
+    if value is None:
+        for entry in entries:
+            tensor.external_data.remove(entry)
+        return
+    entry = entries[0] if entries else tensor.external_data.add()
+    entry.key, entry.value = key, value

@@ -93,9 +93,14 @@ def temp_dirs(directory: Path) -> list[Path]:
 
 
 def staged_model_complete(big: Big, directory: Path) -> bool:
-    # An in-place run also makes a hidden temp *file* (the backup being copied); only the staging dir counts here.
-    return any(f.stat().st_size >= big.reference_size for d in temp_dirs(directory) if d.is_dir()
-               for f in d.iterdir() if f.is_file())
+    # An in-place run also makes a hidden temp *file* (the backup being copied, `.graphfix-IN.bak-*`); its staged
+    # model is the `.graphfix-IN-*.onnx` file beside its staging dir (so the proof reads the data it keeps).
+    staged = [f for d in temp_dirs(directory) if d.is_dir() for f in d.iterdir() if f.is_file()]
+    staged += [f for f in temp_dirs(directory) if f.is_file() and f.name.endswith(".onnx")]
+    try:
+        return any(f.stat().st_size >= big.reference_size for f in staged)
+    except FileNotFoundError:  # landed or removed meanwhile
+        return False
 
 
 def run_with_signal(args, sig: int, when) -> tuple[subprocess.CompletedProcess, bool]:

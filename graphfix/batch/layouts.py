@@ -8,6 +8,7 @@ keep the ONNX files in `onnx/`, one merged decoder per precision (`decoder_model
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,12 +50,56 @@ def encoder_for(directory: str | os.PathLike[str], decoder: str) -> str | None:
     return None
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
 def directory_files(directory: Path) -> list[str]:
-    """Every file under `directory`, relative and sorted, skipping graphfix's own staging debris."""
-    names = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".graphfix-"))  # another run's staging debris
-        names += [Path(root, f).relative_to(directory).as_posix() for f in sorted(files)]
+    """Every file under `directory`, relative (POSIX), in os.walk's top-down sorted order, skipping graphfix's own
+    staging debris. The one walk of a model directory: it follows symlinks only inside the tree (a link to a file
+    or directory outside it is refused), walks each directory once (a symlink loop, or a second path to a
+    directory, is refused instead of walked forever), never opens anything that is not a regular file or a
+    directory (a FIFO is refused by its type, never waited on), and refuses a subdirectory it cannot read instead
+    of leaving it out of a "complete" copy. Every refusal is a BadInputError naming the path."""
+    root = directory.resolve()
+    names: list[str] = []
+    seen: dict[tuple[int, int], str] = {}
+    todo = [Path("")]
+    while todo:
+        relative = todo.pop()
+        shown = directory / relative
+        try:
+            info = os.stat(root / relative)
+            with os.scandir(root / relative) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            raise BadInputError(f"cannot read directory {shown}: {err.strerror}") from None
+        if (key := (info.st_dev, info.st_ino)) in seen:
+            raise BadInputError(f"{shown} leads back to {directory / seen[key]} (a symlink loop, or a second path to "
+                                "one directory); graphfix walks each directory once")
+        seen[key] = relative.as_posix()
+        subdirectories = []
+        for entry in entries:
+            name, path = relative / entry.name, directory / relative / entry.name
+            if entry.name.startswith(".graphfix-"):
+                continue  # another run's staging debris
+            if entry.is_symlink():
+                target = Path(os.path.realpath(entry.path))
+                if not (target == root or target.is_relative_to(root)):
+                    raise BadInputError(f"{path} is a symlink to {target}, outside the model directory; copy it in "
+                                        "or remove the link")
+            try:
+                kind = os.stat(entry.path).st_mode
+            except OSError as err:
+                raise BadInputError(f"cannot read {path}: {err.strerror}") from None
+            if stat.S_ISDIR(kind):
+                subdirectories.append(name)
+            elif stat.S_ISREG(kind):
+                names.append(name.as_posix())
+            else:
+                raise BadInputError(f"{path} is {_KINDS.get(stat.S_IFMT(kind), 'not a regular file')}; a model "
+                                    "directory may hold only regular files and directories")
+        todo.extend(reversed(subdirectories))
     return names
 
 

@@ -8,9 +8,7 @@ copied, see layouts.plan_directory.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -20,7 +18,8 @@ from typing import Any
 
 from ..errors import BadInputError, GraphfixError
 from ..io import interrupts
-from ..io.datacopy import copy_file
+from ..io.datacopy import copy_data_file
+from ..io.read import open_inside
 from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
 from ..pipeline import RepairResult, repair
 from .layouts import find_merged_decoders, plan_directory
@@ -74,6 +73,14 @@ def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = ""
     return result, time.perf_counter() - started
 
 
+def _size(path: Path) -> int:
+    """For progress only: a file removed meanwhile is the repair's error to report, not this one's."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 Job = tuple[str, Path, Path, dict[str, Any]]  # (relative name, source, out, options of pipeline.repair)
 
 
@@ -86,7 +93,7 @@ def _repair_all(jobs: list[Job], workers: int,
             result, seconds = _repair_one(source, out, options, name, on_progress)
             done.append(ModelRepair(name, result, seconds))
             if on_progress:
-                on_progress(name, "done", source.stat().st_size)
+                on_progress(name, "done", _size(source))
         return done
     import multiprocessing  # only --jobs runs pay for process pools
     from concurrent.futures import ProcessPoolExecutor
@@ -105,25 +112,35 @@ def _repair_all(jobs: list[Job], workers: int,
                 result, seconds = future.result()
                 done.append(ModelRepair(name, result, seconds))
                 if on_progress:
-                    on_progress(name, "done", source.stat().st_size)
+                    on_progress(name, "done", _size(source))
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return done
 
 
+def _make_parents(source: Path, staging: Path, name: str) -> None:
+    """The directories of `name` inside staging, each with the mode its source directory has."""
+    for folder in reversed(Path(name).parents[:-1]):  # outermost first, the staging root itself excluded
+        if not (staging / folder).is_dir():
+            (staging / folder).mkdir()
+            os.chmod(staging / folder, os.stat(source / folder).st_mode & 0o7777)
+
+
 def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
+    """`name` into staging, through the same resolver as external data (read.open_inside): the file opened is
+    checked to be a regular file inside `source`, and that open file is what is linked or copied."""
     target = staging / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        try:
-            os.link(source / name, target)
-            return
-        except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-    copy_file(source / name, target)
-    shutil.copystat(source / name, target)
+    _make_parents(source, staging, name)
+    opened = open_inside(source, name, str(source / name))
+    try:
+        copy_data_file(opened.fd, opened.real, target, "link" if link else "clone")
+        if os.stat(target).st_ino != opened.stat.st_ino:  # a copy: the times of the original, as cp -p
+            os.utime(target, ns=(opened.stat.st_atime_ns, opened.stat.st_mtime_ns))
+    except OSError as err:
+        raise BadInputError(f"cannot copy {source / name}: {err.strerror or err}") from None
+    finally:
+        os.close(opened.fd)
 
 
 def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str], *, jobs: int = 1,
@@ -154,9 +171,9 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 on_progress(name, "copying", 0)
             _carry_over(source, staging, name, link=name in plan.links)
             if on_progress:
-                on_progress(name, "done", (source / name).stat().st_size)
+                on_progress(name, "done", (staging / name).stat().st_size)
         for name in plan.decoders + plan.others:
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            _make_parents(source, staging, name)
         work = [(name, source / name, staging / name, options) for name in plan.decoders]
         work += [(name, source / name, staging / name, {**options, "any_model": True}) for name in plan.others]
         models = _repair_all(work, jobs, on_progress)
@@ -171,11 +188,33 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
                      options: dict[str, Any]) -> DirectoryRepairResult:
+    """Each decoder replaced atomically with its .bak; all of them or none: when one fails, those already replaced
+    are put back from their .bak (byte-identical copies of the originals; in place, external data is never
+    rewritten) and the error says which. A Ctrl-C instead leaves what landed, complete with its .bak, and the
+    interruption message names it (judged from the disk)."""
     names = find_merged_decoders(directory)
     # Refuse before the first decoder is replaced, not halfway through the directory.
     for name in names:
         if backup_path(directory / name).exists():
             raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
     work = [(name, directory / name, directory / name, {**options, "in_place": True}) for name in names]
-    models = _repair_all(work, jobs, on_progress)
+    try:
+        models = _repair_all(work, jobs, on_progress)
+    except Exception as err:
+        restored = _put_back(directory, names)
+        if restored and isinstance(err, GraphfixError):
+            err.args = (f"{err.args[0]}; put back from their .bak: {', '.join(restored)}", *err.args[1:])
+        raise
     return DirectoryRepairResult(input=directory, output=directory, models=models)
+
+
+def _put_back(directory: Path, names: list[str]) -> list[str]:
+    """Undo the decoders this run replaced (each has a .bak, none had one before): the .bak is renamed over it."""
+    restored = []
+    with interrupts.held_for_main_thread():
+        for name in names:
+            backup = backup_path(directory / name)
+            if backup.exists():
+                os.replace(backup, directory / name)
+                restored.append(name)
+    return restored

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,27 +88,50 @@ def _copy_contents(src_fd: int, dst_fd: int, allow_reflink: bool) -> None:
 
 
 def copy_file(src: Path, dst: Path, mode: str = "clone") -> None:
-    """A byte-identical new file `dst` (never a link: it is the model file itself)."""
-    with open(src, "rb") as source, open(dst, "xb") as target:
-        _copy_contents(source.fileno(), target.fileno(), allow_reflink=mode != "copy")
+    """A byte-identical new file `dst` (never a link: it is the model file itself) with `src`'s permission bits.
+    `src` is opened without blocking and must be a regular file (a FIFO put in its place is refused, not read)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{src} is not a regular file")
+        copy_fd(fd, dst, mode)
+    finally:
+        os.close(fd)
 
 
-def copy_data_file(src: Path, dst: Path, mode: str = "clone") -> None:
-    """External data beside the output: a hardlink only when asked ("link"), else a reflink or a kernel copy."""
+def copy_fd(src_fd: int, dst: Path, mode: str = "clone") -> None:
+    """A byte-identical new file `dst` of the open file `src_fd`, with its permission bits (a 0600 input stays
+    0600 beside OUT, whatever the umask)."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, os.fstat(src_fd).st_mode & 0o777)
+        _copy_contents(src_fd, fd, allow_reflink=mode != "copy")
+    finally:
+        os.close(fd)
+
+
+def copy_data_file(src_fd: int, src: Path, dst: Path, mode: str = "clone") -> None:
+    """External data beside the output, from the open file `src_fd` (the very file that was checked, whatever its
+    name `src` points at now): a hardlink of it only when asked ("link"), else a reflink or a kernel copy."""
     if mode == "link":
         try:
-            os.link(src, dst)
-            return
+            os.link(src, dst, follow_symlinks=False)
         except OSError as err:
-            if err.errno not in _UNSUPPORTED and err.errno != errno.EMLINK:
+            if err.errno not in _UNSUPPORTED and err.errno not in (errno.EMLINK, errno.ENOENT):
                 raise
-    copy_file(src, dst, mode)
+        else:  # the name may have been swapped since it was opened: keep the link only if it is that very file
+            linked, opened = os.lstat(dst), os.fstat(src_fd)
+            if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
+                return
+            os.unlink(dst)
+    copy_fd(src_fd, dst, mode)
 
 
-def write_pieces(pieces: Iterable[Piece], src_fd: int, dst: Path) -> None:
-    """Write literal bytes and ranges of src_fd, in order, into the new file dst."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def write_pieces(pieces: Iterable[Piece], src_fd: int, dst: Path, mode: int = 0o644) -> None:
+    """Write literal bytes and ranges of src_fd, in order, into the new file dst (permission bits `mode`)."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        os.fchmod(fd, mode)
         pending: list[bytes] = []
         for piece in [*pieces, None]:
             if isinstance(piece, bytes):

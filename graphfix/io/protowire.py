@@ -39,6 +39,9 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 PAYLOAD_LOCATION = "\x00graphfix-payload"  # a NUL cannot be in a file name, so no real location collides
 _RANGES_KEY = "graphfix_source_ranges"
+# Deeper than protobuf itself parses (its limit is 100 nested messages): refused here, before Python's recursion
+# limit is, so a model nested 400 Ifs deep is "not an ONNX model", not a crash.
+MAX_DEPTH = 100
 STRIP_AT = 1024  # payloads smaller than this stay in the skeleton: shape constants that passes read are tiny
 
 
@@ -125,8 +128,10 @@ def _string_entry(key: str, value: str) -> bytes:
 
 
 def _rewrite(buf: Buffer, start: int, end: int, kind: int, on_tensor: OnTensor,
-             descend: Descend) -> list[Piece] | None:
+             descend: Descend, depth: int = 0) -> list[Piece] | None:
     """buf[start:end] with each TensorProto below it replaced by on_tensor's pieces; None when nothing changed."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"messages nested more than {MAX_DEPTH} deep")
     if kind == _TENSOR:
         return on_tensor(buf, start, end)
     children = _CHILDREN[kind]
@@ -136,7 +141,7 @@ def _rewrite(buf: Buffer, start: int, end: int, kind: int, on_tensor: OnTensor,
         child = children.get(number) if wire == _LEN else None
         if child is None or not descend(buf, value_start, value_end):
             continue
-        pieces = _rewrite(buf, value_start, value_end, child, on_tensor, descend)
+        pieces = _rewrite(buf, value_start, value_end, child, on_tensor, descend, depth + 1)
         if pieces is None:
             continue
         if kept_from < field_start:
@@ -155,6 +160,8 @@ def _strip_payload(buf: Buffer, start: int, end: int) -> list[Piece] | None:
     payload: list[list[int]] = []
     for number, _, field_start, _, value_end in fields(buf, start, end):
         if number in (_EXTERNAL_DATA, _DATA_LOCATION):
+            if bytes(buf[start:end]).find(PAYLOAD_LOCATION.encode()) != -1:
+                raise WireError("a tensor claims graphfix's own payload marker as its location")
             return None  # already external (or claims to be): nothing of ours to strip
         if number in _PAYLOAD_FIELDS:
             if payload and payload[-1][1] == field_start:

@@ -1,14 +1,23 @@
 """Reading a model: map the file and parse only its skeleton.
 
 A repair costs about what copying the file costs. Every large weight payload stays in the file, marked by its byte
-range (protowire.py), so a 2 GB model never becomes 2 GB of Python objects. External weight data is never read at
-all, and unsafe external-data locations are refused before anything touches them.
+range (protowire.py), so a 2 GB model never becomes 2 GB of Python objects. External weight data is never parsed.
+
+Every external-data file is resolved here, once: its location is checked (relative, no NUL, inside the model's
+directory, with links resolved), the file is opened without following a last symlink and without blocking, and
+the opened file itself is checked (a regular file, and its own path inside the directory). The writer copies
+from that open descriptor, never from the name again, so a file swapped for a symlink to somewhere else after the
+check cannot reach OUT. Model directories carry their other files through the same `open_inside`.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import re
+import stat as stat_module
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +32,31 @@ EXTERNAL = onnx.TensorProto.EXTERNAL
 
 
 @dataclass
+class OpenedFile:
+    """A file inside a model's directory, opened once and checked as opened: read and copy it through `fd`."""
+
+    fd: int
+    real: Path  # the opened file's own resolved path (inside the directory)
+    stat: os.stat_result
+
+    @property
+    def mode(self) -> int:
+        return self.stat.st_mode & 0o777
+
+
+@dataclass
 class LoadedModel:
     path: Path
     model: onnx.ModelProto  # the skeleton: complete graph structure, large payloads left in the file
     external_files: list[str] = field(default_factory=list)  # locations as written in the model, relative
     stamp: tuple[int, int, int] = (0, 0, 0)  # (size, mtime_ns, inode) of path when read: payload ranges point here
+    file: OpenedFile | None = None  # the model file as read, open until this is collected
+    data: dict[str, OpenedFile] = field(default_factory=dict)  # location -> its data file, open as long
+
+    @property
+    def mode(self) -> int:
+        """The model file's permission bits when read: every file written from it gets them."""
+        return self.file.mode if self.file else 0o644
 
     @property
     def directory(self) -> Path:
@@ -35,9 +64,76 @@ class LoadedModel:
 
 
 def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Tensors whose data lives in an external-data file (not the payloads a skeleton left in the model file)."""
-    return [t for t in all_tensors(model.graph)
+    """Tensors whose data lives in an external-data file (not the payloads a skeleton left in the model file), in
+    every place ONNX can hold a tensor (model.graph.all_tensors)."""
+    return [t for t in all_tensors(model)
             if t.data_location == EXTERNAL and not protowire.is_payload_marker(_external_location(t))]
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """repr(name), shortened: a hostile location may be kilobytes long."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}...'"
+
+
+def _inside(path: Path, base: Path) -> bool:
+    return path == base or path.is_relative_to(base)
+
+
+def _opened_path(fd: int, fallback: Path) -> Path | None:
+    """The path of the file open at `fd` as the kernel sees it now; None when it is gone (removed meanwhile)."""
+    try:
+        link = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: the name must still be that very file
+        try:
+            named = os.stat(fallback)
+        except OSError:
+            return None
+        opened = os.fstat(fd)
+        return fallback if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino) else None
+    return None if link.endswith(" (deleted)") else Path(link)
+
+
+def open_inside(base: Path, relative: str, what: str, *, missing: str | None = None) -> OpenedFile:
+    """Open `relative` under the directory `base` for reading, refusing (BadInputError, naming `what`) anything
+    absolute, escaping `base` (through `..` or a symlink, checked before opening and again on the opened file), not
+    a regular file (a FIFO is never waited on: opened non-blocking, refused by its fstat), or unreadable."""
+    if "\0" in relative:
+        raise BadInputError(f"{what} has a location with a NUL byte: {shown(relative)}")
+    if not relative or os.path.isabs(relative) or Path(relative).drive:
+        raise BadInputError(f"{what} has an absolute or empty location {shown(relative)}")
+    base = base.resolve()
+    real = Path(os.path.realpath(base / relative))
+    if not _inside(real, base):
+        raise BadInputError(f"{what} points outside the model's directory: {shown(relative)}")
+    try:  # the resolved path, so a last component swapped for a symlink meanwhile fails (ELOOP) instead of leading out
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BadInputError(missing or f"{what}: no such file {shown(relative)}") from None
+    except OSError as err:
+        reason = "it changed into a symlink while being read" if err.errno == errno.ELOOP else err.strerror
+        raise BadInputError(f"{what}: cannot open {shown(relative)}: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat_module.S_ISREG(info.st_mode):
+            raise BadInputError(f"{what}: {shown(relative)} is not a regular file")
+        opened = _opened_path(fd, real)
+        if opened is None:
+            raise BadInputError(f"{what}: {shown(relative)} was removed while being read")
+        if not _inside(opened, base):
+            raise BadInputError(f"{what} points outside the model's directory: {shown(relative)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return OpenedFile(fd=fd, real=opened, stat=info)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _external_location(tensor: onnx.TensorProto) -> str:
@@ -55,21 +151,42 @@ def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
 
 
 def read_model(path: str | os.PathLike) -> LoadedModel:
-    """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX."""
+    """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX. The
+    model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
     path = Path(path)
-    if not path.exists():
-        raise BadInputError(f"no such file: {path}")
-    if path.is_dir():
-        raise BadInputError(f"{path} is a directory; give the .onnx file")
-    if not path.is_file():
-        raise BadInputError(f"{path} is not a regular file")
     try:
-        with open(path, "rb") as file:
-            stat = os.fstat(file.fileno())
-            if stat.st_size == 0:
-                raise BadInputError(f"{path} is empty")
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                skeleton = protowire.split(mapped)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)  # a FIFO: refused, not waited on
+    except FileNotFoundError:
+        raise BadInputError(f"no such file: {path}") from None
+    except OSError as err:
+        if err.errno == errno.EISDIR:
+            raise BadInputError(f"{path} is a directory; give the .onnx file") from None
+        raise BadInputError(f"cannot read {path}: {err.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise BadInputError(f"no such file: {path}") from None
+    fds = [fd]
+    try:
+        loaded = _parse(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    weakref.finalize(loaded, _close_all, fds)  # the files stay open exactly as long as the model is in use
+    loaded.data = _open_external_data(loaded, fds)
+    loaded.external_files = sorted(loaded.data)
+    return loaded
+
+
+def _parse(path: Path, fd: int) -> LoadedModel:
+    try:
+        info = os.fstat(fd)
+        if stat_module.S_ISDIR(info.st_mode):
+            raise BadInputError(f"{path} is a directory; give the .onnx file")
+        if not stat_module.S_ISREG(info.st_mode):
+            raise BadInputError(f"{path} is not a regular file")
+        if info.st_size == 0:
+            raise BadInputError(f"{path} is empty")
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            skeleton = protowire.split(mapped)
     except OSError as err:
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
     except protowire.WireError as err:
@@ -84,9 +201,8 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")
     if (where := _first_non_text_name(model.graph)) is not None:
         raise BadInputError(f"{path} is not an ONNX model (corrupt: a name in {where} is not UTF-8 text)")
-    loaded = LoadedModel(path=path, model=model, stamp=_stamp(stat))
-    loaded.external_files = _check_external_data(loaded)
-    return loaded
+    opened = OpenedFile(fd=fd, real=path.resolve(), stat=info)
+    return LoadedModel(path=path, model=model, stamp=_stamp(info), file=opened)
 
 
 def _first_non_text_name(graph: onnx.GraphProto) -> str | None:
@@ -103,26 +219,31 @@ def _first_non_text_name(graph: onnx.GraphProto) -> str | None:
     return None
 
 
-def _check_external_data(loaded: LoadedModel) -> list[str]:
-    """Refuse absolute or escaping locations before any file outside the model's directory is even stat'ed."""
-    base = loaded.directory.resolve()
-    locations: dict[str, int] = {}
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+
+
+def _open_external_data(loaded: LoadedModel, fds: list[int]) -> dict[str, OpenedFile]:
+    """Each data file the model names, opened once through open_inside (refused before anything outside the
+    model's directory is even stat'ed), long enough for every tensor's offset + length."""
+    needed: dict[str, int] = {}
+    names: dict[str, str] = {}
     for tensor in external_tensors(loaded.model):
+        what = f"external data of {shown(tensor.name)}"
         location = _external_location(tensor)
-        if not location or os.path.isabs(location) or Path(location).drive:
-            raise BadInputError(f"external data of {tensor.name!r} has an absolute or empty location {location!r}")
-        if not (base / location).resolve().is_relative_to(base):
-            raise BadInputError(f"external data of {tensor.name!r} points outside the model's directory: {location!r}")
         info = {e.key: e.value for e in tensor.external_data}
+        for key in ("offset", "length"):
+            if key in info and not _DECIMAL.fullmatch(info[key]):
+                raise BadInputError(f"{what} has a bad {key} {shown(info[key])} (not a byte count)")
         end = int(info.get("offset", 0)) + int(info.get("length", 0))
-        locations[location] = max(locations.get(location, 0), end)
-    for location, needed in locations.items():
-        data_path = base / location
-        if not data_path.is_file():
-            raise BadInputError(f"missing external data file {location!r} next to {loaded.path.name}")
-        if data_path.stat().st_size < needed:
-            raise BadInputError(f"external data file {location!r} is truncated "
-                                f"({data_path.stat().st_size} < {needed} bytes)")
-    return sorted(locations)
-
-
+        needed[location] = max(needed.get(location, 0), end)
+        names.setdefault(location, what)
+    opened: dict[str, OpenedFile] = {}
+    for location, end in sorted(needed.items()):
+        data = open_inside(loaded.directory, location, names[location],
+                           missing=f"missing external data file {shown(location)} next to {loaded.path.name}")
+        fds.append(data.fd)
+        opened[location] = data
+        if data.stat.st_size < end:
+            raise BadInputError(f"external data file {shown(location)} is truncated "
+                                f"({data.stat.st_size} < {end} bytes)")
+    return opened

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import BadInputError
 from . import onnx_proto as onnx
 from . import protowire
-from .datacopy import DATA_MODES, copy_data_file, copy_file, write_pieces
+from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
 from .interrupts import held_for_main_thread
 from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
 
@@ -39,18 +39,30 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, with an unusable name (too long, a NUL in it) one line instead of an OSError."""
+    try:
+        return path.is_dir()
+    except OSError as err:
+        raise BadInputError(f"cannot use {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise BadInputError(f"cannot use {path}: {err}") from None
+
+
 def check_output_file(out: Path) -> None:
     """OUT may be replaced by a file: it is not a directory and its directory exists and is writable."""
-    if out.is_dir():
+    if _is_dir(out):
         raise BadInputError(f"output {out} is a directory")
     _check_writable_parent(out)
 
 
 def check_output_directory(out: Path, *, source: Path | None = None, must_be_empty: bool = True) -> None:
     """OUT may become a new output directory of `source` (`must_be_empty`), or receive files (split)."""
+    if out.is_symlink():  # replacing it would replace the link, not the directory it names
+        raise BadInputError(f"output {out} is a symlink; give the directory it points to, or another name")
     if source is not None and out.resolve().is_relative_to(source.resolve()):
         raise BadInputError(f"output directory {out} is inside the input {source}")
-    if must_be_empty and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if must_be_empty and out.exists() and (not _is_dir(out) or any(out.iterdir())):
         raise BadInputError(f"output {out} already exists and is not an empty directory; remove it or pick another")
     if out.exists() and not out.is_dir():
         raise BadInputError(f"output {out} is not a directory")
@@ -63,24 +75,54 @@ def check_output_directory(out: Path, *, source: Path | None = None, must_be_emp
 
 def _check_writable_parent(out: Path) -> None:
     parent = parent_of(out)
-    if not parent.is_dir():
+    if not _is_dir(parent):
         raise BadInputError(f"output directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BadInputError(f"output directory {parent} is not writable")
 
 
 def input_files(source: LoadedModel) -> set[Path]:
-    """Every file the input reads: its model file and its external data."""
-    return {source.path.resolve()} | {(source.directory / name).resolve() for name in source.external_files}
+    """Every file the input reads: its model file and its external data (the files opened, links resolved)."""
+    return {source.path.resolve()} | {data.real for data in source.data.values()}
 
 
 def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = None) -> None:
-    """Rename each staged path over its destination, all of them or (on a Ctrl-C before this) none."""
+    """Rename each staged path over its destination, all of them or none: a Ctrl-C is held until they are done,
+    and when a rename fails (a destination turned into a directory, the disk went away) the ones already made are
+    undone. Each file a rename replaces is first hardlinked beside its staged path, so it can be put back."""
     with held_for_main_thread():
         if before is not None:
             before()
-        for src, dst in renames:
-            os.replace(src, dst)
+        done: list[tuple[Path, Path, Path | None]] = []
+        try:
+            for src, dst in renames:
+                kept = None
+                if os.path.isfile(dst) and not os.path.islink(dst):
+                    kept = src.with_name(f"{src.name}.previous")
+                    os.link(dst, kept)
+                done.append((src, dst, kept))
+                os.replace(src, dst)
+        except Exception:  # a failed rename; a Ctrl-C is held here, and one raised anyway keeps what landed
+            _undo(done)
+            raise
+        finally:
+            for _, _, kept in done:
+                if kept is not None:
+                    kept.unlink(missing_ok=True)
+
+
+def _undo(done: list[tuple[Path, Path, Path | None]]) -> None:
+    """Put back what each rename replaced (the last one may not have happened: its source is still there)."""
+    for src, dst, kept in reversed(done):
+        try:
+            if src.exists():
+                continue  # this rename never happened
+            if kept is not None:
+                os.replace(kept, dst)
+            else:
+                os.replace(dst, src)  # a new file where there was none: back into staging, removed with it
+        except OSError:
+            pass
 
 
 class staging_directory:
@@ -98,7 +140,8 @@ class staging_directory:
     def __enter__(self) -> Path:
         try:
             with held_for_main_thread():
-                self.path = Path(tempfile.mkdtemp(prefix=f".graphfix-{self.name}-", dir=self.parent))
+                # The name shortened: OUT's own name may already be as long as a file name can be.
+                self.path = Path(tempfile.mkdtemp(prefix=f".graphfix-{self.name[:48]}-", dir=self.parent))
         except BaseException:
             self.__exit__()
             raise
@@ -136,6 +179,7 @@ def write_models(
     reads = input_files(source)
     for out in outs:
         check_output_file(out)
+    beside: list[Path] = []  # staged files outside workdir, removed with it
     try:
         with staging_directory(parent, outs[0].name) as workdir:
             data_renames: list[tuple[Path, Path]] = []
@@ -147,32 +191,45 @@ def write_models(
                 if not in_place and (clash := next((d for d in [out, *(parent / n for n in locations.values())]
                                                     if d.resolve() in reads), None)):
                     raise BadInputError(f"output {clash} is a file the input reads; pick another output name")
-                staged[out] = workdir / out.name
+                # In place, the model is staged beside its data (not in workdir), so that the proof loads it with
+                # the very data files it keeps reading.
+                staged[out] = parent / f"{workdir.name}.onnx" if in_place else workdir / out.name
+                beside.extend([staged[out]] if in_place else [])
                 if model is None and any(old != new for old, new in locations.items()):
                     model = source.model  # unchanged skeleton; only the data file names move
                 if model is None:
-                    copy_file(source.path, staged[out], data_mode)
+                    copy_fd(_model_fd(source), staged[out], data_mode)
                 else:
                     _write_spliced(_with_locations(model, locations), source, staged[out])
                 for old, new in locations.items() if not in_place else ():
-                    copy_data_file(source.directory / old, workdir / new, data_mode)
+                    data = source.data[old]  # the file opened when read, not whatever its name points at now
+                    copy_data_file(data.fd, data.real, workdir / new, data_mode)
                     data_renames.append((workdir / new, parent / new))
-                os.chmod(staged[out], source.path.stat().st_mode & 0o777)
+                os.chmod(staged[out], source.mode)
             if before_commit is not None:
                 before_commit(staged)
             land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
             return outs
     except OSError as err:
         raise BadInputError(f"cannot write {outs[0]}: {err.strerror or err}") from None
+    finally:
+        for path in beside:
+            path.unlink(missing_ok=True)
+
+
+def _model_fd(source: LoadedModel) -> int:
+    """The model file as it was read (whatever its name points at now), unchanged since."""
+    assert source.file is not None, "a LoadedModel from read_model"
+    if _stamp(os.fstat(source.file.fd)) != source.stamp:
+        raise BadInputError(f"{source.path} changed while it was being repaired; run again")
+    return source.file.fd
 
 
 def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:
     """The skeleton's bytes with each payload copied back from the source file, which must be the file we read."""
     pieces = protowire.join(model.SerializeToString())
-    with open(source.path, "rb") as src:
-        if any(isinstance(p, protowire.SourceRange) for p in pieces) and _stamp(os.fstat(src.fileno())) != source.stamp:
-            raise BadInputError(f"{source.path} changed while it was being repaired; run again")
-        write_pieces(pieces, src.fileno(), staged)
+    src_fd = _model_fd(source) if any(isinstance(p, protowire.SourceRange) for p in pieces) else -1
+    write_pieces(pieces, src_fd, staged, mode=source.mode)
 
 
 def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.ModelProto:
