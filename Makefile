@@ -145,7 +145,7 @@ test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(C
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
 # with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.
 bench: install $(EXPORT_CURRENT)/.installed
-	$(BIN)/python bench/run.py
+	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py
 
 # Batch repair of model directories: `make -j4 repair MODELS=models OUT=fixed` repairs every model directory under
 # MODELS (each holding decoder_model_merged.onnx or onnx/decoder_model_merged*.onnx; MODELS itself may be one) into

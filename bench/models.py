@@ -25,7 +25,8 @@ HOLE = 5 << 29  # 2.5 GiB
 
 
 def _export() -> None:
-    python = ROOT / ".venv-export-current" / "bin" / "python"
+    # make bench passes its EXPORT_CURRENT venv (overridable: make bench EXPORT_CURRENT=path)
+    python = Path(os.environ.get("GRAPHFIX_EXPORT_PYTHON") or ROOT / ".venv-export-current" / "bin" / "python")
     if not python.exists():
         raise SystemExit(f"{python} is missing: run `make {python.parent.parent.name}/.installed` first")
     subprocess.run([str(python), str(ROOT / "bench" / "export_marian.py"), "--out", str(EXPORT)], check=True,
