@@ -467,3 +467,32 @@ def test_an_in_place_directory_repair_failing_on_its_third_decoder_puts_the_firs
     line = assert_one_error_line(result)
     assert line.startswith(f"error: {names[2]}: ") and f"put back from their .bak: {names[0]}, {names[1]}" in line
     assert tree(tmp_path) == before  # every decoder the original again, no .bak left
+
+
+def test_a_hugging_face_cache_snapshot_whose_files_link_into_its_blobs_repairs(tmp_path, marian_legacy):
+    """The hub client stores every file of a snapshot as a symlink into the repository's blobs/: those links leave
+    the snapshot directory but not the repository, and are the commonest model directory there is. Links that leave
+    the repository are still refused."""
+    import onnx
+
+    from graphfix import repair_directory
+
+    repo = tmp_path / "hub" / "models--Helsinki-NLP--opus-mt-en-de"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    (snapshot / "onnx").mkdir(parents=True)
+    model = onnx.load(marian_legacy)
+    onnx.save(model, repo / "blobs" / "decoder", save_as_external_data=True, location="decoder_data",
+              size_threshold=0)  # the model's data is a blob of its own, found by name beside the link below
+    (repo / "blobs" / "config").write_text("{}\n")
+    (snapshot / "onnx" / "decoder_model_merged.onnx").symlink_to("../../../blobs/decoder")
+    (snapshot / "onnx" / "decoder_data").symlink_to("../../../blobs/decoder_data")
+    (snapshot / "config.json").symlink_to("../../blobs/config")
+    result = repair_directory(snapshot, tmp_path / "out")
+    assert [m.path for m in result.models] == ["onnx/decoder_model_merged.onnx"]
+    assert result.models[0].result.validation.ok
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not the model's")
+    (snapshot / "stray.txt").symlink_to(outside)
+    with pytest.raises(BadInputError, match="outside the model directory"):
+        repair_directory(snapshot, tmp_path / "out2")

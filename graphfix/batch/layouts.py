@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError
-from ..io.read import read_model
+from ..io.read import read_model, trusted_roots
 
 MERGED_STEM = "decoder_model_merged"
 # The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.
@@ -85,7 +85,7 @@ def directory_files(directory: Path) -> list[str]:
                 continue  # another run's staging debris
             if entry.is_symlink():
                 target = Path(os.path.realpath(entry.path))
-                if not (target == root or target.is_relative_to(root)):
+                if not any(target == r or target.is_relative_to(r) for r in trusted_roots(root)):
                     raise BadInputError(f"{path} is a symlink to {target}, outside the model directory; copy it in "
                                         "or remove the link")
             try:

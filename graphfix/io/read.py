@@ -76,8 +76,19 @@ def shown(name: str, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...'"
 
 
+def trusted_roots(base: Path) -> list[Path]:
+    """Where the files of the model directory `base` (resolved) may really live: inside it, and for a Hugging Face
+    cache snapshot (`<cache>/models--org--name/snapshots/<revision>/...`, whose every file is a symlink into that
+    repository's `blobs/`) in that repository's blobs as well, which is where the hub client puts them."""
+    parts = base.parts
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == "snapshots" and parts[index - 1].startswith(("models--", "datasets--")):
+            return [base, Path(*parts[:index]) / "blobs"]
+    return [base]
+
+
 def _inside(path: Path, base: Path) -> bool:
-    return path == base or path.is_relative_to(base)
+    return any(path == root or path.is_relative_to(root) for root in trusted_roots(base))
 
 
 def _opened_path(fd: int, fallback: Path) -> Path | None:
