@@ -14,11 +14,10 @@ from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoder
 from ..errors import BadInputError
 from ..findings import CODES
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
-from ..proof.validation import ValidationResult, validate
+from ..proof.validation import validate
+from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
-from .report import (code_counts, explain_index, explain_lines, findings_lines, proof_phrase, repair_summary,
-                     tolerance_rule, validate_verdict, validation_lines)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
@@ -60,14 +59,6 @@ def _verbosity(verbose: bool, quiet: bool) -> int:
 def _echo(lines: list[str]) -> None:
     for line in lines:
         typer.echo(line)
-
-
-def _proof_lines(validation: ValidationResult | None, title: str, reference: str = "--original") -> list[str]:
-    """The proof case by case, for --verbose."""
-    if validation is None:
-        return []
-    return [f"validation ({title}, onnxruntime {validation.onnxruntime}, {tolerance_rule(validation.tolerance)}):",
-            *validation_lines(validation, reference)]
 
 
 def _size(path: Path) -> int:
@@ -148,10 +139,10 @@ def repair_command(
     if as_json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    _echo(findings_lines(result.changes, verbosity))
+    _echo(report.findings_lines(result.changes, verbosity))
     if verbosity > 0:
-        _echo(_proof_lines(result.validation, "plain present->past loop vs full recompute"))
-    summary = repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
+        _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
+    summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
                              time.monotonic() - started)
     typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
@@ -171,7 +162,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
     for model in result.models:
         if verbosity == 0 and model.result.changes:
             typer.echo(f"{model.path}:")
-        _echo(findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
+        _echo(report.findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
     if verbosity >= 0:
         print_table(summary_table(result))
     changed = sum(m.result.changed for m in result.models)
@@ -229,7 +220,7 @@ def check_command(
             continue
         if result.findings and verbosity == 0:
             typer.echo(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
-        _echo(findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
+        _echo(report.findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
         if result.skipped:
             typer.echo(f"{path}: skipped ({result.skipped})")
         elif not result.findings:
@@ -237,18 +228,8 @@ def check_command(
     if as_json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
-        typer.echo(_check_summary(results, time.monotonic() - started))
+        typer.echo(report.check_summary(results, time.monotonic() - started))
     return exit_code
-
-
-def _check_summary(results: list[CheckResult], seconds: float) -> str:
-    found = [r for r in results if r.findings]
-    counts = [(len(found), "with findings" + (f" ({code_counts([f for r in found for f in r.findings])})"
-                                              if found else "")),
-              (sum(r.ok and not r.skipped for r in results), "ok"), (sum(bool(r.skipped) for r in results), "skipped"),
-              (sum(r.error is not None for r in results), "unreadable")]
-    parts = ", ".join(f"{n} {what}" for n, what in counts if n)
-    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {seconds:.1f} s"
 
 
 @graphfix_command(app, "validate")
@@ -297,10 +278,8 @@ def validate_command(
     else:
         for result in results:
             fed = f", fed by {result.encoder}" if result.encoder else ""
-            typer.echo(f"{result.model}: plain present->past loop vs full recompute{fed} "
-                       f"(onnxruntime {result.onnxruntime}, {tolerance_rule(result.tolerance)}):")
-            _echo(validation_lines(result))
-            typer.echo(validate_verdict(result))
+            _echo(report.proof_lines(result, f"{result.model}: plain present->past loop vs full recompute{fed} ("))
+            typer.echo(report.validate_verdict(result))
     return 0 if ok else 1
 
 
@@ -336,11 +315,11 @@ def split_command(
     if as_json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
-    _echo(findings_lines(result.changes, verbosity))
+    _echo(report.findings_lines(result.changes, verbosity))
     if verbosity > 0:
-        _echo(_proof_lines(result.validation, "no-past model, then with-past model fed its presents, vs full "
-                           "recompute", reference="the merged decoder"))
-    proven = (proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
+        _echo(report.proof_lines(result.validation, "validation (no-past model, then with-past model fed its "
+                                 "presents, vs full recompute, ", reference="the merged decoder"))
+    proven = (report.proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
               else "not proven (--no-validate)")
     typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
                f"{time.monotonic() - started:.1f} s")
@@ -375,7 +354,7 @@ def explain_command(
         emit_json("explain", {"ok": True, "codes": [{"code": c, "title": CODES[c], **EXPLANATIONS[c].entry()}
                                                      for c in codes]})
     elif code is None:
-        _echo(explain_index())
+        _echo(report.explain_index())
     else:
-        _echo(explain_lines(codes[0]))
+        _echo(report.explain_lines(codes[0]))
     return 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
 
 if TYPE_CHECKING:
+    from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
     from ..proof.validation import ValidationResult
 
@@ -208,6 +209,14 @@ def validation_lines(result: ValidationResult, reference: str = "--original") ->
     return lines
 
 
+def proof_lines(result: ValidationResult | None, title: str, reference: str = "--original") -> list[str]:
+    """`title` (which ends in an open parenthesis) with the runtime and tolerance, then the proof case by case."""
+    if result is None:
+        return []
+    return [f"{title}onnxruntime {result.onnxruntime}, {tolerance_rule(result.tolerance)}):",
+            *validation_lines(result, reference)]
+
+
 def first_failure(result: ValidationResult) -> str:
     """`batch 1, source length 5, step 3 (steps 1-2 matched ...): <reason>`: where the proof first broke."""
     for case in result.cases:
@@ -249,6 +258,17 @@ def repair_summary(output: str, changes: int, validation: ValidationResult | Non
     else:
         proven = "not proven (--no-validate)"
     return f"{written}; {proven}; {seconds:.1f} s"
+
+
+def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
+    """`checked 3 files: 2 with findings (GF101 x52, GF103 x2), 1 ok; 0.4 s`."""
+    found = [r for r in results if r.findings]
+    codes = f" ({code_counts([f for r in found for f in r.findings])})" if found else ""
+    counts = [(len(found), f"with findings{codes}"), (sum(r.ok and not r.skipped for r in results), "ok"),
+              (sum(bool(r.skipped) for r in results), "skipped"),
+              (sum(r.error is not None for r in results), "unreadable")]
+    parts = ", ".join(f"{n} {what}" for n, what in counts if n)
+    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {seconds:.1f} s"
 
 
 # --- explain --------------------------------------------------------------------------------------------------------
