@@ -12,7 +12,7 @@ import typer
 from .. import __version__
 from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoders
 from ..errors import BadInputError
-from ..findings import CODES
+from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.validation import validate
 from . import report
@@ -143,7 +143,7 @@ def repair_command(
     if verbosity > 0:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                             time.monotonic() - started)
+                                    time.monotonic() - started)
     typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
 
@@ -345,8 +345,6 @@ def explain_command(
       graphfix explain GF101
       graphfix explain
     """
-    from ..findings import EXPLANATIONS
-
     if code is not None and code.upper() not in CODES:
         raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
     codes = [code.upper()] if code is not None else list(CODES)
