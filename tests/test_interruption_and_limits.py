@@ -199,7 +199,7 @@ def test_ctrl_c_in_the_middle_of_a_check_batch_prints_one_line_and_exits_130():
                             stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()  # click flushes every line: the batch is under way
-        assert first.startswith(f"{SOURCE}: GF")
+        assert first.startswith(f"{SOURCE}: ") and first.rstrip().endswith(" findings")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:

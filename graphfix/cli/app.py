@@ -187,5 +187,5 @@ app = GraphfixApp(
     help=rendered(f"""Repair Optimum merged decoders so any runtime can drive their KV cache.
 
     {EXIT_CODES}"""),
-    add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+    add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,8 +12,10 @@ import typer
 from .. import __version__
 from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoders
 from ..errors import BadInputError
+from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
-from ..proof.validation import ValidationResult, validate
+from ..proof.validation import validate
+from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
 
@@ -23,6 +26,9 @@ TargetOption = Annotated[Optional[str], typer.Option(
     "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
     "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
     "leave versions alone.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
+                                             "instead of one line per finding code.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
 
 
 def _version(value: bool) -> None:
@@ -43,21 +49,16 @@ def _validator(ctx: typer.Context) -> Validator | None:
     return validator
 
 
-def _validation_lines(result: ValidationResult, reference: str = "--original") -> list[str]:
-    lines = []
-    for case in result.cases:
-        status = "ok" if case.failure is None else f"FAILED: {case.failure}"
-        if case.failure is None and case.original_differs is not None:
-            status = (f"ok: the original itself differs from full recompute by {case.original_differs:.3g}; the "
-                      "loop equals the original driven as Optimum drives it")
-        lines.append(f"  batch {case.batch}, source length {case.source_length}: {case.steps} steps, "
-                     f"max |logits - full recompute| {case.max_abs_diff:.3g}, "
-                     f"tokens {case.tokens_agree}/{case.tokens_total}: {status}")
-    if result.original is not None:
-        original = result.original
-        status = "ok" if not original.get("failure") else f"FAILED: {original['failure']}"
-        lines.append(f"  against {reference}: max |logits diff| {original.get('max_abs_diff')}: {status}")
-    return lines
+def _verbosity(verbose: bool, quiet: bool) -> int:
+    """-1 quiet, 0 grouped (the default), 1 every change."""
+    if verbose and quiet:
+        raise BadInputError("--verbose and --quiet exclude each other")
+    return 1 if verbose else -1 if quiet else 0
+
+
+def _echo(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
 
 
 def _size(path: Path) -> int:
@@ -92,6 +93,8 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> int:
@@ -109,10 +112,17 @@ def repair_command(
     (hardlinked where possible; external data copied), so OUT is a drop-in replacement. OUT must not exist (or be
     empty); it appears in one rename once every decoder has passed.
 
+    Prints one line per finding code (count, tensor pattern, what was done) and a summary line: what was written,
+    what was proven, in which onnxruntime, how long. `--verbose` prints every change; `graphfix explain CODE`
+    explains a code.
+
     Examples:
-      graphfix repair decoder_model_merged.onnx fixed/decoder_model_merged.onnx
-      graphfix repair --jobs 4 opus-mt-en-de/ opus-mt-en-de-fixed/
+      graphfix repair decoder_model_merged.onnx fixed.onnx
+      graphfix repair --verbose --no-validate decoder_model_merged.onnx unproven.onnx
+      graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
+    started = time.monotonic()
+    verbosity = _verbosity(verbose, quiet)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
@@ -122,29 +132,24 @@ def repair_command(
                                    validator=_validator(ctx),
                                    data_mode="copy" if copy_data else "link" if link_data else "clone")
     if is_directory:
-        return _repair_directory(source, out, jobs, options, as_json)
+        return _repair_directory(source, out, jobs, options, as_json, verbosity, started)
     with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, on_step=step, **options)
     if as_json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    for change in result.changes:
-        typer.echo(str(change))
-    if result.validation is not None:
-        typer.echo("validation (plain present->past loop vs full recompute, "
-                   f"onnxruntime {result.validation.onnxruntime}):")
-        for line in _validation_lines(result.validation):
-            typer.echo(line)
-    summary = (f"repaired {source} -> {out}: {len(result.changes)} change(s)" if result.changed
-               else f"nothing to repair: {source} is already drivable; copied to {out}")
-    if result.backup:
-        summary += f" (backup {result.backup})"
-    typer.echo(summary)
+    _echo(report.findings_lines(result.changes, verbosity))
+    if verbosity > 0:
+        _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
+    summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
+                                    time.monotonic() - started)
+    typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
 
 
-def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], as_json: bool) -> int:
+def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], as_json: bool,
+                      verbosity: int, started: float) -> int:
     from ..batch.model_directory import repair_directory
     from .progress import plan_size, print_table, summary_table
 
@@ -155,16 +160,19 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
     for model in result.models:
-        for change in model.result.changes:
-            typer.echo(f"{model.path}: {change}")
-    print_table(summary_table(result))
+        if verbosity == 0 and model.result.changes:
+            typer.echo(f"{model.path}:")
+        _echo(report.findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
+    if verbosity >= 0:
+        print_table(summary_table(result))
     changed = sum(m.result.changed for m in result.models)
     where = "in place" if result.output == result.input else f"-> {out}"
     kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
              f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
              else f"{len(result.models)} merged decoder(s)")
     typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
-               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else ""))
+               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
+               + f"; {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -176,16 +184,23 @@ def check_command(
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> int:
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
-    For each finding: its code, a one-line message, the tensor or node, and the fix `graphfix repair` would apply.
-    Exit 0 when every file is clean, 1 when any has findings, 2 when any cannot be read.
+    Per file with findings: one line per finding code (count, tensor pattern, the fix `graphfix repair` would
+    apply); `--verbose` prints every finding with its full message. Then one summary line. Exit 0 when every file
+    is clean, 1 when any has findings, 2 when any cannot be read.
 
-    Example: graphfix check models/*/decoder_model_merged.onnx
+    Examples:
+      graphfix check models/*/decoder_model_merged.onnx
+      graphfix check --quiet fixed.onnx opus-mt-en-de-fixed/
     """
+    started = time.monotonic()
+    verbosity = _verbosity(verbose, quiet)
     results: list[CheckResult] = []
     exit_code = 0
     for path in expand_model_paths(paths):
@@ -201,16 +216,19 @@ def check_command(
             continue
         results.append(result)
         exit_code = max(exit_code, 1 if result.findings else 0)
-        if as_json:
+        if as_json or verbosity < 0:
             continue
-        for finding in result.findings:
-            typer.echo(f"{path}: {finding}")
+        if result.findings and verbosity == 0:
+            typer.echo(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
+        _echo(report.findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
         if result.skipped:
             typer.echo(f"{path}: skipped ({result.skipped})")
         elif not result.findings:
             typer.echo(f"{path}: ok")
     if as_json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
+    else:
+        typer.echo(report.check_summary(results, time.monotonic() - started))
     return exit_code
 
 
@@ -235,7 +253,12 @@ def validate_command(
     Exit 0 when it holds, 1 when it does not (naming the first step and output that diverged), 2 when the model
     cannot be read or loaded.
 
-    Example: graphfix validate fixed.onnx --original decoder_model_merged.onnx --ort-version 1.16.3
+    Per case: the steps that matched full recompute, the worst difference against its tolerance, and the step
+    that failed with onnxruntime's reason.
+
+    Examples:
+      graphfix validate fixed.onnx --original decoder_model_merged.onnx
+      graphfix validate fixed.onnx --ort-version 1.16.3
     """
     if model.is_dir():
         if original is not None:
@@ -255,11 +278,8 @@ def validate_command(
     else:
         for result in results:
             fed = f", fed by {result.encoder}" if result.encoder else ""
-            typer.echo(f"{result.model}: plain present->past loop vs full recompute{fed} "
-                       f"(onnxruntime {result.onnxruntime}):")
-            for line in _validation_lines(result):
-                typer.echo(line)
-            typer.echo("ok" if result.ok else f"FAILED: {result.first_failure}")
+            _echo(report.proof_lines(result, f"{result.model}: plain present->past loop vs full recompute{fed} ("))
+            typer.echo(report.validate_verdict(result))
     return 0 if ok else 1
 
 
@@ -271,6 +291,8 @@ def split_command(
     no_validate: NoValidateOption = False,
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> int:
@@ -281,21 +303,56 @@ def split_command(
     are proven before they land: the two-file client loop (no-past model at step 1, with-past model after, presents
     fed back as past) must match full recompute at every step, and the merged decoder's logits.
 
-    Example: graphfix split decoder_model_merged.onnx split/
+    Examples:
+      graphfix split decoder_model_merged.onnx split/
     """
     from ..batch.split import DECODER, DECODER_WITH_PAST, split
 
+    started = time.monotonic()
+    verbosity = _verbosity(verbose, quiet)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
     if as_json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
-    for change in result.changes:
-        typer.echo(str(change))
-    if result.validation is not None:
-        typer.echo(f"validation (no-past model, then with-past model fed its presents, vs full recompute, "
-                   f"onnxruntime {result.validation.onnxruntime}):")
-        for line in _validation_lines(result.validation, reference="the merged decoder"):
-            typer.echo(line)
-    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}")
+    _echo(report.findings_lines(result.changes, verbosity))
+    if verbosity > 0:
+        _echo(report.proof_lines(result.validation, "validation (no-past model, then with-past model fed its "
+                                 "presents, vs full recompute, ", reference="the merged decoder"))
+    proven = (report.proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
+              else "not proven (--no-validate)")
+    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
+               f"{time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _complete_code(incomplete: str) -> list[str]:
+    return [code for code in CODES if code.startswith(incomplete.upper())]
+
+
+@graphfix_command(app, "explain")
+def explain_command(
+    code: Annotated[Optional[str], typer.Argument(help="A finding code (GF101 ...); without it, every code.",
+                                                  autocompletion=_complete_code)] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Explain a finding code: what breaks, which exporters write it, what the fix does and why it is safe.
+
+    Works offline; without CODE, lists every code graphfix reports.
+
+    Examples:
+      graphfix explain GF101
+      graphfix explain
+    """
+    if code is not None and code.upper() not in CODES:
+        raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
+    codes = [code.upper()] if code is not None else list(CODES)
+    if as_json:
+        emit_json("explain", {"ok": True, "codes": [{"code": c, "title": CODES[c], **EXPLANATIONS[c].entry()}
+                                                     for c in codes]})
+    elif code is None:
+        _echo(report.explain_index())
+    else:
+        _echo(report.explain_lines(codes[0]))
     return 0

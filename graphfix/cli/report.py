@@ -1,0 +1,297 @@
+"""What the text output says: findings grouped by code, validation figures that cannot be misread, one summary line.
+
+A model's findings take one line per code whatever its depth: the tensors (or nodes) a code concerns are folded
+into a brace pattern (`present.{0..23}.encoder.{key,value}`) and the messages into the code's short summary
+(findings.EXPLANATIONS). `--verbose` shows every finding as it is (`str(Finding)`), `--quiet` only the summary
+line. JSON output never comes through here: it keeps every change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from ..findings import CODES, EXPLANATIONS, Explanation, Finding
+
+if TYPE_CHECKING:
+    from ..pipeline import CheckResult
+    from ..proof.cases import CaseResult
+    from ..proof.validation import ValidationResult
+
+WIDTH = 100
+_SEPARATORS = re.compile(r"([./])")
+_FAILED_STEP = re.compile(r"^step (\d+): (.*)$", re.S)
+
+
+# --- patterns -------------------------------------------------------------------------------------------------------
+
+def _value_set(values: Sequence[str]) -> str:
+    """`0`, `{key,value}`, `{0..5}`, `{0,1,3..7}`: the values one position of a pattern takes."""
+    if len(values) == 1:
+        return values[0]
+    if all(v.isdigit() for v in values):
+        numbers = sorted({int(v) for v in values})
+        runs: list[list[int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        parts = [f"{r[0]}..{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs]
+        return "{" + ",".join(parts) + "}"
+    return "{" + ",".join(values) + "}"
+
+
+def name_patterns(names: Iterable[str]) -> list[str]:
+    """Names folded into brace patterns that stand for exactly those names: two patterns that differ in one
+    position only are merged until none do, so `present.{0..5}.encoder.{key,value}` means all twelve."""
+    unique = list(dict.fromkeys(names))
+    patterns: list[tuple[tuple[str, ...], ...]] = [tuple((t,) for t in _SEPARATORS.split(n)) for n in unique]
+    merged = True
+    while merged:
+        merged = False
+        for position in range(max((len(p) for p in patterns), default=0)):
+            groups: dict[tuple, list[tuple[tuple[str, ...], ...]]] = {}
+            for pattern in patterns:
+                key = (len(pattern), pattern[:position], pattern[position + 1:]) if position < len(pattern) \
+                    else (len(pattern), pattern, id(pattern))
+                groups.setdefault(key, []).append(pattern)
+            if all(len(g) == 1 for g in groups.values()):
+                continue
+            merged, patterns = True, []
+            for group in groups.values():
+                head = group[0]
+                if len(group) == 1:
+                    patterns.append(head)
+                    continue
+                values = tuple(dict.fromkeys(v for p in group for v in p[position]))
+                patterns.append(head[:position] + (values,) + head[position + 1:])
+    return ["".join(_value_set(list(values)) for values in pattern) for pattern in patterns]
+
+
+def _shortened(parts: list[str], budget: int) -> str:
+    """`a, b (+3 more)`: as many patterns as fit in `budget` columns."""
+    text = ", ".join(parts)
+    if len(text) <= budget:
+        return text
+    for keep in range(len(parts) - 1, 0, -1):
+        text = ", ".join(parts[:keep]) + f" (+{len(parts) - keep} more)"
+        if len(text) <= budget:
+            return text
+    # Not even one fits: what they share up to a separator, `/model/decoder/layers.{0..5}/*`.
+    common = parts[0]
+    for part in parts[1:]:
+        while not part.startswith(common):
+            common = common[:-1]
+    depth, cut = 0, -1
+    for i, char in enumerate(common):  # a separator outside braces (`{0..5}` holds dots)
+        depth += (char == "{") - (char == "}")
+        if depth == 0 and char in "./":
+            cut = i
+    shared = common[:cut + 1] + "*" if cut > 0 else "*"
+    return shared if len(shared) <= budget else shared[:max(budget - 4, 1)] + "...*"
+
+
+def fit(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+# --- findings -------------------------------------------------------------------------------------------------------
+
+def summary_of(code: str, findings: Sequence[Finding]) -> str:
+    """The code's summary, its `{fields}` filled from the findings' text; a field no finding fills is left out."""
+    explanation: Explanation | None = EXPLANATIONS.get(code)
+    if explanation is None:
+        return CODES.get(code, findings[0].message)
+    values: dict[str, list[str]] = {}
+    if explanation.detail:
+        pattern = re.compile(explanation.detail)
+        for finding in findings:
+            match = pattern.search(f"{finding.message} -> {finding.fix}")
+            for name, value in (match.groupdict() if match else {}).items():
+                if value is not None and value not in values.setdefault(name, []):
+                    values[name].append(value)
+    fields = {name: _value_set(found) for name, found in values.items() if found}
+    text = re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], ""), explanation.summary)
+    return " ".join(text.replace("()", "").split())
+
+
+def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int = WIDTH) -> list[str]:
+    """One line per code, in the order codes first appear: `GF101 x12  present.{0..5}...: dummy ... -> ...`."""
+    by_code: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_code.setdefault(finding.code, []).append(finding)
+    lines = []
+    for code, group in by_code.items():
+        head = f"{indent}{code}" + (f" x{len(group)}" if len(group) > 1 else "")
+        head = f"{head:<{len(indent) + 9}}  "
+        summary = summary_of(code, group)
+        subjects = [s for s in (f.tensor or f.node for f in group) if s]
+        if not subjects:
+            lines.append(fit(head + summary, width))
+            continue
+        budget = max(width - len(head) - len(summary) - 2, 24)
+        lines.append(fit(f"{head}{_shortened(name_patterns(subjects), budget)}: {summary}", width))
+    return lines
+
+
+def change_lines(findings: Sequence[Finding], prefix: str = "") -> list[str]:
+    """Every finding as it is: what `--verbose` shows (and what graphfix printed before grouping)."""
+    return [f"{prefix}{finding}" for finding in findings]
+
+
+def findings_lines(findings: Sequence[Finding], verbosity: int, *, prefix: str = "", indent: str = "") -> list[str]:
+    """A model's findings at `verbosity` (-1 quiet, 0 grouped, 1 verbose)."""
+    if verbosity < 0:
+        return []
+    return change_lines(findings, prefix) if verbosity > 0 else grouped_lines(findings, indent)
+
+
+def code_counts(findings: Sequence[Finding]) -> str:
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.code] = counts.get(finding.code, 0) + 1
+    return ", ".join(f"{code} x{n}" if n > 1 else code for code, n in counts.items())
+
+
+# --- validation -----------------------------------------------------------------------------------------------------
+
+def tolerance_rule(tolerance: float) -> str:
+    return f"tolerance {tolerance:.0e} x max(1, |logits|)"
+
+
+def _within(diff: float, tolerance: float) -> str:
+    """`max diff 6e-08 <= 1e-04`; a diff above the bare tolerance passed only because logits are larger than 1."""
+    if diff <= tolerance:
+        return f"max diff {diff:.2g} <= {tolerance:.0e}"
+    return f"max diff {diff:.2g}, within {tolerance_rule(tolerance)}"
+
+
+def _steps(n: int) -> str:
+    return "no step" if n < 1 else "step 1" if n == 1 else f"steps 1-{n}"
+
+
+def _failure(case: CaseResult) -> tuple[str, str, str]:
+    """(the steps proven, the step that failed, why) of a failed case: never the failed step counted as proven."""
+    failure = case.failure or ""
+    failed = _FAILED_STEP.match(failure)
+    if failed is None:
+        return "", "", failure
+    step, reason = int(failed[1]), failed[2]
+    if reason.startswith("logits differ"):  # the step ran and its figures are the failing ones
+        return f"{_steps(step - 1)} matched", f"step {step}", reason
+    proven = f"{_steps(case.steps)} matched, max diff {case.max_abs_diff:.2g}" if case.steps else "no step ran"
+    if step <= case.steps:  # every step ran; what the last one returned cannot be fed to the next
+        return proven, f"after step {step}", reason
+    return proven, f"step {step}", reason
+
+
+def case_line(case: CaseResult, tolerance: float) -> str:
+    """One (batch, source length) case: the steps proven, then the step that failed and why, never mixed up."""
+    where = f"  batch {case.batch}, source length {case.source_length}: "
+    if case.failure is None and case.original_differs is not None:  # the model's own difference, not the repair's
+        return (f"{where}{_steps(case.steps)} match the original driven as Optimum drives it; the original itself "
+                f"differs from full recompute by {case.original_differs:.2g}")
+    if case.failure is None:
+        return (f"{where}{_steps(case.steps)} match full recompute, {_within(case.max_abs_diff, tolerance)}, "
+                f"tokens {case.tokens_agree}/{case.tokens_total}")
+    proven, step, reason = _failure(case)
+    failed = f"FAILED {step}" if step.startswith("after") else f"{step} FAILED" if step else "FAILED"
+    return f"{where}{proven + '; ' if proven else ''}{failed}: {reason}"
+
+
+def validation_lines(result: ValidationResult, reference: str = "--original") -> list[str]:
+    lines = [case_line(case, result.tolerance) for case in result.cases]
+    if result.original is not None:
+        original = result.original
+        diff = original.get("max_abs_diff")
+        figure = f"max diff {diff:.2g}" if isinstance(diff, (int, float)) else "no figure"
+        status = "ok" if not original.get("failure") else f"FAILED: {original['failure']}"
+        lines.append(f"  full-recompute logits vs {reference}: {figure}: {status}")
+    return lines
+
+
+def proof_lines(result: ValidationResult | None, title: str, reference: str = "--original") -> list[str]:
+    """`title` (which ends in an open parenthesis) with the runtime and tolerance, then the proof case by case."""
+    if result is None:
+        return []
+    return [f"{title}onnxruntime {result.onnxruntime}, {tolerance_rule(result.tolerance)}):",
+            *validation_lines(result, reference)]
+
+
+def first_failure(result: ValidationResult) -> str:
+    """`batch 1, source length 5, step 3 (steps 1-2 matched ...): <reason>`: where the proof first broke."""
+    for case in result.cases:
+        if case.failure is not None:
+            proven, step, reason = _failure(case)
+            where = f"batch {case.batch}, source length {case.source_length}" + (f", {step}" if step else "")
+            return f"{where}{f' ({proven})' if proven else ''}: {reason}"
+    return result.first_failure or ""
+
+
+def proof_phrase(result: ValidationResult, reference: str | None = None) -> str:
+    """`proven in onnxruntime 1.32.0 (32 steps, max diff 6e-08 <= 1e-04)`, or where it failed; with
+    `reference`, how far full recompute is from that model's logits."""
+    if not result.ok:
+        return f"FAILED in onnxruntime {result.onnxruntime}: {first_failure(result)}"
+    steps = sum(c.steps for c in result.cases)  # every case, every step: the verbose lines show them one by one
+    figures = f"{steps} steps, {_within(result.max_abs_diff, result.tolerance)}"
+    diff = (result.original or {}).get("max_abs_diff")
+    if reference and isinstance(diff, (int, float)):
+        figures += f", logits equal {reference}'s" if diff == 0 else f", {diff:.2g} from {reference}'s logits"
+    return f"proven in onnxruntime {result.onnxruntime} ({figures})"
+
+
+def validate_verdict(result: ValidationResult) -> str:
+    return f"ok: {proof_phrase(result)}" if result.ok else f"FAILED: {first_failure(result)}"
+
+
+def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
+                   seconds: float) -> str:
+    """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
+    written = (f"wrote {output}: {changes} change{'s' if changes != 1 else ''}" if changes
+               else f"nothing to repair; copied to {output}")
+    if validation is not None:
+        proven = proof_phrase(validation)
+        if loaded_on and loaded_on != validation.onnxruntime:
+            proven += f", loads in onnxruntime {loaded_on}"
+    elif loaded_on:
+        proven = f"loads in onnxruntime {loaded_on} (not decoded: --no-validate)"
+    else:
+        proven = "not proven (--no-validate)"
+    return f"{written}; {proven}; {seconds:.1f} s"
+
+
+def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
+    """`checked 3 files: 2 with findings (GF101 x52, GF103 x2), 1 ok; 0.4 s`."""
+    found = [r for r in results if r.findings]
+    codes = f" ({code_counts([f for r in found for f in r.findings])})" if found else ""
+    counts = [(len(found), f"with findings{codes}"), (sum(r.ok and not r.skipped for r in results), "ok"),
+              (sum(bool(r.skipped) for r in results), "skipped"),
+              (sum(r.error is not None for r in results), "unreadable")]
+    parts = ", ".join(f"{n} {what}" for n, what in counts if n)
+    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {seconds:.1f} s"
+
+
+# --- explain --------------------------------------------------------------------------------------------------------
+
+def _wrapped(label: str, text: str, width: int = WIDTH) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=f"{label:<11}", subsequent_indent=" " * 11,
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def explain_lines(code: str) -> list[str]:
+    explanation = EXPLANATIONS[code]
+    lines = [f"{code}: {CODES[code]}", ""]
+    for label, text in (("breaks", explanation.breaks), ("written by", explanation.exporters),
+                        ("fix", explanation.fix), ("safe", explanation.safe)):
+        lines += _wrapped(label, text)
+    return lines + _wrapped("example", explanation.example)
+
+
+def explain_index() -> list[str]:
+    return [fit(f"{code}  {title}") for code, title in CODES.items()] + [
+        "", "graphfix explain CODE says what breaks, which exporters write it, what the fix does and why it is safe."]
