@@ -14,7 +14,6 @@ from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoder
 from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
-from ..proof.validation import validate
 from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
@@ -260,6 +259,8 @@ def validate_command(
       graphfix validate fixed.onnx --original decoder_model_merged.onnx
       graphfix validate fixed.onnx --ort-version 1.16.3
     """
+    from ..proof.validation import validate  # only this command proves without writing
+
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")

@@ -46,6 +46,8 @@ def node_reads(node: onnx.NodeProto) -> Iterator[str]:
     """Every tensor name a node reads, including outer-scope names read inside its subgraphs (a name a subgraph
     defines itself shadows nothing outside it in valid ONNX, so reads of it are reported too)."""
     yield from (name for name in node.input if name)
+    if not node.attribute:  # most nodes: no subgraph to look into (a hot path on decoders of thousands of nodes)
+        return
     for _, graph in subgraphs(node):
         for inner, _ in all_nodes(graph):
             yield from (name for name in inner.input if name)

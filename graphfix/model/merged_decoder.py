@@ -112,8 +112,9 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
         raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.[encoder.|decoder.](key|value) inputs")
 
     branches = {a.name: a.g for a in if_node.attribute if a.name in ("then_branch", "else_branch")}
+    past_names = {v.name for v in past.values()}
     readers = [name for name, branch in branches.items()
-               if any(read in {v.name for v in past.values()} for n in branch.node for read in node_reads(n))]
+               if any(read in past_names for n in branch.node for read in node_reads(n))]
     if len(readers) != 1:
         raise NotAMergedDecoderError(
             f"not a merged decoder: {len(readers)} branches of If {if_node.name!r} read past_key_values (want 1)")

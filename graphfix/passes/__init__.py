@@ -1,16 +1,18 @@
 """The repairs, in the order `repair` applies them: each is a RepairPass (contract.py) with a name, the finding
 codes it may emit and its scope. `check` runs the same passes on a model it never writes, so check and repair
-cannot disagree."""
+cannot disagree. The retargeting passes load only when a run names a target runtime: a plain repair costs about
+what copying the model costs, and its start-up is a fair part of that."""
 
-from .attributes_as_inputs import attributes_as_inputs
+from importlib import import_module
+from typing import Any
+
 from .contract import ANY_MODEL, MERGED_DECODER, RepairPass, Subject, repair_pass, run_passes
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
-from .float16_fallbacks import float16_fallbacks
 from .kv_dim_names import kv_dim_names
-from .retarget_domains import retarget_domains
-from .retarget_versions import retarget_versions
 from .truthful_kv_shapes import truthful_kv_shapes
+
+_RETARGETING = ("attributes_as_inputs", "float16_fallbacks", "retarget_domains", "retarget_versions")
 
 # Fixed dims are made symbolic first and names unified next: truthful shapes compare against the final symbols.
 PIPELINE: tuple[RepairPass, ...] = (encoder_kv_passthrough, fixed_shapes, kv_dim_names, truthful_kv_shapes)
@@ -20,8 +22,19 @@ def pipeline(target_ort: str | None = None) -> tuple[RepairPass, ...]:
     """The passes for one run; versions are only touched when the user names the runtime they deploy on."""
     if not target_ort:
         return PIPELINE
+    from .attributes_as_inputs import attributes_as_inputs
+    from .float16_fallbacks import float16_fallbacks
+    from .retarget_domains import retarget_domains
+    from .retarget_versions import retarget_versions
+
     return (*PIPELINE, attributes_as_inputs, float16_fallbacks(target_ort), retarget_domains(target_ort),
             retarget_versions(target_ort))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RETARGETING:
+        return getattr(import_module(f".{name}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
