@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from graphfix import RepairRefusedError
 from graphfix.model.merged_decoder import PlainModel
-from graphfix.passes import attributes_as_inputs
+from graphfix.passes.attributes_as_inputs import attributes_as_inputs
 
 
 def _model(opset: int, nested: bool = False, both: bool = False) -> onnx.ModelProto:

@@ -3,16 +3,14 @@ codes it may emit and its scope. `check` runs the same passes on a model it neve
 cannot disagree. The retargeting passes load only when a run names a target runtime: a plain repair costs about
 what copying the model costs, and its start-up is a fair part of that."""
 
-from importlib import import_module
-from typing import Any
-
 from .contract import ANY_MODEL, MERGED_DECODER, RepairPass, Subject, repair_pass, run_passes
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
 from .kv_dim_names import kv_dim_names
 from .truthful_kv_shapes import truthful_kv_shapes
 
-_RETARGETING = ("attributes_as_inputs", "float16_fallbacks", "retarget_domains", "retarget_versions")
+# The retargeting passes (attributes_as_inputs, float16_fallbacks, retarget_domains, retarget_versions) are imported
+# from their modules: each module bears its pass's name, so the package cannot offer them lazily as well.
 
 # Fixed dims are made symbolic first and names unified next: truthful shapes compare against the final symbols.
 PIPELINE: tuple[RepairPass, ...] = (encoder_kv_passthrough, fixed_shapes, kv_dim_names, truthful_kv_shapes)
@@ -31,27 +29,17 @@ def pipeline(target_ort: str | None = None) -> tuple[RepairPass, ...]:
             retarget_versions(target_ort))
 
 
-def __getattr__(name: str) -> Any:
-    if name in _RETARGETING:
-        return getattr(import_module(f".{name}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ANY_MODEL",
     "MERGED_DECODER",
     "PIPELINE",
     "RepairPass",
     "Subject",
-    "attributes_as_inputs",
     "encoder_kv_passthrough",
     "fixed_shapes",
-    "float16_fallbacks",
     "kv_dim_names",
     "pipeline",
     "repair_pass",
-    "retarget_domains",
-    "retarget_versions",
     "run_passes",
     "truthful_kv_shapes",
 ]
