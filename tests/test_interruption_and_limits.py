@@ -506,7 +506,7 @@ def test_a_repair_out_of_address_space_is_one_line_exit_2_and_leaves_nothing(meg
 def test_a_repair_out_of_file_descriptors_is_one_line_exit_2_and_leaves_nothing(tmp_path):
     digest = sha256(SOURCE)
     out = tmp_path / "decoder_model_merged.onnx"
-    result = run_graphfix("repair", SOURCE, out, preexec_fn=limit_resources(descriptors=6))
+    result = run_graphfix("repair", SOURCE, out, preexec_fn=limit_resources(descriptors=5))
     assert_one_resource_line(result, "descriptors")
     assert list(tmp_path.iterdir()) == []
     assert sha256(SOURCE) == digest
@@ -519,3 +519,48 @@ def test_a_jobs_pool_out_of_file_descriptors_is_one_line_exit_2_and_leaves_no_st
     assert_one_resource_line(result, "descriptors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert {p: sha256(p) for p in source.rglob("*") if p.is_file()} == before
+
+
+def test_a_jobs_worker_killed_mid_repair_is_one_line_exit_2_and_leaves_no_staging_directory(tmp_path):
+    """What the kernel's out-of-memory killer does to a worker: SIGKILL, no traceback, no goodbye."""
+    source = small_model_directory(tmp_path / "model")
+    proc = subprocess.Popen([*graphfix_command(), "repair", "--jobs", "2", str(source), str(tmp_path / "fixed")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        worker = None
+        while proc.poll() is None and worker is None:  # a worker that has opened a decoder: it is repairing
+            worker = next((pid for pid in children(proc.pid)
+                           if b"spawn_main" in cmdline(pid) and reads_from(pid, source)), None)
+            time.sleep(0.002)
+        assert worker is not None, "the pool must have started a worker"
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: a --jobs worker process died"), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def reads_from(pid: int, directory: Path) -> bool:
+    try:
+        return any(os.readlink(fd).startswith(str(directory)) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -98,6 +98,7 @@ def _repair_all(jobs: list[Job], workers: int,
         return done
     import multiprocessing  # only --jobs runs pay for process pools
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
     # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up. They
@@ -120,7 +121,11 @@ def _repair_all(jobs: list[Job], workers: int,
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
-                result, seconds = future.result()
+                try:
+                    result, seconds = future.result()
+                except BrokenProcessPool:  # the worker was killed (the kernel's OOM killer, a kill -9): no traceback
+                    raise GraphfixError("a --jobs worker process died (killed, e.g. out of memory) while repairing; "
+                                        "nothing was written") from None
                 done.append(ModelRepair(name, result, seconds))
                 if on_progress:
                     on_progress(name, "done", _size(source))
