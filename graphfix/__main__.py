@@ -4,8 +4,14 @@ Importing the CLI is most of a short run and typer builds the click command befo
 both sit inside this module's guards rather than in the CLI itself.
 """
 
+import os
 import signal
 import sys
+
+# graphfix's numpy arrays are tiny: one OpenBLAS thread is plenty, and its per-thread buffers (tens of MB each) are
+# what a memory limit (ulimit -v) first runs into, ending the process from inside OpenBLAS. Set before numpy loads;
+# inherited by the proof's subprocess and --jobs workers.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .io import interrupts
 

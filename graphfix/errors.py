@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+# OSErrors that are the machine's limit (ulimit -v, ulimit -n), not the path's fault: never reworded as bad input,
+# so that the CLI says what ran out.
+EXHAUSTED_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+# How a failure out of address space reads: Python's, C++'s and OpenBLAS's words for it, the dynamic loader's when
+# a shared library cannot be mapped, and glibc's abort when it cannot even load the unwinder.
+_OUT_OF_MEMORY_WORDS = ("MemoryError", "bad_alloc", "Memory allocation", "failed to map segment",
+                        "Cannot allocate memory", "libgcc_s.so.1 must be installed")
+
+
+def says_out_of_memory(text: str) -> bool:
+    """Whether an error's text (an ImportError, onnxruntime's exception, a child process's stderr) is memory."""
+    return any(words in text for words in _OUT_OF_MEMORY_WORDS)
+
+
+def raise_if_exhausted(err: OSError) -> None:
+    """Called first in an `except OSError` that turns errors into BadInputError."""
+    if err.errno in EXHAUSTED_ERRNOS:
+        raise err
 
 
 class GraphfixError(Exception):

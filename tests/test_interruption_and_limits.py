@@ -449,3 +449,118 @@ def test_an_interrupted_jobs_batch_leaves_no_output_directory_or_a_complete_one(
     else:
         assert all(name.startswith(".") for name in leftovers), leftovers
     assert sha256(source / "onnx" / "decoder_model_merged.onnx") == big.input_sha
+
+
+# --- memory and descriptor limits ---------------------------------------------------------------------------------
+#
+# A limit the machine sets (ulimit -v, ulimit -n) is one line saying what ran out, exit 2, nothing beside OUT. The
+# address-space limits are offsets from this interpreter's own baseline, the VmPeak of importing what a repair's
+# process imports (onnx and numpy, OpenBLAS with the one thread graphfix asks for): measured, the repair itself
+# needs about 10 MB beyond it, the proof's onnxruntime (in its own process, with its own address space) about 35.
+
+RESOURCE_LINES = {"memory": "error: out of memory", "descriptors": "error: too many open files"}
+
+
+def baseline_address_space() -> int:
+    probe = "import onnx, numpy\nprint(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    return int(done.stdout) * 1024
+
+
+def limit_resources(address_space: int | None = None, descriptors: int | None = None):
+    def apply() -> None:
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        if descriptors is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+    return apply
+
+
+def small_model_directory(root: Path) -> Path:
+    """Two merged decoders (the legacy Marian sample twice), so that --jobs 2 starts a pool of two workers."""
+    (root / "onnx").mkdir(parents=True)
+    for name in ("decoder_model_merged.onnx", "decoder_model_merged_quantized.onnx"):
+        shutil.copyfile(SOURCE, root / "onnx" / name)
+    (root / "config.json").write_text("{}\n")
+    return root
+
+
+def assert_one_resource_line(result, what: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(RESOURCE_LINES[what]), result.stderr
+
+
+@pytest.mark.parametrize("megabytes", [0, 25], ids=["graphfix-runs-out", "the-proof-runs-out"])
+def test_a_repair_out_of_address_space_is_one_line_exit_2_and_leaves_nothing(megabytes, tmp_path):
+    digest = sha256(SOURCE)
+    out = tmp_path / "decoder_model_merged.onnx"
+    limit = baseline_address_space() + megabytes * 2**20
+    result = run_graphfix("repair", SOURCE, out, preexec_fn=limit_resources(address_space=limit))
+    assert_one_resource_line(result, "memory")
+    assert list(tmp_path.iterdir()) == []  # no OUT, no `.graphfix-*` staging directory
+    assert sha256(SOURCE) == digest
+
+
+def test_a_repair_out_of_file_descriptors_is_one_line_exit_2_and_leaves_nothing(tmp_path):
+    digest = sha256(SOURCE)
+    out = tmp_path / "decoder_model_merged.onnx"
+    result = run_graphfix("repair", SOURCE, out, preexec_fn=limit_resources(descriptors=5))
+    assert_one_resource_line(result, "descriptors")
+    assert list(tmp_path.iterdir()) == []
+    assert sha256(SOURCE) == digest
+
+
+def test_a_jobs_pool_out_of_file_descriptors_is_one_line_exit_2_and_leaves_no_staging_directory(tmp_path):
+    source = small_model_directory(tmp_path / "model")
+    before = {p: sha256(p) for p in source.rglob("*") if p.is_file()}
+    result = run_graphfix("repair", "--jobs", "2", source, tmp_path / "fixed", preexec_fn=limit_resources(descriptors=8))
+    assert_one_resource_line(result, "descriptors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert {p: sha256(p) for p in source.rglob("*") if p.is_file()} == before
+
+
+def test_a_jobs_worker_killed_mid_repair_is_one_line_exit_2_and_leaves_no_staging_directory(tmp_path):
+    """What the kernel's out-of-memory killer does to a worker: SIGKILL, no traceback, no goodbye."""
+    source = small_model_directory(tmp_path / "model")
+    proc = subprocess.Popen([*graphfix_command(), "repair", "--jobs", "2", str(source), str(tmp_path / "fixed")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        worker = None
+        while proc.poll() is None and worker is None:  # a worker that has opened a decoder: it is repairing
+            worker = next((pid for pid in children(proc.pid)
+                           if b"spawn_main" in cmdline(pid) and reads_from(pid, source)), None)
+            time.sleep(0.002)
+        assert worker is not None, "the pool must have started a worker"
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: a --jobs worker process died"), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def reads_from(pid: int, directory: Path) -> bool:
+    try:
+        return any(os.readlink(fd).startswith(str(directory)) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_exhausted
 from ..io.read import read_model, trusted_roots
 
 MERGED_STEM = "decoder_model_merged"
@@ -73,6 +73,7 @@ def directory_files(directory: Path) -> list[str]:
             with os.scandir(root / relative) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
+            raise_if_exhausted(err)
             raise BadInputError(f"cannot read directory {shown}: {err.strerror}") from None
         if (key := (info.st_dev, info.st_ino)) in seen:
             raise BadInputError(f"{shown} leads back to {directory / seen[key]} (a symlink loop, or a second path to "
@@ -91,6 +92,7 @@ def directory_files(directory: Path) -> list[str]:
             try:
                 kind = os.stat(entry.path).st_mode
             except OSError as err:
+                raise_if_exhausted(err)
                 raise BadInputError(f"cannot read {path}: {err.strerror}") from None
             if stat.S_ISDIR(kind):
                 subdirectories.append(name)

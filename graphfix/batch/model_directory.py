@@ -8,6 +8,7 @@ copied, see layouts.plan_directory.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, GraphfixError
+from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.read import open_inside
@@ -97,19 +98,34 @@ def _repair_all(jobs: list[Job], workers: int,
         return done
     import multiprocessing  # only --jobs runs pay for process pools
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
     # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up. They
     # are all started by the submits; the initializer covers callers outside the main thread.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+    failure: OSError | None = None
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    except OSError as err:  # out of descriptors (or processes) before the pool could start
+        failure = OSError(err.errno, err.strerror)
+    if failure is not None:
+        # Raised without the half-built pool's frames: collected now, its pipes close, and the staging directory
+        # can be removed (removing a directory tree takes descriptors too).
+        gc.collect()
+        raise failure
+    with pool:
         with interrupts.ignored_by_children():
             futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out, options in jobs]
         try:
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
-                result, seconds = future.result()
+                try:
+                    result, seconds = future.result()
+                except BrokenProcessPool:  # the worker was killed (the kernel's OOM killer, a kill -9): no traceback
+                    raise GraphfixError("a --jobs worker process died (killed, e.g. out of memory) while repairing; "
+                                        "nothing was written") from None
                 done.append(ModelRepair(name, result, seconds))
                 if on_progress:
                     on_progress(name, "done", _size(source))
@@ -138,6 +154,7 @@ def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
         if os.stat(target).st_ino != opened.stat.st_ino:  # a copy: the times of the original, as cp -p
             os.utime(target, ns=(opened.stat.st_atime_ns, opened.stat.st_mtime_ns))
     except OSError as err:
+        raise_if_exhausted(err)
         raise BadInputError(f"cannot copy {source / name}: {err.strerror or err}") from None
     finally:
         os.close(opened.fd)

@@ -7,6 +7,7 @@ its exit code, and with `--json` in one JSON document on stdout as well.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
@@ -20,7 +21,7 @@ import typer
 from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import GraphfixError
+from ..errors import EXHAUSTED_ERRNOS, GraphfixError, says_out_of_memory
 from ..io import interrupts
 
 EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
@@ -86,6 +87,27 @@ def emit_json(command: str, payload: dict[str, Any]) -> None:
     typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
+_OUT_OF_MEMORY = "out of memory"
+_OUT_OF_FILES = "too many open files"
+
+
+def resource_exhausted(err: BaseException) -> str | None:
+    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug: memory
+    (MemoryError, or a C++ std::bad_alloc surfacing as ImportError/RuntimeError, or ENOMEM) or file descriptors
+    (EMFILE, ENFILE), as the start of the one line; else None."""
+    if isinstance(err, MemoryError):
+        return _OUT_OF_MEMORY
+    if isinstance(err, OSError) and err.errno in EXHAUSTED_ERRNOS:
+        return _OUT_OF_MEMORY if err.errno == errno.ENOMEM else _OUT_OF_FILES
+    if isinstance(err, (ImportError, RuntimeError)) and says_out_of_memory(str(err)):
+        return _OUT_OF_MEMORY
+    return None
+
+
+_REMEDY = {_OUT_OF_MEMORY: "raise the memory limit (ulimit -v) or free memory",
+           _OUT_OF_FILES: "raise the limit (ulimit -n) or use fewer --jobs"}
+
+
 def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool,
                    validation: Any = None) -> int:
     """The one `error:` line (and JSON document) for `err`; returns the exit code."""
@@ -98,6 +120,11 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = _interrupted_message(), 130
     elif isinstance(err, GraphfixError):
         message, code = str(err), err.exit_code
+    elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
+        detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
+                  else " ".join(str(err).split())[:200])  # what ran out of it: the proof, a bad_alloc's words
+        message = f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
+        code = 2
     elif isinstance(err, ClickException):
         message, code = " ".join(err.format_message().split()), 2
         param = getattr(err, "param", None)

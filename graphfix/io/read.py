@@ -23,7 +23,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_exhausted
 from ..model.graph import all_graphs, all_tensors
 from . import onnx_proto as onnx
 from . import protowire
@@ -170,6 +170,7 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     except FileNotFoundError:
         raise BadInputError(f"no such file: {path}") from None
     except OSError as err:
+        raise_if_exhausted(err)
         if err.errno == errno.EISDIR:
             raise BadInputError(f"{path} is a directory; give the .onnx file") from None
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
@@ -199,6 +200,7 @@ def _parse(path: Path, fd: int) -> LoadedModel:
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
             skeleton = protowire.split(mapped)
     except OSError as err:
+        raise_if_exhausted(err)
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
     except protowire.WireError as err:
         raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None

@@ -17,7 +17,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import BadInputError
+from google.protobuf.message import EncodeError
+
+from ..errors import BadInputError, raise_if_exhausted
 from . import onnx_proto as onnx
 from . import protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
@@ -150,6 +152,23 @@ class staging_directory:
     def __exit__(self, *exc_info: object) -> None:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
+            if os.path.lexists(self.path):  # rmtree holds two descriptors per level; out of them (EMFILE), one
+                _remove_tree(self.path)
+
+
+def _remove_tree(path: Path) -> None:
+    """shutil.rmtree with one descriptor open at a time (each listing is read whole, then closed), for the
+    directories this module made itself (mode 0700: nothing else writes into them); errors ignored like rmtree's."""
+    try:
+        for name in os.listdir(path):
+            entry = path / name
+            if entry.is_dir() and not entry.is_symlink():
+                _remove_tree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _data_location_for(out: Path, index: int, count: int) -> str:
@@ -211,6 +230,7 @@ def write_models(
             land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
             return outs
     except OSError as err:
+        raise_if_exhausted(err)
         raise BadInputError(f"cannot write {outs[0]}: {err.strerror or err}") from None
     finally:
         for path in beside:
@@ -227,7 +247,11 @@ def _model_fd(source: LoadedModel) -> int:
 
 def _write_spliced(model: onnx.ModelProto, source: LoadedModel, staged: Path) -> None:
     """The skeleton's bytes with each payload copied back from the source file, which must be the file we read."""
-    pieces = protowire.join(model.SerializeToString())
+    try:
+        skeleton = model.SerializeToString()
+    except EncodeError:  # payloads stay in the source: kilobytes that fail to serialize only want memory
+        raise MemoryError("serializing the repaired model") from None
+    pieces = protowire.join(skeleton)
     src_fd = _model_fd(source) if any(isinstance(p, protowire.SourceRange) for p in pieces) else -1
     write_pieces(pieces, src_fd, staged, mode=source.mode)
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, ValidationFailedError
+from ..errors import BadInputError, ValidationFailedError, says_out_of_memory
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
@@ -96,9 +96,13 @@ def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, An
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
+        if says_out_of_memory(proc.stderr):
+            raise MemoryError(f"{where}: {tail}")
         raise BadInputError(f"the decode loop failed to run in {where}: {tail}")
     answer: dict[str, Any] = json.loads(lines[-1])
     if "error" in answer:
+        if says_out_of_memory(answer["error"]):  # onnxruntime's session could not allocate: the limit, not the model
+            raise MemoryError(f"{where}: {answer['error']}")
         raise BadInputError(answer["error"])
     if version and answer["result"]["onnxruntime"] != version:  # the promise: it ran in the release it names
         raise BadInputError(f"the proof meant for onnxruntime {version} ran in {answer['result']['onnxruntime']}")

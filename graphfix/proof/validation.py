@@ -77,14 +77,11 @@ def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: 
                "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
                "encoder": os.path.abspath(encoder) if encoder else None,
                "original": os.path.abspath(judge) if judge else None}
-    if ort_version:
-        from .runtimes import run_in_runtime
+    from .runtimes import run_in_runtime
 
-        answer = run_in_runtime(ort_version, request)
-    else:
-        from .client_loop import run_proof  # numpy and onnxruntime
-
-        answer = run_proof(**request)
+    # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
+    # and the child's address space is its own, so graphfix stays small enough to clean up and report one line.
+    answer = run_in_runtime(ort_version, request)
     return ValidationResult(model=os.fspath(model), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
                             cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
                             encoder=os.fspath(encoder) if encoder else None)
