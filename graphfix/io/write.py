@@ -98,10 +98,15 @@ def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = N
         done: list[tuple[Path, Path, Path | None]] = []
         try:
             for src, dst in renames:
-                kept = None
+                kept: Path | None = None
                 if os.path.isfile(dst) and not os.path.islink(dst):
                     kept = src.with_name(f"{src.name}.previous")
-                    os.link(dst, kept)
+                    try:
+                        os.link(dst, kept)
+                    except FileNotFoundError:
+                        # Another writer replaced dst meanwhile: link(2) of an inode whose last name a rename just
+                        # removed is ENOENT. What was there is that writer's to keep, not this run's.
+                        kept = None
                 done.append((src, dst, kept))
                 os.replace(src, dst)
         except Exception:  # a failed rename; a Ctrl-C is held here, and one raised anyway keeps what landed
