@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,13 @@ def full_release(target: str | None) -> str | None:
     return target if target.count(".") == 2 else LATEST_PATCH[(major, minor)]
 
 
+def _address_space_limit() -> int | None:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, Any]:
     """client_loop.main(request) inside onnxruntime `version` (this interpreter's when None, still in a separate
     process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or a BadInputError."""
@@ -98,6 +106,11 @@ def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, An
         tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
         if says_out_of_memory(proc.stderr):
             raise MemoryError(f"{where}: {tail}")
+        if proc.returncode < 0 and (limit := _address_space_limit()):
+            # Killed by a signal with nothing said, under an address-space limit: onnxruntime's allocations failing
+            # inside C++ end that way (SIGSEGV, SIGABRT), and no bug of the model's kills the process silently.
+            raise MemoryError(f"the proof's process died ({signal.Signals(-proc.returncode).name}) under an "
+                              f"address-space limit of {limit // 2**20} MB")
         raise BadInputError(f"the decode loop failed to run in {where}: {tail}")
     answer: dict[str, Any] = json.loads(lines[-1])
     if "error" in answer:
