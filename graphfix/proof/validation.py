@@ -2,9 +2,9 @@
 
 Inputs are synthesized from the model's own signature and the plain present->past loop (client_loop.py) is
 compared with full recompute step by step: on a merged decoder (`validate`) or on a split pair (`validate_split`),
-in this process's onnxruntime or, with `ort_version`, inside an isolated interpreter holding exactly that release
-(runtimes.py), e.g. 1.16.3, which the seeds' Rust `ort` deploys. Both run the same loop with the same inputs,
-refusals, tolerances and messages.
+always in a child process: the installed onnxruntime's or, with `ort_version`, an isolated interpreter holding
+exactly that release (runtimes.py), e.g. 1.16.3, which the seeds' Rust `ort` deploys. A crash or an exhausted memory
+limit there stays there. Both run the same loop with the same inputs, refusals, tolerances and messages.
 """
 
 from __future__ import annotations
