@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples fixed-shape-samples variant-samples clean verify-ort-table verify-ort-domains bench
+.PHONY: install demo test lint check samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,13 @@ samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out sample_models/legacy
 	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out sample_models/current
 	$(MAKE) fixed-shape-samples
+	$(MAKE) deep-samples
+
+# The legacy Marian at opus-mt's depth (6 decoder layers, the same tiny widths): output that must not grow with depth.
+deep-samples: $(EXPORT_LEGACY)/.installed
+	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out build/deep --only marian --decoder-layers 6
+	cp build/deep/marian.onnx sample_models/deep/legacy-marian-6-layers.onnx
+	cp build/deep/manifest.json sample_models/deep/manifest.json
 
 # Decoders exported with one axis left out of the dynamic axes (the exporter fixes it at the dummy's size).
 fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed

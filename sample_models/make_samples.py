@@ -82,8 +82,10 @@ def _configs() -> dict[str, tuple[str, str, dict]]:
     }
 
 
-def export_one(arch: str, out_dir: Path, keep_all: bool) -> dict:
+def export_one(arch: str, out_dir: Path, keep_all: bool, decoder_layers: int | None = None) -> dict:
     config_class, task, kwargs = _configs()[arch]
+    if decoder_layers:  # a deep decoder (the depth users' opus-mt / NLLB exports have), same tiny widths
+        kwargs = dict(kwargs, **{"num_decoder_layers" if "num_layers" in kwargs else "decoder_layers": decoder_layers})
     config = getattr(transformers, config_class)(**kwargs)
     torch.manual_seed(0)
     model_class = transformers.AutoModelForSpeechSeq2Seq if task == SPEECH else transformers.AutoModelForSeq2SeqLM
@@ -106,6 +108,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="architectures to export (default: all)")
     parser.add_argument("--keep-all", action="store_true")
+    parser.add_argument("--decoder-layers", type=int, help="decoder depth instead of 2 (sample_models/deep/)")
     parser.add_argument("--static-axis", action="append", default=[],
                         help="export with this axis fixed at the dummy size (e.g. batch_size), as a misconfigured "
                              "export does")
@@ -116,7 +119,7 @@ def main() -> int:
 
     optimum_dist = "optimum" if args.exporter == "legacy" else "optimum-onnx"
     versions = {name: md.version(name) for name in (optimum_dist, "transformers", "torch", "onnx")}
-    made = [export_one(arch, args.out, args.keep_all) for arch in (args.only or _configs())]
+    made = [export_one(arch, args.out, args.keep_all, args.decoder_layers) for arch in (args.only or _configs())]
     manifest = args.out / "manifest.json"
     previous = json.loads(manifest.read_text())["models"] if manifest.exists() else []
     merged = {m["arch"]: m for m in previous} | {m["arch"]: m for m in made}

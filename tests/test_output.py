@@ -296,3 +296,24 @@ def test_every_help_example_runs_on_real_samples(tmp_path, marian_legacy):
             assert ran.returncode in (0, 1) and "error:" not in ran.stderr, (example, ran.stdout, ran.stderr)
             assert ran.returncode == (1 if example == "graphfix check models/*/decoder_model_merged.onnx" else 0), \
                 (example, ran.stdout)
+
+
+def test_a_six_layer_real_export_prints_as_many_lines_as_a_two_layer_one(cli, tmp_path, monkeypatch):
+    """sample_models/deep/: the legacy exporter's Marian at opus-mt's depth (6 decoder layers, same tiny widths):
+    the grouped output has the two-layer sample's line count, every line within 100 columns; --verbose has a line
+    per change."""
+    from .conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # the summary names OUT as given: short here, so the width is the lines' own
+    outputs = {}
+    for name, path in {"2": ROOT / "sample_models" / "legacy" / "marian.onnx",
+                       "6": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"}.items():
+        result = cli("repair", path, f"{name}.onnx")
+        assert result.exit_code == 0, result.stderr
+        outputs[name] = result.stdout.splitlines()
+        assert all(len(line) <= 100 for line in outputs[name]), outputs[name]
+    assert len(outputs["6"]) == len(outputs["2"]) == 4
+    assert outputs["6"][0].startswith("GF101 x12  present.{0..5}.encoder.{key,value}")
+    verbose = cli("repair", "--verbose", ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx",
+                  "v.onnx")
+    assert sum(line.startswith("GF") for line in verbose.stdout.splitlines()) == 25  # 12 + 1 + 12 changes
