@@ -9,6 +9,7 @@ Rerun the probe when adding a release: `.venv/bin/python scripts/probe_ort_limit
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -84,6 +85,13 @@ def _expanded(rows: dict[str, Any], release: str, field: str) -> list[str] | Non
     raise KeyError(release)
 
 
+@functools.cache
+def _measured_domains() -> dict[str, Any]:
+    """ort_domains.json, parsed once per process (a directory run retargets every model of an export)."""
+    rows: dict[str, Any] = json.loads((Path(__file__).parent / "ort_domains.json").read_text())["releases"]
+    return rows
+
+
 def domain_limits(release: str) -> DomainLimits | None:
     """`1.16` or `1.16.3` -> what that release's newest patch runs in the other domains; None where nothing was
     measured (1.14: no wheel for this Python), so that nothing is changed on a guess (the load on the target,
@@ -91,7 +99,7 @@ def domain_limits(release: str) -> DomainLimits | None:
     ort_limits(release)  # the same refusal of unknown releases
     major, minor = (int(x) for x in release.split(".")[:2])
     patch = LATEST_PATCH[(major, minor)]
-    rows = json.loads((Path(__file__).parent / "ort_domains.json").read_text())["releases"]
+    rows = _measured_domains()
     if patch not in rows:
         return None
     kernels = _expanded(rows, patch, "contrib_cpu_kernels")

@@ -69,9 +69,9 @@ def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: 
            encoder: str | os.PathLike[str] | None = None,
            judge: str | os.PathLike[str] | None = None) -> ValidationResult:
     paths = [first, later, *(p for p in (reference, encoder, judge) if p)]
-    for path in paths:
-        read_model(path)  # the same refusals as everywhere, before onnxruntime sees the file
-    tolerance = tolerance_for(read_model(later).model)
+    # The same refusals as everywhere, before onnxruntime sees a file; each read once (`later` is among them).
+    loaded = [read_model(path) for path in paths]
+    tolerance = tolerance_for(loaded[1].model)
     request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
                "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
                "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
