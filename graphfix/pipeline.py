@@ -41,6 +41,7 @@ class RepairResult:
     backup: Path | None = None
     loaded_on: str | None = None  # the onnxruntime release that loaded the output before it landed
     versions: dict[str, str] = field(default_factory=dict)  # "before" / "after": IR version and opset imports
+    written: bool = True  # False for an in-place repair with nothing to repair: the input is left as it is
 
     @property
     def changed(self) -> bool:
@@ -50,7 +51,7 @@ class RepairResult:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "changes": [c.to_dict() for c in self.changes], "backup": str(self.backup) if self.backup else None,
                 "validation": self.validation.to_dict() if self.validation else None, "loaded_on": self.loaded_on,
-                "versions": self.versions}
+                "versions": self.versions, "written": self.written}
 
 
 def versions_of(model: onnx.ModelProto) -> str:
@@ -170,7 +171,8 @@ def _decode_proof(source: Path, runtime: str | None, validator: Validator | None
 def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
            load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone",
-           on_step: StepCallback | None = None, validator: Validator | None = None) -> RepairResult:
+           on_step: StepCallback | None = None, validator: Validator | None = None,
+           force: bool = False) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
     With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded
@@ -179,7 +181,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     accepts any other ONNX model of an export (an encoder) and only retargets it. `data_mode` says how external
     data lands beside `out` (see io.write.write_models): "clone", "copy" or "link". `on_step(name)` is told each
     step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for progress.
-    `validator(staged_path)` replaces the decode proof (tests)."""
+    `validator(staged_path)` replaces the decode proof (tests). An existing `out` is replaced only with `force`
+    (never a device, FIFO or socket): a swapped argument or a shell glob must not cost the user a file."""
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
@@ -192,7 +195,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
         raise BadInputError("--validate-on-target needs --target-ort")
     step("reading")
     loaded = read_model(source)
-    check_output_file(out)
+    check_output_file(out, replace=force or in_place)
     step("repairing")
     before = versions_of(loaded.model)
     subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
@@ -219,6 +222,9 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
             step("loading on target")
             result.loaded_on = load_in_onnxruntime(staged[out], target_release)
 
+    if in_place and not changes:  # nothing to write: no backup, no rename, the file stays the very same inode
+        result.written = False
+        return result
     step("writing")
     backup = InPlaceBackup(source) if in_place else None
     try:

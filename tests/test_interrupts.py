@@ -269,7 +269,7 @@ def test_a_ctrl_c_before_anything_landed_says_nothing_was_written(tmp_path, mari
     out = tmp_path / "fixed.onnx"
     out.write_bytes(b"last run's output")
     ctrl_c_during(monkeypatch, os, "chmod")  # the staged model is complete, not yet renamed
-    result = cli("repair", marian_legacy, out, "--no-validate")
+    result = cli("repair", marian_legacy, out, "--no-validate", "--force")
     assert result.exit_code == 130
     assert result.stderr == "error: interrupted; nothing was written\n"
     assert out.read_bytes() == b"last run's output"

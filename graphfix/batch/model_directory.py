@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.read import open_inside
-from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
+from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..pipeline import RepairResult, repair
 from .layouts import find_merged_decoders, plan_directory
 
@@ -101,12 +100,14 @@ def _repair_all(jobs: list[Job], workers: int,
     from concurrent.futures.process import BrokenProcessPool
 
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
-    # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up. They
-    # are all started by the submits; the initializer covers callers outside the main thread.
+    # Workers, and the resource tracker the pool's queues start, ignore Ctrl-C and SIGHUP (a terminal sends them to
+    # the whole group): the parent alone reports them, once, stops the workers with SIGTERM (which unwinds a worker
+    # like an interruption: its proof child killed, its staging removed) and cleans up.
     failure: OSError | None = None
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        with interrupts.ignored_by_children():
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=interrupts.install_in_worker)
     except OSError as err:  # out of descriptors (or processes) before the pool could start
         failure = OSError(err.errno, err.strerror)
     if failure is not None:
@@ -115,9 +116,10 @@ def _repair_all(jobs: list[Job], workers: int,
         gc.collect()
         raise failure
     with pool:
-        with interrupts.ignored_by_children():
-            futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out, options in jobs]
         try:
+            with interrupts.ignored_by_children():
+                futures = [pool.submit(_repair_one, source, out, options, name)
+                           for name, source, out, options in jobs]
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
@@ -130,9 +132,21 @@ def _repair_all(jobs: list[Job], workers: int,
                 if on_progress:
                     on_progress(name, "done", _size(source))
         except BaseException:
+            _stop_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return done
+
+
+def _stop_workers(pool: Any) -> None:
+    """SIGTERM to each worker still running: the batch has failed or been interrupted, and what a worker is
+    repairing lands in the staging directory that is about to be removed."""
+    processes = dict(getattr(pool, "_processes", None) or {})  # the executor's own table of its workers
+    for process in processes.values():
+        try:
+            process.terminate()
+        except (OSError, ValueError):  # already gone, or already closed
+            pass
 
 
 def _make_parents(source: Path, staging: Path, name: str) -> None:
@@ -212,8 +226,9 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     names = find_merged_decoders(directory)
     # Refuse before the first decoder is replaced, not halfway through the directory.
     for name in names:
-        if backup_path(directory / name).exists():
-            raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
+        if InPlaceBackup(directory / name).blocked():
+            raise BadInputError(f"backup {backup_path(directory / name)} already exists and differs from "
+                                f"{directory / name}; move it away first")
     work = [(name, directory / name, directory / name, {**options, "in_place": True}) for name in names]
     try:
         models = _repair_all(work, jobs, on_progress)

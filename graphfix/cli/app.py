@@ -24,7 +24,8 @@ from typer.core import TyperGroup
 from ..errors import EXHAUSTED_ERRNOS, GraphfixError, says_out_of_memory
 from ..io import interrupts
 
-EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
+EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
+              "by signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
 JSON_SCHEMA = "graphfix/1"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,12 +76,13 @@ def watch_outputs(paths: Sequence[Path]) -> None:
 
 
 def _interrupted_message() -> str:
+    what = interrupts.message()
     if run.watch is None:  # check, validate: nothing to say about the disk
-        return "interrupted"
+        return what
     written = run.watch.written()
     if not written:
-        return "interrupted; nothing was written"
-    return f"interrupted; already written in full: {', '.join(map(str, written))}"
+        return f"{what}; nothing was written"
+    return f"{what}; already written in full: {', '.join(map(str, written))}"
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
@@ -117,7 +119,7 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         traceback.print_exception(err, file=sys.stderr)
     if interrupts.is_interrupt(err):
         run.interrupt_reported = True
-        message, code = _interrupted_message(), 130
+        message, code = _interrupted_message(), interrupts.exit_status()
     elif isinstance(err, GraphfixError):
         message, code = str(err), err.exit_code
     elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
@@ -195,7 +197,8 @@ class GraphfixGroup(TyperGroup):
 
 class GraphfixApp(typer.Typer):
     """The process entry point. SIGXFSZ is ignored so that a write over RLIMIT_FSIZE fails with EFBIG (reported,
-    temp files removed) instead of killing the process mid-write; Ctrl-C is routed through io/interrupts.py."""
+    temp files removed) instead of killing the process mid-write; Ctrl-C, SIGTERM and SIGHUP are routed through
+    io/interrupts.py."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         run.interrupt_reported = False
@@ -204,8 +207,8 @@ class GraphfixApp(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as exit:
-            if exit.code == 130 and not run.interrupt_reported:
-                sys.stderr.write("error: interrupted\n")
+            if exit.code == interrupts.exit_status() and not run.interrupt_reported:
+                sys.stderr.write(f"error: {_interrupted_message()}\n")
             raise
 
 

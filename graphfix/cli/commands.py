@@ -92,6 +92,9 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
+        "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -127,6 +130,7 @@ def repair_command(
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     options: dict[str, Any] = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
+                                   **({"force": True} if force and not is_directory else {}),
                                    validate_on_target=validate_on_target, load_on_target=not skip_target_load,
                                    validator=_validator(ctx),
                                    data_mode="copy" if copy_data else "link" if link_data else "clone")
@@ -142,7 +146,7 @@ def repair_command(
     if verbosity > 0:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                    time.monotonic() - started)
+                                    time.monotonic() - started, written=result.written)
     typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
 

@@ -1,4 +1,10 @@
-"""Ctrl-C at any moment of a `graphfix` run: one `error: interrupted` line, exit 130, nothing half-written.
+"""Ctrl-C, SIGTERM or SIGHUP at any moment of a `graphfix` run: one `error: interrupted` line, exit 128+n,
+nothing half-written and no process left behind.
+
+SIGTERM is what `timeout`, `make`, `docker stop`, systemd and a cancelled CI job send, SIGHUP what a dropped ssh
+session sends: each is an interruption like Ctrl-C, raised as KeyboardInterrupt so that the same cleanup runs
+(staging directories removed, child processes killed by subprocess.run on the way out); `signal_received` says
+which one came, for the exit status.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be, and two kinds of place cannot take it: a C
 extension's module init (onnx's pybind11 module segfaults, onnxruntime's turns it into "ImportError: initialization
@@ -24,18 +30,47 @@ from typing import Any
 _EXTENSION_INIT = {ExtensionFileLoader.create_module.__code__, ExtensionFileLoader.exec_module.__code__}
 RETRY_SECONDS = 0.005
 
+# The signals that end a run the way Ctrl-C does.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What a terminal (Ctrl-C) or a hangup sends to a whole process group: --jobs workers ignore them and are
+# stopped by the parent instead (SIGTERM), which reports once and cleans up after them.
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
 received = False
+signal_received: int = signal.SIGINT
 _holds = 0  # depth of held_for_main_thread blocks in the main thread
 _held = False  # a Ctrl-C (or its retry) came in during them
 
 
 def install() -> None:
-    """Route Ctrl-C through `_interrupted` for the rest of the process; the CLI's entry point calls this first."""
-    global received
-    received = False
-    signal.signal(signal.SIGINT, _interrupted)
+    """Route Ctrl-C, SIGTERM and SIGHUP through `_interrupted` for the rest of the process; the CLI's entry point
+    calls this first (and each --jobs worker, see `install_in_worker`)."""
+    global received, signal_received
+    received, signal_received = False, signal.SIGINT
+    for sig in STOPPING:
+        signal.signal(sig, _interrupted)
     signal.signal(signal.SIGALRM, _interrupted)  # the retry of a Ctrl-C held back during an extension's init
     sys.unraisablehook = _redeliver_lost_interrupt
+
+
+def install_in_worker() -> None:
+    """A --jobs worker: SIGTERM (from its parent, or systemd's whole-cgroup stop) unwinds it like an interruption,
+    so that its proof child is killed and its staging directory removed; the group-wide Ctrl-C and SIGHUP are left
+    to the parent, which then terminates its workers."""
+    install()
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def exit_status() -> int:
+    """128+n for the signal that interrupted the run (130 for Ctrl-C), as a shell reports a process it killed."""
+    return 128 + int(signal_received)
+
+
+def message() -> str:
+    """The start of the one line: `interrupted`, or `interrupted by SIGTERM` for a signal other than Ctrl-C."""
+    sig = signal_received
+    return "interrupted" if sig == signal.SIGINT else f"interrupted by {signal.Signals(sig).name}"
 
 
 def is_interrupt(err: BaseException) -> bool:
@@ -44,12 +79,15 @@ def is_interrupt(err: BaseException) -> bool:
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    global received, _held
+    global received, _held, signal_received
+    if signum in STOPPING and not received:
+        signal_received = signum  # the first one decides the exit status; the SIGALRM retry keeps it
     if _holds:  # raised where the hold ends
         _held = True
         return
     received = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
+    for sig in STOPPING:  # a second signal must not cut short the temp directory's cleanup
+        signal.signal(sig, signal.SIG_IGN)
     if _inside_extension_init(frame):
         signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
         return
@@ -91,7 +129,7 @@ def held_for_main_thread() -> Iterator[None]:
         if _holds == 1 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             swapped = True
             signal.signal(signal.SIGINT, _interrupted)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
         yield
     finally:
         try:
@@ -107,19 +145,21 @@ def held_for_main_thread() -> Iterator[None]:
         if deliver:
             if swapped:
                 raise KeyboardInterrupt  # what the library caller's default handler would have done
-            _interrupted(signal.SIGINT, None)
+            _interrupted(signal_received, None)
 
 
 @contextmanager
 def ignored_by_children() -> Iterator[None]:
-    """Processes started inside ignore Ctrl-C from their first instruction (SIG_IGN survives exec, a handler does
-    not); for this process a Ctrl-C meanwhile is held, not lost (Linux never discards a blocked signal)."""
+    """Processes started inside ignore Ctrl-C and SIGHUP from their first instruction (SIG_IGN survives exec, a
+    handler does not); for this process a signal meanwhile is held, not lost (Linux never discards a blocked
+    signal)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     with held_for_main_thread():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in GROUP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

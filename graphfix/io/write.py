@@ -13,6 +13,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +52,22 @@ def _is_dir(path: Path) -> bool:
         raise BadInputError(f"cannot use {path}: {err}") from None
 
 
-def check_output_file(out: Path) -> None:
-    """OUT may be replaced by a file: it is not a directory and its directory exists and is writable."""
+def check_output_file(out: Path, *, replace: bool = True) -> None:
+    """OUT may be replaced by a file: it is absent or a regular file (never a device, FIFO or socket, which a rename
+    would turn into a regular file), replaced only when `replace` says so, and its directory exists and is
+    writable."""
     if _is_dir(out):
         raise BadInputError(f"output {out} is a directory")
+    try:
+        info = os.stat(out)
+    except FileNotFoundError:
+        info = None
+    except OSError:
+        info = None  # a dangling or looping link: the rename replaces the link itself
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise BadInputError(f"output {out} exists and is not a regular file; give a file name")
+    if not replace and os.path.lexists(out):
+        raise BadInputError(f"output {out} already exists; pass --force to replace it")
     _check_writable_parent(out)
 
 
@@ -286,8 +299,12 @@ class InPlaceBackup:
         self.made = False
 
     def make(self) -> Path:
-        if self.path.exists():
-            raise BadInputError(f"backup {self.path} already exists; move it away first")
+        if self._stale():  # an interrupted run's: the input as it is now, so it is this run's backup as well
+            self.made = True
+            return self.path
+        if os.path.lexists(self.path):
+            raise BadInputError(f"backup {self.path} already exists and differs from {self.source}; move it away "
+                                "first")
         temp = None
         try:
             with held_for_main_thread():
@@ -300,13 +317,25 @@ class InPlaceBackup:
                 os.unlink(temp)
                 temp = None
         except FileExistsError:
-            raise BadInputError(f"backup {self.path} already exists; move it away first") from None
+            raise BadInputError(f"backup {self.path} appeared meanwhile; move it away first") from None
         except OSError as err:
             raise BadInputError(f"cannot write backup {self.path}: {err.strerror or err}") from None
         finally:
             if temp is not None:
                 os.unlink(temp)
         return self.path
+
+    def blocked(self) -> bool:
+        """Whether a backup is in the way: one exists, and it is not a stale copy of the input."""
+        return os.path.lexists(self.path) and not self._stale()
+
+    def _stale(self) -> bool:
+        """A regular-file backup byte-identical to the input: what a run killed before its new model landed leaves."""
+        try:
+            return (self.path.is_file() and not self.path.is_symlink()
+                    and filecmp.cmp(self.source, self.path, shallow=False))
+        except OSError:
+            return False
 
     def discard_if_unchanged(self) -> None:
         """After a failed repair: a backup identical to the input is debris that would block the next --in-place

@@ -1,7 +1,8 @@
 """Isolated environments holding one exact onnxruntime release each, created with pip on first use and cached.
 
 Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
-onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version.
+onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version, built
+in a hidden directory beside its final name and renamed there once complete (marked by `COMPLETE`).
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
 directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
@@ -22,15 +23,31 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, ValidationFailedError, says_out_of_memory
+from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
+from ..io.interrupts import held_for_main_thread
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
 CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "proof/cases.py", "proof/client_loop.py")
 
 
+# Written last into a runtime's venv, before it is renamed into the cache: only a venv holding it is used. A venv
+# without it (an older graphfix's, or one a crash left behind) is built again.
+COMPLETE = ".graphfix-complete"
+_SET_CACHE = "set GRAPHFIX_CACHE to a directory of your own that graphfix may write to"
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("GRAPHFIX_CACHE") or Path.home() / ".cache" / "graphfix")
+    """$GRAPHFIX_CACHE, else $XDG_CACHE_HOME/graphfix, else ~/.cache/graphfix. Only this cache needs a home
+    directory; without one (a service user, a uid with no passwd entry) the error says to set GRAPHFIX_CACHE."""
+    if os.environ.get("GRAPHFIX_CACHE"):
+        return Path(os.environ["GRAPHFIX_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "graphfix"
+    try:
+        return Path.home() / ".cache" / "graphfix"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry for this uid
+        raise BadInputError(f"no home directory for the onnxruntime cache; {_SET_CACHE}") from None
 
 
 def _requirements(version: str) -> list[str]:
@@ -39,35 +56,110 @@ def _requirements(version: str) -> list[str]:
     return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
 
 
+def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """subprocess.run(command, capture_output=True, text=True), ended with everything it started.
+
+    The child leads a process group of its own and is started with signals held, so that an interruption never
+    falls between its start and this function knowing its pid; on any way out but its end (Ctrl-C, SIGTERM, SIGHUP,
+    an error) the whole group is killed: ensurepip's own pip child, pip's, the proof's. Its own group also keeps a
+    terminal's Ctrl-C to graphfix, which alone reports it."""
+    group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    with held_for_main_thread():
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **group)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        with held_for_main_thread():
+            _kill_group(proc)
+        raise
+    finally:
+        _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is gone (PermissionError: macOS, a zombie leader)
+        pass
+    proc.wait()
+
+
+def _cache_error(path: Path, err: OSError) -> BadInputError:
+    return BadInputError(f"cannot use the onnxruntime cache {path}: {err.strerror or err}; {_SET_CACHE}")
+
+
+def _trusted(home: Path) -> bool:
+    """A complete venv, owned by this user or root: graphfix runs its python, so nobody else may have put it there."""
+    try:
+        info = home.stat()
+        (home / COMPLETE).stat()
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise _cache_error(home, err) from None
+    if info.st_uid not in (os.getuid(), 0):
+        raise BadInputError(f"the onnxruntime cache {home} belongs to uid {info.st_uid}, not to you; {_SET_CACHE}")
+    return True
+
+
 def runtime_python(version: str) -> Path:
     """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
     home = cache_dir() / f"onnxruntime-{version}"
-    python = home / "bin" / "python"
-    if python.exists():
-        return python
-    home.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
+    if _trusted(home):
+        return home / "bin" / "python"
     try:
-        import venv  # only the first use of a release pays for it
-
-        venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
-        proc = subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                               "--disable-pip-version-check", *_requirements(version)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
-                          "pip failed")
-            raise BadInputError(f"cannot install onnxruntime=={version}: {reason}")
-        # venv scripts hard-code their directory; the interpreter itself does not, so a rename is safe for python.
-        try:
-            staging.rename(home)
-        except OSError:  # another process made it first
-            pass
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
+    except OSError as err:
+        raise _cache_error(home.parent, err) from None
+    try:
+        _build_runtime(staging, version)
+        _install_runtime(staging, home)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return python
+    return home / "bin" / "python"
+
+
+def _build_runtime(staging: Path, version: str) -> None:
+    """The venv, its onnxruntime and the completion mark, in `staging`. An interruption kills ensurepip or pip
+    (subprocess.run does, on the way out) and the caller removes the half-built venv."""
+    import venv  # only the first use of a release pays for it
+
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(staging)
+    python = str(staging / "bin" / "python")
+    # What EnvBuilder(with_pip=True) runs, here through run_child: ensurepip starts pip as a child of its own.
+    proc = run_child([python, "-m", "ensurepip", "--upgrade", "--default-pip"])
+    if proc.returncode == 0:
+        proc = run_child([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                          *_requirements(version)])
+    if proc.returncode != 0:
+        reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
+                      "pip failed")
+        raise BadInputError(f"cannot install onnxruntime=={version}: {reason}")
+    (staging / COMPLETE).write_text(f"onnxruntime=={version}\n")
+
+
+def _install_runtime(staging: Path, home: Path) -> None:
+    """Rename the complete venv into place. venv scripts hard-code their directory; the interpreter itself does
+    not, so a rename is safe for python. An incomplete venv under the name is moved aside first."""
+    if home.exists() and not (home / COMPLETE).exists():
+        stale = Path(tempfile.mkdtemp(prefix=f".{home.name}-stale-", dir=home.parent))
+        try:
+            home.rename(stale / home.name)
+        finally:
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        staging.rename(home)
+    except OSError:  # another process made it first
+        if not (home / COMPLETE).exists():
+            raise
 
 
 def full_release(target: str | None) -> str | None:
@@ -99,7 +191,7 @@ def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, An
             shutil.copyfile(PACKAGE / name, target)
         script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import main; "
                   "sys.exit(main(sys.argv[1]))")
-        proc = subprocess.run([str(python), "-I", "-c", script, json.dumps(request)], capture_output=True, text=True)
+        proc = run_child([str(python), "-I", "-c", script, json.dumps(request)])
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
