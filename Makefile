@@ -24,7 +24,7 @@ demo: install
 	@echo "== 2. What graphfix check reports, then the repair:"
 	! $(GRAPHFIX) check sample_models/legacy/marian.onnx
 	@mkdir -p build/demo
-	$(GRAPHFIX) repair sample_models/legacy/marian.onnx build/demo/marian.onnx
+	$(GRAPHFIX) repair --force sample_models/legacy/marian.onnx build/demo/marian.onnx
 	@echo
 	@echo "== 3. The same client on the repaired model; no-cache logits equal the original's:"
 	$(GRAPHFIX) validate build/demo/marian.onnx --original sample_models/legacy/marian.onnx
@@ -37,10 +37,11 @@ lint: install
 	$(BIN)/ruff check graphfix tests bench scripts
 	$(BIN)/mypy
 
-# Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date.
+# Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date and
+# replace what is out of date (--force: graphfix never replaces an existing OUT unless told to).
 build/repaired/%.onnx: sample_models/%.onnx | install
 	@mkdir -p $(@D)
-	$(GRAPHFIX) repair $< $@
+	$(GRAPHFIX) repair --force $< $@
 
 check: install $(MODELS)
 	$(GRAPHFIX) check $(MODELS)

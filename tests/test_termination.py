@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, sha256
-from .test_interruption_and_limits import (EVENTS, OLD, SOURCE, Big, big, graphfix_command, run_graphfix,  # noqa: F401
-                                           signal_points, staged_model_complete, temp_dirs)
+from .conftest import sha256
+from .test_interruption_and_limits import OLD, SOURCE, Big, graphfix_command, run_graphfix, signal_points, temp_dirs
 
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
+
+
+@pytest.fixture(scope="module")
+def padded(tmp_path_factory) -> Big:
+    """The padded model of test_interruption_and_limits (a run long enough to be hit) and its reference output."""
+    made = Big(tmp_path_factory.mktemp("padded"))
+    yield made
+    assert sha256(made.input) == made.input_sha
 SIGNAL_IDS = ["sigterm", "sighup"]
 
 
@@ -118,17 +125,17 @@ def proof_running(pid: int):
 
 @pytest.mark.parametrize("point", FILE_POINTS)
 @pytest.mark.parametrize("sig", SIGNALS, ids=SIGNAL_IDS)
-def test_a_terminated_repair_leaves_the_old_output_no_debris_and_no_process(sig, point, big, tmp_path):
+def test_a_terminated_repair_leaves_the_old_output_no_debris_and_no_process(sig, point, padded, tmp_path):
     out_dir, tmpdir = tmp_path / "out", tmp_path / "tmp"
     out_dir.mkdir(), tmpdir.mkdir()
     out = out_dir / "decoder_model_merged.onnx"
     out.write_bytes(OLD)
-    run = Run(["repair", "--force", big.input, out], tmpdir=tmpdir)
+    run = Run(["repair", "--force", padded.input, out], tmpdir=tmpdir)
     when = {"staging": lambda: bool(temp_dirs(out_dir)),
             "copy": lambda: bool(temp_dirs(out_dir)) and any(f.stat().st_size > 0 for d in temp_dirs(out_dir)
                                                               if d.is_dir() for f in d.iterdir()),
             "proof": proof_running(run.proc.pid),
-            "landing": big.seconds * 0.98}[point]
+            "landing": padded.seconds * 0.98}[point]
     running = run.signal_when(sig, when)
     result = run.finish()
     assert run.survivors == [], f"processes outlived graphfix: {run.survivors}"
@@ -137,12 +144,12 @@ def test_a_terminated_repair_leaves_the_old_output_no_debris_and_no_process(sig,
         assert running, "the signal must land while graphfix runs"
     if running and result.returncode != 0:
         assert_interrupted_by(result, sig)
-    assert sha256(out) in {sha256_of(OLD), big.reference_sha}
+    assert sha256(out) in {sha256_of(OLD), padded.reference_sha}
     if point in ("staging", "proof"):
         assert out.read_bytes() == OLD and "nothing was written" in result.stderr
     assert sorted(p.name for p in out_dir.iterdir()) == [out.name], "the staging copy was left beside OUT"
     no_carried_folders(tmpdir)
-    assert sha256(big.input) == big.input_sha
+    assert sha256(padded.input) == padded.input_sha
 
 
 def sha256_of(data: bytes) -> str:
@@ -156,28 +163,28 @@ def sha256_of(data: bytes) -> str:
 
 @pytest.mark.parametrize("point", ["backup-appeared", "staged-model-complete"])
 @pytest.mark.parametrize("sig", SIGNALS, ids=SIGNAL_IDS)
-def test_a_terminated_in_place_repair_keeps_the_input_and_leaves_no_backup_in_the_way(sig, point, big, tmp_path):
+def test_a_terminated_in_place_repair_keeps_the_input_and_leaves_no_backup_in_the_way(sig, point, padded, tmp_path):
     model = tmp_path / "decoder_model_merged.onnx"
-    shutil.copy2(big.input, model)
+    shutil.copy2(padded.input, model)
     backup = tmp_path / "decoder_model_merged.onnx.bak"
     run = Run(["repair", model, model, "--in-place"])
-    running = run.signal_when(sig, signal_points(big, tmp_path, backup)[point])
+    running = run.signal_when(sig, signal_points(padded, tmp_path, backup)[point])
     result = run.finish()
     assert running and run.survivors == [], run.survivors
     assert_interrupted_by(result, sig)
-    assert sha256(model) == big.input_sha
+    assert sha256(model) == padded.input_sha
     assert sorted(p.name for p in tmp_path.iterdir()) == [model.name], "a backup or staging file was left"
     again = run_graphfix("repair", model, model, "--in-place")
     assert again.returncode == 0, again.stderr
-    assert sha256(model) == big.reference_sha and sha256(backup) == big.input_sha
+    assert sha256(model) == padded.reference_sha and sha256(backup) == padded.input_sha
 
 
 # --- a directory, --jobs 2 ---------------------------------------------------------------------------------------
 
 
-def model_directory(root: Path, big: Big) -> Path:
+def model_directory(root: Path, padded: Big) -> Path:
     (root / "onnx").mkdir(parents=True)
-    os.link(big.input, root / "onnx" / "decoder_model_merged.onnx")
+    os.link(padded.input, root / "onnx" / "decoder_model_merged.onnx")
     shutil.copyfile(SOURCE, root / "onnx" / "decoder_model_merged_quantized.onnx")
     (root / "config.json").write_text("{}\n")
     return root
@@ -185,8 +192,8 @@ def model_directory(root: Path, big: Big) -> Path:
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["jobs-1", "jobs-2"])
 @pytest.mark.parametrize("sig", SIGNALS, ids=SIGNAL_IDS)
-def test_a_terminated_directory_repair_ends_every_worker_and_leaves_no_output(sig, jobs, big, tmp_path):
-    source = model_directory(tmp_path / "model", big)
+def test_a_terminated_directory_repair_ends_every_worker_and_leaves_no_output(sig, jobs, padded, tmp_path):
+    source = model_directory(tmp_path / "model", padded)
     out, tmpdir = tmp_path / "fixed", tmp_path / "tmp"
     tmpdir.mkdir()
     run = Run(["repair", "--jobs", jobs, source, out], tmpdir=tmpdir)
@@ -197,7 +204,7 @@ def test_a_terminated_directory_repair_ends_every_worker_and_leaves_no_output(si
     assert_interrupted_by(result, sig)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tmp"], "OUT or its staging directory was left"
     no_carried_folders(tmpdir)
-    assert sha256(source / "onnx" / "decoder_model_merged.onnx") == big.input_sha
+    assert sha256(source / "onnx" / "decoder_model_merged.onnx") == padded.input_sha
 
 
 # --- the first use of a --target-ort release ------------------------------------------------------------------

@@ -11,6 +11,7 @@ import errno
 import functools
 import inspect
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -66,6 +67,9 @@ class _Run:
 
     watch: OutputWatch | None = None  # set by commands that write: a Ctrl-C's line then says what landed
     interrupt_reported = False
+    # The exit code of the work done so far, for a reader that stops reading (`graphfix check A B C | head -1`):
+    # commands update it before they print what it stands for.
+    exit_code = 0
 
 
 run = _Run()
@@ -86,7 +90,7 @@ def _interrupted_message() -> str:
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
-    typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
+    say(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
 _OUT_OF_MEMORY = "out of memory"
@@ -145,6 +149,46 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     return code
 
 
+class StdoutFailed(Exception):
+    """stdout could not take what a command printed: the reader closed the pipe (EPIPE) or the stream is full
+    (`> /dev/full`). Raised by `say`, through which every result line goes."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def say(text: str) -> None:
+    """One result line (or document) on stdout."""
+    try:
+        typer.echo(text)
+    except OSError as err:
+        raise StdoutFailed(err) from None
+
+
+def _stdout_to_devnull() -> None:
+    """Whatever is still buffered, or printed later, goes nowhere: the interpreter's last flush must not turn a
+    closed pipe into "Exception ignored" and exit 120."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def report_stdout_failure(failure: OSError) -> int:
+    """A closed pipe is how a reader says it has read enough: quiet, and the exit code of the work done. A full
+    stream is one line (what landed, if anything, named), exit 2."""
+    _stdout_to_devnull()
+    if failure.errno == errno.EPIPE:
+        return run.exit_code
+    written = run.watch.written() if run.watch is not None else []
+    landed = f"; already written in full: {', '.join(map(str, written))}" if written else ""
+    typer.echo(f"error: {one_line(f'cannot write to stdout: {failure.strerror or failure}{landed}')}", err=True)
+    return 2
+
+
 def graphfix_command(app: typer.Typer, name: str) -> Callable[[F], F]:
     """Register `fn` as the command `name`: its docstring becomes rendered help, and whatever it raises reaches
     the user through report_failure. The command returns its exit code (None is 0)."""
@@ -152,14 +196,17 @@ def graphfix_command(app: typer.Typer, name: str) -> Callable[[F], F]:
     def register(fn: F) -> F:
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
-            run.watch = None
+            run.watch, run.exit_code = None, 0
             try:
                 code = fn(*args, **kwargs)
             except typer.Exit:
                 raise
             except (Exception, KeyboardInterrupt) as err:
-                code = report_failure(name, err, as_json=kwargs.get("as_json", False),
-                                      debug=kwargs.get("debug", False))
+                if isinstance(err, StdoutFailed):
+                    code = report_stdout_failure(err.error)
+                else:
+                    code = report_failure(name, err, as_json=kwargs.get("as_json", False),
+                                          debug=kwargs.get("debug", False))
             raise typer.Exit(code or 0)
 
         app.command(name, help=rendered(fn.__doc__ or ""), epilog=EXIT_CODES)(command)

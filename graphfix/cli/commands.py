@@ -15,7 +15,7 @@ from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from . import report
-from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
+from .app import StdoutFailed, app, emit_json, graphfix_command, one_line, report_failure, run, say, watch_outputs
 from .progress import progress_wanted, terminal_progress
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
@@ -57,7 +57,7 @@ def _verbosity(verbose: bool, quiet: bool) -> int:
 
 def _echo(lines: list[str]) -> None:
     for line in lines:
-        typer.echo(line)
+        say(line)
 
 
 def _size(path: Path) -> int:
@@ -147,7 +147,7 @@ def repair_command(
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
                                     time.monotonic() - started, written=result.written)
-    typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
+    say(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
 
 
@@ -164,16 +164,19 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
         return 0
     for model in result.models:
         if verbosity == 0 and model.result.changes:
-            typer.echo(f"{model.path}:")
+            say(f"{model.path}:")
         _echo(report.findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
     if verbosity >= 0:
-        print_table(summary_table(result))
+        try:
+            print_table(summary_table(result))
+        except OSError as err:
+            raise StdoutFailed(err) from None
     changed = sum(m.result.changed for m in result.models)
     where = "in place" if result.output == result.input else f"-> {out}"
     kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
              f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
              else f"{len(result.models)} merged decoder(s)")
-    typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
+    say(f"repaired {source} {where}: {changed} of {kinds} changed"
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
                + f"; {time.monotonic() - started:.1f} s")
     return 0
@@ -215,23 +218,24 @@ def check_command(
             elif not as_json:
                 typer.echo(f"error: {one_line(str(err))}", err=True)
             results.append(CheckResult(path=path, error=str(err)))
-            exit_code = 2
+            exit_code = run.exit_code = 2
             continue
         results.append(result)
         exit_code = max(exit_code, 1 if result.findings else 0)
+        run.exit_code = exit_code
         if as_json or verbosity < 0:
             continue
         if result.findings and verbosity == 0:
-            typer.echo(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
+            say(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
         _echo(report.findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
         if result.skipped:
-            typer.echo(f"{path}: skipped ({result.skipped})")
+            say(f"{path}: skipped ({result.skipped})")
         elif not result.findings:
-            typer.echo(f"{path}: ok")
+            say(f"{path}: ok")
     if as_json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
-        typer.echo(report.check_summary(results, time.monotonic() - started))
+        say(report.check_summary(results, time.monotonic() - started))
     return exit_code
 
 
@@ -276,6 +280,7 @@ def validate_command(
     else:
         results = [validate(model, original, ort_version=ort_version)]
     ok = all(result.ok for result in results)
+    run.exit_code = 0 if ok else 1
     if as_json:
         # A file keeps its flat document; a directory lists one such document per decoder under "models".
         emit_json("validate", results[0].to_dict() if not model.is_dir() else
@@ -284,7 +289,7 @@ def validate_command(
         for result in results:
             fed = f", fed by {result.encoder}" if result.encoder else ""
             _echo(report.proof_lines(result, f"{result.model}: plain present->past loop vs full recompute{fed} ("))
-            typer.echo(report.validate_verdict(result))
+            say(report.validate_verdict(result))
     return 0 if ok else 1
 
 
@@ -326,7 +331,7 @@ def split_command(
                                  "presents, vs full recompute, ", reference="the merged decoder"))
     proven = (report.proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
               else "not proven (--no-validate)")
-    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
+    say(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
                f"{time.monotonic() - started:.1f} s")
     return 0
 
