@@ -2,8 +2,9 @@
 
 The output directory is assembled in a hidden staging directory beside it (same filesystem) and renamed into place
 only when every merged decoder in it has been repaired and validated, so OUT_DIR either does not exist or is
-complete. Files other than the merged decoders are hardlinked (copied across filesystems); external data is always
-copied, see layouts.plan_directory.
+complete. Files other than the merged decoders are copied (a reflink where the filesystem can), never shared with the
+input unless the user asks (`data_mode="link"`): editing the output's config.json must not edit the input's.
+External data of other models is always copied, see layouts.plan_directory.
 """
 
 from __future__ import annotations
@@ -157,14 +158,14 @@ def _make_parents(source: Path, staging: Path, name: str) -> None:
             os.chmod(staging / folder, os.stat(source / folder).st_mode & 0o7777)
 
 
-def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
+def _carry_over(source: Path, staging: Path, name: str, mode: str) -> None:
     """`name` into staging, through the same resolver as external data (read.open_inside): the file opened is
     checked to be a regular file inside `source`, and that open file is what is linked or copied."""
     target = staging / name
     _make_parents(source, staging, name)
     opened = open_inside(source, name, str(source / name))
     try:
-        copy_data_file(opened.fd, opened.real, target, "link" if link else "clone")
+        copy_data_file(opened.fd, opened.real, target, mode)
         if os.stat(target).st_ino != opened.stat.st_ino:  # a copy: the times of the original, as cp -p
             os.utime(target, ns=(opened.stat.st_atime_ns, opened.stat.st_mtime_ns))
     except OSError as err:
@@ -195,12 +196,16 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         return _repair_in_place(source, jobs, on_progress, options)
     plan = plan_directory(source, retarget=bool(options.get("target_ort")))
     check_output_directory(out, source=source)
+    data_mode = options.get("data_mode", "clone")
+    linked = plan.links if data_mode == "link" else []
+    copied = plan.copies + [name for name in plan.links if name not in linked]
     with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
                 on_progress(name, "copying", 0)
-            _carry_over(source, staging, name, link=name in plan.links)
+            # External data of other models is never linked: onnx >= 1.23 refuses a data file with several links.
+            _carry_over(source, staging, name, data_mode if name in linked or data_mode == "copy" else "clone")
             if on_progress:
                 on_progress(name, "done", (staging / name).stat().st_size)
         for name in plan.decoders + plan.others:
@@ -213,7 +218,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
             if model.result.validation is not None:
                 model.result.validation.model = str(out / model.path)
         land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
-    return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies,
+    return DirectoryRepairResult(input=source, output=out, models=models, linked=linked, copied=copied,
                                  retargeted=plan.others)
 
 

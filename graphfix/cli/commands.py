@@ -90,8 +90,9 @@ def repair_command(
         "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a "
         "copy).")] = False,
     link_data: Annotated[bool, typer.Option(
-        "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
-        "a data file with several links; onnxruntime loads it.")] = False,
+        "--link-data", help="Hardlink external data (and a directory's other files) instead of copying them: the "
+        "output then shares storage with the input. onnx >= 1.23 refuses to load or check a data file with several "
+        "links; onnxruntime loads it.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
@@ -111,7 +112,8 @@ def repair_command(
 
     A directory: every merged decoder in it (decoder_model_merged.onnx, onnx/decoder_model_merged{,_quantized,
     _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
-    (hardlinked where possible; external data copied), so OUT is a drop-in replacement. OUT must not exist (or be
+    (copied, a reflink where the filesystem can; hardlinked only with --link-data), so OUT is a drop-in replacement
+    that shares no storage with the input. OUT must not exist (or be
     empty); it appears in one rename once every decoder has passed.
 
     Prints one line per finding code (count, tensor pattern, what was done) and a summary line: what was written,
