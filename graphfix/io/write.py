@@ -20,7 +20,7 @@ from pathlib import Path
 
 from google.protobuf.message import EncodeError
 
-from ..errors import BadInputError, raise_if_exhausted
+from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from . import onnx_proto as onnx
 from . import protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
@@ -223,8 +223,11 @@ def write_models(
             staged: dict[Path, Path] = {}
             for out, model in zip(outs, outputs.values()):
                 in_place = out.resolve() == source.path.resolve()
-                locations = {loc: loc if in_place else _data_location_for(out, i, len(source.external_files))
-                             for i, loc in enumerate(source.external_files)}
+                # The data files the written model still reads: a repair that removed the only external tensors
+                # (dummies) must not leave an empty, unreferenced OUT_data beside it.
+                carried = _referenced(model, source.external_files)
+                locations = {loc: loc if in_place else _data_location_for(out, i, len(carried))
+                             for i, loc in enumerate(carried)}
                 if not in_place and (clash := next((d for d in [out, *(parent / n for n in locations.values())]
                                                     if d.resolve() in reads), None)):
                     raise BadInputError(f"output {clash} is a file the input reads; pick another output name")
@@ -243,16 +246,49 @@ def write_models(
                     copy_data_file(data.fd, data.real, workdir / new, data_mode)
                     data_renames.append((workdir / new, parent / new))
                 os.chmod(staged[out], source.mode)
+            _require_unchanged(source)
             if before_commit is not None:
-                before_commit(staged)
+                try:
+                    before_commit(staged)
+                except GraphfixError as err:  # say OUT, not the staging name that is about to disappear
+                    err.args = (_as_destinations(str(err.args[0]), staged, workdir, parent), *err.args[1:])
+                    raise
             land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
             return outs
     except OSError as err:
         raise_if_exhausted(err)
+        _require_unchanged(source)  # a source that shrank mid-copy is the input's story, not OUT's
         raise BadInputError(f"cannot write {outs[0]}: {err.strerror or err}") from None
     finally:
         for path in beside:
             path.unlink(missing_ok=True)
+
+
+def _referenced(model: onnx.ModelProto | None, files: list[str]) -> list[str]:
+    """Of the source's data files `files`, those `model` reads (all of them for a byte copy, model None)."""
+    if model is None:
+        return files
+    used = {_external_location(tensor) for tensor in external_tensors(model)}
+    return [name for name in files if name in used]
+
+
+def _require_unchanged(source: LoadedModel) -> None:
+    """The input's files are as they were when read (size, mtime, inode of each open file): one rewritten while it
+    was being copied would land a mix of two versions, proven or not."""
+    opened = [(source.file, source.path)] if source.file is not None else []
+    opened += [(data, source.path.parent / location) for location, data in source.data.items()]
+    for file, shown in opened:
+        if file is None:
+            continue
+        if _stamp(os.fstat(file.fd)) != _stamp(file.stat):
+            raise BadInputError(f"{shown} changed while it was being read; nothing was written (run again once "
+                                "whatever writes it is done)")
+
+
+def _as_destinations(message: str, staged: dict[Path, Path], workdir: Path, parent: Path) -> str:
+    for out, path in staged.items():
+        message = message.replace(str(path.resolve()), str(out)).replace(str(path), str(out))
+    return message.replace(str(workdir.resolve()), str(parent)).replace(str(workdir), str(parent))
 
 
 def _model_fd(source: LoadedModel) -> int:
