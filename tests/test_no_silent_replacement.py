@@ -154,3 +154,19 @@ def test_link_data_shares_the_side_files_when_asked(export, tmp_path, cli):
     source, output = inodes(export), inodes(out)
     assert output["config.json"] == source["config.json"]
     assert output["encoder_model.onnx"] == source["encoder_model.onnx"]
+
+
+def test_a_folder_repaired_into_a_setgid_shared_folder_takes_its_group_like_cp_r(export, tmp_path, cli):
+    if os.geteuid() != 0:
+        pytest.skip("giving a folder another group needs root")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 65534)  # nogroup: a group that is not the user's own
+    shared.chmod(0o2775)
+    (export / "onnx").mkdir()
+    shutil.copy(export / "decoder_model_merged.onnx", export / "onnx" / "decoder_model_merged.onnx")
+    result = cli("repair", "--no-validate", export, shared / "fixed")
+    assert result.exit_code == 0, result.stderr
+    made = [shared / "fixed", *(shared / "fixed").rglob("*")]
+    assert {p.relative_to(shared).as_posix(): p.stat().st_gid for p in made if p.stat().st_gid != 65534} == {}
+    assert all(p.stat().st_mode & stat.S_ISGID for p in made if p.is_dir())

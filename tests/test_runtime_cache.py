@@ -1,4 +1,4 @@
-"""The runtime cache ($GRAPHFIX_CACHE, else ~/.cache/graphfix) fails in one line naming the path and what to do, and
+"""Other users' limits. The runtime cache ($GRAPHFIX_CACHE, else ~/.cache/graphfix) fails in one line naming the path and what to do, and
 nothing else graphfix does needs a home directory: a service user whose HOME is /nonexistent, a uid with no passwd
 entry, a read-only or foreign-owned cache, a cache path below a file.
 
@@ -33,12 +33,12 @@ def shared():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def as_user(uid: int, args: list, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+def as_user(uid: int, args: list, env: dict[str, str], cwd: Path, preexec_fn=None) -> subprocess.CompletedProcess:
     switch = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
               "--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
     base = {k: v for k, v in os.environ.items() if k not in ("HOME", "GRAPHFIX_CACHE", "XDG_CACHE_HOME")}
     return subprocess.run([*switch, *graphfix_command(), *map(str, args)], capture_output=True, text=True,
-                          env={**base, **env}, cwd=cwd, timeout=300)
+                          env={**base, **env}, cwd=cwd, timeout=300, preexec_fn=preexec_fn)
 
 
 def assert_one_cache_line(result: subprocess.CompletedProcess, path: Path | str, *words: str) -> None:
@@ -98,3 +98,24 @@ def test_nothing_but_the_runtime_cache_needs_a_home_directory(args, shared):
     result = as_user(NO_PASSWD_ENTRY, args, {}, shared)
     assert result.returncode == (1 if args[0] == "check" else 0), result.stderr
     assert result.stderr == ""
+
+
+# --- a process limit (root is exempt from RLIMIT_NPROC, so the run is another user's) -----------------------------
+
+
+@pytest.mark.parametrize("limit", [3, 6])
+def test_jobs_under_a_process_limit_is_one_line_and_leaves_nothing(limit, shared):
+    import resource
+
+    model = shared / "model"
+    (model / "onnx").mkdir(parents=True)
+    for name in ("decoder_model_merged.onnx", "decoder_model_merged_quantized.onnx"):
+        shutil.copyfile(SOURCE, model / "onnx" / name)
+    subprocess.run(["chmod", "-R", "a+rwX", str(model)], check=True)
+    result = as_user(NOBODY, ["repair", "--no-validate", "--jobs", "2", model, shared / "fixed"],
+                     {"HOME": "/nonexistent"}, shared,
+                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit)))
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot start 2 --jobs worker processes: the process limit"), lines[0]
+    assert sorted(p.name for p in shared.iterdir()) == ["model"]

@@ -9,8 +9,10 @@ External data of other models is always copied, see layouts.plan_directory.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +106,7 @@ def _repair_all(jobs: list[Job], workers: int,
     # Workers, and the resource tracker the pool's queues start, ignore Ctrl-C and SIGHUP (a terminal sends them to
     # the whole group): the parent alone reports them, once, stops the workers with SIGTERM (which unwinds a worker
     # like an interruption: its proof child killed, its staging removed) and cleans up.
+    _require_process_headroom(workers)
     failure: OSError | None = None
     try:
         with interrupts.ignored_by_children():
@@ -119,8 +122,12 @@ def _repair_all(jobs: list[Job], workers: int,
     with pool:
         try:
             with interrupts.ignored_by_children():
-                futures = [pool.submit(_repair_one, source, out, options, name)
-                           for name, source, out, options in jobs]
+                try:
+                    futures = [pool.submit(_repair_one, source, out, options, name)
+                               for name, source, out, options in jobs]
+                except (OSError, RuntimeError) as err:
+                    _raise_if_out_of_processes(err, workers)
+                    raise
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
@@ -139,6 +146,48 @@ def _repair_all(jobs: list[Job], workers: int,
     return done
 
 
+# What a pool of n workers adds to the tasks RLIMIT_NPROC counts (threads too), measured with slack: each worker's
+# process and its threads, the resource tracker, the executor's threads in this process.
+_TASKS_PER_WORKER, _TASKS_PER_POOL = 3, 3
+
+
+def _require_process_headroom(workers: int) -> None:
+    """Refuse up front, in one line, a pool the process limit cannot hold: past it, thread and process starts fail
+    in the pool's own threads and in half-started workers, each with a traceback of its own."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft == resource.RLIM_INFINITY or os.geteuid() == 0 or not os.path.isdir("/proc/self/task"):
+        return  # no limit, or one root is exempt from, or no /proc to count with (not Linux)
+    needed = _tasks_of_this_user() + workers * _TASKS_PER_WORKER + _TASKS_PER_POOL
+    if needed > soft:
+        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit (ulimit -u {soft}) "
+                            f"is too low for them; use fewer --jobs or raise it")
+
+
+def _tasks_of_this_user() -> int:
+    uid, count = str(os.getuid()), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid]:
+            count += int(fields.get("Threads", "1").strip() or 1)
+    return count
+
+
+def _raise_if_out_of_processes(err: BaseException, workers: int) -> None:
+    """A pool that cannot start its workers or its threads (fork's EAGAIN, "can't start new thread"): the process
+    limit (RLIMIT_NPROC, which counts threads too), said in one line."""
+    if (isinstance(err, OSError) and err.errno == errno.EAGAIN) or "start new thread" in str(err):
+        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit is reached "
+                            "(ulimit -u); use fewer --jobs or raise it") from None
+
+
 def _stop_workers(pool: Any) -> None:
     """SIGTERM to each worker still running: the batch has failed or been interrupted, and what a worker is
     repairing lands in the staging directory that is about to be removed."""
@@ -150,12 +199,19 @@ def _stop_workers(pool: Any) -> None:
             pass
 
 
+def _chmod_directory(path: Path, mode: int) -> None:
+    """The input directory's permission bits on a new one, keeping the set-group-ID bit it inherited from a setgid
+    parent (a shared folder), as `cp -r` does: what is made inside then gets that folder's group, not the user's."""
+    inherited = os.stat(path).st_mode & stat.S_ISGID
+    os.chmod(path, (mode & 0o7777) | inherited)
+
+
 def _make_parents(source: Path, staging: Path, name: str) -> None:
     """The directories of `name` inside staging, each with the mode its source directory has."""
     for folder in reversed(Path(name).parents[:-1]):  # outermost first, the staging root itself excluded
         if not (staging / folder).is_dir():
             (staging / folder).mkdir()
-            os.chmod(staging / folder, os.stat(source / folder).st_mode & 0o7777)
+            _chmod_directory(staging / folder, os.stat(source / folder).st_mode)
 
 
 def _carry_over(source: Path, staging: Path, name: str, mode: str) -> None:
@@ -200,7 +256,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
     linked = plan.links if data_mode == "link" else []
     copied = plan.copies + [name for name in plan.links if name not in linked]
     with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
-        os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
+        _chmod_directory(staging, source.stat().st_mode)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
                 on_progress(name, "copying", 0)

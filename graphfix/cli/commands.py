@@ -148,7 +148,7 @@ def repair_command(
     if verbosity > 0:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                    time.monotonic() - started, written=result.written)
+                                    time.monotonic() - started, landed=result.written)
     say(summary + (f" (backup {result.backup})" if result.backup else ""))
     return 0
 
