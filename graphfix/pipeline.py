@@ -20,7 +20,7 @@ from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
 from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
-from .io.write import InPlaceBackup, check_output_file, same_file, write_models
+from .io.write import InPlaceBackup, check_output_file, input_files, same_file, write_models
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .passes import Subject, pipeline, run_passes
 
@@ -195,6 +195,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
         raise BadInputError("--validate-on-target needs --target-ort")
     step("reading")
     loaded = read_model(source)
+    if not in_place and out.resolve() in input_files(loaded):  # said before "exists": it is the graver reason
+        raise BadInputError(f"output {out} is a file the input reads; pick another output name")
     check_output_file(out, replace=force or in_place)
     step("repairing")
     before = versions_of(loaded.model)
