@@ -304,3 +304,22 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     assert result.exit_code == 130
     assert result.stderr == f"error: interrupted; already written in full: {out}\n"
     assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
+
+
+def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent():
+    """Started with its parent's held signals blocked (they survive exec): SIGTERM from the parent must still unwind
+    it at once, while a terminal's group-wide Ctrl-C and SIGHUP are its parent's to report."""
+    import subprocess
+
+    code = ("import os, signal, time\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})\n"
+            "from graphfix.io import interrupts\n"
+            "interrupts.install_in_worker()\n"
+            "os.kill(os.getpid(), signal.SIGHUP); os.kill(os.getpid(), signal.SIGINT)\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('unwound', interrupts.exit_status())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "unwound 143\n", "")

@@ -60,6 +60,9 @@ def install_in_worker() -> None:
     install()
     for sig in GROUP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    # Started inside held_for_main_thread, the worker inherited its parent's blocked mask across exec: unblocked,
+    # so that the parent's SIGTERM stops it now rather than after the decoder it is repairing.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
 
 
 def exit_status() -> int:

@@ -62,7 +62,8 @@ def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
     The child leads a process group of its own and is started with signals held, so that an interruption never
     falls between its start and this function knowing its pid; on any way out but its end (Ctrl-C, SIGTERM, SIGHUP,
     an error) the whole group is killed: ensurepip's own pip child, pip's, the proof's. Its own group also keeps a
-    terminal's Ctrl-C to graphfix, which alone reports it."""
+    terminal's Ctrl-C to graphfix, which alone reports it (the child inherits the held signals blocked, and is
+    ended with SIGKILL, which nothing blocks)."""
     group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     with held_for_main_thread():
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
