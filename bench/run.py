@@ -98,7 +98,7 @@ def main() -> int:
     startup = startup_cost()
     repaired = CACHE / "repaired" / "decoder_model_merged.onnx"
     repaired.parent.mkdir(exist_ok=True)
-    subprocess.run([str(BIN / "graphfix"), "repair", "--no-validate", str(models["embedded"]), str(repaired)],
+    subprocess.run([str(BIN / "graphfix"), "repair", "--force", "--no-validate", str(models["embedded"]), str(repaired)],
                    check=True, stdout=subprocess.DEVNULL)
     validation = measure([str(BIN / "graphfix"), "validate", str(repaired)])
     import decode_compare  # onnxruntime: only now, after every RSS measurement
