@@ -64,7 +64,8 @@ def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
     an error) the whole group is killed: ensurepip's own pip child, pip's, the proof's. Its own group also keeps a
     terminal's Ctrl-C to graphfix, which alone reports it (the child inherits the held signals blocked, and is
     ended with SIGKILL, which nothing blocks)."""
-    group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
+                             else {"preexec_fn": os.setpgrp})
     with held_for_main_thread():
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, **group)
@@ -81,7 +82,10 @@ def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.kill()
     except (ProcessLookupError, PermissionError):  # the group is gone (PermissionError: macOS, a zombie leader)
         pass
     proc.wait()
