@@ -306,9 +306,11 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
 
 
-def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent():
-    """Started with its parent's held signals blocked (they survive exec): SIGTERM from the parent must still unwind
-    it at once, while a terminal's group-wide Ctrl-C and SIGHUP are its parent's to report."""
+@pytest.mark.parametrize("busy", [True, False], ids=["repairing", "idle"])
+def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent(busy):
+    """Started with its parent's held signals blocked (they survive exec): SIGTERM from the parent must still stop
+    it at once, unwinding a repair under way (its proof child and staging go with it) or, idle, ending it without
+    a traceback; a terminal's group-wide Ctrl-C and SIGHUP are its parent's to report."""
     import subprocess
 
     code = ("import os, signal, time\n"
@@ -316,10 +318,12 @@ def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent(
             "from graphfix.io import interrupts\n"
             "interrupts.install_in_worker()\n"
             "os.kill(os.getpid(), signal.SIGHUP); os.kill(os.getpid(), signal.SIGINT)\n"
+            f"interrupts._working = {busy}\n"
             "try:\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    time.sleep(30)\n"
             "except KeyboardInterrupt:\n"
             "    print('unwound', interrupts.exit_status())\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "unwound 143\n", "")
+    expected = (0, "unwound 143\n", "") if busy else (143, "", "")
+    assert (done.returncode, done.stdout, done.stderr) == expected

@@ -68,7 +68,8 @@ def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = ""
     started = time.perf_counter()
     step = (lambda what: on_progress(name, what, 0)) if on_progress else None
     try:
-        result = repair(source, out, on_step=step, **options)
+        with interrupts.working():
+            result = repair(source, out, on_step=step, **options)
     except GraphfixError as err:
         # Say which decoder of the directory failed; the type (and so the exit code) stays.
         err.args = (f"{name}: {err.args[0]}" if name else err.args[0], *err.args[1:])

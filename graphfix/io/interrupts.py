@@ -18,6 +18,7 @@ take it, so that the main thread alone reports it, once.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -42,27 +43,46 @@ _holds = 0  # depth of held_for_main_thread blocks in the main thread
 _held = False  # a Ctrl-C (or its retry) came in during them
 
 
-def install() -> None:
-    """Route Ctrl-C, SIGTERM and SIGHUP through `_interrupted` for the rest of the process; the CLI's entry point
-    calls this first (and each --jobs worker, see `install_in_worker`)."""
+def install(ignored: tuple[int, ...] = ()) -> None:
+    """Route Ctrl-C, SIGTERM and SIGHUP (those not `ignored`) through `_interrupted` for the rest of the process;
+    the CLI's entry point calls this first (and each --jobs worker, see `install_in_worker`)."""
     global received, signal_received
     received, signal_received = False, signal.SIGINT
-    for sig in STOPPING:
-        signal.signal(sig, _interrupted)
+    for sig in STOPPING:  # an ignored one never passes through the handler, not even for an instant
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else _interrupted)
     signal.signal(signal.SIGALRM, _interrupted)  # the retry of a Ctrl-C held back during an extension's init
     sys.unraisablehook = _redeliver_lost_interrupt
 
 
 def install_in_worker() -> None:
-    """A --jobs worker: SIGTERM (from its parent, or systemd's whole-cgroup stop) unwinds it like an interruption,
-    so that its proof child is killed and its staging directory removed; the group-wide Ctrl-C and SIGHUP are left
-    to the parent, which then terminates its workers."""
-    install()
-    for sig in GROUP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    """A --jobs worker: SIGTERM (from its parent, or systemd's whole-cgroup stop) unwinds a repair under way like an
+    interruption, so that its proof child is killed and its staging directory removed, and ends an idle worker at
+    once; the group-wide Ctrl-C and SIGHUP are left to the parent, which then terminates its workers."""
+    install(ignored=GROUP_SIGNALS)
+    signal.signal(signal.SIGTERM, _worker_stopped)
     # Started inside held_for_main_thread, the worker inherited its parent's blocked mask across exec: unblocked,
     # so that the parent's SIGTERM stops it now rather than after the decoder it is repairing.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
+
+
+_working = False  # a --jobs worker is inside a repair (see `working`)
+
+
+@contextmanager
+def working() -> Iterator[None]:
+    """A --jobs worker's repair: a SIGTERM inside unwinds it; outside, the worker has nothing to clean up."""
+    global _working
+    _working = True
+    try:
+        yield
+    finally:
+        _working = False
+
+
+def _worker_stopped(signum: int, frame: FrameType | None) -> None:
+    if not _working:  # starting up or between repairs: exit quietly (a traceback here would reach the user)
+        os._exit(128 + signum)
+    _interrupted(signum, frame)
 
 
 def exit_status() -> int:
