@@ -21,6 +21,7 @@ _EXPORTS = {
     "repair_directory": "batch.model_directory", "DirectoryRepairResult": "batch.model_directory",
     "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "batch.split",
     "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
+    "describe": "client_contract", "Description": "client_contract",
 }
 __all__ = ["__version__", *_EXPORTS]
 

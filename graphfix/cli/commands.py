@@ -357,3 +357,32 @@ def explain_command(
     else:
         _echo(report.explain_lines(codes[0]))
     return 0
+
+
+@graphfix_command(app, "describe")
+def describe_command(
+    model: Annotated[Path, typer.Argument(help="A merged decoder, or an export directory (its merged decoders and "
+                                          "encoders, config.json and generation_config.json).")],
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Show the client contract of an export: what to feed at each step of the plain present->past loop.
+
+    Each input and output with dtype and shape (every dim named for what it is), what to feed at step 1
+    (use_cache_branch false, empty past) and at every step after (each present.* fed back as past_key_values.*),
+    the start, end and pad tokens from config.json and generation_config.json, the findings that need
+    `graphfix repair` first, and the oldest onnxruntime release that loads it (from graphfix's measured tables).
+    Writes nothing; exit 0 whether or not the export needs repair.
+
+    Examples:
+      graphfix describe decoder_model_merged.onnx
+      graphfix describe --json opus-mt-en-zh/
+    """
+    from ..client_contract import describe
+
+    description = describe(model)
+    if as_json:
+        emit_json("describe", {"ok": True, **description.to_dict()})
+    else:
+        _echo(report.describe_lines(description))
+    return 0

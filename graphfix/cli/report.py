@@ -13,8 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
+from ..signature import PAST, PRESENT
 
 if TYPE_CHECKING:
+    from ..client_contract import Description, TensorContract
     from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
     from ..proof.validation import ValidationResult
@@ -295,3 +297,43 @@ def explain_lines(code: str) -> list[str]:
 def explain_index() -> list[str]:
     return [fit(f"{code}  {title}") for code, title in CODES.items()] + [
         "", "graphfix explain CODE says what breaks, which exporters write it, what the fix does and why it is safe."]
+
+
+# --- describe --------------------------------------------------------------------------------------------------------
+
+def describe_lines(description: Description) -> list[str]:
+    """`graphfix describe`: verdict, tokens, each model's signature, then the loop as a step table."""
+    lines = [f"{description.path}: " + (f"needs repair ({code_counts(description.findings)}): graphfix repair "
+                                        f"{description.path} OUT" if description.needs_repair else "no repair needed"),
+             f"loads in {description.loads_on}"]
+    lines += grouped_lines(description.findings, indent="  ")
+    tokens = ", ".join(f"{key} {entry['value']}" for key, entry in description.tokens.items())
+    lines.append(f"tokens: {tokens or 'no config.json / generation_config.json beside the model'}")
+    for model in description.models:
+        lines.append(f"{model.path} ({model.kind}; {model.versions}; loads in {model.loads_on}):")
+        for direction, tensors in (("in ", model.inputs), ("out", model.outputs)):
+            lines += [f"  {direction} {name}: {signature}" for name, signature in _signature_lines(tensors)]
+    for step in description.steps:
+        lines.append(f"step {step.steps}:")
+        lines += [f"  {feed.input} {feed.dtype} {feed.shape} = {feed.value}" for feed in step.feeds]
+        lines.append(f"  then {step.then}")
+    return lines
+
+
+def _dims(tensor: TensorContract) -> str:
+    """[batch_size, 4, encoder_sequence_length, 8] (batch, heads, source length, head_dim)."""
+    return f"[{', '.join(map(str, tensor.shape))}] ({', '.join(tensor.dims)})"
+
+
+def _signature_lines(tensors: Sequence[TensorContract]) -> list[tuple[str, str]]:
+    """(name, dtype and dims) per tensor; the KV tensors folded into one pattern per distinct signature."""
+    rows: list[tuple[str, str]] = []
+    kv: dict[str, list[str]] = {}
+    for tensor in tensors:
+        if PAST.match(tensor.name) or PRESENT.match(tensor.name):
+            kv.setdefault(f"{tensor.dtype} {_dims(tensor)}", []).append(tensor.name)
+        else:
+            rows.append((tensor.name, f"{tensor.dtype} {_dims(tensor)}"))
+    for signature, names in kv.items():
+        rows += [(pattern, signature) for pattern in name_patterns(names)]
+    return rows
