@@ -145,8 +145,14 @@ $(CLIENTS_JS_ORT116)/node_modules/.installed: $(CLIENTS_JS_ORT116)/package.json 
 	ls $(CLIENTS_JS_ORT116)/node_modules/onnxruntime-node/bin/napi-v3/linux/*/libonnxruntime.so.1.16.3 >/dev/null  # the C library 1.16.3 ships
 	touch $@
 
+# The JavaScript example a user copies (examples/javascript), installed from its own package.json and lock.
+EXAMPLE_JS := examples/javascript
+$(EXAMPLE_JS)/node_modules/.installed: $(EXAMPLE_JS)/package.json $(EXAMPLE_JS)/package-lock.json
+	cd $(EXAMPLE_JS) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(CLIENTS_JS)/node_modules/.installed \
-		$(CLIENTS_JS_ORT116)/node_modules/.installed
+		$(CLIENTS_JS_ORT116)/node_modules/.installed $(EXAMPLE_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
