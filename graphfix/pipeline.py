@@ -65,14 +65,15 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # set when the file could not be checked at all
     skipped: str | None = None  # why a file was passed over (not a merged decoder, with ignore_other_models)
+    models: list[CheckResult] = field(default_factory=list)  # a directory's merged decoders, one result each
 
     @property
     def ok(self) -> bool:
-        return not self.findings and self.error is None
+        return not self.findings and self.error is None and all(m.ok for m in self.models)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "ok": self.ok, "error": self.error, "skipped": self.skipped,
-                "findings": [f.to_dict() for f in self.findings]}
+                "findings": [f.to_dict() for f in self.findings], "models": [m.to_dict() for m in self.models]}
 
 
 def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
@@ -235,8 +236,15 @@ def check(path: str | os.PathLike[str], *, target_ort: str | None = None,
           ignore_other_models: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
-    ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused."""
+    ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused. A model
+    directory, as on the command line, stands for its merged decoders: one result each in `models`, and their
+    findings together in `findings`."""
     path = Path(path)
+    if path.is_dir():
+        from .batch.layouts import find_merged_decoders
+
+        models = [check(path / name, target_ort=target_ort) for name in find_merged_decoders(path)]
+        return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     loaded = read_model(path)
     try:
         _, findings = find_and_fix(loaded, target_ort)

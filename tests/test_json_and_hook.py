@@ -37,7 +37,7 @@ DOCUMENTS = {
                          "retargeted": [str],
                          "models": [{"path": str, "seconds": (float, int), **REPAIR}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
-                                     "findings": [FINDING]}]},
+                                     "findings": [FINDING], "models": list}]},
     "validate file": {**HEADER, **VALIDATION},
     "validate directory": {**HEADER, "models": [VALIDATION]},
     "split": {**HEADER, "input": str, "decoder": str, "decoder_with_past": str, "changes": [FINDING],
