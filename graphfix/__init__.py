@@ -26,7 +26,13 @@ _EXPORTS = {
     "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
     "describe": "client_contract", "Description": "client_contract",
 }
-__all__ = ["__version__", *_EXPORTS]
+# Spelled out so that linters and type checkers read it; a test keeps it equal to _EXPORTS.
+__all__ = [
+    "BadInputError", "CaseResult", "CheckResult", "Description", "DirectoryRepairResult", "Finding", "GraphfixError",
+    "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairRefusedError", "RepairResult", "SplitResult",
+    "ValidationFailedError", "ValidationResult", "__version__", "check", "describe", "find_merged_decoders", "repair",
+    "repair_directory", "split", "validate", "validate_split",
+]
 
 if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept equal to _EXPORTS by a test)
     from .batch.layouts import find_merged_decoders

@@ -21,6 +21,7 @@ EXPORT = ROOT / "sample_models" / "exports" / "current-marian-opset21"
 def test_dir_of_graphfix_lists_the_api_and_not_its_imports():
     listed = dir(graphfix)
 
+    assert set(graphfix.__all__) == {"__version__", *graphfix._EXPORTS}
     assert set(graphfix.__all__) <= set(listed)
     assert "describe" in listed and "repair" in listed and "check" in listed
     assert not {"Any", "import_module", "TYPE_CHECKING", "annotations"} & set(listed)
