@@ -46,7 +46,8 @@ def run_example(folder: Path, *args: str, python: str = sys.executable) -> subpr
                            "--json"], capture_output=True, text=True, timeout=300)
 
 
-def full_recompute_tokens(folder: Path, source_ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS) -> list[int]:
+def full_recompute_tokens(folder: Path, source_ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS,
+                          stop_at_eos: bool = True) -> list[int]:
     """graphfix's reference: at every step the no-cache branch over the whole prefix, greedy, same stop rule."""
     config: dict[str, int] = {}
     for name in ("config.json", "generation_config.json"):  # the example's rule: the later file wins
@@ -62,7 +63,7 @@ def full_recompute_tokens(folder: Path, source_ids: list[int], max_new_tokens: i
         logits = decoder.run(np.array([tokens], dtype=np.int64),
                              {"encoder_hidden_states": hidden, "encoder_attention_mask": mask})["logits"]
         tokens.append(int(logits[0, -1].argmax()))
-        if tokens[-1] == config["eos_token_id"]:
+        if stop_at_eos and tokens[-1] == config["eos_token_id"]:
             break
     return tokens
 

@@ -9,7 +9,7 @@
 //            shape (batch, heads, 0, head_dim); encoder_hidden_states / encoder_attention_mask from the encoder
 //   step 2+: input_ids = [[the token chosen at the step before]], use_cache_branch = [true], every
 //            past_key_values.* = the present.* of the same name from the step before (encoder KV included)
-//   stop at eos_token_id or MAX_NEW_TOKENS (env, default 32).
+//   stop at eos_token_id (unless IGNORE_EOS=1 in the environment) or MAX_NEW_TOKENS (env, default 32).
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -20,6 +20,7 @@ if (!folder || ids.length === 0) {
   process.exit(2);
 }
 const maxNewTokens = Number(process.env.MAX_NEW_TOKENS ?? 32);
+const stopAtEos = process.env.IGNORE_EOS !== '1';
 
 // Optimum keeps the models at the top of the export, onnx-community in onnx/.
 const modelDir = [folder, join(folder, 'onnx')].find((dir) => existsSync(join(dir, 'decoder_model_merged.onnx')));
@@ -74,6 +75,6 @@ for (let step = 1; step <= maxNewTokens; step++) {
   for (const name of decoder.outputNames) {
     if (name.startsWith('present.')) past[name.replace(/^present\./, 'past_key_values.')] = outputs[name];
   }
-  if (best === eosToken) break;
+  if (stopAtEos && best === eosToken) break;
 }
 console.log(JSON.stringify({ tokens }));

@@ -11,7 +11,7 @@ Needs numpy and onnxruntime only (plus `tokenizers` for --text). The loop, as `g
            tensor of shape (batch, heads, 0, head_dim); encoder_hidden_states / encoder_attention_mask from the encoder
   step 2+: input_ids = [[the token chosen at the step before]], use_cache_branch = [True], every past_key_values.*
            = the present.* of the same name from the step before (encoder KV included: that is what the repair fixed)
-  stop at eos_token_id or --max-new-tokens.
+  stop at eos_token_id (unless --ignore-eos) or --max-new-tokens.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def empty_past(session: ort.InferenceSession, batch: int) -> dict[str, np.ndarra
     return past
 
 
-def greedy_decode(folder: Path, source_ids: list[int], max_new_tokens: int) -> list[int]:
+def greedy_decode(folder: Path, source_ids: list[int], max_new_tokens: int, stop_at_eos: bool = True) -> list[int]:
     """The generated token ids, starting with decoder_start_token_id."""
     encoder_path, decoder_path = find_models(folder)
     tokens = special_tokens(folder)
@@ -86,7 +86,7 @@ def greedy_decode(folder: Path, source_ids: list[int], max_new_tokens: int) -> l
         # The whole cache for the next step: every present.* becomes the past_key_values.* of the same name.
         past = {name.replace("present.", "past_key_values.", 1): value
                 for name, value in result.items() if name.startswith("present.")}
-        if generated[-1] == tokens.get("eos_token_id"):
+        if stop_at_eos and generated[-1] == tokens.get("eos_token_id"):
             break
     return generated
 
@@ -98,6 +98,7 @@ def main() -> None:
     source.add_argument("--text", help="source text (needs tokenizer.json and the tokenizers package)")
     source.add_argument("--ids", type=int, nargs="+", help="source token ids")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
     parser.add_argument("--json", action="store_true", help="print {\"tokens\": [...], \"text\": ...} only")
     args = parser.parse_args()
 
@@ -109,7 +110,7 @@ def main() -> None:
     if args.text is not None and tokenizer is None:
         raise SystemExit(f"error: --text needs {args.folder / 'tokenizer.json'}; pass --ids instead")
     source_ids = tokenizer.encode(args.text).ids if args.text is not None and tokenizer else args.ids
-    generated = greedy_decode(args.folder, source_ids, args.max_new_tokens)
+    generated = greedy_decode(args.folder, source_ids, args.max_new_tokens, stop_at_eos=not args.ignore_eos)
     text = tokenizer.decode(generated, skip_special_tokens=True) if tokenizer else None
     if args.json:
         print(json.dumps({"tokens": generated, "text": text}))
