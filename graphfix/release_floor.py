@@ -58,14 +58,26 @@ def _domain_refusal(model: onnx.ModelProto, release: str) -> str | None:
     return f"no CPU kernel for {MS}.{missing[0]}" if missing else None
 
 
+def _has_float16(model: onnx.ModelProto) -> bool:
+    """Whether any tensor of the model is declared or stored as float16 (signature, value_info, weights)."""
+    half = onnx.TensorProto.FLOAT16
+    for graph, _ in all_graphs(model.graph):
+        values = [*graph.input, *graph.output, *graph.value_info]
+        if any(v.type.tensor_type.elem_type == half for v in values) or \
+                any(t.data_type == half for t in graph.initializer):
+            return True
+    return False
+
+
 def _float16_refusal(model: onnx.ModelProto, release: str) -> str | None:
     from .model.merged_decoder import PlainModel
     from .passes.float16_fallbacks import NO_FLOAT16_KERNEL, float16_fallbacks
 
     major, minor = (int(x) for x in release.split("."))
     ops = NO_FLOAT16_KERNEL.get((major, minor), set())
-    if not any(node.op_type in ops for graph, _ in all_graphs(model.graph) for node in graph.node):
-        return None
+    if not ops or not _has_float16(model) or \
+            not any(node.op_type in ops for graph, _ in all_graphs(model.graph) for node in graph.node):
+        return None  # the pass infers shapes (imports onnx): only float16 models pay for it
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the pass edits what it is given; only its findings matter here
     found = float16_fallbacks(release)(PlainModel(copy))

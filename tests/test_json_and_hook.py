@@ -29,7 +29,7 @@ VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, 
               "encoder": OPTIONAL_STR}
 REPAIR = {"input": str, "output": str, "changed": bool, "changes": [FINDING], "backup": OPTIONAL_STR,
           "validation": (VALIDATION, type(None)), "loaded_on": OPTIONAL_STR,
-          "versions": {"before": str, "after": str}}
+          "versions": {"before": str, "after": str}, "oldest_onnxruntime": OPTIONAL_STR}
 HEADER = {"schema": str, "command": str, "ok": bool}
 RELEASE_FLOOR = {"release": OPTIONAL_STR, "refused_by": OPTIONAL_STR, "measured": bool}
 TENSOR = {"name": str, "dtype": str, "shape": list, "dims": [str]}
@@ -44,7 +44,7 @@ DOCUMENTS = {
                          "retargeted": [str],
                          "models": [{"path": str, "seconds": (float, int), **REPAIR}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
-                                     "findings": [FINDING], "models": list}]},
+                                     "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
     "describe": {**HEADER, **DESCRIBE},
     "validate file": {**HEADER, **VALIDATION},
     "validate directory": {**HEADER, "models": [VALIDATION]},
