@@ -64,14 +64,18 @@ def test_check_json_keeps_its_shape_when_a_path_holds_no_model(cli, tmp_path):
 
 
 def test_summaries_name_the_oldest_release_that_loads_the_output_and_suggest_target_ort(cli, tmp_path):
-    checked = cli("check", EXPORT).stdout.splitlines()[-1]
-    repaired = cli("repair", "--no-validate", EXPORT, tmp_path / "fixed").stdout.splitlines()[-1]
+    checked = cli("check", EXPORT).stdout.splitlines()
+    repaired = cli("repair", "--no-validate", EXPORT, tmp_path / "fixed").stdout.splitlines()
     retargeted = cli("repair", "--no-validate", "--skip-target-load", "--target-ort", "1.16", EXPORT,
-                     tmp_path / "fixed-1.16").stdout.splitlines()[-1]
+                     tmp_path / "fixed-1.16").stdout.splitlines()
+    single = cli("repair", "--no-validate", EXPORT / "decoder_model_merged.onnx", tmp_path / "d.onnx").stdout
 
-    assert "; as is, it loads in onnxruntime >= 1.18 (older: --target-ort X.Y); " in checked
-    assert "; loads in onnxruntime >= 1.18 (older: --target-ort X.Y); " in repaired
-    assert "; loads in onnxruntime >= 1.16; " in retargeted  # asked for 1.16: nothing to suggest
+    assert checked[-2].startswith("checked 1 file: 1 with findings")  # the summary, then what loads it
+    assert checked[-1] == "as it is, it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)"
+    assert repaired[-1] == "its models load in onnxruntime >= 1.18 (older: --target-ort X.Y)"
+    assert retargeted[-1] == "its models load in onnxruntime >= 1.16"  # asked for 1.16: nothing to suggest
+    assert single.splitlines()[-1] == "the output loads in onnxruntime >= 1.18 (older: --target-ort X.Y)"
+    assert cli("check", "--quiet", EXPORT).stdout.splitlines()[-1].startswith("checked 1 file")
 
 
 def test_a_repair_result_carries_the_oldest_release_that_loads_its_output(marian_legacy, tmp_path):

@@ -142,9 +142,10 @@ def repair_command(
     if verbosity > 0:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                    time.monotonic() - started,
-                                    report.release_phrase(result.oldest_onnxruntime, target_ort))
+                                    time.monotonic() - started)
     typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
+    if verbosity >= 0:
+        typer.echo(report.release_line(result.oldest_onnxruntime, target_ort, subject="the output"))
     return 0
 
 
@@ -172,8 +173,10 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
              else f"{len(result.models)} merged decoder(s)")
     typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
-               + f"; {report.release_phrase(_export_floor(result.output), options.get('target_ort'))}"
                + f"; {time.monotonic() - started:.1f} s")
+    if verbosity >= 0:
+        typer.echo(report.release_line(_export_floor(result.output), options.get("target_ort"),
+                                       subject="its models", plural=True))
     return 0
 
 
@@ -243,7 +246,9 @@ def check_command(
     if as_json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
-        typer.echo(report.check_summary(results, time.monotonic() - started, _loads(results, target_ort)))
+        typer.echo(report.check_summary(results, time.monotonic() - started))
+        if verbosity >= 0 and (loads := _loads(results, target_ort)):
+            typer.echo(loads)
     return exit_code
 
 
@@ -252,7 +257,9 @@ def _loads(results: list[CheckResult], target_ort: str | None) -> str:
     from ..release_floor import ReleaseFloor, newest_of
 
     floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
-    return report.release_phrase(newest_of(floors).release, target_ort) if floors else ""
+    plural = len(floors) > 1
+    subject = "as they are, they" if plural else "as it is, it"
+    return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
 
 
 def _check_targets(paths: list[Path], target_ort: str | None,
@@ -416,7 +423,7 @@ def describe_command(
 
     Examples:
       graphfix describe decoder_model_merged.onnx
-      graphfix describe --json opus-mt-en-zh/
+      graphfix describe --json opus-mt-en-de/
     """
     from ..client_contract import describe
 

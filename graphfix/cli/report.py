@@ -250,17 +250,17 @@ def validate_verdict(result: ValidationResult) -> str:
     return f"ok: {proof_phrase(result)}" if result.ok else f"FAILED: {first_failure(result)}"
 
 
-def release_phrase(oldest: str | None, target_ort: str | None) -> str:
-    """`loads in onnxruntime >= 1.18 (older: --target-ort X.Y)`: which runtimes can take the model, by graphfix's
-    measured tables, and the flag for an older one when none was given."""
+def release_line(oldest: str | None, target_ort: str | None, *, subject: str = "it", plural: bool = False) -> str:
+    """The line after a summary: `it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)`, which runtimes can
+    take the output, by graphfix's measured tables, and the flag for an older one when none was given."""
     if oldest is None:
-        return "no onnxruntime release in graphfix's tables loads it"
+        return f"{subject}: no onnxruntime release in graphfix's tables loads {'them' if plural else 'it'}"
     hint = "" if target_ort or oldest == OLDEST_KNOWN else " (older: --target-ort X.Y)"
-    return f"loads in onnxruntime >= {oldest}{hint}"
+    return f"{subject} {'load' if plural else 'loads'} in onnxruntime >= {oldest}{hint}"
 
 
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
-                   seconds: float, loads: str = "") -> str:
+                   seconds: float) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
     written = (f"wrote {output}: {changes} change{'s' if changes != 1 else ''}" if changes
                else f"nothing to repair; copied to {output}")
@@ -272,10 +272,10 @@ def repair_summary(output: str, changes: int, validation: ValidationResult | Non
         proven = f"loads in onnxruntime {loaded_on} (not decoded: --no-validate)"
     else:
         proven = "not proven (--no-validate)"
-    return f"{written}; {proven}; {loads + '; ' if loads else ''}{seconds:.1f} s"
+    return f"{written}; {proven}; {seconds:.1f} s"
 
 
-def check_summary(results: Sequence[CheckResult], seconds: float, loads: str = "") -> str:
+def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
     """`checked 3 files: 2 with findings (GF101 x52, GF103 x2), 1 ok; 0.4 s`."""
     found = [r for r in results if r.findings]
     codes = f" ({code_counts([f for r in found for f in r.findings])})" if found else ""
@@ -283,10 +283,7 @@ def check_summary(results: Sequence[CheckResult], seconds: float, loads: str = "
               (sum(bool(r.skipped) for r in results), "skipped"),
               (sum(r.error is not None for r in results), "unreadable")]
     parts = ", ".join(f"{n} {what}" for n, what in counts if n)
-    if loads:
-        plural = len(results) != 1
-        loads = f"as is, they {loads.replace('loads in', 'load in', 1)}; " if plural else f"as is, it {loads}; "
-    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {loads}{seconds:.1f} s"
+    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {seconds:.1f} s"
 
 
 # --- explain --------------------------------------------------------------------------------------------------------
