@@ -82,3 +82,12 @@ def test_a_repair_result_carries_the_oldest_release_that_loads_its_output(marian
     from graphfix import repair
 
     assert repair(marian_legacy, tmp_path / "fixed.onnx", run_validation=False).oldest_onnxruntime == "1.15"
+
+
+def test_validate_on_1_16_3_keeps_onnxruntimes_reason_to_the_release_it_runs(cli):
+    result = cli("validate", "--ort-version", "1.16.3", EXPORT / "decoder_model_merged.onnx")
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "cannot load decoder_model_merged.onnx: Opset 21 ... Current official support for domain ai.onnx is till "
+        "opset 19"), result.stderr
