@@ -39,6 +39,9 @@ demo: install
 	@echo
 	@echo "== 3. The same client on the repaired model; no-cache logits equal the original's:"
 	$(GRAPHFIX) validate build/demo/marian.onnx --original sample_models/legacy/marian.onnx
+	@echo
+	@echo "== 4. What a client feeds at each step, and which onnxruntime loads it (docs/clients.md for each language):"
+	$(GRAPHFIX) describe build/demo/marian.onnx
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
