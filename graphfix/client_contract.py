@@ -237,7 +237,8 @@ def plan_steps(decoder: ModelContract, tokens: dict[str, Any], passes_encoder_kv
                 "NOT YET: this export's cache branch returns dummies for present.N.encoder.*; run `graphfix repair` "
                 "first (or keep the encoder KV of step 1, as Optimum's own client does)")
     if past:
-        later.append(Feed("past_key_values.*", past[0].dtype, _shape_text(past[0]), feedback))
+        shapes = dict.fromkeys(_shape_text(t) for t in past)  # self-attention KV, then cross-attention KV
+        later.append(Feed("past_key_values.*", past[0].dtype, " or ".join(shapes), feedback))
     stop = _token(tokens, "eos_token_id", "the end-of-sequence token (config.json)")
     then = f"pick the next token from logits[:, -1, :]; stop at {stop} or your length limit"
     return [Step("1", tuple(first), then), Step("2, 3, ...", tuple(later), then)]
