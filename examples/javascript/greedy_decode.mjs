@@ -45,11 +45,17 @@ for (const name of Object.keys(encoderFeeds)) if (!encoder.inputNames.includes(n
 const { last_hidden_state: encoderHiddenStates } = await encoder.run(encoderFeeds);
 
 // Step 1's past: zero past tokens; heads and head_dim as the signature declares them (onnxruntime-node >= 1.21
-// has inputMetadata; older releases: take them from config.json or `graphfix describe`).
+// has inputMetadata; before it, they come from config.json as transformers.js derives them).
+function headsAndHeadDim(name) {
+  const declared = decoder.inputMetadata?.find((input) => input.name === name)?.shape;
+  if (declared) return [declared[1], declared[3]];
+  const heads = config.decoder_attention_heads ?? config.num_heads ?? config.num_attention_heads;
+  return [heads, config.d_kv ?? config.head_dim ?? config.d_model / heads];
+}
 let past = {};
-for (const { name, shape } of decoder.inputMetadata) {
+for (const name of decoder.inputNames) {
   if (!name.startsWith('past_key_values.')) continue;
-  const [, heads, , headDim] = shape;
+  const [heads, headDim] = headsAndHeadDim(name);
   past[name] = new ort.Tensor('float32', new Float32Array(0), [1, heads, 0, headDim]);
 }
 
