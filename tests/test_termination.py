@@ -215,8 +215,9 @@ def test_a_terminated_directory_repair_ends_every_worker_and_leaves_no_output(si
 def test_a_terminated_runtime_install_ends_pip_and_leaves_no_runtime_in_the_cache(sig, installer, tmp_path):
     """A fresh cache, so that the release is installed now: the signal lands while ensurepip (offline, seconds) or
     pip (the download) runs. Nothing of the half-built venv may stay where a later run would look."""
-    cache, out = tmp_path / "cache", tmp_path / "fixed.onnx"
-    run = Run(["repair", "--target-ort", "1.16", SOURCE, out], env={"GRAPHFIX_CACHE": str(cache)})
+    cache, out, tmpdir = tmp_path / "cache", tmp_path / "fixed.onnx", tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = Run(["repair", "--target-ort", "1.16", SOURCE, out], env={"GRAPHFIX_CACHE": str(cache)}, tmpdir=tmpdir)
     running = run.signal_when(sig, lambda: descendants_matching(run.proc.pid, installer), timeout=300)
     result = run.finish()
     if not running or result.returncode == 0:
@@ -225,6 +226,7 @@ def test_a_terminated_runtime_install_ends_pip_and_leaves_no_runtime_in_the_cach
     assert_interrupted_by(result, sig)
     assert not out.exists()
     assert sorted(p.name for p in cache.iterdir()) == [], "a half-built runtime was left in the cache"
+    assert [p.name for p in tmpdir.iterdir() if p.name != ".ses"] == [], "ensurepip's or pip's temp files were left"
 
 
 def test_a_runtime_without_its_completion_mark_is_never_used(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def _requirements(version: str) -> list[str]:
     return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
 
 
-def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
+def run_child(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """subprocess.run(command, capture_output=True, text=True), ended with everything it started.
 
     The child leads a process group of its own and is started with signals held, so that an interruption never
@@ -68,7 +68,7 @@ def run_child(command: list[str]) -> subprocess.CompletedProcess[str]:
                              else {"preexec_fn": os.setpgrp})
     with held_for_main_thread():
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, **group)
+                                text=True, env=env, **group)
     try:
         stdout, stderr = proc.communicate()
     except BaseException:
@@ -133,17 +133,22 @@ def runtime_python(version: str) -> Path:
 
 
 def _build_runtime(staging: Path, version: str) -> None:
-    """The venv, its onnxruntime and the completion mark, in `staging`. An interruption kills ensurepip or pip
-    (subprocess.run does, on the way out) and the caller removes the half-built venv."""
+    """The venv, its onnxruntime and the completion mark, in `staging`. An interruption kills ensurepip and pip
+    (run_child kills their process group) and the caller removes the half-built venv, their temp files with it:
+    their TMPDIR is inside it (ensurepip unpacks its wheels there, and a killed one cannot clean up)."""
     import venv  # only the first use of a release pays for it
 
     venv.EnvBuilder(with_pip=False, symlinks=True).create(staging)
     python = str(staging / "bin" / "python")
+    temp = staging / ".tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
     # What EnvBuilder(with_pip=True) runs, here through run_child: ensurepip starts pip as a child of its own.
-    proc = run_child([python, "-m", "ensurepip", "--upgrade", "--default-pip"])
+    proc = run_child([python, "-m", "ensurepip", "--upgrade", "--default-pip"], env)
     if proc.returncode == 0:
         proc = run_child([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                          *_requirements(version)])
+                          *_requirements(version)], env)
+    shutil.rmtree(temp, ignore_errors=True)
     if proc.returncode != 0:
         reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
                       "pip failed")
