@@ -49,7 +49,7 @@ def _retry_soon() -> None:
     elif _RETRY_SIGNAL is not None:
         import _thread
 
-        timer = threading.Timer(RETRY_SECONDS, _thread.interrupt_main, kwargs={"signum": _RETRY_SIGNAL})
+        timer = threading.Timer(RETRY_SECONDS, _thread.interrupt_main, args=(_RETRY_SIGNAL,))
         timer.daemon = True
         timer.start()
 
