@@ -116,3 +116,34 @@ def test_a_symlinked_data_file_leading_out_is_refused_without_proc_or_o_nofollow
     fast, hidden = both(tmp_path, "check", external / "decoder_model_merged.onnx")
     assert fast.returncode == 2 and "points outside the model's directory" in fast.stderr, fast.stderr
     assert (hidden.returncode, hidden.stderr) == (fast.returncode, fast.stderr)
+
+
+@pytest.mark.parametrize("hidden", [("copy_file_range", "sendfile"), ("copy_file_range", "sendfile", "preadv")],
+                         ids=["positioned-reads", "seek-and-readinto"])
+def test_the_buffered_copy_writes_the_bytes_of_the_kernel_copy(tmp_path, monkeypatch, hidden):
+    """The copy macOS and Windows take (Windows has no preadv either), in buffers smaller than the ranges, with a
+    hole and ranges at odd offsets, against the in-kernel copy of the same pieces."""
+    from graphfix.io import datacopy
+    from graphfix.io.protowire import SourceRange
+
+    source = tmp_path / "source"
+    with open(source, "wb") as f:
+        f.write(os.urandom(3 << 20))
+        f.seek(1 << 20, os.SEEK_CUR)  # a hole
+        f.write(os.urandom(12345))
+    pieces = [b"head", SourceRange(7, (2 << 20) + 3), b"middle", SourceRange(3 << 20, source.stat().st_size), b"end"]
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        datacopy.copy_file(source, tmp_path / "fast-copy", "copy")
+        datacopy.write_pieces(pieces, fd, tmp_path / "fast-pieces")
+        with monkeypatch.context() as m:
+            for name in hidden:
+                m.delattr(os, name)
+            m.setattr(datacopy, "_BUFFER", 1 << 20)
+            datacopy.copy_file(source, tmp_path / "portable-copy", "copy")
+            datacopy.write_pieces(pieces, fd, tmp_path / "portable-pieces")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "portable-copy").read_bytes() == (tmp_path / "fast-copy").read_bytes() == source.read_bytes()
+    assert (tmp_path / "portable-pieces").read_bytes() == (tmp_path / "fast-pieces").read_bytes()
+    assert (tmp_path / "portable-pieces").stat().st_size == 4 + (2 << 20) - 4 + 6 + (1 << 20) + 12345 + 3

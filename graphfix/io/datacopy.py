@@ -156,7 +156,7 @@ def copy_file(src: Path, dst: Path, mode: str = "clone") -> None:
     `src` is opened without blocking and must be a regular file (a FIFO put in its place is refused, not read)."""
     try:
         fd = portable.open_for_reading(src)
-    except portable.NotRegularFileError:
+    except (portable.NotRegularFileError, IsADirectoryError):  # refused unopened where O_NONBLOCK is missing
         raise OSError(errno.EINVAL, f"{src} is not a regular file") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
