@@ -80,9 +80,10 @@ def test_a_cache_path_below_a_file_is_one_line_naming_it(shared):
 
 
 def test_a_runtime_someone_else_put_in_the_cache_is_never_run(shared):
+    from graphfix.proof.interpreters import find_interpreter
     from graphfix.proof.runtimes import COMPLETE
 
-    runtime = shared / "cache" / "onnxruntime-1.16.3"
+    runtime = shared / "cache" / f"onnxruntime-1.16.3-{find_interpreter('1.16.3').tag}"
     (runtime / "bin").mkdir(parents=True)
     (runtime / "bin" / "python").symlink_to(shutil.which("true") or "/bin/true")
     (runtime / COMPLETE).write_text("")

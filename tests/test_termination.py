@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,16 +232,24 @@ def test_a_terminated_runtime_install_ends_pip_and_leaves_no_runtime_in_the_cach
 
 def test_a_runtime_without_its_completion_mark_is_never_used(tmp_path, monkeypatch):
     """What a crash in the middle of an older graphfix's rename, or a hand-made venv, would leave: not trusted."""
-    from graphfix.proof import runtimes
+    from graphfix.proof import interpreters, runtimes
 
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path))
-    half = tmp_path / "onnxruntime-1.16.3"
+    monkeypatch.setattr(runtimes, "find_interpreter",
+                        lambda release: interpreters.Interpreter(Path(sys.executable), (3, 11)))
+    half = tmp_path / "onnxruntime-1.16.3-py3.11"
     (half / "bin").mkdir(parents=True)
     (half / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
     built = []
-    monkeypatch.setattr(runtimes, "_build_runtime", lambda staging, version: (
-        built.append(version), (staging / "bin").mkdir(), (staging / runtimes.COMPLETE).write_text("")))
+
+    def build(staging, version, interpreter):
+        built.append(version)
+        (staging / "bin").mkdir()
+        (staging / "bin" / "python").write_text("")
+        (staging / runtimes.COMPLETE).write_text("")
+
+    monkeypatch.setattr(runtimes, "_build_runtime", build)
     python = runtimes.runtime_python("1.16.3")
     assert built == ["1.16.3"] and python == half / "bin" / "python"
-    assert (half / runtimes.COMPLETE).exists() and not (half / "bin" / "python").exists()
+    assert (half / runtimes.COMPLETE).exists() and (half / "bin" / "python").read_text() == ""  # the new one
     assert sorted(p.name for p in tmp_path.iterdir()) == [half.name]

@@ -30,12 +30,16 @@ from typing import Any
 
 _EXTENSION_INIT = {ExtensionFileLoader.create_module.__code__, ExtensionFileLoader.exec_module.__code__}
 RETRY_SECONDS = 0.005
+# The signal that carries the retry of a held-back Ctrl-C: SIGALRM from an interval timer where POSIX has them;
+# Windows has neither, so there a timer thread simulates SIGBREAK (Ctrl-Break, itself an interrupt) in the main thread.
+_RETRY_SIGNAL: int | None = getattr(signal, "SIGALRM", None) or getattr(signal, "SIGBREAK", None)
 
 # The signals that end a run the way Ctrl-C does.
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOPPING: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                                  if hasattr(signal, name))  # Windows has no SIGHUP
 # What a terminal (Ctrl-C) or a hangup sends to a whole process group: --jobs workers ignore them and are
 # stopped by the parent instead (SIGTERM), which reports once and cleans up after them.
-GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+GROUP_SIGNALS: tuple[int, ...] = tuple(sig for sig in STOPPING if sig != signal.SIGTERM)
 
 received = False
 signal_received: int = signal.SIGINT
@@ -50,8 +54,21 @@ def install(ignored: tuple[int, ...] = ()) -> None:
     received, signal_received = False, signal.SIGINT
     for sig in STOPPING:  # an ignored one never passes through the handler, not even for an instant
         signal.signal(sig, signal.SIG_IGN if sig in ignored else _interrupted)
-    signal.signal(signal.SIGALRM, _interrupted)  # the retry of a Ctrl-C held back during an extension's init
+    if _RETRY_SIGNAL is not None:  # the retry of a Ctrl-C held back during an extension's init
+        signal.signal(_RETRY_SIGNAL, _interrupted)
     sys.unraisablehook = _redeliver_lost_interrupt
+
+
+def _retry_soon() -> None:
+    """Deliver the held-back Ctrl-C again in RETRY_SECONDS, through _RETRY_SIGNAL."""
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+    elif _RETRY_SIGNAL is not None:
+        import _thread
+
+        timer = threading.Timer(RETRY_SECONDS, _thread.interrupt_main, args=(_RETRY_SIGNAL,))
+        timer.daemon = True
+        timer.start()
 
 
 def install_in_worker() -> None:
@@ -62,7 +79,8 @@ def install_in_worker() -> None:
     signal.signal(signal.SIGTERM, _worker_stopped)
     # Started inside held_for_main_thread, the worker inherited its parent's blocked mask across exec: unblocked,
     # so that the parent's SIGTERM stops it now rather than after the decoder it is repairing.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
 
 
 _working = False  # a --jobs worker is inside a repair (see `working`)
@@ -112,7 +130,7 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
     for sig in STOPPING:  # a second signal must not cut short the temp directory's cleanup
         signal.signal(sig, signal.SIG_IGN)
     if _inside_extension_init(frame):
-        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        _retry_soon()
         return
     raise KeyboardInterrupt
 
@@ -127,7 +145,7 @@ def _inside_extension_init(frame: FrameType | None) -> bool:
 
 def _redeliver_lost_interrupt(unraisable: Any) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        _retry_soon()
         return
     sys.__unraisablehook__(unraisable)
 
@@ -152,7 +170,8 @@ def held_for_main_thread() -> Iterator[None]:
         if _holds == 1 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             swapped = True
             signal.signal(signal.SIGINT, _interrupted)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
+        if hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks and runs handlers in the main thread
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
         yield
     finally:
         try:

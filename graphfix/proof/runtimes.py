@@ -1,8 +1,9 @@
 """Isolated environments holding one exact onnxruntime release each, created with pip on first use and cached.
 
 Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
-onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version, built
-in a hidden directory beside its final name and renamed there once complete (marked by `COMPLETE`).
+onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per release and
+CPython version (`onnxruntime-1.16.3-py3.11`), made with the interpreter interpreters.py finds for that release,
+built in a hidden directory beside its final name and renamed there once complete (marked by `COMPLETE`).
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
 directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
 from ..io.interrupts import held_for_main_thread
+from .interpreters import Interpreter, find_interpreter
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
@@ -66,17 +68,20 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> subproce
     ended with SIGKILL, which nothing blocks)."""
     group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
                              else {"preexec_fn": os.setpgrp})
-    with held_for_main_thread():
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, **group)
+    proc: subprocess.Popen[str] | None = None
     try:
+        with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, **group)
         stdout, stderr = proc.communicate()
     except BaseException:
-        with held_for_main_thread():
-            _kill_group(proc)
+        if proc is not None:
+            with held_for_main_thread():
+                _kill_group(proc)
         raise
     finally:
-        _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
+        if proc is not None:
+            _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
@@ -109,50 +114,58 @@ def _trusted(home: Path) -> bool:
     return True
 
 
+def venv_python(home: Path) -> Path | None:
+    """The interpreter of the venv at `home`: bin/python on POSIX, Scripts/python.exe on Windows."""
+    return next((p for p in (home / "bin" / "python", home / "Scripts" / "python.exe") if p.exists()), None)
+
+
 def runtime_python(version: str) -> Path:
     """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
-    home = cache_dir() / f"onnxruntime-{version}"
-    if _trusted(home):
-        return home / "bin" / "python"
+    interpreter = find_interpreter(version)
+    home = cache_dir() / f"onnxruntime-{version}-{interpreter.tag}"
+    if _trusted(home) and (python := venv_python(home)) is not None:
+        return python
     try:
         home.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     except OSError as err:
         raise _cache_error(home.parent, err) from None
     try:
-        _build_runtime(staging, version)
+        _build_runtime(staging, version, interpreter)
         _install_runtime(staging, home)
     except OSError as err:
         raise_if_exhausted(err)
         raise _cache_error(home.parent, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return home / "bin" / "python"
+    made_python = venv_python(home)
+    if made_python is None:
+        raise BadInputError(f"the runtime cache {home} has no interpreter after it was made")
+    return made_python
 
 
-def _build_runtime(staging: Path, version: str) -> None:
-    """The venv, its onnxruntime and the completion mark, in `staging`. An interruption kills ensurepip and pip
-    (run_child kills their process group) and the caller removes the half-built venv, their temp files with it:
-    their TMPDIR is inside it (ensurepip unpacks its wheels there, and a killed one cannot clean up)."""
-    import venv  # only the first use of a release pays for it
-
-    venv.EnvBuilder(with_pip=False, symlinks=True).create(staging)
-    python = str(staging / "bin" / "python")
+def _build_runtime(staging: Path, version: str, interpreter: Interpreter) -> None:
+    """The venv (made by the chosen interpreter itself), its onnxruntime and the completion mark, in `staging`. An
+    interruption kills venv's ensurepip and pip (run_child kills their process group) and the caller removes the
+    half-built venv, their temp files with it: their TMPDIR is inside it (ensurepip unpacks its wheels there, and
+    a killed one cannot clean up)."""
     temp = staging / ".tmp"
     temp.mkdir()
-    env = {**os.environ, "TMPDIR": str(temp)}
-    # What EnvBuilder(with_pip=True) runs, here through run_child: ensurepip starts pip as a child of its own.
-    proc = run_child([python, "-m", "ensurepip", "--upgrade", "--default-pip"], env)
-    if proc.returncode == 0:
-        proc = run_child([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                          *_requirements(version)], env)
+    env = {**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)}
+    made = run_child([str(interpreter.path), "-m", "venv", str(staging)], env)
+    staged_python = venv_python(staging)
+    if made.returncode != 0 or staged_python is None:
+        tail = (made.stderr.strip().splitlines() or ["no interpreter in it"])[-1]
+        raise BadInputError(f"cannot make a venv with {interpreter.path}: {tail}")
+    proc = run_child([str(staged_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                      *_requirements(version)], env)
     shutil.rmtree(temp, ignore_errors=True)
     if proc.returncode != 0:
         reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
                       "pip failed")
-        raise BadInputError(f"cannot install onnxruntime=={version}: {reason}")
+        raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: {reason}")
     (staging / COMPLETE).write_text(f"onnxruntime=={version}\n")
 
 
@@ -184,7 +197,10 @@ def full_release(target: str | None) -> str | None:
 
 
 def _address_space_limit() -> int | None:
-    import resource
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits, so no such limit
+        return None
 
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return None if soft == resource.RLIM_INFINITY else soft
