@@ -4,8 +4,9 @@
 
 Imports are lazy: `graphfix.proof.client_loop` runs in environments holding only numpy and onnxruntime, and a
 command imports only the stages it runs. The package tree is the pipeline: io/ (read, write, stage, land),
-model/ (graph walks, finding the merged decoder), passes/ (the repairs and the runtime tables), proof/ (the client
-loop, validation, isolated runtimes), batch/ (directories, layouts, split), cli/ (commands, progress).
+model/ (graph walks, finding the merged decoder), passes/ (the repairs), targets/ (the onnxruntime releases: tables
+and opset converters), proof/ (the gates, the client loop, validation, isolated runtimes), batch/ (directories,
+layouts, split), cli/ (commands, progress).
 """
 
 from importlib import import_module
@@ -21,6 +22,7 @@ _EXPORTS = {
     "repair_directory": "batch.model_directory", "DirectoryRepairResult": "batch.model_directory",
     "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "batch.split",
     "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
+    "RepairOptions": "options", "TargetRuntime": "targets", "parse_release": "targets",
 }
 __all__ = ["__version__", *_EXPORTS]
 
