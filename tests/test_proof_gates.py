@@ -115,13 +115,13 @@ def test_repair_and_split_assemble_the_same_gates_in_the_documented_order(marian
 
 
 @pytest.mark.parametrize("path", EVERY_SAMPLE, ids=[str(p.relative_to(ROOT / "sample_models")) for p in EVERY_SAMPLE])
-def test_the_checker_on_the_weightless_skeleton_agrees_with_the_full_check(path):
+def test_the_checker_on_the_weightless_skeleton_agrees_with_the_full_check(path, tmp_path):
     try:
         onnx.checker.check_model(str(path), full_check=True)
         full = True
     except Exception:
         full = False
-    assert (checker_failure(read_model(path).model) is None) == full
+    assert (checker_failure(read_model(path).model, tmp_path) is None) == full
 
 
 def test_an_output_the_checker_refuses_lands_nothing_when_the_input_passed(marian_legacy, tmp_path):
@@ -130,11 +130,12 @@ def test_an_output_the_checker_refuses_lands_nothing_when_the_input_passed(maria
     broken.CopyFrom(loaded.model)
     broken.graph.node[0].input.append("no_such_value")
     out = tmp_path / "out.onnx"
-    gate = CheckerGate(True, loaded.model, {out: broken})
+    gate = CheckerGate(loaded.model, {out: broken})
     with pytest.raises(ValidationFailedError, match="repaired model fails onnx.checker: .*no_such_value"):
         write_models({out: broken}, loaded, [gate])
     assert list(tmp_path.iterdir()) == []
-    CheckerGate(False, loaded.model, {out: broken})({})  # an input that failed the checker is not held to it
+    CheckerGate(broken, {out: broken})({out: tmp_path / "staged.onnx"})  # an input that failed it is not held to it
+    assert list(tmp_path.iterdir()) == []  # the checker's scratch files are gone
 
 
 def test_a_weight_payload_that_changed_shape_fails_the_checker_gate(marian_legacy, tmp_path):
@@ -146,7 +147,7 @@ def test_a_weight_payload_that_changed_shape_fails_the_checker_gate(marian_legac
     stripped = next(t for t in edited.graph.initializer if t.data_location == TensorProto.EXTERNAL)
     stripped.dims[0] += 1
     with pytest.raises(ValidationFailedError, match="a weight payload changed its shape or type"):
-        CheckerGate(True, loaded.model, {tmp_path / "out.onnx": edited})({})
+        CheckerGate(loaded.model, {tmp_path / "out.onnx": edited})({tmp_path / "out.onnx": tmp_path / "staged.onnx"})
 
 
 def test_a_load_gate_loads_every_staged_file(tmp_path):

@@ -16,7 +16,9 @@ covered it. The full check of both files read every weight, twice the cost of a 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +58,16 @@ def _placeholders(model: onnx.ModelProto) -> dict[tuple[tuple[str, str], ...], t
             for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL}
 
 
-def checker_failure(model: onnx.ModelProto) -> str | None:
-    """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file;
-    None when it passes, else the checker's reason on one line."""
+def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
+    """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file (in
+    a temporary directory under `scratch`); None when it passes, else the checker's reason on one line."""
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)  # kilobytes: the payloads are not in it
     for tensor in all_tensors(skeleton):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             del tensor.external_data[:]
             tensor.external_data.add(key="location", value=_PLACEHOLDER)
-    with tempfile.TemporaryDirectory(prefix="graphfix-checker-") as directory:
+    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=scratch) as directory:
         Path(directory, _PLACEHOLDER).touch()
         path = os.path.join(directory, "skeleton.onnx")
         Path(path).write_bytes(skeleton.SerializeToString())
@@ -76,33 +78,41 @@ def checker_failure(model: onnx.ModelProto) -> str | None:
     return None
 
 
+def _import_checker() -> None:
+    import onnx.checker  # noqa: F401  # loaded for the gate; onnx_proto hands out this very module
+
+
+def import_checker_in_background() -> None:
+    """The checker needs `import onnx` (numpy and onnx's C++ extension: 0.2 s on an idle machine, over a second on
+    a busy one), which neither `repair --no-validate` nor `validate` pay. Started before the write, it overlaps it;
+    the gate's own import then waits for it (Python's import lock) or finds it done. A daemon thread that touches
+    no file: a Ctrl-C meanwhile leaves nothing behind."""
+    if "onnx.checker" not in sys.modules:
+        threading.Thread(target=_import_checker, name="graphfix-import-onnx", daemon=True).start()
+
+
 @dataclass(frozen=True)
 class CheckerGate:
     """If the input passed the checker, each output must too (an input that did not, e.g. a quantized export using
-    contrib ops, is not held to it)."""
+    contrib ops, is not held to it). An output written as a byte copy of the input needs no check at all."""
 
-    input_passed: bool
     source: onnx.ModelProto
     outputs: Mapping[Path, onnx.ModelProto | None]
     step: str = "validating"
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
-        if not self.input_passed:
+        changed = {out: model for out, model in self.outputs.items() if model is not None}
+        scratch = next(iter(staged.values())).parent  # the staging directory: writable, on the output's disk
+        if not changed or checker_failure(self.source, scratch) is not None:
             return
         payloads = _placeholders(self.source)
-        for out, model in self.outputs.items():
-            if model is None:  # a byte copy of the input
-                continue
+        for out, model in changed.items():
             name = "repaired model" if len(self.outputs) == 1 else out.name
             moved = next((where for where, kind in _placeholders(model).items() if payloads.get(where) != kind), None)
             failure = (f"a weight payload changed its shape or type ({dict(moved)})" if moved is not None
-                       else checker_failure(model))
+                       else checker_failure(model, scratch))
             if failure is not None:
                 raise ValidationFailedError(f"{name} fails onnx.checker: {failure}")
-
-
-def checker_gate(loaded: LoadedModel, outputs: Mapping[Path, onnx.ModelProto | None]) -> CheckerGate:
-    return CheckerGate(checker_failure(loaded.model) is None, loaded.model, outputs)
 
 
 # --- the decode and load gates ----------------------------------------------------------------------------------
@@ -203,7 +213,8 @@ def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Pa
     proven_on = options.proof_runtime if options.validate and decode is not None else None
     target = options.target if options.load_on_target and options.target != proven_on else None
     if options.validate:
-        gates.append(checker_gate(loaded, outputs))
+        import_checker_in_background()
+        gates.append(CheckerGate(loaded.model, outputs))
         if decode is not None:
             gates.append(decode)
         elif target is None:
