@@ -20,7 +20,6 @@ from graphfix.io.read import read_model
 from graphfix.io.write import write_models
 from graphfix.proof.cases import LoadRequest, ProofRequest, request_from_json
 from graphfix.proof.gates import (
-    BesideTheProof,
     CheckerGate,
     DecodeGate,
     Evidence,
@@ -106,12 +105,9 @@ def test_repair_and_split_assemble_the_same_gates_in_the_documented_order(marian
     def kinds(options, decode=True):
         evidence = Evidence()
         gate = DecodeGate(tmp_path / "out.onnx", marian_current, options.proof_runtime, evidence) if decode else None
-        assembled = proof_gates(options, loaded, outputs, gate, evidence)
-        assert all(isinstance(g.checker, CheckerGate) for g in assembled if isinstance(g, BesideTheProof))
-        flat = [part for g in assembled for part in ((g.checker, g.decode) if isinstance(g, BesideTheProof) else (g,))]
-        return [(type(g).__name__, getattr(g, "runtime", None)) for g in flat]
+        return [(type(g).__name__, getattr(g, "runtime", None)) for g in
+                proof_gates(options, loaded, outputs, gate, evidence)]
 
-    # the checker runs beside the decode proof (BesideTheProof), its verdict first
     assert kinds(RepairOptions()) == [("CheckerGate", None), ("DecodeGate", None)]
     assert kinds(RepairOptions(target=target)) == [("CheckerGate", None), ("DecodeGate", None), ("LoadGate", target)]
     assert kinds(RepairOptions(target=target, validate_on_target=True)) == [("CheckerGate", None),
@@ -147,36 +143,6 @@ def test_an_output_the_checker_refuses_lands_nothing_when_the_input_passed(maria
     assert list(tmp_path.iterdir()) == []
     CheckerGate(broken, {out: broken})({out: tmp_path / "staged.onnx"})  # an input that failed it is not held to it
     assert list(tmp_path.iterdir()) == []  # the checker's scratch files are gone
-
-
-def test_beside_the_proof_the_checker_s_verdict_comes_first_and_a_ctrl_c_stays_one(marian_legacy, tmp_path):
-    loaded = read_model(marian_legacy)
-    broken = onnx.ModelProto()
-    broken.CopyFrom(loaded.model)
-    broken.graph.node[0].input.append("no_such_value")
-    out = tmp_path / "out.onnx"
-    staged = {out: tmp_path / "staged.onnx"}
-
-    class Decode:
-        def __init__(self, raises):
-            self.raises, self.ran = raises, False
-
-        def __call__(self, staged):
-            self.ran = True
-            if self.raises is not None:
-                raise self.raises
-
-    for decode_error in (None, ValidationFailedError("does not decode")):
-        decode = Decode(decode_error)
-        with pytest.raises(ValidationFailedError, match="fails onnx.checker"):
-            BesideTheProof(CheckerGate(loaded.model, {out: broken}), decode)(staged)
-        assert decode.ran
-    with pytest.raises(KeyboardInterrupt):
-        BesideTheProof(CheckerGate(loaded.model, {out: broken}), Decode(KeyboardInterrupt()))(staged)
-    with pytest.raises(ValidationFailedError, match="does not decode"):
-        BesideTheProof(CheckerGate(loaded.model, {out: loaded.model}), Decode(ValidationFailedError("does not decode")))(
-            staged)
-    assert list(tmp_path.iterdir()) == []  # the checker's scratch directories are gone
 
 
 def test_a_weight_payload_that_changed_shape_fails_the_checker_gate(marian_legacy, tmp_path):

@@ -3,8 +3,8 @@
 A gate that raises stops the commit and nothing lands. `proof_gates` assembles them for repair and split alike:
 
 - the checker gate: when the input passed onnx.checker's full check, every output must too;
-- the decode gate (a merged decoder, or a split pair), with the checker running beside it, or, for a model with no
-  decode loop of its own (an encoder), the load gate in the installed onnxruntime;
+- the decode gate (a merged decoder, or a split pair) or, for a model with no decode loop of its own (an encoder),
+  the load gate in the installed onnxruntime;
 - the target-load gate: with --target-ort, every staged output loads in that very release.
 
 The checker reads skeletons, never weights: an output is its skeleton with the input's payloads copied in verbatim
@@ -20,7 +20,6 @@ import importlib.util
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,43 +209,7 @@ def _installed_for_load(target: TargetRuntime) -> TargetRuntime:
     return target
 
 
-@dataclass(frozen=True)
-class BesideTheProof:
-    """The checker gate, run in a thread while the decode gate's child process runs the proof: the checker needs
-    `import onnx` (numpy and onnx's C++ extension, 0.2 s idle and over a second on a busy machine) that neither
-    `repair --no-validate` nor `validate` pays, and this process only waits meanwhile. Its verdict still comes
-    first: when both fail, the checker's error is the one raised. The thread writes only inside the staging
-    directory and is always joined before the gate returns or raises."""
-
-    checker: CheckerGate
-    decode: DecodeGate | SplitDecodeGate
-    step: str = "validating"
-
-    def __call__(self, staged: Mapping[Path, Path]) -> None:
-        failures: list[BaseException] = []
-
-        def check() -> None:
-            try:
-                self.checker(staged)
-            except BaseException as err:  # handed to the caller's thread, which raises it
-                failures.append(err)
-
-        thread = threading.Thread(target=check, name="graphfix-checker", daemon=True)
-        thread.start()
-        try:
-            self.decode(staged)
-        except Exception:  # not a Ctrl-C: that stays what it is
-            thread.join()
-            if failures:
-                raise failures[0] from None
-            raise
-        finally:
-            thread.join()
-        if failures:
-            raise failures[0]
-
-
-Gate = Union[CheckerGate, BesideTheProof, LoadGate]
+Gate = Union[CheckerGate, DecodeGate, SplitDecodeGate, LoadGate]
 
 
 def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Path, onnx.ModelProto | None],
@@ -258,17 +221,15 @@ def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Pa
     proven_on = options.proof_runtime if options.validate and decode is not None else None
     target = options.target if options.load_on_target and options.target != proven_on else None
     if options.validate:
-        checker = CheckerGate(loaded.model, outputs)
+        gates.append(CheckerGate(loaded.model, outputs))
         if decode is not None:
-            gates.append(BesideTheProof(checker, decode))
-        else:
-            gates.append(checker)
-            if target is None:
-                gates.append(LoadGate(None, evidence))
+            gates.append(decode)
+        elif target is None:
+            gates.append(LoadGate(None, evidence))
     if target is not None:
         gates.append(LoadGate(_installed_for_load(target), evidence, step="loading on target"))
     return gates
 
 
-__all__ = ["BesideTheProof", "CheckerGate", "DecodeGate", "Evidence", "Gate", "LoadGate", "SplitDecodeGate",
+__all__ = ["CheckerGate", "DecodeGate", "Evidence", "Gate", "LoadGate", "SplitDecodeGate",
            "Validator", "checker_failure", "proof_gates", "require_proof"]
