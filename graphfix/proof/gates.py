@@ -19,7 +19,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +81,8 @@ def _checker() -> ModuleType:
 def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
     """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file (in
     a temporary directory under `scratch`); None when it passes, else the checker's reason on one line."""
+    import tempfile  # only runs that validate pay for it
+
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)  # kilobytes: the payloads are not in it
     for tensor in all_tensors(skeleton):

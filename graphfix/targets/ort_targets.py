@@ -45,7 +45,7 @@ _TABLE: dict[tuple[int, int], tuple[int, int, str]] = {
 # with attributes the same release refuses) fails to load: see passes/float16_fallbacks.py.
 NO_FLOAT16_KERNEL: dict[tuple[int, int], frozenset[str]] = {
     family: frozenset({"Softmax", "LayerNormalization"}) for family in ((1, 14), (1, 15), (1, 16))}
-_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?", re.ASCII)
 
 
 @dataclass(frozen=True)
