@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,11 +11,12 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from ..batch.layouts import encoder_for, expand_model_paths, find_merged_decoders
+from ..batch.layouts import encoder_for, find_merged_decoders
 from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..options import DataMode, RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
+from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
@@ -44,6 +46,17 @@ ProofReleaseOption = Annotated[Optional[TargetRuntime], typer.Option(
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
                                              "instead of one line per finding code.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
+RuntimePythonOption = Annotated[Optional[Path], typer.Option(
+    "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
+    "release is installed for (default: this one when the release has a wheel for it, else python3.Y found on "
+    "PATH, in pyenv or through the py launcher; onnxruntime 1.16 has wheels for CPython 3.8-3.11 only).")]
+
+
+def _use_runtime_python(path: Path | None) -> None:
+    """The proof's interpreter is found by the library (proof/interpreters.py) through GRAPHFIX_PYTHON, which
+    --jobs workers and the proof's own child processes inherit."""
+    if path is not None:
+        os.environ[ENVIRONMENT] = str(path)
 
 
 def _version(value: bool) -> None:
@@ -108,6 +121,7 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
+    runtime_python: RuntimePythonOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -138,6 +152,7 @@ def repair_command(
     """
     started = time.monotonic()
     verbosity = _verbosity(verbose, quiet)
+    _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
@@ -159,6 +174,8 @@ def repair_command(
     summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
                                     time.monotonic() - started)
     typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
+    if verbosity >= 0:
+        typer.echo(report.release_line(result.oldest_onnxruntime, target_ort, subject="the output"))
     return 0
 
 
@@ -187,7 +204,20 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
     typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
                + f"; {time.monotonic() - started:.1f} s")
+    if verbosity >= 0:
+        typer.echo(report.release_line(_export_floor(result.output), options.get("target_ort"),
+                                       subject="its models", plural=True))
     return 0
+
+
+def _export_floor(directory: Path) -> str | None:
+    """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included)."""
+    from ..batch.layouts import directory_files
+    from ..io.read import read_model
+    from ..release_floor import newest_of, oldest_release
+
+    models = [name for name in directory_files(directory) if name.endswith(".onnx")]
+    return newest_of([oldest_release(read_model(directory / name).model) for name in models]).release
 
 
 @graphfix_command(app, "check")
@@ -216,10 +246,14 @@ def check_command(
     started = time.monotonic()
     verbosity = _verbosity(verbose, quiet)
     results: list[CheckResult] = []
-    exit_code = 0
-    for path in expand_model_paths(paths):
+    targets = _check_targets(paths, target_ort, results)
+    exit_code = 2 if results else 0  # a path that stands for no model at all
+    for unusable in results:
+        if not as_json:
+            typer.echo(f"error: {one_line(unusable.error or '')}", err=True)
+    for path, any_model in targets:
         try:
-            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models)
+            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models, any_model=any_model)
         except Exception as err:  # reported, and the next file is still checked
             if debug:
                 report_failure("check", err, as_json=False, debug=True)
@@ -243,7 +277,35 @@ def check_command(
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
         typer.echo(report.check_summary(results, time.monotonic() - started))
+        if verbosity >= 0 and (loads := _loads(results, target_ort)):
+            typer.echo(loads)
     return exit_code
+
+
+def _loads(results: list[CheckResult], target_ort: str | None) -> str:
+    """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
+    from ..release_floor import ReleaseFloor, newest_of
+
+    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
+    plural = len(floors) > 1
+    subject = "as they are, they" if plural else "as it is, it"
+    return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
+
+
+def _check_targets(paths: list[Path], target_ort: str | None,
+                   results: list[CheckResult]) -> list[tuple[Path, bool]]:
+    """(file, is it an export's other model) for every file the paths stand for. A path that stands for nothing
+    (no merged decoder anywhere under a directory) is a result of its own with its error, so that `--json` keeps
+    one shape whatever fails."""
+    from ..batch.layouts import check_targets
+
+    targets: list[tuple[Path, bool]] = []
+    for path in paths:
+        try:
+            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=bool(target_ort))]
+        except BadInputError as err:
+            results.append(CheckResult(path=path, error=str(err)))
+    return targets
 
 
 @graphfix_command(app, "validate")
@@ -253,6 +315,7 @@ def validate_command(
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show full-recompute logits equal "
                                                      "this model's (the unrepaired original) at every step.")] = None,
     ort_version: ProofReleaseOption = None,
+    runtime_python: RuntimePythonOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> int:
@@ -274,6 +337,7 @@ def validate_command(
     """
     from ..proof.validation import validate  # only this command proves without writing
 
+    _use_runtime_python(runtime_python)
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
@@ -305,6 +369,7 @@ def split_command(
     no_validate: NoValidateOption = False,
     ort_version: ProofReleaseOption = None,
     target_ort: TargetOption = None,
+    runtime_python: RuntimePythonOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -325,6 +390,7 @@ def split_command(
 
     started = time.monotonic()
     verbosity = _verbosity(verbose, quiet)
+    _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
     if as_json:
@@ -370,4 +436,33 @@ def explain_command(
         _echo(report.explain_index())
     else:
         _echo(report.explain_lines(codes[0]))
+    return 0
+
+
+@graphfix_command(app, "describe")
+def describe_command(
+    model: Annotated[Path, typer.Argument(help="A merged decoder, or an export directory (its merged decoders and "
+                                          "encoders, config.json and generation_config.json).")],
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> int:
+    """Show the client contract of an export: what to feed at each step of the plain present->past loop.
+
+    Each input and output with dtype and shape (every dim named for what it is), what to feed at step 1
+    (use_cache_branch false, empty past) and at every step after (each present.* fed back as past_key_values.*),
+    the start, end and pad tokens from config.json and generation_config.json, the findings that need
+    `graphfix repair` first, and the oldest onnxruntime release that loads it (from graphfix's measured tables).
+    Writes nothing; exit 0 whether or not the export needs repair.
+
+    Examples:
+      graphfix describe decoder_model_merged.onnx
+      graphfix describe --json opus-mt-en-de/
+    """
+    from ..client_contract import describe
+
+    description = describe(model)
+    if as_json:
+        emit_json("describe", {"ok": True, **description.to_dict()})
+    else:
+        _echo(report.describe_lines(description))
     return 0
