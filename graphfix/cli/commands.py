@@ -205,7 +205,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
                + f"; {time.monotonic() - started:.1f} s")
     if verbosity >= 0:
-        typer.echo(report.release_line(_export_floor(result.output), options.get("target_ort"),
+        typer.echo(report.release_line(_export_floor(result.output), options.target,
                                        subject="its models", plural=True))
     return 0
 
@@ -282,7 +282,7 @@ def check_command(
     return exit_code
 
 
-def _loads(results: list[CheckResult], target_ort: str | None) -> str:
+def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
     """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
     from ..release_floor import ReleaseFloor, newest_of
 
@@ -292,7 +292,7 @@ def _loads(results: list[CheckResult], target_ort: str | None) -> str:
     return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
 
 
-def _check_targets(paths: list[Path], target_ort: str | None,
+def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
                    results: list[CheckResult]) -> list[tuple[Path, bool]]:
     """(file, is it an export's other model) for every file the paths stand for. A path that stands for nothing
     (no merged decoder anywhere under a directory) is a result of its own with its error, so that `--json` keeps
@@ -302,7 +302,7 @@ def _check_targets(paths: list[Path], target_ort: str | None,
     targets: list[tuple[Path, bool]] = []
     for path in paths:
         try:
-            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=bool(target_ort))]
+            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=target_ort is not None)]
         except BadInputError as err:
             results.append(CheckResult(path=path, error=str(err)))
     return targets

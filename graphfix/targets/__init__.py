@@ -6,6 +6,6 @@ opsets, domains and float16 gaps); `opset_adapters.py` converts a model's opset 
 only when a run retargets.
 """
 
-from .ort_targets import DomainLimits, TargetRuntime, as_target, parse_release
+from .ort_targets import DomainLimits, TargetRuntime, as_target, known_releases, parse_release
 
-__all__ = ["DomainLimits", "TargetRuntime", "as_target", "parse_release"]
+__all__ = ["DomainLimits", "TargetRuntime", "as_target", "known_releases", "parse_release"]

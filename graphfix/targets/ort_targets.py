@@ -112,6 +112,11 @@ class TargetRuntime:
     def __str__(self) -> str:
         return self.release
 
+    @property
+    def series(self) -> str:
+        """X.Y: the release line, as --target-ort names it and the tables are keyed."""
+        return self.release.rsplit(".", 1)[0]
+
 
 def parse_release(text: str) -> TargetRuntime:
     """`1.16` (its newest patch, 1.16.3) or `1.16.3` -> that release; anything else, malformed or unknown, is
@@ -132,3 +137,8 @@ def parse_release(text: str) -> TargetRuntime:
 def as_target(value: TargetRuntime | str | None) -> TargetRuntime | None:
     """The library API's convenience: a release given as text is parsed here, at the boundary."""
     return parse_release(value) if isinstance(value, str) else value
+
+
+def known_releases() -> list[TargetRuntime]:
+    """Every release line the tables know, oldest first, each at its newest patch."""
+    return [parse_release(f"{major}.{minor}") for major, minor in sorted(_TABLE)]
