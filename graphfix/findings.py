@@ -41,7 +41,7 @@ class Finding:
     node: str | None = None
     fix: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
     def __str__(self) -> str:

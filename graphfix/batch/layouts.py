@@ -26,7 +26,7 @@ def merged_decoder_names() -> list[str]:
     return [f"{folder}/{MERGED_STEM}{variant}.onnx".lstrip("/") for folder in LAYOUT_DIRS for variant in VARIANTS]
 
 
-def find_merged_decoders(directory: str | os.PathLike) -> list[str]:
+def find_merged_decoders(directory: str | os.PathLike[str]) -> list[str]:
     """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without
     one."""
     directory = Path(directory)

@@ -30,7 +30,7 @@ def progress_wanted(stream: TextIO | None = None, *, as_json: bool = False) -> b
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def plan_size(directory: os.PathLike) -> tuple[int, int]:
+def plan_size(directory: os.PathLike[str]) -> tuple[int, int]:
     """Files and bytes a directory run goes through: the totals of its progress bar."""
     names = directory_files(Path(directory))
     return len(names), sum((Path(directory) / name).stat().st_size for name in names)

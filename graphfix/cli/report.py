@@ -52,7 +52,7 @@ def name_patterns(names: Iterable[str]) -> list[str]:
     while merged:
         merged = False
         for position in range(max((len(p) for p in patterns), default=0)):
-            groups: dict[tuple, list[tuple[tuple[str, ...], ...]]] = {}
+            groups: dict[tuple[object, ...], list[tuple[tuple[str, ...], ...]]] = {}
             for pattern in patterns:
                 key = (len(pattern), pattern[:position], pattern[position + 1:]) if position < len(pattern) \
                     else (len(pattern), pattern, id(pattern))

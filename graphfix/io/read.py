@@ -161,7 +161,7 @@ def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def read_model(path: str | os.PathLike) -> LoadedModel:
+def read_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX. The
     model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
     path = Path(path)

@@ -102,8 +102,9 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
                 shape = numpy_helper.to_array(tensor).astype(np.int64)
             except (ValueError, TypeError) as err:
                 raise BadInputError(f"Reshape {node.name!r} has an unreadable shape tensor: {err}") from None
-            baked = [i for i, size in enumerate(shape) if i < len(data_dims) and data_dims[i] in exported
-                     and size == exported[data_dims[i]] and size > 0]
+            symbols = [dim if isinstance(dim, str) else "" for dim in data_dims]  # a dim_value is never relaxed
+            baked = [i for i, size in enumerate(shape) if i < len(symbols) and symbols[i] in exported
+                     and size == exported[symbols[i]] and size > 0]
             if not baked:
                 continue
             allowzero = attribute(node, "allowzero")
