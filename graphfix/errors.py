@@ -27,10 +27,10 @@ def raise_if_exhausted(err: OSError) -> None:
         raise err
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """An error's text (onnx's, onnxruntime's, a bug's) as one line of at most `limit` characters."""
+def one_line(text: str, limit: int | None = 300) -> str:
+    """An error's text (onnx's, onnxruntime's, a bug's) as one line, of at most `limit` characters."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
 E = TypeVar("E", bound="GraphfixError")

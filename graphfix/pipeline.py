@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
+from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError, one_line
 from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
 from .io.write import InPlaceBackup, check_output_file, same_file, write_models
+from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .passes import Subject, pipeline, run_passes
 
@@ -55,7 +56,7 @@ class RepairResult:
 
 def versions_of(model: onnx.ModelProto) -> str:
     """`IR 9, opset 19` (+ `com.microsoft 1` ...): what decides which onnxruntime loads a model."""
-    opsets = [f"{'opset' if o.domain in ('', 'ai.onnx') else o.domain} {o.version}" for o in model.opset_import]
+    opsets = [f"{'opset' if o.domain in AI_ONNX else o.domain} {o.version}" for o in model.opset_import]
     return ", ".join([f"IR {model.ir_version}", *sorted(opsets, key=lambda o: not o.startswith("opset"))])
 
 
@@ -124,7 +125,7 @@ def keep_checker_verdict(input_passed: bool, staged: dict[Path, Path]) -> None:
             onnx.checker.check_model(os.fspath(path), full_check=True)
         except Exception as err:
             name = "repaired model" if len(staged) == 1 else out.name
-            raise ValidationFailedError(f"{name} fails onnx.checker: {' '.join(str(err).split())}") from None
+            raise ValidationFailedError(f"{name} fails onnx.checker: {one_line(str(err), limit=None)}") from None
 
 
 def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> ValidationResult:

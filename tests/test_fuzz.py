@@ -236,7 +236,7 @@ def external_data_mutations(draw) -> Mutant:
 def _hostile_model_dir(root: Path, edits, files: str) -> Path:
     import onnx
 
-    from graphfix.io.read import external_tensors
+    from graphfix.io.external_data import external_tensors
 
     model_bytes, data = _external_base()
     source = root / "m"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError, raise_if_exhausted
-from ..io.read import read_model, trusted_roots
+from ..io.path_safety import trusted_roots
+from ..io.read import read_model
 
 MERGED_STEM = "decoder_model_merged"
 # The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.

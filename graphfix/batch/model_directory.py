@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
-from ..io.read import open_inside
+from ..io.path_safety import open_inside
 from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
 from ..pipeline import RepairResult, repair
 from .layouts import find_merged_decoders, plan_directory
@@ -69,7 +69,7 @@ def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = ""
         result = repair(source, out, on_step=step, **options)
     except GraphfixError as err:
         # Say which decoder of the directory failed; the type (and so the exit code) stays.
-        err.args = (f"{name}: {err.args[0]}" if name else err.args[0], *err.args[1:])
+        err.with_context(f"{name}: " if name else "")
         raise
     return result, time.perf_counter() - started
 
@@ -144,7 +144,7 @@ def _make_parents(source: Path, staging: Path, name: str) -> None:
 
 
 def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
-    """`name` into staging, through the same resolver as external data (read.open_inside): the file opened is
+    """`name` into staging, through the same resolver as external data (path_safety.open_inside): the file opened is
     checked to be a regular file inside `source`, and that open file is what is linked or copied."""
     target = staging / name
     _make_parents(source, staging, name)
@@ -220,7 +220,7 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     except Exception as err:
         restored = _put_back(directory, names)
         if restored and isinstance(err, GraphfixError):
-            err.args = (f"{err.args[0]}; put back from their .bak: {', '.join(restored)}", *err.args[1:])
+            err.with_context(suffix=f"; put back from their .bak: {', '.join(restored)}")
         raise
     return DirectoryRepairResult(input=directory, output=directory, models=models)
 

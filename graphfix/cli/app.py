@@ -21,7 +21,7 @@ import typer
 from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, GraphfixError, says_out_of_memory
+from ..errors import EXHAUSTED_ERRNOS, GraphfixError, one_line, says_out_of_memory
 from ..io import interrupts
 
 EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
@@ -30,8 +30,8 @@ JSON_SCHEMA = "graphfix/1"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def one_line(text: str) -> str:
-    """A message as one line whatever it quotes (a path may hold a newline)."""
+def escaped(text: str) -> str:
+    """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
@@ -122,24 +122,24 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = str(err), err.exit_code
     elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
         detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-                  else " ".join(str(err).split())[:200])  # what ran out of it: the proof, a bad_alloc's words
+                  else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
         message = f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
         code = 2
     elif isinstance(err, ClickException):
-        message, code = " ".join(err.format_message().split()), 2
+        message, code = one_line(err.format_message(), limit=None), 2
         param = getattr(err, "param", None)
         if isinstance(err, MissingParameter) and param is not None and param.param_type_name == "argument":
             message = f"missing argument {param.human_readable_name.upper()}"
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
     else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
-        message = (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        message = (f"unexpected {type(err).__name__}: {one_line(str(err))}"
                    " (rerun with --debug for the traceback)")
         code = 2
     if as_json:
         validation = getattr(err, "validation", None)
         emit_json(command or "graphfix", {"ok": False, "error": message, "exit_code": code,
                                           "validation": validation.to_dict() if validation is not None else None})
-    typer.echo(f"error: {one_line(message)}", err=True)
+    typer.echo(f"error: {escaped(message)}", err=True)
     return code
 
 

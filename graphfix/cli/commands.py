@@ -15,7 +15,7 @@ from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from . import report
-from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
+from .app import app, emit_json, escaped, graphfix_command, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
@@ -209,7 +209,7 @@ def check_command(
             if debug:
                 report_failure("check", err, as_json=False, debug=True)
             elif not as_json:
-                typer.echo(f"error: {one_line(str(err))}", err=True)
+                typer.echo(f"error: {escaped(str(err))}", err=True)
             results.append(CheckResult(path=path, error=str(err)))
             exit_code = 2
             continue

@@ -23,8 +23,9 @@ from ..errors import BadInputError, raise_if_exhausted
 from . import onnx_proto as onnx
 from . import protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
+from .external_data import external_location, external_tensors, set_external_location
 from .interrupts import held_for_main_thread
-from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
+from .read import LoadedModel, file_stamp
 
 # before_commit({destination: staged path}) runs on the complete staged files; raising stops the commit.
 BeforeCommit = Callable[[dict[Path, Path]], None]
@@ -245,7 +246,7 @@ def write_models(
 def _model_fd(source: LoadedModel) -> int:
     """The model file as it was read (whatever its name points at now), unchanged since."""
     assert source.file is not None, "a LoadedModel from read_model"
-    if _stamp(os.fstat(source.file.fd)) != source.stamp:
+    if file_stamp(os.fstat(source.file.fd)) != source.stamp:
         raise BadInputError(f"{source.path} changed while it was being repaired; run again")
     return source.file.fd
 
@@ -266,7 +267,7 @@ def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.M
         return model
     model = onnx.ModelProto.FromString(model.SerializeToString())  # a skeleton: kilobytes, and the caller's stays as is
     for tensor in external_tensors(model):
-        _set_external_location(tensor, locations[_external_location(tensor)])
+        set_external_location(tensor, locations[external_location(tensor)])
     return model
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..findings import FLOAT16_FALLBACK, Finding
 from ..io import onnx_proto as onnx
-from ..model.graph import all_graphs
+from ..model.graph import AI_ONNX, all_graphs
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
 
 # (major, minor) -> ops whose float16 CPU fallback fails to load in that release
@@ -47,7 +47,7 @@ def float16_fallbacks(target_ort: str) -> RepairPass:
     def float16_fallbacks(subject: Subject) -> list[Finding]:
         model = subject.model
         candidates = [n for g, _ in all_graphs(model.graph) for n in g.node
-                      if n.op_type in ops and n.domain in ("", "ai.onnx")]
+                      if n.op_type in ops and n.domain in AI_ONNX]
         if not candidates:
             return []
         types = _element_types(model)

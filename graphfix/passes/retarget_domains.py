@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..errors import RepairRefusedError
 from ..findings import DOMAIN_ABOVE_TARGET, Finding
-from ..model.graph import all_graphs
+from ..model.graph import AI_ONNX, all_graphs
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
 from .ort_targets import domain_limits
 
@@ -43,7 +43,7 @@ def retarget_domains(target_ort: str) -> RepairPass:
         for opset in model.opset_import:
             domain = opset.domain
             highest = {ML: limits.ml_max_opset, MS: limits.ms_max_opset}.get(domain)
-            if domain in ("", "ai.onnx") or domain in used:
+            if domain in AI_ONNX or domain in used:
                 if highest is not None and opset.version > highest:
                     if domain == ML:
                         op, node_name, _ = used[ML][0]

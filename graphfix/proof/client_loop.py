@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, one_line
 from ..signature import CACHE_FLAG, PAST, PRESENT
 from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
 
@@ -33,9 +33,10 @@ _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(do
 Feeds = dict[str, np.ndarray]
 
 
-def one_line(err: BaseException) -> str:
-    """ORT nests `running If node ... running Reshape node ...`; the innermost node and its reason are what help."""
-    text = " ".join(str(err).split())
+def ort_reason(err: BaseException) -> str:
+    """onnxruntime's error as one line. ORT nests `running If node ... running Reshape node ...`; the innermost
+    node and its reason are what help."""
+    text = one_line(str(err), limit=None)
     # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
     # ... and its source location and C++ function, which say nothing to a user
@@ -46,7 +47,7 @@ def one_line(err: BaseException) -> str:
         reason = re.sub(r"^\S+\.(?:h|cc):\d+\s+", "", reason)
         reason = reason.split(" was false. ", 1)[-1]
         text = f"{nodes[-1][0]} node {nodes[-1][1]!r}: {reason}"
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(text)
 
 
 def load_session(path: str) -> Any:
@@ -60,7 +61,7 @@ def load_session(path: str) -> Any:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
         raise BadInputError(f"onnxruntime {ort.__version__} cannot load {os.path.basename(path)}: "
-                            f"{one_line(err)}") from None
+                            f"{ort_reason(err)}") from None
 
 
 class DecoderSession:
@@ -255,12 +256,12 @@ class PlainClient:
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 where = "the present->past loop" if self.first is self.later else model.name
-                case.failure = f"step {step}: {where} fails in onnxruntime: {one_line(err)}"
+                case.failure = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
                 return case
             try:
                 full = cached if step == 1 else self.first.run(tokens, encoder)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
-                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {one_line(err)}"
+                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             got, want = _last_logits(cached), _last_logits(full)
             diff = float(np.max(np.abs(got - want)))
@@ -297,7 +298,7 @@ class PlainClient:
         try:
             theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
         except Exception as err:
-            record["failure"] = f"{where}: the reference fails in onnxruntime: {one_line(err)}"
+            record["failure"] = f"{where}: the reference fails in onnxruntime: {ort_reason(err)}"
             record["max_abs_diff"] = None
             return
         ours = full["logits"].astype(np.float64)
