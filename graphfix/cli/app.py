@@ -1,4 +1,4 @@
-"""The typer app and the one error layer every command goes through.
+"""The typer app, the output options every command shares, and the one error layer every command goes through.
 
 Results go to stdout, diagnostics (`error: ...`) to stderr. Every way a run can end badly, a usage error caught by
 click (a missing argument, `--jobs 0`), a GraphfixError, a bug or a Ctrl-C, ends in exactly one `error:` line and
@@ -14,14 +14,16 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, GraphfixError, one_line, says_out_of_memory
+from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
 from ..io import interrupts
 
 EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
@@ -33,6 +35,48 @@ F = TypeVar("F", bound=Callable[..., Any])
 def escaped(text: str) -> str:
     """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class Verbosity(Enum):
+    """How much of a run the text output shows (JSON always shows everything)."""
+
+    QUIET = "quiet"  # errors and the summary line
+    NORMAL = "normal"  # a line per finding code
+    VERBOSE = "verbose"  # a line per change, and the proof case by case
+
+
+@dataclass(frozen=True)
+class Output:
+    """The output options every command shares, declared once (output_options) and handed to each command as this
+    one value instead of four booleans read back by name."""
+
+    verbosity: Verbosity = Verbosity.NORMAL
+    json: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_flags(cls, *, verbose: bool = False, quiet: bool = False, as_json: bool = False,
+                   debug: bool = False) -> Output:
+        if verbose and quiet:
+            raise BadInputError("--verbose and --quiet exclude each other")
+        verbosity = Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
+        return cls(verbosity=verbosity, json=as_json, debug=debug)
+
+
+def _flag(name: str, *decls: str, text: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False,
+                             annotation=Annotated[bool, typer.Option(*decls, help=text)])
+
+
+VERBOSITY_FLAGS = (
+    _flag("verbose", "--verbose", "-v", text="Print every change on a line of its own instead of one line per finding "
+          "code."),
+    _flag("quiet", "--quiet", "-q", text="Print only errors and the summary line."),
+)
+FORMAT_FLAGS = (
+    _flag("as_json", "--json", text="Print one JSON document on stdout and nothing else."),
+    _flag("debug", "--debug", text="Show the traceback of an error."),
+)
 
 
 def rendered(doc: str) -> str:
@@ -143,23 +187,32 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     return code
 
 
-def graphfix_command(app: typer.Typer, name: str) -> Callable[[F], F]:
-    """Register `fn` as the command `name`: its docstring becomes rendered help, and whatever it raises reaches
-    the user through report_failure. The command returns its exit code (None is 0)."""
+def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> Callable[[F], F]:
+    """Register `fn(..., *, output: Output)` as the command `name`: its docstring becomes rendered help, `output`
+    becomes the shared options (--verbose/--quiet when the command has a `verbosity`, --json, --debug) after its
+    own, and whatever it raises reaches the user through report_failure. The command returns its exit code (None
+    is 0)."""
+    flags = (*(VERBOSITY_FLAGS if verbosity else ()), *FORMAT_FLAGS)
 
     def register(fn: F) -> F:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "output"]
+
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
             run.watch = None
+            given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
             try:
-                code = fn(*args, **kwargs)
+                code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
                 raise
             except (Exception, KeyboardInterrupt) as err:
-                code = report_failure(name, err, as_json=kwargs.get("as_json", False),
-                                      debug=kwargs.get("debug", False))
+                code = report_failure(name, err, as_json=given["as_json"], debug=given["debug"])
             raise typer.Exit(code or 0)
 
+        # typer reads the options from the signature: the command's own, then the shared ones.
+        signature = inspect.Signature([*own, *flags])
+        setattr(command, "__signature__", signature)  # noqa: B010
+        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         app.command(name, help=rendered(fn.__doc__ or ""), epilog=EXIT_CODES)(command)
         return fn
 

@@ -1,5 +1,6 @@
-"""The commands: parse, call the library, print the result, return the exit code. Errors are the app's job
-(app.py); nothing here catches them except `check`, which goes on to the next file."""
+"""The commands: parse, call the library, print the result, return the exit code. Each takes its own options and
+the shared `output` (app.Output); what the text says is report.py's. Errors are the app's job (app.py); nothing here
+catches them except `check`, which goes on to the next file."""
 
 from __future__ import annotations
 
@@ -15,19 +16,14 @@ from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from . import report
-from .app import app, emit_json, escaped, graphfix_command, report_failure, watch_outputs
+from .app import Output, Verbosity, app, emit_json, escaped, graphfix_command, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 TargetOption = Annotated[Optional[str], typer.Option(
     "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
     "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
     "leave versions alone.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
-                                             "instead of one line per finding code.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
 
 
 def _version(value: bool) -> None:
@@ -46,13 +42,6 @@ def _validator(ctx: typer.Context) -> Validator | None:
     """Tests hand in their own proof as `CliRunner().invoke(app, args, obj={"validator": ...})`."""
     validator: Validator | None = (ctx.obj or {}).get("validator")
     return validator
-
-
-def _verbosity(verbose: bool, quiet: bool) -> int:
-    """-1 quiet, 0 grouped (the default), 1 every change."""
-    if verbose and quiet:
-        raise BadInputError("--verbose and --quiet exclude each other")
-    return 1 if verbose else -1 if quiet else 0
 
 
 def _echo(lines: list[str]) -> None:
@@ -92,10 +81,8 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
 
@@ -121,7 +108,6 @@ def repair_command(
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
@@ -131,47 +117,36 @@ def repair_command(
                                    validator=_validator(ctx),
                                    data_mode="copy" if copy_data else "link" if link_data else "clone")
     if is_directory:
-        return _repair_directory(source, out, jobs, options, as_json, verbosity, started)
-    with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
+        return _repair_directory(source, out, jobs, options, output, started)
+    with terminal_progress(progress_wanted(as_json=output.json), 1, _size(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, on_step=step, **options)
-    if as_json:
+    if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    _echo(report.findings_lines(result.changes, verbosity))
-    if verbosity > 0:
+    _echo(report.findings_lines(result.changes, output.verbosity))
+    if output.verbosity is Verbosity.VERBOSE:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
-    summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                    time.monotonic() - started)
-    typer.echo(summary + (f" (backup {result.backup})" if result.backup else ""))
+    typer.echo(report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
+                                     time.monotonic() - started, result.backup))
     return 0
 
 
-def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], as_json: bool,
-                      verbosity: int, started: float) -> int:
+def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], output: Output,
+                      started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_size, print_table, summary_table
+    from .progress import plan_size
 
     files, nbytes = plan_size(source)
-    with terminal_progress(progress_wanted(as_json=as_json), files, nbytes) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), files, nbytes) as progress:
         result = repair_directory(source, out, jobs=jobs, on_progress=progress, **options)
-    if as_json:
+    if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    for model in result.models:
-        if verbosity == 0 and model.result.changes:
-            typer.echo(f"{model.path}:")
-        _echo(report.findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
-    if verbosity >= 0:
-        print_table(summary_table(result))
-    changed = sum(m.result.changed for m in result.models)
-    where = "in place" if result.output == result.input else f"-> {out}"
-    kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
-             f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
-             else f"{len(result.models)} merged decoder(s)")
-    typer.echo(f"repaired {source} {where}: {changed} of {kinds} changed"
-               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
-               + f"; {time.monotonic() - started:.1f} s")
+    _echo(report.directory_findings_lines(result, output.verbosity))
+    if output.verbosity is not Verbosity.QUIET:
+        report.print_table(report.summary_table(result))
+    typer.echo(report.directory_summary(result, time.monotonic() - started))
     return 0
 
 
@@ -183,10 +158,8 @@ def check_command(
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
@@ -199,39 +172,31 @@ def check_command(
       graphfix check --quiet fixed.onnx opus-mt-en-de-fixed/
     """
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     results: list[CheckResult] = []
     exit_code = 0
     for path in expand_model_paths(paths):
         try:
             result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models)
         except Exception as err:  # reported, and the next file is still checked
-            if debug:
+            if output.debug:
                 report_failure("check", err, as_json=False, debug=True)
-            elif not as_json:
+            elif not output.json:
                 typer.echo(f"error: {escaped(str(err))}", err=True)
             results.append(CheckResult(path=path, error=str(err)))
             exit_code = 2
             continue
         results.append(result)
         exit_code = max(exit_code, 1 if result.findings else 0)
-        if as_json or verbosity < 0:
-            continue
-        if result.findings and verbosity == 0:
-            typer.echo(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
-        _echo(report.findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
-        if result.skipped:
-            typer.echo(f"{path}: skipped ({result.skipped})")
-        elif not result.findings:
-            typer.echo(f"{path}: ok")
-    if as_json:
+        if not output.json:
+            _echo(report.check_lines(result, output.verbosity))
+    if output.json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
         typer.echo(report.check_summary(results, time.monotonic() - started))
     return exit_code
 
 
-@graphfix_command(app, "validate")
+@graphfix_command(app, "validate", verbosity=False)
 def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
                                           "decoder in it).")],
@@ -240,8 +205,8 @@ def validate_command(
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
         "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
@@ -272,15 +237,13 @@ def validate_command(
     else:
         results = [validate(model, original, ort_version=ort_version)]
     ok = all(result.ok for result in results)
-    if as_json:
+    if output.json:
         # A file keeps its flat document; a directory lists one such document per decoder under "models".
         emit_json("validate", results[0].to_dict() if not model.is_dir() else
                   {"ok": ok, "models": [result.to_dict() for result in results]})
     else:
         for result in results:
-            fed = f", fed by {result.encoder}" if result.encoder else ""
-            _echo(report.proof_lines(result, f"{result.model}: plain present->past loop vs full recompute{fed} ("))
-            typer.echo(report.validate_verdict(result))
+            _echo(report.validate_lines(result))
     return 0 if ok else 1
 
 
@@ -292,10 +255,8 @@ def split_command(
     no_validate: NoValidateOption = False,
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
 
@@ -310,20 +271,12 @@ def split_command(
     from ..batch.split import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
-    if as_json:
+    if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
-    _echo(report.findings_lines(result.changes, verbosity))
-    if verbosity > 0:
-        _echo(report.proof_lines(result.validation, "validation (no-past model, then with-past model fed its "
-                                 "presents, vs full recompute, ", reference="the merged decoder"))
-    proven = (report.proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
-              else "not proven (--no-validate)")
-    typer.echo(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
-               f"{time.monotonic() - started:.1f} s")
+    _echo(report.split_lines(result, output.verbosity, time.monotonic() - started))
     return 0
 
 
@@ -331,12 +284,12 @@ def _complete_code(incomplete: str) -> list[str]:
     return [code for code in CODES if code.startswith(incomplete.upper())]
 
 
-@graphfix_command(app, "explain")
+@graphfix_command(app, "explain", verbosity=False)
 def explain_command(
     code: Annotated[Optional[str], typer.Argument(help="A finding code (GF101 ...); without it, every code.",
                                                   autocompletion=_complete_code)] = None,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Explain a finding code: what breaks, which exporters write it, what the fix does and why it is safe.
 
@@ -349,7 +302,7 @@ def explain_command(
     if code is not None and code.upper() not in CODES:
         raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
     codes = [code.upper()] if code is not None else list(CODES)
-    if as_json:
+    if output.json:
         emit_json("explain", {"ok": True, "codes": [{"code": c, "title": CODES[c], **EXPLANATIONS[c].entry()}
                                                      for c in codes]})
     elif code is None:
