@@ -4,6 +4,7 @@ on the real exports finds nothing and changes nothing. Lying passes are built he
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -106,3 +107,19 @@ def test_every_pass_of_the_pipeline_changes_nothing_the_second_time_on_every_exp
         else:
             assert run_passes(subject, passes) == [], path  # and the whole pipeline on its own output
     assert {p.name for p in passes} - {name for name, n in fired.items() if n} <= NEVER_FIRES_ON_THE_EXPORTS, fired
+
+
+def test_debug_holds_the_passes_of_a_cli_run_to_the_contract(cli, monkeypatch, marian_legacy):
+    """The comparison costs 3-4% of `repair --no-validate` on opus-mt's depth, so outside the tests it is --debug's."""
+    monkeypatch.setenv("GRAPHFIX_CHECK_PASSES", "0")
+    assert cli("check", marian_legacy).exit_code == 1 and os.environ["GRAPHFIX_CHECK_PASSES"] == "0"
+    assert cli("check", "--debug", marian_legacy).exit_code == 1 and os.environ["GRAPHFIX_CHECK_PASSES"] == "1"
+
+
+def test_the_hot_path_still_refuses_undeclared_codes_without_comparing_models():
+    @repair_pass("GF101")
+    def lies(decoder: MergedDecoder) -> list[Finding]:
+        return [Finding(code="GF301", message="not mine")]
+
+    with pytest.raises(PassCrashedError, match="undeclared code GF301"):
+        run_passes(_decoder(), [lies], check_changes=False)

@@ -11,6 +11,7 @@ import errno
 import functools
 import inspect
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -201,6 +202,8 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
         def command(*args: Any, **kwargs: Any) -> None:
             run.watch = None
             given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
+            if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
+                os.environ["GRAPHFIX_CHECK_PASSES"] = "1"  # passes/contract.py; --jobs workers inherit it
             try:
                 code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
