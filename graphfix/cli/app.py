@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 
 from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
 from ..io import interrupts
+from ..passes.contract import CHECK_PASSES
 
 EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
 JSON_SCHEMA = "graphfix/1"
@@ -203,7 +204,7 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
             run.watch = None
             given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
             if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
-                os.environ["GRAPHFIX_CHECK_PASSES"] = "1"  # passes/contract.py; --jobs workers inherit it
+                os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
             try:
                 code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
