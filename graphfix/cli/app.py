@@ -49,8 +49,8 @@ class Verbosity(Enum):
 
 @dataclass(frozen=True)
 class Output:
-    """The output options every command shares, declared once (output_options) and handed to each command as this
-    one value instead of four booleans read back by name."""
+    """The output options every command shares, declared once (VERBOSITY_FLAGS, FORMAT_FLAGS: graphfix_command adds
+    them to each command) and handed to the command as this one value instead of four booleans read back by name."""
 
     verbosity: Verbosity = Verbosity.NORMAL
     json: bool = False
@@ -77,7 +77,8 @@ VERBOSITY_FLAGS = (
 )
 FORMAT_FLAGS = (
     _flag("as_json", "--json", text="Print one JSON document on stdout and nothing else."),
-    _flag("debug", "--debug", text="Show the traceback of an error."),
+    _flag("debug", "--debug", text="Show the traceback of an error, and hold every repair pass to its contract "
+          "(no finding, no change)."),
 )
 
 
