@@ -44,11 +44,14 @@ def test_the_shared_options_are_declared_once_not_per_command():
 
 def test_the_commands_print_no_summary_of_their_own():
     """Every line of text a command prints is built in report.py: commands.py echoes, it does not compose."""
+    def prints(call: ast.Call) -> bool:  # typer.echo(...) or any other printer named like it
+        name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+        return name in ("echo", "say", "print", "write")
+
     tree = ast.parse(COMMANDS.read_text())
-    echoed = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-              and getattr(node.func, "attr", None) == "echo" and node.args and isinstance(node.args[0], ast.JoinedStr)]
-    texts = [ast.unparse(node.args[0]) for node in echoed]
-    assert texts == ["f'graphfix {__version__}'", "f'error: {escaped(str(err))}'"], texts
+    composed = [ast.unparse(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call) and prints(node)
+                and node.args and isinstance(node.args[0], ast.JoinedStr)]
+    assert composed == ["f'graphfix {__version__}'", "f'error: {escaped(str(err))}'"], composed
 
 
 @pytest.mark.parametrize("flags, verbosity", [({}, Verbosity.NORMAL), ({"verbose": True}, Verbosity.VERBOSE),
