@@ -52,7 +52,7 @@ def test_the_commands_print_no_summary_of_their_own():
     composed = [ast.unparse(node.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Call) and prints(node)
                 and node.args and isinstance(node.args[0], ast.JoinedStr)]
     assert composed[0] == "f'graphfix {__version__}'", composed
-    assert all(text.startswith("f'error: {escaped(") for text in composed[1:]), composed
+    assert all(text[2:].startswith("error: {escaped(") for text in composed[1:]), composed
 
 
 @pytest.mark.parametrize("flags, verbosity", [({}, Verbosity.NORMAL), ({"verbose": True}, Verbosity.VERBOSE),
