@@ -4,6 +4,7 @@ catches them except `check`, which goes on to the next file."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,6 +16,7 @@ from ..batch.layouts import encoder_for, find_merged_decoders
 from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
+from ..proof.interpreters import ENVIRONMENT
 from . import report
 from .app import Output, Verbosity, app, emit_json, escaped, graphfix_command, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
@@ -24,6 +26,17 @@ TargetOption = Annotated[Optional[str], typer.Option(
     "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
     "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
     "leave versions alone.")]
+RuntimePythonOption = Annotated[Optional[Path], typer.Option(
+    "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
+    "release is installed for (default: this one when the release has a wheel for it, else python3.Y found on "
+    "PATH, in pyenv or through the py launcher; onnxruntime 1.16 has wheels for CPython 3.8-3.11 only).")]
+
+
+def _use_runtime_python(path: Path | None) -> None:
+    """The proof's interpreter is found by the library (proof/interpreters.py) through GRAPHFIX_PYTHON, which
+    --jobs workers and the proof's own child processes inherit."""
+    if path is not None:
+        os.environ[ENVIRONMENT] = str(path)
 
 
 def _version(value: bool) -> None:
@@ -81,6 +94,7 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
+    runtime_python: RuntimePythonOption = None,
     *,
     output: Output,
 ) -> int:
@@ -108,6 +122,7 @@ def repair_command(
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
     started = time.monotonic()
+    _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
@@ -252,6 +267,7 @@ def validate_command(
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
         "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
+    runtime_python: RuntimePythonOption = None,
     *,
     output: Output,
 ) -> int:
@@ -273,6 +289,7 @@ def validate_command(
     """
     from ..proof.validation import validate  # only this command proves without writing
 
+    _use_runtime_python(runtime_python)
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
@@ -302,6 +319,7 @@ def split_command(
     no_validate: NoValidateOption = False,
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
+    runtime_python: RuntimePythonOption = None,
     *,
     output: Output,
 ) -> int:
@@ -318,6 +336,7 @@ def split_command(
     from ..batch.split import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
+    _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
     if output.json:

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from ..errors import BadInputError, raise_if_exhausted
 from ..model.graph import all_graphs
 from . import onnx_proto as onnx
-from . import protowire
+from . import portable, protowire
 from .external_data import open_external_data
 from .path_safety import OpenedFile
 
@@ -63,9 +63,11 @@ def read_model(path: str | os.PathLike[str]) -> LoadedModel:
     model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)  # a FIFO: refused, not waited on
+        fd = portable.open_for_reading(path)  # a FIFO: refused, not waited on
     except FileNotFoundError:
         raise BadInputError(f"no such file: {path}") from None
+    except portable.NotRegularFileError:
+        raise BadInputError(f"{path} is not a regular file") from None
     except OSError as err:
         raise_if_exhausted(err)
         if err.errno == errno.EISDIR:
