@@ -18,6 +18,7 @@ from graphfix.io.read import read_model
 from graphfix.model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from graphfix.passes import ANY_MODEL, PIPELINE, DecoderPass, ModelPass, Subject, pipeline, repair_pass, run_passes
 from graphfix.pipeline import find_subject
+from graphfix.targets import parse_release
 
 from .conftest import ROOT
 
@@ -80,7 +81,7 @@ def test_a_pass_held_to_the_contract_runs_as_before():
 
 def test_passes_are_typed_by_the_subject_they_take():
     assert all(isinstance(p, DecoderPass) for p in PIPELINE)
-    assert all(isinstance(p, ModelPass) for p in pipeline("1.16")[len(PIPELINE):])
+    assert all(isinstance(p, ModelPass) for p in pipeline(parse_release("1.16"))[len(PIPELINE):])
     assert PIPELINE[0](PlainModel(_decoder().model)) == []  # a merged-decoder pass never runs on another model
 
 
@@ -92,7 +93,7 @@ def _subject(path: Path) -> Subject:
 def test_every_pass_of_the_pipeline_changes_nothing_the_second_time_on_every_export(target):
     """As `repair` runs them (in order, on the skeleton it reads), each pass is run twice in a row: the second run
     finds nothing and leaves the model byte for byte as the first left it. A refusal ends that export's run."""
-    passes = pipeline(target)
+    passes = pipeline(parse_release(target) if target else None)
     fired: Counter[str] = Counter()
     for path in EXPORTS:
         subject = _subject(path)
