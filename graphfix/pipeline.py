@@ -152,9 +152,10 @@ def _target_release(target_ort: str) -> str:
     return release
 
 
-def _decode_proof(source: Path, runtime: str | None, validator: Validator | None) -> Validator:
+def _decode_proof(source: Path, runtime: str | None, validator: Validator | None,
+                  encoder: Path | None = None) -> Validator:
     """How a staged merged decoder is proven: the decode loop, in `runtime` (X.Y) or this process's onnxruntime,
-    with the input as the judge of any divergence from full recompute."""
+    with the input as the judge of any divergence from full recompute; fed by `encoder` when the export has one."""
     if validator is not None:
         return validator
 
@@ -162,7 +163,7 @@ def _decode_proof(source: Path, runtime: str | None, validator: Validator | None
         from .proof.runtimes import full_release
         from .proof.validation import validate  # numpy + onnxruntime: only when validating
 
-        return validate(staged, ort_version=full_release(runtime), judge=source)
+        return validate(staged, ort_version=full_release(runtime), judge=source, encoder=encoder)
 
     return decode
 
@@ -170,7 +171,8 @@ def _decode_proof(source: Path, runtime: str | None, validator: Validator | None
 def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
            in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
            load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone",
-           on_step: StepCallback | None = None, validator: Validator | None = None) -> RepairResult:
+           on_step: StepCallback | None = None, validator: Validator | None = None,
+           encoder: str | os.PathLike[str] | None = None) -> RepairResult:
     """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
 
     With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded
@@ -179,7 +181,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     accepts any other ONNX model of an export (an encoder) and only retargets it. `data_mode` says how external
     data lands beside `out` (see io.write.write_models): "clone", "copy" or "link". `on_step(name)` is told each
     step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for progress.
-    `validator(staged_path)` replaces the decode proof (tests)."""
+    `validator(staged_path)` replaces the decode proof (tests). `encoder` (the export's encoder_model.onnx) feeds
+    the proof instead of synthesized encoder states, so the export is proven end to end."""
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
     if same_file(source, out) or source.resolve() == out.resolve():
@@ -198,7 +201,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)})
-    prove = _decode_proof(source, target_ort if validate_on_target else None, validator)
+    prove = _decode_proof(source, target_ort if validate_on_target else None, validator,
+                          Path(encoder) if encoder else None)
     checker_held = passes_checker(source) if run_validation else False
     target_release = _target_release(target_ort) if target_ort and load_on_target else None
 

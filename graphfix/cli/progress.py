@@ -82,9 +82,10 @@ def summary_table(result: DirectoryRepairResult) -> Table:
     from rich import box
     from rich.table import Table
 
-    """One row per merged decoder: what was found, how many changes, the validation, and the time it took."""
+    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
+    "-" where the states were synthesized), and the time it took."""
     table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
-    for column in ("model", "findings", "changes", "versions", "proof", "time"):
+    for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
     for model in result.models:
         validation, loaded_on = model.result.validation, model.result.loaded_on
@@ -96,7 +97,7 @@ def summary_table(result: DirectoryRepairResult) -> Table:
         before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
         versions = before if before == after else f"{before} -> {after}"
         table.add_row(model.path, _findings([c.code for c in model.result.changes]), str(len(model.result.changes)),
-                      versions, verdict, f"{model.seconds:.1f} s")
+                      versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
     return table
 
 

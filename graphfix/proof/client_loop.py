@@ -142,38 +142,66 @@ class DecoderSession:
 
 class EncoderSession:
     """The export's encoder, fed from its own signature (token ids, pixel values, audio features or patches), whose
-    output feeds the decoder as a client's would: the proof then covers the export end to end."""
+    output feeds the decoder as a client's would: the proof then covers the export end to end. `feeds` are the
+    sizes the export says each float input has (encoder_inputs.py, on the host): dims after the batch, each an int
+    or "source" (grows with the case's source length)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, feeds: dict[str, Any] | None = None):
         self.name = os.path.basename(path)
         self.session = load_session(path)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.shapes: dict[str, list[Any]] = dict((feeds or {}).get("shapes") or {})
+        self.vocab: int | None = (feeds or {}).get("vocab")
+        self.said_by: dict[str, str] = dict((feeds or {}).get("said_by") or {})
         if "last_hidden_state" not in self.outputs:
             raise BadInputError(f"{self.name} has no output 'last_hidden_state' to feed a decoder")
 
+    def _sized(self, name: str, batch: int, source_length: int) -> list[int]:
+        spec = self.inputs[name]
+        if name not in self.shapes:
+            raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}: nothing in the "
+                                "export says its size")
+        # audio convolutions halve the frames: a source length's worth of states needs more frames than that
+        return [batch] + [8 * source_length if d == "source" else int(d) for d in self.shapes[name]][:len(spec.shape)]
+
+    def _mask_length(self, source_length: int, floats: Feeds) -> int:
+        """The encoder's own attention mask spans what it reads: its declared length, else the frames or patches
+        of its float input, else the tokens."""
+        declared = self.inputs["attention_mask"].shape
+        if len(declared) > 1 and isinstance(declared[1], int):
+            return declared[1]
+        for name, value in floats.items():
+            dims = self.shapes.get(name, [])
+            if "source" in dims:
+                return int(value.shape[1 + dims.index("source")])
+        return source_length
+
     def encode(self, rng: np.random.Generator, batch: int, source_length: int, vocab: int) -> Feeds:
         feeds: Feeds = {}
-        mask = np.ones((batch, source_length), dtype=np.int64)
-        if batch > 1:
-            mask[1, -2:] = 0  # one padded row, as real batches have
         for name, spec in self.inputs.items():
-            dims = [d if isinstance(d, int) else None for d in spec.shape]
             if name == "input_ids":
-                feeds[name] = _prefix(rng, vocab, batch, source_length)
-            elif name == "attention_mask":
-                feeds[name] = mask.astype(_NUMPY[spec.type])
-            elif spec.type in ("tensor(float)", "tensor(float16)") and len(dims) >= 2:
-                # pixel_values, input_features, flattened_patches: any static dim as declared, the rest sized so
-                # that the encoder has enough to work on (audio convolutions halve the frames)
-                shape = [batch] + [d if d is not None else 8 * source_length for d in dims[1:]]
-                feeds[name] = rng.standard_normal(shape).astype(_NUMPY[spec.type])
-            else:
+                feeds[name] = _prefix(rng, self.vocab or vocab, batch, source_length)
+            elif spec.type in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+                feeds[name] = rng.standard_normal(self._sized(name, batch, source_length)).astype(_NUMPY[spec.type])
+            elif name != "attention_mask":
                 raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}")
-        hidden = self.session.run(["last_hidden_state"], feeds)[0]
-        encoder_mask = feeds["attention_mask"] if "attention_mask" in feeds else \
-            np.ones(hidden.shape[:2], dtype=np.int64)
-        return {"encoder_hidden_states": hidden, "encoder_attention_mask": encoder_mask}
+        if "attention_mask" in self.inputs:
+            mask = np.ones((batch, self._mask_length(source_length, feeds)), dtype=np.int64)
+            if batch > 1:
+                mask[1, -2:] = 0  # one padded row, as real batches have
+            feeds["attention_mask"] = mask.astype(_NUMPY[self.inputs["attention_mask"].type])
+        try:
+            hidden = self.session.run(["last_hidden_state"], feeds)[0]
+        except Exception as err:  # the export's own encoder refuses what its config says it takes
+            shapes = ", ".join(f"{n} {list(v.shape)} (from {self.said_by.get(n, 'the signature')})"
+                               for n, v in feeds.items() if n in self.shapes)
+            raise BadInputError(f"{self.name} fails in onnxruntime on {shapes or 'its inputs'}: "
+                                f"{one_line(err)}") from None
+        mask = feeds.get("attention_mask")
+        if mask is None or mask.shape[1] != hidden.shape[1]:  # frames or patches were pooled: every state is real
+            mask = np.ones(hidden.shape[:2], dtype=np.int64)
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask.astype(np.int64)}
 
 
 def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:
@@ -333,7 +361,8 @@ class PlainClient:
 def run_proof(first: str, later: str, reference: str | None, tolerance: float, steps: int = STEPS,
               batches: list[int] | tuple[int, ...] = BATCHES,
               source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0,
-              encoder: str | None = None, original: str | None = None) -> dict[str, Any]:
+              encoder: str | None = None, original: str | None = None,
+              encoder_feeds: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof. With `encoder`, the
     decoder is fed that encoder's output instead of synthesized hidden states; with `original` (the unrepaired
     merged decoder), a divergence from full recompute is judged against it (see PlainClient)."""
@@ -342,7 +371,7 @@ def run_proof(first: str, later: str, reference: str | None, tolerance: float, s
     first_session = DecoderSession(first)
     later_session = first_session if later == first else DecoderSession(later)
     client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None,
-                         EncoderSession(encoder) if encoder else None, original or reference)
+                         EncoderSession(encoder, encoder_feeds) if encoder else None, original or reference)
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = [0]  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..io import onnx_proto as onnx
@@ -19,6 +20,7 @@ from ..io.read import read_model
 from ..model.graph import op_types
 from ..signature import PAST
 from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
+from .encoder_inputs import encoder_feeds
 
 _QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
                   "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
@@ -72,11 +74,13 @@ def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: 
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`later` is among them).
     loaded = [read_model(path) for path in paths]
     tolerance = tolerance_for(loaded[1].model)
+    feeds = encoder_feeds(loaded[paths.index(encoder)].model, Path(encoder)) if encoder else None
     request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
                "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
                "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
                "encoder": os.path.abspath(encoder) if encoder else None,
-               "original": os.path.abspath(judge) if judge else None}
+               "original": os.path.abspath(judge) if judge else None,
+               "encoder_feeds": feeds.to_request() if feeds else None}
     from .runtimes import run_in_runtime
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
