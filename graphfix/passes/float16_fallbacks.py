@@ -25,9 +25,10 @@ Types = dict[str, int]
 
 
 def _scoped_types(graph: onnx.GraphProto, outer: Types) -> Types:
-    """The element type of every name visible in `graph`: its own names shadow the outer scope's. Scoped because a merged decoder's two branches come
-    from two exports and reuse names: `/model/decoder/Add_4_output_0` is BART's float16 embedding sum in one branch
-    and an int64 position in the other, so one flat table hides float16 LayerNormalizations."""
+    """The element type of every name visible in `graph`: its own names shadow the outer scope's. Scoped because
+    a merged decoder's two branches come from two exports and reuse names: `/model/decoder/Add_4_output_0` is
+    BART's float16 embedding sum in one branch and an int64 position in the other, so one flat table hides
+    float16 LayerNormalizations."""
     types = dict(outer)
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):
         if value.type.tensor_type.elem_type:
