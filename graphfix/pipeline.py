@@ -90,7 +90,12 @@ def find_and_fix(loaded: LoadedModel, target_ort: str | None, *,
                  any_model: bool = False) -> tuple[Subject, list[Finding]]:
     """find -> passes: the subject, edited in place, and every change made to it. A model whose structure graphfix
     refuses is first shown to onnxruntime: when onnxruntime cannot load it either, its reason is the one to give
-    (a converter that broke the model, not a model of another kind)."""
+    (a converter that broke the model, not a model of another kind). So is a model whose skeleton gives onnx's
+    strict inference or onnxruntime's own rules a doubt (proof/loadable.py): check, repair and split then give one
+    verdict, onnxruntime's reason and exit 2, instead of findings on a file no runtime loads."""
+    from .proof.loadable import require_loadable_if_doubtful
+
+    require_loadable_if_doubtful(loaded)
     try:
         subject = find_subject(loaded.model, any_model=any_model)
     except NotAMergedDecoderError:
