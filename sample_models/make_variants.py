@@ -312,6 +312,22 @@ def v_marian_fp16_converter(out: Path, work: Path) -> dict:
                    "convert_float_to_float16(onnx.load(decoder_model_merged.onnx), keep_io_types=True)"}
 
 
+def v_marian_external_constants(out: Path, work: Path) -> dict:
+    """onnx's own external-data save with convert_attribute=True: Constant node values move to the data file too."""
+    import onnx
+
+    merged = _marian_export(work.parent) / "decoder_model_merged.onnx"
+    onnx.save_model(onnx.load(merged), out / "marian-external-constants.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="marian-external-constants.onnx.data",
+                    size_threshold=0, convert_attribute=True)
+    return {"family": "Marian merged decoder saved with Constant attributes as external data",
+            "config": "MarianConfig", "task": "text2text-generation-with-past",
+            "files": [{"file": "marian-external-constants.onnx", "from": "decoder_model_merged.onnx"}],
+            "how": "main_export(task='text2text-generation-with-past'), then onnx.save_model(onnx.load(decoder_model_"
+                   "merged.onnx), save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0, "
+                   "convert_attribute=True)"}
+
+
 def v_marian_opset21(out: Path, work: Path) -> dict:
     """The whole export directory at opset 21 if the TorchScript exporter can, else the highest it accepts."""
     task = "text2text-generation-with-past"
@@ -441,6 +457,8 @@ VARIANTS = {  # name: (exporter generation, builder, family as shown when the bu
     "marian-o2": ("current", v_marian_o2, "Marian, Optimum O2"),
     "marian-fp16-converter": ("current", v_marian_fp16_converter, "Marian merged decoder, float16 converter"),
     "current-marian-opset21": ("current", v_marian_opset21, "Marian whole export directory at opset 21"),
+    "marian-external-constants": ("current", v_marian_external_constants,
+                                  "Marian merged decoder, Constant attributes as external data"),
     "current-trocr": ("current", v_trocr_export, "VisionEncoderDecoder (ViT + TrOCR) whole export directory"),
     "current-donut": ("current", v_donut_export, "VisionEncoderDecoder (DonutSwin + MBart) whole export directory"),
     "bart-fp16": ("current", v_fp16("bart", "bart-fp16.onnx"), "BART, Optimum's own fp16 export"),
