@@ -328,6 +328,28 @@ def v_marian_external_constants(out: Path, work: Path) -> dict:
                    "convert_attribute=True)"}
 
 
+def v_marian_q4f16(out: Path, work: Path) -> dict:
+    """transformers.js's q4f16 recipe (its scripts/quantize.py): MatMulNBits 4-bit (block 32, symmetric), then a
+    float16 conversion with keep_io_types=True and onnxslim. transformers.js carries its own copy of the converter;
+    onnxconverter-common's, which it derives from, is used here."""
+    import onnx
+    import onnxslim
+    from onnxconverter_common.float16 import convert_float_to_float16
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    merged = _marian_export(work.parent) / "decoder_model_merged.onnx"
+    q = mnb.MatMulNBitsQuantizer(onnx.load(merged), block_size=32, is_symmetric=True, bits=4)
+    q.process()
+    converted = onnxslim.slim(convert_float_to_float16(q.model.model, keep_io_types=True))
+    onnx.save(converted, out / "marian-q4f16.onnx")
+    return {"family": "Marian merged decoder, transformers.js-style q4f16", "config": "MarianConfig",
+            "task": "text2text-generation-with-past",
+            "files": [{"file": "marian-q4f16.onnx", "from": "decoder_model_merged.onnx"}],
+            "how": "main_export(task='text2text-generation-with-past'), then onnxruntime MatMulNBitsQuantizer(block_size="
+                   "32, is_symmetric=True, bits=4).process(), onnxconverter_common.float16.convert_float_to_float16("
+                   "keep_io_types=True), onnxslim.slim()"}
+
+
 def v_marian_opset21(out: Path, work: Path) -> dict:
     """The whole export directory at opset 21 if the TorchScript exporter can, else the highest it accepts."""
     task = "text2text-generation-with-past"
@@ -457,6 +479,7 @@ VARIANTS = {  # name: (exporter generation, builder, family as shown when the bu
     "marian-o2": ("current", v_marian_o2, "Marian, Optimum O2"),
     "marian-fp16-converter": ("current", v_marian_fp16_converter, "Marian merged decoder, float16 converter"),
     "current-marian-opset21": ("current", v_marian_opset21, "Marian whole export directory at opset 21"),
+    "marian-q4f16": ("current", v_marian_q4f16, "Marian merged decoder, transformers.js-style q4f16"),
     "marian-external-constants": ("current", v_marian_external_constants,
                                   "Marian merged decoder, Constant attributes as external data"),
     "current-trocr": ("current", v_trocr_export, "VisionEncoderDecoder (ViT + TrOCR) whole export directory"),
