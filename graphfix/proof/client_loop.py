@@ -198,10 +198,11 @@ class EncoderSession:
                                for n, v in feeds.items() if n in self.shapes)
             raise BadInputError(f"{self.name} fails in onnxruntime on {shapes or 'its inputs'}: "
                                 f"{one_line(err)}") from None
-        mask = feeds.get("attention_mask")
-        if mask is None or mask.shape[1] != hidden.shape[1]:  # frames or patches were pooled: every state is real
-            mask = np.ones(hidden.shape[:2], dtype=np.int64)
-        return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask.astype(np.int64)}
+        given = feeds.get("attention_mask")
+        # frames or patches were pooled: every state is real
+        states_mask = given if given is not None and given.shape[1] == hidden.shape[1] else \
+            np.ones(hidden.shape[:2], dtype=np.int64)
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": states_mask.astype(np.int64)}
 
 
 def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:

@@ -108,7 +108,8 @@ def _pair(value: Any) -> tuple[int, int] | None:
 def _image(name: str, declared: list[int | str], config: Mapping[str, Any],
            conv: tuple[list[int], int] | None) -> tuple[list[Dim], str]:
     """[channels, height, width] of pixel values."""
-    channels, side, said = declared[0], declared[1:3], []
+    channels, side = declared[0], declared[1:3]
+    said: list[str] = []
     if not isinstance(channels, int):
         if isinstance(config.get("num_channels"), int):
             channels, said = config["num_channels"], said + ["config num_channels"]
@@ -157,7 +158,7 @@ def _features(name: str, declared: list[int | str], config: Mapping[str, Any],
 
 def _embedding_rows(graph: onnx.GraphProto) -> int | None:
     """Rows of the table `input_ids` is gathered from: the encoder's vocabulary, which may not be the decoder's."""
-    weights = {t.name: list(t.dims) for t in graph.initializer}
+    weights: dict[str, list[int]] = {t.name: list(t.dims) for t in graph.initializer}
     for node in _consumers(graph, "input_ids"):
         if node.op_type == "Gather" and node.input[0] in weights and len(weights[node.input[0]]) == 2:
             return weights[node.input[0]][0]
