@@ -447,6 +447,23 @@ def v_donut_export(out: Path, work: Path) -> dict:
                    f"main_export(task='{task}'); kept {', '.join(_WHOLE_EXPORT)}"}
 
 
+def v_whisper_128_mel_export(out: Path, work: Path) -> dict:
+    """Whisper as large-v3 has it, 128 mel bins (make_samples.py's config otherwise), as a whole export folder: its
+    encoder takes exactly 2 x max_source_positions frames of num_mel_bins features."""
+    import make_samples
+    import transformers as tf
+
+    _, task, kwargs = make_samples._configs()["whisper"]
+    config = tf.WhisperConfig(**dict(kwargs, num_mel_bins=128))
+    model = _seeded(tf.WhisperForConditionalGeneration, config)
+    exported = _export(model, task, work)
+    _, files = _keep_export(exported, out, "current-whisper-128-mel", _WHOLE_EXPORT)
+    return {"family": "Whisper, 128 mel bins, whole export directory", "config": "WhisperConfig", "task": task,
+            "files": files, "directory": "../exports/current-whisper-128-mel",
+            "how": f"WhisperForConditionalGeneration(make_samples.py's config, num_mel_bins=128), "
+                   f"main_export(task='{task}'); kept {', '.join(_WHOLE_EXPORT)}"}
+
+
 def v_fp16(arch: str, file: str):
     """Optimum's own fp16 export (dtype='fp16' on CPU, as optimum-onnx 0.1.0 allows) of make_samples.py's config."""
     def build(out: Path, work: Path) -> dict:
@@ -484,6 +501,7 @@ VARIANTS = {  # name: (exporter generation, builder, family as shown when the bu
                                   "Marian merged decoder, Constant attributes as external data"),
     "current-trocr": ("current", v_trocr_export, "VisionEncoderDecoder (ViT + TrOCR) whole export directory"),
     "current-donut": ("current", v_donut_export, "VisionEncoderDecoder (DonutSwin + MBart) whole export directory"),
+    "current-whisper-128-mel": ("current", v_whisper_128_mel_export, "Whisper, 128 mel bins, whole export directory"),
     "bart-fp16": ("current", v_fp16("bart", "bart-fp16.onnx"), "BART, Optimum's own fp16 export"),
     "t5-fp16": ("current", v_fp16("t5", "t5-fp16.onnx"), "T5, Optimum's own fp16 export"),
     "whisper-fp16": ("current", v_fp16("whisper", "whisper-fp16.onnx"), "Whisper, Optimum's own fp16 export"),

@@ -21,6 +21,7 @@ from .conftest import ROOT
 EXPORTS = ROOT / "sample_models" / "exports"
 VARIANTS = ROOT / "sample_models" / "variants"
 VISION = ["current-trocr", "current-donut"]  # ViT + TrOCR, DonutSwin + MBart: whole Optimum export folders
+FOLDERS = [*VISION, "current-whisper-128-mel"]
 
 
 def _export_without_configs(name: str, tmp_path: Path) -> Path:
@@ -50,6 +51,32 @@ def test_without_a_config_the_channels_come_from_the_first_convolution_and_the_s
         encoder_feeds(read_model(folder / "encoder_model.onnx").model, folder / "encoder_model.onnx")
 
 
+def _audio_encoder(tmp_path: Path, config: dict | None) -> Path:
+    """An encoder whose features are unsized in its signature, as Optimum leaves them: [batch, feature_size,
+    encoder_sequence_length] into a Conv over 80 channels."""
+    from onnx import TensorProto, helper
+
+    conv = helper.make_node("Conv", ["input_features", "w"], ["last_hidden_state"], pads=[1, 1])
+    graph = helper.make_graph(
+        [conv], "audio",
+        [helper.make_tensor_value_info("input_features", TensorProto.FLOAT,
+                                       ["batch_size", "feature_size", "encoder_sequence_length"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 80, 3], [0.0] * 960)])
+    path = tmp_path / "encoder_model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_audio_features_come_from_num_mel_bins_else_from_the_first_convolution(tmp_path):
+    whisper = _audio_encoder(tmp_path, {"num_mel_bins": 80, "max_source_positions": 1500})
+    assert encoder_feeds(read_model(whisper).model, whisper).shapes == {"input_features": [80, 3000]}
+    (tmp_path / "config.json").unlink()
+    assert encoder_feeds(read_model(whisper).model, whisper).shapes == {"input_features": [80, "source"]}
+
+
 def test_validate_dir_without_anything_saying_the_image_size_names_the_input(cli, tmp_path):
     result = cli("validate", _export_without_configs("current-trocr", tmp_path))
     assert result.exit_code == 2 and "'pixel_values'" in result.stderr, result.stderr
@@ -68,7 +95,7 @@ def test_validate_dir_runs_a_vision_export_end_to_end(cli, name):
 # --- 2. the whole export in repair's own proof --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", FOLDERS)
 def test_repair_dir_proves_each_decoder_fed_by_its_encoder_and_says_which(cli, name, tmp_path):
     out = tmp_path / "out"
     result = cli("repair", EXPORTS / name, out, "--json")
