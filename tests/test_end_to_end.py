@@ -106,6 +106,25 @@ def test_repair_dir_proves_each_decoder_fed_by_its_encoder_and_says_which(cli, n
     assert cli("validate", out).exit_code == 0
 
 
+def test_in_an_onnx_community_layout_each_decoder_is_fed_by_its_variant_s_encoder_else_the_plain_one(cli, tmp_path):
+    """onnx/ holds one merged decoder per precision; the configs sit one folder up."""
+    export = EXPORTS / "current-trocr"
+    folder = tmp_path / "model"
+    (folder / "onnx").mkdir(parents=True)
+    for config in ("config.json", "preprocessor_config.json"):
+        shutil.copyfile(export / config, folder / config)
+    for variant in ("", "_quantized", "_fp16"):
+        shutil.copyfile(export / "decoder_model_merged.onnx", folder / "onnx" / f"decoder_model_merged{variant}.onnx")
+    for variant in ("", "_quantized"):  # no encoder_model_fp16.onnx
+        shutil.copyfile(export / "encoder_model.onnx", folder / "onnx" / f"encoder_model{variant}.onnx")
+    result = cli("repair", folder, tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.stderr
+    fed = {m["path"]: m["encoder"] for m in json.loads(result.stdout)["models"] if m["validation"]}
+    assert fed == {"onnx/decoder_model_merged.onnx": "onnx/encoder_model.onnx",
+                   "onnx/decoder_model_merged_quantized.onnx": "onnx/encoder_model_quantized.onnx",
+                   "onnx/decoder_model_merged_fp16.onnx": "onnx/encoder_model.onnx"}
+
+
 def test_repair_dir_table_names_the_encoder_that_fed_the_proof(cli, tmp_path):
     result = cli("repair", EXPORTS / "current-trocr", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
