@@ -125,6 +125,12 @@ def test_in_an_onnx_community_layout_each_decoder_is_fed_by_its_variant_s_encode
                    "onnx/decoder_model_merged_fp16.onnx": "onnx/encoder_model.onnx"}
 
 
+def test_without_a_proof_repair_dir_names_no_encoder(cli, tmp_path):
+    result = cli("repair", EXPORTS / "current-trocr", tmp_path / "out", "--no-validate", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [m["encoder"] for m in json.loads(result.stdout)["models"]] == [None]
+
+
 def test_repair_dir_table_names_the_encoder_that_fed_the_proof(cli, tmp_path):
     result = cli("repair", EXPORTS / "current-trocr", tmp_path / "out")
     assert result.exit_code == 0, result.stderr

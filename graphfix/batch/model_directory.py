@@ -203,8 +203,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         models = _repair_all(work, jobs, on_progress) + others
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
-            model.encoder = encoders.get(model.path)
-            if model.result.validation is not None:
+            if model.result.validation is not None:  # without a proof (--no-validate) no encoder fed anything
+                model.encoder = encoders.get(model.path)
                 model.result.validation.model = str(out / model.path)
                 if model.encoder is not None:
                     model.result.validation.encoder = str(out / model.encoder)
@@ -238,7 +238,7 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     try:
         models = _repair_all(work, jobs, on_progress)
         for model in models:
-            model.encoder = encoders[model.path]
+            model.encoder = encoders[model.path] if model.result.validation is not None else None
     except Exception as err:
         restored = _put_back(directory, names)
         if restored and isinstance(err, GraphfixError):
