@@ -232,3 +232,36 @@ def test_optimum_fp16_t5_needs_no_float32_fallback_and_decodes_in_1_16_3(tmp_pat
     result = repair(VARIANTS / "t5-fp16.onnx", tmp_path / "out.onnx", target_ort="1.16", validate_on_target=True)
     assert result.validation is not None and result.validation.ok
     assert "GF305" not in {c.code for c in result.changes}  # T5's RMS norm is not a LayerNormalization
+
+
+def _branches_reusing_a_name_with_two_types() -> onnx.ModelProto:
+    """An If whose branches both define `t`: the float16 input of a LayerNormalization in one, an int64 shape in the
+    other (stored after it: make_node sorts attributes), as a merged decoder's two exports do (BART fp16's
+    `/model/decoder/Add_4_output_0`)."""
+    from onnx import TensorProto, helper
+
+    scale = helper.make_tensor("scale", TensorProto.FLOAT16, [4], [1.0] * 4)
+    then_branch = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["t"]), helper.make_node("Cast", ["t"], ["y_then"], to=TensorProto.FLOAT16)],
+        "then", [], [helper.make_tensor_value_info("y_then", TensorProto.FLOAT16, None)])
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["t"]),
+         helper.make_node("LayerNormalization", ["t", "scale"], ["y_else"], axis=-1)],
+        "else", [], [helper.make_tensor_value_info("y_else", TensorProto.FLOAT16, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)], "main",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], [scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_float16_layer_normalization_is_found_whatever_the_other_branch_calls_its_input():
+    from graphfix.model.merged_decoder import PlainModel
+    from graphfix.passes import run_passes
+    from graphfix.passes.float16_fallbacks import float16_fallbacks
+
+    model = _branches_reusing_a_name_with_two_types()
+    findings = run_passes(PlainModel(model), [float16_fallbacks("1.16")])
+    assert [f.code for f in findings] == ["GF305"]
+    assert run_passes(PlainModel(model), [float16_fallbacks("1.16")]) == []  # a second run changes nothing
