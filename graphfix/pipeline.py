@@ -86,16 +86,17 @@ def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
         return PlainModel(model)
 
 
-def find_and_fix(loaded: LoadedModel, target_ort: str | None, *,
-                 any_model: bool = False) -> tuple[Subject, list[Finding]]:
+def find_and_fix(loaded: LoadedModel, target_ort: str | None, *, any_model: bool = False,
+                 infer_types: bool = True) -> tuple[Subject, list[Finding]]:
     """find -> passes: the subject, edited in place, and every change made to it. A model whose structure graphfix
     refuses is first shown to onnxruntime: when onnxruntime cannot load it either, its reason is the one to give
     (a converter that broke the model, not a model of another kind). So is a model whose skeleton gives onnx's
     strict inference or onnxruntime's own rules a doubt (proof/loadable.py): check, repair and split then give one
-    verdict, onnxruntime's reason and exit 2, instead of findings on a file no runtime loads."""
+    verdict, onnxruntime's reason and exit 2, instead of findings on a file no runtime loads. `infer_types` False
+    leaves out strict inference (`repair --no-validate`, which promises nothing about loading, keeps copy cost)."""
     from .proof.loadable import require_loadable_if_doubtful
 
-    require_loadable_if_doubtful(loaded)
+    require_loadable_if_doubtful(loaded, infer=infer_types)
     try:
         subject = find_subject(loaded.model, any_model=any_model)
     except NotAMergedDecoderError:
@@ -203,7 +204,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     check_output_file(out)
     step("repairing")
     before = versions_of(loaded.model)
-    subject, changes = find_and_fix(loaded, target_ort, any_model=any_model)
+    subject, changes = find_and_fix(loaded, target_ort, any_model=any_model, infer_types=run_validation)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)})
     prove = _decode_proof(source, target_ort if validate_on_target else None, validator,

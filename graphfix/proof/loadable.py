@@ -45,12 +45,16 @@ def _in_external_file(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL and not protowire.is_payload_marker(location)
 
 
-def doubt(model: onnx.ModelProto) -> str | None:
-    """Why onnxruntime might refuse the skeleton `model`, or None when nothing in it says so."""
+def doubt(model: onnx.ModelProto, *, infer: bool = True) -> str | None:
+    """Why onnxruntime might refuse the skeleton `model`, or None when nothing in it says so. `infer` False asks
+    only the structural rules (pure Python): strict inference imports onnx's C++ extension and walks every node,
+    about what `repair --no-validate` costs on a 352 MB model all by itself."""
     if outer := outer_scope_outputs(model):
         return f"subgraph output {outer[0]!r} is an outer scope value"
     if _constants_in_external_data(model):
         return "a Constant's value is in external data"
+    if not infer:
+        return None
     from onnx import shape_inference  # the onnx C++ extension: only paths that ask get it
 
     try:
@@ -60,9 +64,9 @@ def doubt(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def require_loadable_if_doubtful(loaded: LoadedModel) -> None:
+def require_loadable_if_doubtful(loaded: LoadedModel, *, infer: bool = True) -> None:
     """Raise BadInputError with onnxruntime's reason when it cannot load the model; loads only on a doubt."""
-    if doubt(loaded.model) is None:
+    if doubt(loaded.model, infer=infer) is None:
         return
     from .client_loop import load_session  # onnxruntime: only on the paths that need it
 
