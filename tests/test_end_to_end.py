@@ -90,6 +90,8 @@ def test_validate_dir_runs_a_vision_export_end_to_end(cli, name):
     (model,) = json.loads(result.stdout)["models"]
     assert model["encoder"] == str(EXPORTS / name / "encoder_model.onnx")
     assert "Conv" not in model["first_failure"] and "step 3" in model["first_failure"]
+    # a fixed image: one source length per batch, reported as the states the decoder attends to (patches + CLS)
+    assert {case["source_length"] for case in model["cases"]} == {17 if name == "current-trocr" else 64}
 
 
 # --- 2. the whole export in repair's own proof --------------------------------------------------------------------

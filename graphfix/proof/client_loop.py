@@ -157,6 +157,11 @@ class EncoderSession:
         if "last_hidden_state" not in self.outputs:
             raise BadInputError(f"{self.name} has no output 'last_hidden_state' to feed a decoder")
 
+    @property
+    def fixed_length(self) -> bool:
+        """Whether the encoder's output length cannot follow the source length: no token ids, no input sized by it."""
+        return "input_ids" not in self.inputs and not any("source" in dims for dims in self.shapes.values())
+
     def _sized(self, name: str, batch: int, source_length: int) -> list[int]:
         spec = self.inputs[name]
         if name not in self.shapes:
@@ -268,6 +273,7 @@ class PlainClient:
         rng = np.random.default_rng(seed)
         if self.encoder is not None:
             encoder = self.encoder.encode(rng, batch, source_length, self.first.vocab)
+            case.source_length = int(encoder["encoder_hidden_states"].shape[1])  # what the decoder attends to
         else:
             encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
@@ -377,6 +383,8 @@ def run_proof(first: str, later: str, reference: str | None, tolerance: float, s
         source_lengths = [0]  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:
         source_lengths = [fixed]
+    elif client.encoder is not None and client.encoder.fixed_length:
+        source_lengths = source_lengths[:1]  # a fixed image or audio window: every case would be the same length
     cases = [client.decode_case(batch, source_length, steps, tolerance, seed + 10 * i + j)
              for i, batch in enumerate(batches) for j, source_length in enumerate(source_lengths)]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
