@@ -267,3 +267,11 @@ def test_a_float16_layer_normalization_is_found_whatever_the_other_branch_calls_
     findings = run_passes(PlainModel(model), [float16_fallbacks("1.16")])
     assert [f.code for f in findings] == ["GF305"]
     assert run_passes(PlainModel(model), [float16_fallbacks("1.16")]) == []  # a second run changes nothing
+
+
+def test_a_config_above_a_top_level_export_is_not_read_as_its_own(tmp_path):
+    """Only onnx/ (onnx-community's layout) looks one folder up: above an Optimum export is the user's folder."""
+    folder = _export_without_configs("current-trocr", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"image_size": 32, "num_channels": 3}))
+    with pytest.raises(BadInputError, match="image size input 'pixel_values'"):
+        encoder_feeds(read_model(folder / "encoder_model.onnx").model, folder / "encoder_model.onnx")

@@ -44,10 +44,13 @@ class EncoderFeeds:
 
 
 def export_config(encoder_path: Path) -> dict[str, Any]:
-    """config.json and preprocessor_config.json beside the encoder or one folder up (onnx-community keeps the ONNX
-    files in onnx/), merged: a VisionEncoderDecoder's `encoder` sub-config first, as it describes the encoder."""
+    """config.json and preprocessor_config.json beside the encoder or, from onnx/ (where onnx-community keeps the
+    ONNX files), one folder up, merged: a VisionEncoderDecoder's `encoder` sub-config first, as it describes the
+    encoder."""
     merged: dict[str, Any] = {}
-    for folder in (encoder_path.parent, encoder_path.parent.parent):
+    # One folder up only from onnx/: above an Optimum export sits whatever folder the user keeps exports in.
+    folders = [encoder_path.parent] + ([encoder_path.parent.parent] if encoder_path.parent.name == "onnx" else [])
+    for folder in folders:
         for name in _CONFIGS:
             for key, value in _read_json(folder / name).items():
                 merged.setdefault(key, value)
