@@ -6,9 +6,9 @@ which the same release then refuses ("Unrecognized attribute: axes for operator 
 export (`dtype="fp16"`) cannot be loaded at all. Measured on the real wheels with the fp16 Marian sample: 1.15.1
 and 1.16.3 refuse it, 1.17.3 and later load and decode it. The condition is any float16 input: the 1.16 kernels
 are registered for float32/double only, so a float16 scale beside a float32 X (a mixed LayerNormalization) goes to
-the function body too. Optimum's fp16 BART is the case that needs per-scope types (see _scoped_types). For such a target each of these nodes computes in
-float32 between two Casts: the result differs from a float16 kernel's by float16 rounding (measured: 2.4e-4 on
-logits of magnitude 0.3, one float16 ulp there), and the release runs it.
+the function body too. Optimum's fp16 BART is the case that needs per-scope types (see _scoped_types). For such a
+target each of these nodes computes in float32 between two Casts: the result differs from a float16 kernel's by
+float16 rounding (measured: 2.4e-4 on logits of magnitude 0.3, one float16 ulp there), and the release runs it.
 """
 
 from __future__ import annotations
