@@ -21,12 +21,16 @@ from ..io import protowire
 from ..io.read import LoadedModel
 from ..model.graph import all_graphs, subgraphs
 
+_CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
+
 
 def outer_scope_outputs(model: onnx.ModelProto) -> list[str]:
     """Outputs of subgraphs that name a value defined outside them: onnxruntime refuses each (ONNX allows it)."""
     found = []
     for graph, _ in all_graphs(model.graph):
         for node in graph.node:
+            if node.op_type not in _CONTROL_FLOW:  # only control flow holds subgraphs (a hot loop: skip the rest)
+                continue
             for _, branch in subgraphs(node):
                 own = {o for n in branch.node for o in n.output} | {v.name for v in branch.input} | \
                       {t.name for t in branch.initializer}
@@ -45,13 +49,14 @@ def _in_external_file(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL and not protowire.is_payload_marker(location)
 
 
-def doubt(model: onnx.ModelProto, *, infer: bool = True) -> str | None:
+def doubt(model: onnx.ModelProto, *, infer: bool = True, external_data: bool = True) -> str | None:
     """Why onnxruntime might refuse the skeleton `model`, or None when nothing in it says so. `infer` False asks
     only the structural rules (pure Python): strict inference imports onnx's C++ extension and walks every node,
-    about what `repair --no-validate` costs on a 352 MB model all by itself."""
+    about what `repair --no-validate` costs on a 352 MB model all by itself. `external_data` False (the model
+    references no external-data file) skips looking for Constants stored there."""
     if outer := outer_scope_outputs(model):
         return f"subgraph output {outer[0]!r} is an outer scope value"
-    if _constants_in_external_data(model):
+    if external_data and _constants_in_external_data(model):
         return "a Constant's value is in external data"
     if not infer:
         return None
@@ -66,7 +71,7 @@ def doubt(model: onnx.ModelProto, *, infer: bool = True) -> str | None:
 
 def require_loadable_if_doubtful(loaded: LoadedModel, *, infer: bool = True) -> None:
     """Raise BadInputError with onnxruntime's reason when it cannot load the model; loads only on a doubt."""
-    if doubt(loaded.model, infer=infer) is None:
+    if doubt(loaded.model, infer=infer, external_data=bool(loaded.external_files)) is None:
         return
     from .client_loop import load_session  # onnxruntime: only on the paths that need it
 
