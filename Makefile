@@ -11,10 +11,21 @@ MODELS ?= $(REPAIRED)
 
 install: $(VENV)/.installed
 
+# `make install` (and `make demo`) installs graphfix alone; the test and lint tools come with the targets that use
+# them, as the `test` and `dev` extras.
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	$(PIP_INSTALL) -e . --config-settings editable_mode=compat
 	$(BIN)/python -m compileall -q graphfix  # as a regular pip install does; stale files are simply recompiled
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 demo: install
@@ -28,12 +39,15 @@ demo: install
 	@echo
 	@echo "== 3. The same client on the repaired model; no-cache logits equal the original's:"
 	$(GRAPHFIX) validate build/demo/marian.onnx --original sample_models/legacy/marian.onnx
+	@echo
+	@echo "== 4. What a client feeds at each step, and which onnxruntime loads it (docs/clients.md for each language):"
+	$(GRAPHFIX) describe build/demo/marian.onnx
 
-test: install
+test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
 
 # ruff and mypy, configured in pyproject.toml; CI runs this after `make test`.
-lint: install
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check graphfix tests bench scripts
 	$(BIN)/mypy
 
@@ -145,8 +159,14 @@ $(CLIENTS_JS_ORT116)/node_modules/.installed: $(CLIENTS_JS_ORT116)/package.json 
 	ls $(CLIENTS_JS_ORT116)/node_modules/onnxruntime-node/bin/napi-v3/linux/*/libonnxruntime.so.1.16.3 >/dev/null  # the C library 1.16.3 ships
 	touch $@
 
+# The JavaScript example a user copies (examples/javascript), installed from its own package.json and lock.
+EXAMPLE_JS := examples/javascript
+$(EXAMPLE_JS)/node_modules/.installed: $(EXAMPLE_JS)/package.json $(EXAMPLE_JS)/package-lock.json
+	cd $(EXAMPLE_JS) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(CLIENTS_JS)/node_modules/.installed \
-		$(CLIENTS_JS_ORT116)/node_modules/.installed
+		$(CLIENTS_JS_ORT116)/node_modules/.installed $(EXAMPLE_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
@@ -197,5 +217,5 @@ $(REPAIR_TARGETS): $$(shell find $$(if $$(filter $(OUT),$$@),$(REPAIR_IN),$(REPA
 # Fuzzing beyond `make test`'s fixed few hundred cases: thousands of random mutations of every sample (random each
 # run; a failure prints the reproducing blob). FUZZ_ARGS passes pytest options, e.g. FUZZ_ARGS=-x.
 .PHONY: fuzz
-fuzz: install
+fuzz: $(VENV)/.test-installed
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)

@@ -1,6 +1,6 @@
 """graphfix: repair Optimum merged decoders so any runtime can drive their KV cache.
 
-    from graphfix import repair, check, validate, repair_directory, split
+    from graphfix import repair, check, validate, describe, repair_directory, split
 
 Imports are lazy: `graphfix.proof.client_loop` runs in environments holding only numpy and onnxruntime, and a
 command imports only the stages it runs. The package tree is the pipeline: io/ (read, write, stage, land),
@@ -8,11 +8,14 @@ model/ (graph walks, finding the merged decoder), passes/ (the repairs and the r
 loop, validation, isolated runtimes), batch/ (directories, layouts, split), cli/ (commands, progress).
 """
 
+from __future__ import annotations
+
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it from here
 
+# name -> the module (relative to graphfix) that defines it, imported on first use
 _EXPORTS = {
     "repair": "pipeline", "check": "pipeline", "RepairResult": "pipeline", "CheckResult": "pipeline",
     "validate": "proof.validation", "ValidationResult": "proof.validation", "Finding": "findings",
@@ -21,11 +24,40 @@ _EXPORTS = {
     "repair_directory": "batch.model_directory", "DirectoryRepairResult": "batch.model_directory",
     "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "batch.split",
     "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
+    "describe": "client_contract", "Description": "client_contract",
 }
-__all__ = ["__version__", *_EXPORTS]
+# Spelled out so that linters and type checkers read it; a test keeps it equal to _EXPORTS.
+__all__ = [
+    "BadInputError", "CaseResult", "CheckResult", "Description", "DirectoryRepairResult", "Finding", "GraphfixError",
+    "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairRefusedError", "RepairResult", "SplitResult",
+    "ValidationFailedError", "ValidationResult", "__version__", "check", "describe", "find_merged_decoders", "repair",
+    "repair_directory", "split", "validate", "validate_split",
+]
+
+if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept equal to _EXPORTS by a test)
+    from .batch.layouts import find_merged_decoders
+    from .batch.model_directory import DirectoryRepairResult, ModelRepair, repair_directory
+    from .batch.split import SplitResult, split
+    from .client_contract import Description, describe
+    from .errors import (
+        BadInputError,
+        GraphfixError,
+        NotAMergedDecoderError,
+        PassCrashedError,
+        RepairRefusedError,
+        ValidationFailedError,
+    )
+    from .findings import Finding
+    from .pipeline import CheckResult, RepairResult, check, repair
+    from .proof.cases import CaseResult
+    from .proof.validation import ValidationResult, validate, validate_split
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'graphfix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {"__doc__", "__file__", "__name__", "__path__"})

@@ -41,6 +41,7 @@ class RepairResult:
     backup: Path | None = None
     loaded_on: str | None = None  # the onnxruntime release that loaded the output before it landed
     versions: dict[str, str] = field(default_factory=dict)  # "before" / "after": IR version and opset imports
+    oldest_onnxruntime: str | None = None  # the oldest release that loads the output, by the measured tables
 
     @property
     def changed(self) -> bool:
@@ -50,7 +51,7 @@ class RepairResult:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "changes": [c.to_dict() for c in self.changes], "backup": str(self.backup) if self.backup else None,
                 "validation": self.validation.to_dict() if self.validation else None, "loaded_on": self.loaded_on,
-                "versions": self.versions}
+                "versions": self.versions, "oldest_onnxruntime": self.oldest_onnxruntime}
 
 
 def versions_of(model: onnx.ModelProto) -> str:
@@ -65,14 +66,17 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # set when the file could not be checked at all
     skipped: str | None = None  # why a file was passed over (not a merged decoder, with ignore_other_models)
+    models: list[CheckResult] = field(default_factory=list)  # a directory's merged decoders, one result each
+    oldest_onnxruntime: str | None = None  # the oldest release that loads the file as it is, by the measured tables
 
     @property
     def ok(self) -> bool:
-        return not self.findings and self.error is None
+        return not self.findings and self.error is None and all(m.ok for m in self.models)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "ok": self.ok, "error": self.error, "skipped": self.skipped,
-                "findings": [f.to_dict() for f in self.findings]}
+                "findings": [f.to_dict() for f in self.findings], "models": [m.to_dict() for m in self.models],
+                "oldest_onnxruntime": self.oldest_onnxruntime}
 
 
 def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
@@ -103,6 +107,13 @@ def find_and_fix(loaded: LoadedModel, target_ort: str | None, *, any_model: bool
         require_loadable(loaded.path)
         raise
     return subject, run_passes(subject, pipeline(target_ort))
+
+
+def oldest_release_of(model: onnx.ModelProto) -> str | None:
+    """X.Y of the oldest onnxruntime release that loads `model`, by the measured tables; None when none does."""
+    from .release_floor import oldest_release
+
+    return oldest_release(model).release
 
 
 def require_loadable(path: Path) -> None:
@@ -206,7 +217,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     before = versions_of(loaded.model)
     subject, changes = find_and_fix(loaded, target_ort, any_model=any_model, infer_types=run_validation)
     result = RepairResult(input=source, output=out, changes=changes,
-                          versions={"before": before, "after": versions_of(subject.model)})
+                          versions={"before": before, "after": versions_of(subject.model)},
+                          oldest_onnxruntime=oldest_release_of(subject.model))
     prove = _decode_proof(source, target_ort if validate_on_target else None, validator,
                           Path(encoder) if encoder else None)
     checker_held = passes_checker(source) if run_validation else False
@@ -241,22 +253,32 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_v
     return result
 
 
-def check(path: str | os.PathLike[str], *, target_ort: str | None = None,
-          ignore_other_models: bool = False) -> CheckResult:
+def check(path: str | os.PathLike[str], *, target_ort: str | None = None, ignore_other_models: bool = False,
+          any_model: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
-    ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused."""
+    ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
+    `any_model` it is checked for what `target_ort` needs (retargeting only). A directory, as on the command line,
+    stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
+    model of the export too: one result each in `models`, their findings together in `findings`."""
     path = Path(path)
+    if path.is_dir():
+        from .batch.layouts import check_targets
+
+        models = [check(t.path, target_ort=target_ort, any_model=not t.merged_decoder)
+                  for t in check_targets(path, every_model=bool(target_ort))]
+        return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     loaded = read_model(path)
+    oldest = oldest_release_of(loaded.model)  # as it is, before the passes edit it
     try:
-        _, findings = find_and_fix(loaded, target_ort)
+        _, findings = find_and_fix(loaded, target_ort, any_model=any_model)
     except NotAMergedDecoderError as err:
         if not ignore_other_models:
             raise
-        return CheckResult(path=path, skipped=str(err))
+        return CheckResult(path=path, skipped=str(err), oldest_onnxruntime=oldest)
     if not findings:
         require_loadable(path)  # "ok" is a promise a client can load it
-    return CheckResult(path=path, findings=findings)
+    return CheckResult(path=path, findings=findings, oldest_onnxruntime=oldest)
 
 
 __all__ = ["CheckResult", "RepairResult", "check", "find_and_fix", "find_subject", "repair"]

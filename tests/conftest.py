@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,13 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], obj={"validator": validator} if validator else None)
 
     return invoke
+
+
+# The line repair and check print after their summary: which onnxruntime releases load the output.
+RELEASE_LINE = re.compile(r"^(the output|its models|as it is, it|as they are, they) (loads?|: no) ")
+
+
+def result_lines(stdout: str) -> list[str]:
+    """A command's output lines up to its summary (the release line after it left out)."""
+    lines = stdout.splitlines()
+    return lines[:-1] if lines and RELEASE_LINE.match(lines[-1]) else lines

@@ -101,7 +101,7 @@ def test_the_wheel_ships_py_typed_and_every_module(tmp_path):
     """Built by pip from a copy of the sources, as any installer builds it (pip fetches the build backend)."""
     source = tmp_path / "src"
     shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=600)
@@ -113,4 +113,14 @@ def test_the_wheel_ships_py_typed_and_every_module(tmp_path):
     assert modules <= names, sorted(modules - names)
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "graphfix = graphfix.__main__:main" in entry_points
-    assert "Requires-Dist: rich" in wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: rich" in metadata
+    assert f"Version: {graphfix.__version__}\n" in metadata  # read from graphfix/__init__.py, written nowhere else
+    assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    for classifier in ("Operating System :: POSIX :: Linux", "Operating System :: MacOS",
+                       "Operating System :: Microsoft :: Windows", "Programming Language :: Python :: 3.10",
+                       "Programming Language :: Python :: 3.13", "Typing :: Typed"):
+        assert f"Classifier: {classifier}" in metadata
+    assert "Project-URL: Changelog," in metadata
+    assert "Provides-Extra: dev" in metadata

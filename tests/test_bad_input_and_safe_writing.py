@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphfix import ValidationFailedError, repair
 
-from .conftest import sha256
+from .conftest import result_lines, sha256
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -262,7 +262,7 @@ def test_check_of_a_clean_repaired_model_exits_0(cli, repaired, marian_legacy):
 def test_check_of_a_broken_sample_exits_1_and_lists_one_line_per_code(cli, marian_legacy):
     result = cli("check", marian_legacy)
     assert result.exit_code == 1
-    lines = result.stdout.splitlines()
+    lines = result_lines(result.stdout)
     assert lines[0] == f"{marian_legacy}: 9 findings"
     assert [line.split()[0] for line in lines[1:-1]] == ["GF101", "GF103", "GF104"]
     assert lines[-1].startswith("checked 1 file: 1 with findings (GF101 x4, GF103, GF104 x4);")
@@ -272,7 +272,7 @@ def test_check_of_a_broken_sample_exits_1_and_lists_one_line_per_code(cli, maria
 def test_check_of_a_broken_and_an_unreadable_path_exits_2(cli, tmp_path, marian_legacy):
     result = cli("check", marian_legacy, tmp_path / "missing.onnx")
     assert result.exit_code == 2
-    assert "  GF101 x4 " in result.stdout and "1 unreadable" in result.stdout.splitlines()[-1]
+    assert "  GF101 x4 " in result.stdout and "1 unreadable" in result_lines(result.stdout)[-1]
     assert "missing.onnx" in assert_one_error_line(result)
 
 
@@ -387,5 +387,5 @@ def test_output_keeps_the_input_file_mode(needs_repair, cli, tmp_path, marian_le
     out = tmp_path / "out.onnx"
     result = cli("repair", src, out)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[-1].startswith("wrote" if needs_repair else "nothing to repair")
+    assert result_lines(result.stdout)[-1].startswith("wrote" if needs_repair else "nothing to repair")
     assert out.stat().st_mode & 0o777 == 0o640

@@ -18,7 +18,7 @@ from graphfix import check, find_merged_decoders, repair_directory
 from graphfix.batch.layouts import VARIANTS, merged_decoder_names
 from graphfix.errors import BadInputError, NotAMergedDecoderError
 
-from .conftest import ROOT, SAMPLES, sha256
+from .conftest import ROOT, SAMPLES, result_lines, sha256
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 SIDE_FILES = {"config.json": '{"model_type": "marian"}\n', "generation_config.json": "{}\n",
@@ -195,7 +195,7 @@ def test_a_directory_run_ends_with_one_table_row_per_decoder(tmp_path, marian_le
     ort = onnxruntime.__version__
     assert rows["decoder_model_merged.onnx"].startswith(f"GF101x4 GF103 GF104x4 9 IR 9, opset 14 decodes in {ort} ")
     assert rows["onnx/decoder_model_merged_uint8.onnx"].startswith(f"- 0 IR 9, opset 14 decodes in {ort} ")
-    assert result.stdout.splitlines()[-1].startswith(f"repaired {source} -> {tmp_path / 'out'}: 1 of 2")
+    assert result_lines(result.stdout)[-1].startswith(f"repaired {source} -> {tmp_path / 'out'}: 1 of 2")
     assert "\x1b[" not in result.stdout + result.stderr  # no progress or colour codes outside a terminal
 
 

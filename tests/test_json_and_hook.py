@@ -1,4 +1,4 @@
-"""The `--json` documents (schema "graphfix/1", every key documented in README) and the pre-commit hook, run by
+"""The `--json` documents (schema "graphfix/1", every key documented in docs/json-schema.md) and the pre-commit hook, run by
 pre-commit itself in a temporary git repository."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .conftest import ROOT
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 
-# The schema, as README's "JSON output" section documents it: key -> type (a dict is a nested object, a list a
+# The schema, as docs/json-schema.md documents it: key -> type (a dict is a nested object, a list a
 # list of such objects, a tuple several allowed types). Keys must match exactly: an undocumented key fails here.
 OPTIONAL_STR = (str, type(None))
 FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str}
@@ -29,15 +29,23 @@ VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, 
               "encoder": OPTIONAL_STR}
 REPAIR = {"input": str, "output": str, "changed": bool, "changes": [FINDING], "backup": OPTIONAL_STR,
           "validation": (VALIDATION, type(None)), "loaded_on": OPTIONAL_STR,
-          "versions": {"before": str, "after": str}}
+          "versions": {"before": str, "after": str}, "oldest_onnxruntime": OPTIONAL_STR}
 HEADER = {"schema": str, "command": str, "ok": bool}
+RELEASE_FLOOR = {"release": OPTIONAL_STR, "refused_by": OPTIONAL_STR, "measured": bool}
+TENSOR = {"name": str, "dtype": str, "shape": list, "dims": [str]}
+DESCRIBE = {"path": str, "needs_repair": bool, "loads_on": RELEASE_FLOOR, "findings": [FINDING], "tokens": dict,
+            "models": [{"path": str, "kind": str, "versions": str, "loads_on": RELEASE_FLOOR, "inputs": [TENSOR],
+                        "outputs": [TENSOR]}],
+            "steps": [{"steps": str, "then": str, "feeds": [{"input": str, "dtype": str, "shape": str,
+                                                            "value": str}]}]}
 DOCUMENTS = {
     "repair file": {**HEADER, **REPAIR},
     "repair directory": {**HEADER, "input": str, "output": str, "changed": bool, "linked": [str], "copied": [str],
                          "retargeted": [str],
                          "models": [{"path": str, "seconds": (float, int), **REPAIR}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
-                                     "findings": [FINDING]}]},
+                                     "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
+    "describe": {**HEADER, **DESCRIBE},
     "validate file": {**HEADER, **VALIDATION},
     "validate directory": {**HEADER, "models": [VALIDATION]},
     "split": {**HEADER, "input": str, "decoder": str, "decoder_with_past": str, "changes": [FINDING],
@@ -91,6 +99,7 @@ def test_every_command_prints_one_document_of_the_documented_schema(marian_legac
         "check": cli("check", marian_legacy, repaired(marian_legacy), EXPORT / "encoder_model.onnx",
                      "--ignore-other-models", "--json"),
         "validate file": cli("validate", marian_legacy, "--json"),
+        "describe": cli("describe", model_dir(tmp_path / "described", marian_legacy), "--json"),
         "validate directory": cli("validate", tmp_path / "out", "--json"),
         "split": cli("split", marian_legacy, tmp_path / "split", "--json"),
         "error": cli("repair", tmp_path / "missing.onnx", tmp_path / "x.onnx", "--json"),
@@ -119,9 +128,8 @@ def test_validate_of_a_model_that_fails_is_one_document_naming_the_first_failure
     assert [case["steps"] for case in parsed["cases"]] == [2, 2, 2, 2]  # every case dies at the next step
 
 
-def test_readme_documents_every_key_of_the_schema():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### JSON output", 1)[1].split("\n## ", 1)[0]
+def test_the_json_schema_page_documents_every_key_of_the_schema():
+    section = (ROOT / "docs" / "json-schema.md").read_text()
     documented = set(re.findall(r"`([a-z_]+)`", section))
 
     def keys(schema) -> set[str]:
@@ -134,7 +142,7 @@ def test_readme_documents_every_key_of_the_schema():
         return set()
 
     missing = set().union(*(keys(d) for d in DOCUMENTS.values())) - documented
-    assert not missing, f"README's JSON section does not document {sorted(missing)}"
+    assert not missing, f"docs/json-schema.md does not document {sorted(missing)}"
     assert '"graphfix/1"' in section
 
 

@@ -20,7 +20,7 @@ from graphfix.cli.report import case_line, name_patterns
 from graphfix.findings import CODES, EXPLANATIONS
 from graphfix.proof.cases import CaseResult
 
-from .conftest import ROOT
+from .conftest import ROOT, result_lines
 
 GRAPHFIX = Path(sys.executable).with_name("graphfix")
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian-opset21"
@@ -92,7 +92,7 @@ def test_repair_prints_one_line_per_code_then_a_summary_within_100_columns(in_tm
     shutil.copy(marian_legacy, "decoder_model_merged.onnx")
     result = cli("repair", "decoder_model_merged.onnx", "fixed.onnx")
     assert result.exit_code == 0, result.stderr
-    *grouped, summary = result.stdout.splitlines()
+    *grouped, summary = result_lines(result.stdout)
     assert grouped == MARIAN_GROUPED == grouped_at_depth(2)  # the real export reads as the synthetic one
     assert summary.startswith("wrote fixed.onnx: 9 changes; proven in onnxruntime ")
     assert "(32 steps, max diff " in summary and "<= 1e-04); " in summary and summary.endswith(" s")
@@ -104,12 +104,12 @@ def test_a_synthetic_decoder_of_any_depth_reads_like_the_two_layer_sample(layers
     onnx.save(deep_decoder(layers), "deep.onnx")
     result = cli("repair", "--no-validate", "deep.onnx", "fixed.onnx")
     assert result.exit_code == 0, result.stderr
-    *grouped, summary = result.stdout.splitlines()
+    *grouped, summary = result_lines(result.stdout)
     assert grouped == grouped_at_depth(layers) and len(grouped) == len(MARIAN_GROUPED)
     assert summary.startswith(f"wrote fixed.onnx: {4 * layers + 1} changes; not proven (--no-validate)")
     assert max(map(len, result.stdout.splitlines())) <= WIDTH
     verbose = cli("repair", "--no-validate", "--verbose", "deep.onnx", "fixed2.onnx")
-    assert len(verbose.stdout.splitlines()) == 4 * layers + 2  # every change, then the summary
+    assert len(result_lines(verbose.stdout)) == 4 * layers + 2  # every change, then the summary
 
 
 def test_check_groups_per_model_and_ends_with_one_summary_line(in_tmp, marian_legacy, repaired, cli):
@@ -118,7 +118,7 @@ def test_check_groups_per_model_and_ends_with_one_summary_line(in_tmp, marian_le
     onnx.save(deep_decoder(24), "deep.onnx")
     result = cli("check", "broken.onnx", "deep.onnx", "fixed.onnx")
     assert result.exit_code == 1
-    *lines, summary = result.stdout.splitlines()
+    *lines, summary = result_lines(result.stdout)
     assert lines == ["broken.onnx: 9 findings", *(f"  {line}" for line in MARIAN_GROUPED),
                      "deep.onnx: 97 findings", *(f"  {line}" for line in grouped_at_depth(24)), "fixed.onnx: ok"]
     assert summary.startswith("checked 3 files: 2 with findings (GF101 x52, GF103 x2, GF104 x52), 1 ok; ")
@@ -135,7 +135,7 @@ def test_verbose_prints_every_change_as_graphfix_always_did(in_tmp, marian_legac
     assert verbose[:len(changes)] == [_old_change_line(c) for c in changes]
     assert verbose[len(changes)].startswith("validation (plain present->past loop vs full recompute, onnxruntime ")
     checked = json.loads(cli("check", "decoder_model_merged.onnx", "--json").stdout)["results"][0]["findings"]
-    lines = cli("check", "--verbose", "decoder_model_merged.onnx").stdout.splitlines()
+    lines = result_lines(cli("check", "--verbose", "decoder_model_merged.onnx").stdout)
     assert lines[:-1] == [f"decoder_model_merged.onnx: {_old_change_line(f)}" for f in checked]
 
 
@@ -158,7 +158,7 @@ def test_a_directory_run_groups_per_model_and_keeps_its_table(in_tmp, cli):
     assert lines[:2] == ["decoder_model_merged.onnx:",
                          "  GF101 x4   present.{0,1}.encoder.{key,value}: dummy (0, 4, 1, 8) -> Identity(past)"]
     assert any(line.split()[:2] == ["decoder_model_merged.onnx", "GF101x4"] for line in lines)  # the table row
-    assert lines[-1].startswith("repaired opus-mt -> fixed: 1 of 1 merged decoder(s) changed")
+    assert result_lines(result.stdout)[-1].startswith("repaired opus-mt -> fixed: 1 of 1 merged decoder(s) changed")
     verbose = cli("repair", "--no-validate", "--verbose", "opus-mt", "fixed2").stdout.splitlines()
     assert sum(line.startswith("decoder_model_merged.onnx: GF101 present.") for line in verbose) == 4
     quiet = cli("repair", "--no-validate", "--quiet", "opus-mt", "fixed3").stdout.splitlines()
@@ -275,7 +275,7 @@ def _examples(command: str) -> list[str]:
 
 
 def test_every_help_example_runs_on_real_samples(tmp_path, marian_legacy):
-    commands = ["repair", "check", "validate", "split", "explain"]  # in the order a user would go through them
+    commands = ["repair", "check", "describe", "validate", "split", "explain"]  # in the order a user goes through them
     from typer.main import get_command
 
     from graphfix.cli import app
@@ -310,8 +310,8 @@ def test_a_six_layer_real_export_prints_as_many_lines_as_a_two_layer_one(cli, tm
                        "6": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"}.items():
         result = cli("repair", path, f"{name}.onnx")
         assert result.exit_code == 0, result.stderr
-        outputs[name] = result.stdout.splitlines()
-        assert all(len(line) <= 100 for line in outputs[name]), outputs[name]
+        assert all(len(line) <= 100 for line in result.stdout.splitlines()), result.stdout
+        outputs[name] = result_lines(result.stdout)
     assert len(outputs["6"]) == len(outputs["2"]) == 4
     assert outputs["6"][0].startswith("GF101 x12  present.{0..5}.encoder.{key,value}")
     verbose = cli("repair", "--verbose", ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx",

@@ -8,7 +8,7 @@ import pytest
 from graphfix import check, repair, validate
 from graphfix.model.merged_decoder import find_merged_decoder
 
-from .conftest import sha256
+from .conftest import result_lines, sha256
 
 
 def _node_bytes(graph: onnx.GraphProto) -> list[bytes]:
@@ -137,7 +137,7 @@ def test_cli_exits_1_on_a_broken_sample_and_0_once_repaired(command, marian_lega
 def test_cli_repair_prints_one_line_per_code_and_a_summary(marian_legacy, tmp_path, cli):
     result = cli("repair", marian_legacy, tmp_path / "out.onnx")
     assert result.exit_code == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = result_lines(result.stdout)
     assert [line.split()[0] for line in lines[:-1]] == ["GF101", "GF103", "GF104"]
     assert lines[-1].startswith(f"wrote {tmp_path / 'out.onnx'}: 9 changes; proven in onnxruntime ")
 

@@ -162,3 +162,51 @@ def expand_model_paths(paths: list[Path]) -> list[Path]:
         else:
             expanded.append(path)
     return expanded
+
+
+def holds_merged_decoder(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in merged_decoder_names())
+
+
+def model_directories(root: Path) -> list[Path]:
+    """The model directories of a tree (`models/<name>/...`, any depth), sorted; `root` itself when it is one. A
+    model directory is not searched further (its `onnx/` is part of it); graphfix's staging debris and hidden
+    directories are skipped, and symlinked directories are not followed."""
+    if holds_merged_decoder(root):
+        return [root]
+    found: list[Path] = []
+    for folder, subfolders, _ in os.walk(root):
+        here = Path(folder)
+        if here != root and holds_merged_decoder(here):
+            found.append(here)
+            subfolders.clear()
+            continue
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    if not found:
+        find_merged_decoders(root)  # the usual refusal, naming what was looked for
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """One file a check covers: a merged decoder, or (with a target runtime) another ONNX model of its export."""
+
+    path: Path
+    merged_decoder: bool = True
+
+
+def check_targets(path: Path, *, every_model: bool = False) -> list[CheckTarget]:
+    """What `check PATH` covers: a file as given; a directory (or a tree of model directories) its merged
+    decoders, and with `every_model` every other ONNX model of each export too (encoders, split decoders), since a
+    deployment on an older runtime loads all of them."""
+    if not path.is_dir():
+        return [CheckTarget(path)]
+    targets: list[CheckTarget] = []
+    for directory in model_directories(path):
+        if every_model:
+            plan = plan_directory(directory, retarget=True)
+            targets += [CheckTarget(directory / name) for name in plan.decoders]
+            targets += [CheckTarget(directory / name, merged_decoder=False) for name in plan.others]
+        else:
+            targets += [CheckTarget(directory / name) for name in find_merged_decoders(directory)]
+    return targets

@@ -13,13 +13,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
+from ..signature import PAST, PRESENT
 
 if TYPE_CHECKING:
+    from ..client_contract import Description, TensorContract
     from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
     from ..proof.validation import ValidationResult
 
 WIDTH = 100
+OLDEST_KNOWN = "1.14"  # the oldest release of the measured tables: nothing older to suggest
 _SEPARATORS = re.compile(r"([./])")
 _FAILED_STEP = re.compile(r"^step (\d+): (.*)$", re.S)
 
@@ -247,6 +250,15 @@ def validate_verdict(result: ValidationResult) -> str:
     return f"ok: {proof_phrase(result)}" if result.ok else f"FAILED: {first_failure(result)}"
 
 
+def release_line(oldest: str | None, target_ort: str | None, *, subject: str = "it", plural: bool = False) -> str:
+    """The line after a summary: `it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)`, which runtimes can
+    take the output, by graphfix's measured tables, and the flag for an older one when none was given."""
+    if oldest is None:
+        return f"{subject}: no onnxruntime release in graphfix's tables loads {'them' if plural else 'it'}"
+    hint = "" if target_ort or oldest == OLDEST_KNOWN else " (older: --target-ort X.Y)"
+    return f"{subject} {'load' if plural else 'loads'} in onnxruntime >= {oldest}{hint}"
+
+
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
                    seconds: float) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
@@ -295,3 +307,43 @@ def explain_lines(code: str) -> list[str]:
 def explain_index() -> list[str]:
     return [fit(f"{code}  {title}") for code, title in CODES.items()] + [
         "", "graphfix explain CODE says what breaks, which exporters write it, what the fix does and why it is safe."]
+
+
+# --- describe --------------------------------------------------------------------------------------------------------
+
+def describe_lines(description: Description) -> list[str]:
+    """`graphfix describe`: verdict, tokens, each model's signature, then the loop as a step table."""
+    lines = [f"{description.path}: " + (f"needs repair ({code_counts(description.findings)}): graphfix repair "
+                                        f"{description.path} OUT" if description.needs_repair else "no repair needed"),
+             f"loads in {description.loads_on}"]
+    lines += grouped_lines(description.findings, indent="  ")
+    tokens = ", ".join(f"{key} {entry['value']}" for key, entry in description.tokens.items())
+    lines.append(f"tokens: {tokens or 'no config.json / generation_config.json beside the model'}")
+    for model in description.models:
+        lines.append(f"{model.path} ({model.kind}; {model.versions}; loads in {model.loads_on}):")
+        for direction, tensors in (("in ", model.inputs), ("out", model.outputs)):
+            lines += [f"  {direction} {name}: {signature}" for name, signature in _signature_lines(tensors)]
+    for step in description.steps:
+        lines.append(f"step {step.steps}:")
+        lines += [f"  {feed.input} {feed.dtype} {feed.shape} = {feed.value}" for feed in step.feeds]
+        lines.append(f"  then {step.then}")
+    return lines
+
+
+def _dims(tensor: TensorContract) -> str:
+    """[batch_size, 4, encoder_sequence_length, 8] (batch, heads, source length, head_dim)."""
+    return f"[{', '.join(map(str, tensor.shape))}] ({', '.join(tensor.dims)})"
+
+
+def _signature_lines(tensors: Sequence[TensorContract]) -> list[tuple[str, str]]:
+    """(name, dtype and dims) per tensor; the KV tensors folded into one pattern per distinct signature."""
+    rows: list[tuple[str, str]] = []
+    kv: dict[str, list[str]] = {}
+    for tensor in tensors:
+        if PAST.match(tensor.name) or PRESENT.match(tensor.name):
+            kv.setdefault(f"{tensor.dtype} {_dims(tensor)}", []).append(tensor.name)
+        else:
+            rows.append((tensor.name, f"{tensor.dtype} {_dims(tensor)}"))
+    for signature, names in kv.items():
+        rows += [(pattern, signature) for pattern in name_patterns(names)]
+    return rows

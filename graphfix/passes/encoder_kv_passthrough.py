@@ -2,9 +2,10 @@
 
 Optimum's `merge_decoders` gives the with-past branch a dummy `present.N.encoder.*` (a `(0, heads, 1, head_dim)`
 Constant) because its own client keeps the cross-attention KV from step 1. A client that feeds every present back
-as past gets that dummy at step 2: Reshape fails in `encoder_attn` (legacy exporter) or MatMul fails to broadcast
-(current exporter). The fix produces the same branch output from `Identity(past_key_values.N.encoder.*)`; the
-Identity matters because ORT rejects a subgraph output that is directly an outer-scope value.
+as past is handed that dummy by step 2 (the first cached step) and fails at step 3, which feeds it: Reshape fails in
+`encoder_attn` (legacy exporter) or MatMul fails to broadcast (current exporter). The fix produces the same branch
+output from `Identity(past_key_values.N.encoder.*)`; the Identity matters because ORT rejects a subgraph output that
+is directly an outer-scope value.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
         findings.append(Finding(
             code=DUMMY_ENCODER_KV, tensor=present, node=node.name if node is not None else None,
             message=f"cache branch returns {_describe(branch, output, node)} instead of {past.name}; "
-                    "a client feeding presents back as past fails at step 2",
+                    "a client feeding presents back as past fails at step 3",
             fix=f"{present} = Identity({past.name}) in the cache branch"))
         dummies.append((slot, past.name, present, nodes))
     if dummies:

@@ -40,6 +40,11 @@ def one_line(err: BaseException) -> str:
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
     # ... and its source location and C++ function, which say nothing to a user
     text = re.sub(r"^(?:\S+\.(?:h|cc):\d+ )?(?:[\w:<>]+ )?[\w:~<>]+::~?\w+\([^()]*\) ", "", text)
+    # An opset refusal is ~400 characters of disclaimer around the two facts that matter; keep those, in ORT's words.
+    opset = re.search(r"(Opset \d+) is under development.*?(Current official support for domain \S+ is till opset "
+                      r"\d+)", text)
+    if opset:
+        text = f"{opset[1]} ... {opset[2]}"
     nodes = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
     if nodes:
         reason = text.rsplit("Status Message: ", 1)[-1]

@@ -1,0 +1,38 @@
+"""Write docs/findings.md from graphfix's own explanations (findings.CODES and EXPLANATIONS, what `graphfix explain`
+prints), so the page cannot drift from the tool: tests/test_docs.py fails when the committed page differs.
+
+    .venv/bin/python scripts/make_findings_doc.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graphfix.findings import CODES, EXPLANATIONS
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "findings.md"
+
+
+def findings_page() -> str:
+    lines = ["# Findings", "",
+             "Every code `graphfix check` reports and `graphfix repair` fixes; `graphfix explain CODE` prints the same "
+             "offline.", "Generated from `graphfix/findings.py` by `scripts/make_findings_doc.py`.", "",
+             "| code | what it is |", "|---|---|"]
+    lines += [f"| [{code}](#{code.lower()}) | {title} |" for code, title in CODES.items()]
+    lines += ["", "The mapping from present to past is by layer index and kind (`present.3.encoder.value` -> "
+              "`past_key_values.3.encoder.value`), never by position; a present without its past input is refused, "
+              "naming the output. The cache branch is the `If` branch that reads `past_key_values.*`, whatever the "
+              "node or attribute is called."]
+    for code, title in CODES.items():
+        explanation = EXPLANATIONS[code]
+        lines += ["", f"## {code}", "", f"**{title}.**", "",
+                  f"- **What breaks:** {explanation.breaks}",
+                  f"- **Who writes it:** {explanation.exporters}",
+                  f"- **The fix:** {explanation.fix}",
+                  f"- **Why it is safe:** {explanation.safe}",
+                  "", "```text", explanation.example, "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    PAGE.write_text(findings_page(), encoding="utf-8")
