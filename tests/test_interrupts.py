@@ -304,3 +304,23 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     assert result.exit_code == 130
     assert result.stderr == f"error: interrupted; already written in full: {out}\n"
     assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
+
+
+def test_without_interval_timers_or_signal_masks_a_held_back_ctrl_c_is_still_delivered(installed, monkeypatch):
+    """Windows has neither setitimer nor pthread_sigmask: the retry comes from a timer thread through
+    _thread.interrupt_main, and a hold defers in the handler alone."""
+    import time
+
+    with monkeypatch.context() as hidden:  # undone before `installed` cleans up with setitimer
+        hidden.delattr(signal, "setitimer")
+        hidden.delattr(signal, "pthread_sigmask")
+        hidden.setattr(interrupts, "RETRY_SECONDS", 0.01)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.held_for_main_thread():
+                signal.raise_signal(signal.SIGINT)  # held: raised where the block ends
+        interrupts.received = False
+        signal.signal(signal.SIGINT, interrupts._interrupted)
+        inside = frames(ExtensionFileLoader.exec_module.__code__, frames.__code__)
+        assert interrupts._interrupted(signal.SIGINT, inside) is None
+        with pytest.raises(KeyboardInterrupt):  # the retry, delivered in the main thread by the timer thread
+            time.sleep(5)

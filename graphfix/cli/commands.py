@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,6 +15,7 @@ from ..batch.layouts import encoder_for, find_merged_decoders
 from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
+from ..proof.interpreters import ENVIRONMENT
 from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
@@ -28,6 +30,17 @@ TargetOption = Annotated[Optional[str], typer.Option(
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
                                              "instead of one line per finding code.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
+RuntimePythonOption = Annotated[Optional[Path], typer.Option(
+    "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
+    "release is installed for (default: this one when the release has a wheel for it, else python3.Y found on "
+    "PATH, in pyenv or through the py launcher; onnxruntime 1.16 has wheels for CPython 3.8-3.11 only).")]
+
+
+def _use_runtime_python(path: Path | None) -> None:
+    """The proof's interpreter is found by the library (proof/interpreters.py) through GRAPHFIX_PYTHON, which
+    --jobs workers and the proof's own child processes inherit."""
+    if path is not None:
+        os.environ[ENVIRONMENT] = str(path)
 
 
 def _version(value: bool) -> None:
@@ -92,6 +105,7 @@ def repair_command(
     link_data: Annotated[bool, typer.Option(
         "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
         "a data file with several links; onnxruntime loads it.")] = False,
+    runtime_python: RuntimePythonOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -122,6 +136,7 @@ def repair_command(
     """
     started = time.monotonic()
     verbosity = _verbosity(verbose, quiet)
+    _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
@@ -287,6 +302,7 @@ def validate_command(
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
         "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
+    runtime_python: RuntimePythonOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> int:
@@ -308,6 +324,7 @@ def validate_command(
     """
     from ..proof.validation import validate  # only this command proves without writing
 
+    _use_runtime_python(runtime_python)
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
@@ -339,6 +356,7 @@ def split_command(
     no_validate: NoValidateOption = False,
     ort_version: Annotated[Optional[str], typer.Option(
         "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
+    runtime_python: RuntimePythonOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -358,6 +376,7 @@ def split_command(
 
     started = time.monotonic()
     verbosity = _verbosity(verbose, quiet)
+    _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
     if as_json:

@@ -23,6 +23,9 @@ from typing import Any
 
 _EXTENSION_INIT = {ExtensionFileLoader.create_module.__code__, ExtensionFileLoader.exec_module.__code__}
 RETRY_SECONDS = 0.005
+# The signal that carries the retry of a held-back Ctrl-C: SIGALRM from an interval timer where POSIX has them;
+# Windows has neither, so there a timer thread simulates SIGBREAK (Ctrl-Break, itself an interrupt) in the main thread.
+_RETRY_SIGNAL: int | None = getattr(signal, "SIGALRM", None) or getattr(signal, "SIGBREAK", None)
 
 received = False
 _holds = 0  # depth of held_for_main_thread blocks in the main thread
@@ -34,8 +37,21 @@ def install() -> None:
     global received
     received = False
     signal.signal(signal.SIGINT, _interrupted)
-    signal.signal(signal.SIGALRM, _interrupted)  # the retry of a Ctrl-C held back during an extension's init
+    if _RETRY_SIGNAL is not None:  # the retry of a Ctrl-C held back during an extension's init
+        signal.signal(_RETRY_SIGNAL, _interrupted)
     sys.unraisablehook = _redeliver_lost_interrupt
+
+
+def _retry_soon() -> None:
+    """Deliver the held-back Ctrl-C again in RETRY_SECONDS, through _RETRY_SIGNAL."""
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+    elif _RETRY_SIGNAL is not None:
+        import _thread
+
+        timer = threading.Timer(RETRY_SECONDS, _thread.interrupt_main, args=(_RETRY_SIGNAL,))
+        timer.daemon = True
+        timer.start()
 
 
 def is_interrupt(err: BaseException) -> bool:
@@ -51,7 +67,7 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
     received = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
     if _inside_extension_init(frame):
-        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        _retry_soon()
         return
     raise KeyboardInterrupt
 
@@ -66,7 +82,7 @@ def _inside_extension_init(frame: FrameType | None) -> bool:
 
 def _redeliver_lost_interrupt(unraisable: Any) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        _retry_soon()
         return
     sys.__unraisablehook__(unraisable)
 
@@ -91,7 +107,8 @@ def held_for_main_thread() -> Iterator[None]:
         if _holds == 1 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             swapped = True
             signal.signal(signal.SIGINT, _interrupted)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks and runs handlers in the main thread
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         yield
     finally:
         try:

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from ..errors import BadInputError, raise_if_exhausted
 from ..model.graph import all_graphs, all_tensors
 from . import onnx_proto as onnx
-from . import protowire
+from . import portable, protowire
 
 EXTERNAL = onnx.TensorProto.EXTERNAL
 
@@ -88,21 +88,16 @@ def trusted_roots(base: Path) -> list[Path]:
 
 
 def _inside(path: Path, base: Path) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in trusted_roots(base))
-
-
-def _opened_path(fd: int, fallback: Path) -> Path | None:
-    """The path of the file open at `fd` as the kernel sees it now; None when it is gone (removed meanwhile)."""
+    roots = trusted_roots(base)
+    if any(path == root or path.is_relative_to(root) for root in roots):
+        return True
+    # On a case-insensitive filesystem (macOS's default, Windows) the kernel may spell a directory otherwise than the
+    # user did: then whether a directory on the way *is* a root is asked of the filesystem (device and inode).
     try:
-        link = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:  # no /proc: the name must still be that very file
-        try:
-            named = os.stat(fallback)
-        except OSError:
-            return None
-        opened = os.fstat(fd)
-        return fallback if (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino) else None
-    return None if link.endswith(" (deleted)") else Path(link)
+        ids = {(info.st_dev, info.st_ino) for info in map(os.stat, roots)}
+        return any((info.st_dev, info.st_ino) in ids for info in map(os.stat, path.parents))
+    except OSError:
+        return False
 
 
 def open_inside(base: Path, relative: str, what: str, *, missing: str | None = None) -> OpenedFile:
@@ -118,9 +113,11 @@ def open_inside(base: Path, relative: str, what: str, *, missing: str | None = N
     if not _inside(real, base):
         raise BadInputError(f"{what} points outside the model's directory: {shown(relative)}")
     try:  # the resolved path, so a last component swapped for a symlink meanwhile fails (ELOOP) instead of leading out
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = portable.open_for_reading(real, nofollow=True)
     except FileNotFoundError:
         raise BadInputError(missing or f"{what}: no such file {shown(relative)}") from None
+    except (portable.NotRegularFileError, IsADirectoryError):  # refused before opening where O_NONBLOCK is missing
+        raise BadInputError(f"{what}: {shown(relative)} is not a regular file") from None
     except OSError as err:
         reason = "it changed into a symlink while being read" if err.errno == errno.ELOOP else err.strerror
         raise BadInputError(f"{what}: cannot open {shown(relative)}: {reason}") from None
@@ -128,7 +125,7 @@ def open_inside(base: Path, relative: str, what: str, *, missing: str | None = N
         info = os.fstat(fd)
         if not stat_module.S_ISREG(info.st_mode):
             raise BadInputError(f"{what}: {shown(relative)} is not a regular file")
-        opened = _opened_path(fd, real)
+        opened = portable.opened_path(fd, real)
         if opened is None:
             raise BadInputError(f"{what}: {shown(relative)} was removed while being read")
         if not _inside(opened, base):
@@ -166,9 +163,11 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
     model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)  # a FIFO: refused, not waited on
+        fd = portable.open_for_reading(path)  # a FIFO: refused, not waited on
     except FileNotFoundError:
         raise BadInputError(f"no such file: {path}") from None
+    except portable.NotRegularFileError:
+        raise BadInputError(f"{path} is not a regular file") from None
     except OSError as err:
         raise_if_exhausted(err)
         if err.errno == errno.EISDIR:

@@ -21,7 +21,7 @@ from google.protobuf.message import EncodeError
 
 from ..errors import BadInputError, raise_if_exhausted
 from . import onnx_proto as onnx
-from . import protowire
+from . import portable, protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
 from .interrupts import held_for_main_thread
 from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
@@ -88,6 +88,12 @@ def input_files(source: LoadedModel) -> set[Path]:
     return {source.path.resolve()} | {data.real for data in source.data.values()}
 
 
+def _reads(path: Path, reads: set[Path]) -> bool:
+    """Whether `path` is one of the files the input reads: by name, or (a case-insensitive filesystem spells one
+    file several ways, macOS's and Windows' defaults) by being that very file."""
+    return path.resolve() in reads or any(same_file(path, read) for read in reads)
+
+
 def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = None) -> None:
     """Rename each staged path over its destination, all of them or none: a Ctrl-C is held until they are done,
     and when a rename fails (a destination turned into a directory, the disk went away) the ones already made are
@@ -108,7 +114,7 @@ def land(renames: list[tuple[Path, Path]], before: Callable[[], None] | None = N
                         # removed is ENOENT. What was there is that writer's to keep, not this run's.
                         kept = None
                 done.append((src, dst, kept))
-                os.replace(src, dst)
+                portable.replace(src, dst)  # retried while Windows says another process has dst open
         except Exception:  # a failed rename; a Ctrl-C is held here, and one raised anyway keeps what landed
             _undo(done)
             raise
@@ -213,7 +219,7 @@ def write_models(
                 locations = {loc: loc if in_place else _data_location_for(out, i, len(source.external_files))
                              for i, loc in enumerate(source.external_files)}
                 if not in_place and (clash := next((d for d in [out, *(parent / n for n in locations.values())]
-                                                    if d.resolve() in reads), None)):
+                                                    if _reads(d, reads)), None)):
                     raise BadInputError(f"output {clash} is a file the input reads; pick another output name")
                 # In place, the model is staged beside its data (not in workdir), so that the proof loads it with
                 # the very data files it keeps reading.

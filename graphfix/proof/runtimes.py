@@ -1,7 +1,8 @@
 """Isolated environments holding one exact onnxruntime release each, created with pip on first use and cached.
 
 Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
-onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per version.
+onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per release and
+CPython version (`onnxruntime-1.16.3-py3.11`), made with the interpreter interpreters.py finds for that release.
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
 directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, ValidationFailedError, says_out_of_memory
+from .interpreters import find_interpreter
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
@@ -39,27 +41,35 @@ def _requirements(version: str) -> list[str]:
     return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
 
 
+def venv_python(home: Path) -> Path | None:
+    """The interpreter of the venv at `home`: bin/python on POSIX, Scripts/python.exe on Windows."""
+    return next((p for p in (home / "bin" / "python", home / "Scripts" / "python.exe") if p.exists()), None)
+
+
 def runtime_python(version: str) -> Path:
     """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
-    home = cache_dir() / f"onnxruntime-{version}"
-    python = home / "bin" / "python"
-    if python.exists():
+    interpreter = find_interpreter(version)
+    home = cache_dir() / f"onnxruntime-{version}-{interpreter.tag}"
+    if (python := venv_python(home)) is not None:
         return python
     home.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     try:
-        import venv  # only the first use of a release pays for it
-
-        venv.EnvBuilder(with_pip=True, symlinks=True).create(staging)
-        proc = subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
+        # Made by the chosen interpreter itself (only the first use of a release pays for it).
+        made = subprocess.run([str(interpreter.path), "-m", "venv", str(staging)], capture_output=True, text=True)
+        staged_python = venv_python(staging)
+        if made.returncode != 0 or staged_python is None:
+            tail = (made.stderr.strip().splitlines() or ["no interpreter in it"])[-1]
+            raise BadInputError(f"cannot make a venv with {interpreter.path}: {tail}")
+        proc = subprocess.run([str(staged_python), "-m", "pip", "install", "--quiet",
                                "--disable-pip-version-check", *_requirements(version)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
                           "pip failed")
-            raise BadInputError(f"cannot install onnxruntime=={version}: {reason}")
+            raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: {reason}")
         # venv scripts hard-code their directory; the interpreter itself does not, so a rename is safe for python.
         try:
             staging.rename(home)
@@ -67,7 +77,10 @@ def runtime_python(version: str) -> Path:
             pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return python
+    made_python = venv_python(home)
+    if made_python is None:
+        raise BadInputError(f"the runtime cache {home} has no interpreter after it was made")
+    return made_python
 
 
 def full_release(target: str | None) -> str | None:
@@ -82,7 +95,10 @@ def full_release(target: str | None) -> str | None:
 
 
 def _address_space_limit() -> int | None:
-    import resource
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits, so no such limit
+        return None
 
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return None if soft == resource.RLIM_INFINITY else soft
