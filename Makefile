@@ -117,12 +117,12 @@ variant-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.variants-install
 clean:
 	rm -rf build .pytest_cache
 
-# Re-measure graphfix/passes/ort_targets.py on the real onnxruntime wheels (installs each release into the runtime cache).
+# Re-measure graphfix/targets/ort_targets.py on the real onnxruntime wheels (installs each release into the runtime cache).
 ORT_RELEASES ?= 1.15.1 1.16.3 1.17.3 1.18.1 1.19.2 1.20.1 1.21.1 1.22.1 1.23.2 1.24.4 1.25.1 1.26.0 1.27.0 1.28.0 1.29.0 1.30.0 1.31.1 1.32.0
 verify-ort-table: install
 	$(BIN)/python scripts/probe_ort_limits.py $(ORT_RELEASES)
 
-# Re-measure graphfix/passes/ort_domains.json: ai.onnx.ml and com.microsoft opsets, contrib ops, and whether the
+# Re-measure graphfix/targets/ort_domains.json: ai.onnx.ml and com.microsoft opsets, contrib ops, and whether the
 # loader refuses attributes that became inputs (ReduceMean axes at 18, ...), in each release's own wheel.
 verify-ort-domains: install
 	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)

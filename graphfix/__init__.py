@@ -4,8 +4,9 @@
 
 Imports are lazy: `graphfix.proof.client_loop` runs in environments holding only numpy and onnxruntime, and a
 command imports only the stages it runs. The package tree is the pipeline: io/ (read, write, stage, land),
-model/ (graph walks, finding the merged decoder), passes/ (the repairs and the runtime tables), proof/ (the client
-loop, validation, isolated runtimes), batch/ (directories, layouts, split), cli/ (commands, progress).
+model/ (graph walks, finding the merged decoder), passes/ (the repairs), targets/ (the onnxruntime releases: tables
+and opset converters), proof/ (the gates, the client loop, validation, isolated runtimes), batch/ (directories,
+layouts, split), cli/ (commands, progress).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ _EXPORTS = {
     "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "batch.split",
     "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
     "describe": "client_contract", "Description": "client_contract",
+    "RepairOptions": "options", "TargetRuntime": "targets", "parse_release": "targets",
 }
 # Spelled out so that linters and type checkers read it; a test keeps it equal to _EXPORTS.
 __all__ = [
     "BadInputError", "CaseResult", "CheckResult", "Description", "DirectoryRepairResult", "Finding", "GraphfixError",
-    "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairRefusedError", "RepairResult", "SplitResult",
-    "ValidationFailedError", "ValidationResult", "__version__", "check", "describe", "find_merged_decoders", "repair",
-    "repair_directory", "split", "validate", "validate_split",
+    "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairOptions", "RepairRefusedError",
+    "RepairResult", "SplitResult", "TargetRuntime", "ValidationFailedError", "ValidationResult", "__version__", "check",
+    "describe", "find_merged_decoders", "parse_release", "repair", "repair_directory", "split", "validate",
+    "validate_split",
 ]
 
 if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept equal to _EXPORTS by a test)
@@ -48,9 +51,11 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept 
         ValidationFailedError,
     )
     from .findings import Finding
+    from .options import RepairOptions
     from .pipeline import CheckResult, RepairResult, check, repair
     from .proof.cases import CaseResult
     from .proof.validation import ValidationResult, validate, validate_split
+    from .targets import TargetRuntime, parse_release
 
 
 def __getattr__(name: str) -> Any:

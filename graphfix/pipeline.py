@@ -16,19 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInputError, NotAMergedDecoderError, ValidationFailedError
+from .errors import BadInputError, NotAMergedDecoderError
 from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
 from .io.write import InPlaceBackup, check_output_file, same_file, write_models
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
+from .options import RepairOptions
 from .passes import Subject, pipeline, run_passes
+from .proof.gates import DecodeGate, Evidence, Validator, proof_gates
+from .targets import TargetRuntime, as_target
 
 if TYPE_CHECKING:
     from .proof.validation import ValidationResult
 
-# Proves one staged merged decoder (its path) and returns the figures; `repair(validator=...)` is the seam for tests.
-Validator = Callable[[Path], "ValidationResult"]
 StepCallback = Callable[[str], None]
 
 
@@ -90,7 +91,7 @@ def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
         return PlainModel(model)
 
 
-def find_and_fix(loaded: LoadedModel, target_ort: str | None, *, any_model: bool = False,
+def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *, any_model: bool = False,
                  infer_types: bool = True) -> tuple[Subject, list[Finding]]:
     """find -> passes: the subject, edited in place, and every change made to it. A model whose structure graphfix
     refuses is first shown to onnxruntime: when onnxruntime cannot load it either, its reason is the one to give
@@ -106,7 +107,7 @@ def find_and_fix(loaded: LoadedModel, target_ort: str | None, *, any_model: bool
     except NotAMergedDecoderError:
         require_loadable(loaded.path)
         raise
-    return subject, run_passes(subject, pipeline(target_ort))
+    return subject, run_passes(subject, pipeline(target))
 
 
 def oldest_release_of(model: onnx.ModelProto) -> str | None:
@@ -123,155 +124,79 @@ def require_loadable(path: Path) -> None:
     load_session(str(path))
 
 
-def passes_checker(path: Path) -> bool:
-    try:
-        onnx.checker.check_model(os.fspath(path), full_check=True)
-        return True
-    except Exception:  # onnx raises ValidationError, InferenceError or C++ errors: any means "did not pass"
-        return False
-
-
-def keep_checker_verdict(input_passed: bool, staged: dict[Path, Path]) -> None:
-    """If the input passed onnx.checker's full check, each staged output must too (an input that did not, e.g. a
-    quantized export using contrib ops, is not held to it)."""
-    if not input_passed:
-        return
-    for out, path in staged.items():
-        try:
-            onnx.checker.check_model(os.fspath(path), full_check=True)
-        except Exception as err:
-            name = "repaired model" if len(staged) == 1 else out.name
-            raise ValidationFailedError(f"{name} fails onnx.checker: {' '.join(str(err).split())}") from None
-
-
-def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> ValidationResult:
-    """The proof's figures, named for the path the user will see; raises `failed: <first failure>` when it did
-    not hold."""
-    validation.model = str(shown_as)
-    if not validation.ok:
-        raise ValidationFailedError(f"{failed}: {validation.first_failure}", validation)
-    return validation
-
-
-def _target_release(target_ort: str) -> str:
-    """The release a --target-ort output is loaded in, installed now (before anything is written) so that a
-    release pip cannot install is one line up front."""
-    from .errors import BadInputError
-    from .proof.runtimes import full_release, runtime_python
-
-    release = full_release(target_ort)
-    assert release is not None
-    try:
-        runtime_python(release)
-    except BadInputError as err:
-        raise BadInputError(f"{err} (the output is loaded there before it lands; --skip-target-load writes it "
-                            "unloaded)") from None
-    return release
-
-
-def _decode_proof(source: Path, runtime: str | None, validator: Validator | None,
-                  encoder: Path | None = None) -> Validator:
-    """How a staged merged decoder is proven: the decode loop, in `runtime` (X.Y) or this process's onnxruntime,
-    with the input as the judge of any divergence from full recompute; fed by `encoder` when the export has one."""
-    if validator is not None:
-        return validator
-
-    def decode(staged: Path) -> ValidationResult:
-        from .proof.runtimes import full_release
-        from .proof.validation import validate  # numpy + onnxruntime: only when validating
-
-        return validate(staged, ort_version=full_release(runtime), judge=source, encoder=encoder)
-
-    return decode
-
-
-def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], *, run_validation: bool = True,
-           in_place: bool = False, target_ort: str | None = None, validate_on_target: bool = False,
-           load_on_target: bool = True, any_model: bool = False, data_mode: str = "clone",
-           on_step: StepCallback | None = None, validator: Validator | None = None,
-           encoder: str | os.PathLike[str] | None = None) -> RepairResult:
-    """Repair the merged decoder at `source` into `out`. Raises a GraphfixError subclass; writes nothing then.
-
-    With `target_ort` (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded
-    in that very release before it lands (its newest patch, installed into a cached venv on first use), unless
-    `load_on_target` is False; `validate_on_target` runs the decode proof inside that release too. `any_model`
-    accepts any other ONNX model of an export (an encoder) and only retargets it. `data_mode` says how external
-    data lands beside `out` (see io.write.write_models): "clone", "copy" or "link". `on_step(name)` is told each
-    step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for progress.
-    `validator(staged_path)` replaces the decode proof (tests). `encoder` (the export's encoder_model.onnx) feeds
-    the proof instead of synthesized encoder states, so the export is proven end to end."""
-    step = on_step or (lambda name: None)
-    source, out = Path(source), Path(out)
+def _refuse_same_file(source: Path, out: Path, in_place: bool) -> None:
     if same_file(source, out) or source.resolve() == out.resolve():
         if not in_place:
             raise BadInputError(f"output is the input ({source}); pass --in-place to overwrite it "
                                 f"(keeps {source.name}.bak)")
     elif in_place:
         raise BadInputError("--in-place needs the output to be the input")
-    if validate_on_target and not target_ort:
-        raise BadInputError("--validate-on-target needs --target-ort")
+
+
+def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options: RepairOptions | None = None, *,
+           on_step: StepCallback | None = None, validator: Validator | None = None,
+           **keywords: object) -> RepairResult:
+    """Repair the merged decoder at `source` into `out` as `options` say (see options.RepairOptions; keywords
+    change single fields: `repair(a, b, run_validation=False, target_ort="1.16")`). Raises a GraphfixError
+    subclass; writes nothing then.
+
+    With a target (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded in
+    that very release before it lands (its newest patch, installed into a cached venv on first use). `on_step(name)`
+    is told each step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for
+    progress. `validator(staged_path)` replaces the decode proof (tests). With an `encoder` (the export's
+    encoder_model.onnx), its output feeds the proof instead of synthesized encoder states: the export is proven end
+    to end."""
+    options = (options or RepairOptions()).but(**keywords)
+    step = on_step or (lambda name: None)
+    source, out = Path(source), Path(out)
+    _refuse_same_file(source, out, options.in_place)
     step("reading")
     loaded = read_model(source)
     check_output_file(out)
     step("repairing")
     before = versions_of(loaded.model)
-    subject, changes = find_and_fix(loaded, target_ort, any_model=any_model, infer_types=run_validation)
+    subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model,
+                                    infer_types=options.validate)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)},
                           oldest_onnxruntime=oldest_release_of(subject.model))
-    prove = _decode_proof(source, target_ort if validate_on_target else None, validator,
-                          Path(encoder) if encoder else None)
-    checker_held = passes_checker(source) if run_validation else False
-    target_release = _target_release(target_ort) if target_ort and load_on_target else None
-
-    def before_commit(staged: dict[Path, Path]) -> None:
-        from .proof.runtimes import load_in_onnxruntime
-
-        merged = isinstance(subject, MergedDecoder)
-        if run_validation:
-            step("validating")
-            keep_checker_verdict(checker_held, staged)
-            if merged:
-                result.validation = require_proof(prove(staged[out]), out,
-                                                  "repaired model does not decode like full recompute")
-                result.loaded_on = result.validation.onnxruntime
-            elif not target_release:  # an encoder: no decode loop of its own, so its proof is a load
-                result.loaded_on = load_in_onnxruntime(staged[out])
-        if target_release and not (run_validation and validate_on_target and merged):
-            step("loading on target")
-            result.loaded_on = load_in_onnxruntime(staged[out], target_release)
-
+    outputs = {out: subject.model if changes else None}
+    evidence = Evidence()
+    decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator,
+                         encoder=options.encoder) if isinstance(subject, MergedDecoder) else None)
+    gates = proof_gates(options, loaded, outputs, decode, evidence)
     step("writing")
-    backup = InPlaceBackup(source) if in_place else None
+    backup = InPlaceBackup(source) if options.in_place else None
     try:
         result.backup = backup.make() if backup else None
-        write_models({out: subject.model if changes else None}, loaded, before_commit, data_mode=data_mode)
+        write_models(outputs, loaded, gates, data_mode=options.data_mode, on_step=step)
     except BaseException:  # whatever failed, a bug or Ctrl-C included
         if backup:
             backup.discard_if_unchanged()
         raise
+    result.validation, result.loaded_on = evidence.validation, evidence.loaded_on
     return result
 
 
-def check(path: str | os.PathLike[str], *, target_ort: str | None = None, ignore_other_models: bool = False,
-          any_model: bool = False) -> CheckResult:
+def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | None = None,
+          ignore_other_models: bool = False, any_model: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
     ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
     `any_model` it is checked for what `target_ort` needs (retargeting only). A directory, as on the command line,
     stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
     model of the export too: one result each in `models`, their findings together in `findings`."""
-    path = Path(path)
+    path, target = Path(path), as_target(target_ort)
     if path.is_dir():
         from .batch.layouts import check_targets
 
-        models = [check(t.path, target_ort=target_ort, any_model=not t.merged_decoder)
-                  for t in check_targets(path, every_model=bool(target_ort))]
+        models = [check(t.path, target_ort=target, any_model=not t.merged_decoder)
+                  for t in check_targets(path, every_model=target is not None)]
         return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     loaded = read_model(path)
     oldest = oldest_release_of(loaded.model)  # as it is, before the passes edit it
     try:
-        _, findings = find_and_fix(loaded, target_ort, any_model=any_model)
+        _, findings = find_and_fix(loaded, target, any_model=any_model)
     except NotAMergedDecoderError as err:
         if not ignore_other_models:
             raise
@@ -281,4 +206,5 @@ def check(path: str | os.PathLike[str], *, target_ort: str | None = None, ignore
     return CheckResult(path=path, findings=findings, oldest_onnxruntime=oldest)
 
 
-__all__ = ["CheckResult", "RepairResult", "check", "find_and_fix", "find_subject", "repair"]
+__all__ = ["CheckResult", "RepairOptions", "RepairResult", "Validator", "check", "find_and_fix", "find_subject",
+           "repair"]

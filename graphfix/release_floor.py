@@ -1,4 +1,4 @@
-"""The oldest onnxruntime release that loads a model as it is, read off the measured tables (passes/ort_targets.py:
+"""The oldest onnxruntime release that loads a model as it is, read off the measured tables (targets/ort_targets.py:
 IR and ai.onnx opset per release; ort_domains.json: ai.onnx.ml / com.microsoft opsets and contrib ops; the float16
 fallbacks 1.14-1.16 cannot load). Nothing is loaded here: this answers "which runtime can I ship this to" for
 `describe` without installing 19 releases; `repair --target-ort X.Y` is what then proves a load in that release.
@@ -11,10 +11,11 @@ from typing import Any
 
 from .io import onnx_proto as onnx
 from .model.graph import all_graphs
+from .targets import TargetRuntime, known_releases
 
 ML, MS = "ai.onnx.ml", "com.microsoft"
 # 1.14 has no wheel for the Python the tables were measured with: its row is the published one.
-UNMEASURED = {(1, 14)}
+UNMEASURED = {"1.14"}
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,8 @@ def _contrib_ops(model: onnx.ModelProto) -> set[str]:
     return {node.op_type for graph, _ in all_graphs(model.graph) for node in graph.node if node.domain == MS}
 
 
-def _domain_refusal(model: onnx.ModelProto, release: str) -> str | None:
-    from .passes.ort_targets import domain_limits
-
-    limits = domain_limits(release)
+def _domain_refusal(model: onnx.ModelProto, target: TargetRuntime) -> str | None:
+    limits = target.domains
     if limits is None:  # 1.14: nothing measured beyond IR and opset
         return None
     for domain, highest in ((ML, limits.ml_max_opset), (MS, limits.ms_max_opset)):
@@ -69,44 +68,39 @@ def _has_float16(model: onnx.ModelProto) -> bool:
     return False
 
 
-def _float16_refusal(model: onnx.ModelProto, release: str) -> str | None:
+def _float16_refusal(model: onnx.ModelProto, target: TargetRuntime) -> str | None:
     from .model.merged_decoder import PlainModel
-    from .passes.float16_fallbacks import NO_FLOAT16_KERNEL, float16_fallbacks
+    from .passes.float16_fallbacks import float16_fallbacks
 
-    major, minor = (int(x) for x in release.split("."))
-    ops = NO_FLOAT16_KERNEL.get((major, minor), set())
+    ops = target.float16_gaps
     if not ops or not _has_float16(model) or \
             not any(node.op_type in ops for graph, _ in all_graphs(model.graph) for node in graph.node):
         return None  # the pass infers shapes (imports onnx): only float16 models pay for it
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the pass edits what it is given; only its findings matter here
-    found = float16_fallbacks(release)(PlainModel(copy))
+    found = float16_fallbacks(target)(PlainModel(copy))
     return f"float16 {found[0].node} has no kernel and its fallback fails to load" if found else None
 
 
-def refusal(model: onnx.ModelProto, release: str) -> str | None:
-    """Why onnxruntime `release` (X.Y) refuses `model` by the measured tables, or None when it loads it."""
-    from .passes.ort_targets import ort_limits
-
-    max_ir, max_opset = ort_limits(release)
+def refusal(model: onnx.ModelProto, target: TargetRuntime) -> str | None:
+    """Why onnxruntime `target` refuses `model` by the measured tables, or None when it loads it."""
+    max_ir, max_opset = target.max_ir, target.max_opset
     if model.ir_version > max_ir:
         return f"IR {model.ir_version} > {max_ir}"
     opset = _version_of(model, "", "ai.onnx")
     if opset is not None and opset > max_opset:
         return f"opset {opset} > {max_opset}"
-    return _domain_refusal(model, release) or _float16_refusal(model, release)
+    return _domain_refusal(model, target) or _float16_refusal(model, target)
 
 
 def oldest_release(model: onnx.ModelProto) -> ReleaseFloor:
     """The first release, oldest first, that `refusal` lets through."""
-    from .passes.ort_targets import ORT_LIMITS
-
     before = ""
-    for major, minor in sorted(ORT_LIMITS):
-        release = f"{major}.{minor}"
-        reason = refusal(model, release)
+    for target in known_releases():
+        release = target.series
+        reason = refusal(model, target)
         if reason is None:
-            return ReleaseFloor(release, before, measured=(major, minor) not in UNMEASURED)
+            return ReleaseFloor(release, before, measured=release not in UNMEASURED)
         before = f"onnxruntime {release}: {reason}"
     return ReleaseFloor(None, before)
 

@@ -1,7 +1,7 @@
 """What each onnxruntime release loads beyond ai.onnx: ai.onnx.ml and com.microsoft, and attributes that became inputs.
 
 Measured on the real wheels from PyPI, each in its own cached venv (graphfix.proof.runtimes; $GRAPHFIX_CACHE),
-on 2026-12-01 with CPython 3.11.7 and onnx 1.23.2 building the probe models. Output: graphfix/passes/ort_domains.json.
+on 2026-12-01 with CPython 3.11.7 and onnx 1.23.2 building the probe models. Output: graphfix/targets/ort_domains.json.
 
 Per release, inside that release's own onnxruntime:
 - ml_max_opset: the highest ai.onnx.ml opset_import at which a one-node ai.onnx.ml Binarizer model loads (1..8 tried);
@@ -52,7 +52,7 @@ from graphfix.proof.runtimes import runtime_python
 
 RELEASES = ["1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1", "1.23.2", "1.24.4",
             "1.25.1", "1.26.0", "1.27.0", "1.28.0", "1.29.0", "1.30.0", "1.31.1", "1.32.0"]
-OUT = Path(__file__).resolve().parent.parent / "graphfix" / "passes" / "ort_domains.json"  # package data
+OUT = Path(__file__).resolve().parent.parent / "graphfix" / "targets" / "ort_domains.json"  # package data
 ML_OPSETS, MS_OPSETS = range(1, 9), range(1, 7)
 ABSENT = ("is not a registered function/op", "No Op registered for")
 

@@ -1,4 +1,4 @@
-"""Verify graphfix/passes/ort_targets.py against real onnxruntime wheels.
+"""Verify graphfix/targets/ort_targets.py against real onnxruntime wheels.
 
 For each release, installs it into graphfix's runtime cache (pip) and finds the highest IR version and ai.onnx
 opset it loads, with a one-node model. Prints one table row per release; pass releases as arguments.

@@ -19,7 +19,9 @@ from graphfix.findings import CODES, Finding
 from graphfix.model.graph import all_graphs
 from graphfix.model.merged_decoder import PlainModel, find_merged_decoder
 from graphfix.passes import ANY_MODEL, PIPELINE, pipeline, repair_pass, run_passes
+from graphfix.proof.cases import ProofRequest
 from graphfix.proof.runtimes import CARRIED, PACKAGE
+from graphfix.targets import parse_release
 
 from .conftest import ROOT
 
@@ -73,13 +75,12 @@ def test_the_client_loop_runs_from_the_carried_modules_alone(tmp_path, marian_cu
         (carried / "graphfix" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGE / name, carried / "graphfix" / name)
     model = str(repaired(marian_current))
-    request = {"first": model, "later": model, "reference": None, "tolerance": 1e-4, "steps": 3, "batches": [1],
-               "source_lengths": [5]}
+    request = ProofRequest(model=model, model_with_past=model, tolerance=1e-4, steps=3, batches=(1,),
+                           source_lengths=(5,)).to_json()
     script = (f"import sys; sys.path.insert(0, {str(carried)!r}); from graphfix.proof.client_loop import main; "
               "main(sys.argv[1]); import graphfix; "
               "print(graphfix.__file__); print(sorted(m for m in sys.modules if m.startswith('graphfix')))")
-    proc = subprocess.run([sys.executable, "-I", "-c", script, json.dumps(request)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run([sys.executable, "-I", "-c", script, request], capture_output=True, text=True, check=True)
     answer, where, modules = proc.stdout.splitlines()
     assert json.loads(answer)["result"]["cases"][0]["failure"] is None
     assert where.startswith(str(carried))
@@ -121,11 +122,11 @@ def _merged_decoder() -> onnx.ModelProto:
 
 
 def test_every_pass_has_a_name_a_scope_and_only_documented_codes():
-    for repair in (*PIPELINE, *pipeline("1.16")[len(PIPELINE):]):
+    for repair in (*PIPELINE, *pipeline(parse_release("1.16"))[len(PIPELINE):]):
         assert repair.name and repair.codes and repair.codes <= set(CODES), repair
-    assert [p.name for p in pipeline("1.16")] == ["encoder_kv_passthrough", "fixed_shapes", "kv_dim_names",
-                                                  "truthful_kv_shapes", "attributes_as_inputs", "float16_fallbacks",
-                                                  "retarget_domains", "retarget_versions"]
+    assert [p.name for p in pipeline(parse_release("1.16"))] == [
+        "encoder_kv_passthrough", "fixed_shapes", "kv_dim_names", "truthful_kv_shapes", "attributes_as_inputs",
+        "float16_fallbacks", "retarget_domains", "retarget_versions"]
 
 
 def test_a_pass_cannot_declare_an_undocumented_code():
@@ -247,4 +248,4 @@ def test_repair_without_validation_imports_neither_numpy_nor_onnx_proper(tmp_pat
 
 def test_the_package_tree_shows_the_stages():
     stages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
-    assert stages == ["batch", "cli", "io", "model", "passes", "proof"]
+    assert stages == ["batch", "cli", "io", "model", "passes", "proof", "targets"]

@@ -15,6 +15,7 @@ from graphfix import BadInputError, repair, validate
 from graphfix.io.read import read_model
 from graphfix.proof import loadable
 from graphfix.proof.encoder_inputs import encoder_feeds
+from graphfix.targets import parse_release
 
 from .conftest import ROOT
 
@@ -264,9 +265,9 @@ def test_a_float16_layer_normalization_is_found_whatever_the_other_branch_calls_
     from graphfix.passes.float16_fallbacks import float16_fallbacks
 
     model = _branches_reusing_a_name_with_two_types()
-    findings = run_passes(PlainModel(model), [float16_fallbacks("1.16")])
+    findings = run_passes(PlainModel(model), [float16_fallbacks(parse_release("1.16"))])
     assert [f.code for f in findings] == ["GF305"]
-    assert run_passes(PlainModel(model), [float16_fallbacks("1.16")]) == []  # a second run changes nothing
+    assert run_passes(PlainModel(model), [float16_fallbacks(parse_release("1.16"))]) == []  # a second run changes nothing
 
 
 def test_a_config_above_a_top_level_export_is_not_read_as_its_own(tmp_path):

@@ -436,7 +436,7 @@ def test_when_a_later_rename_fails_the_earlier_ones_are_undone(tmp_path):
         second.mkdir()
 
     with pytest.raises(BadInputError, match="cannot write"):
-        write_models({first: None, second: None}, loaded, second_becomes_a_directory)
+        write_models({first: None, second: None}, loaded, [second_becomes_a_directory])
     assert first.read_bytes() == b"old first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder_model.onnx", "decoder_with_past_model.onnx"]
     assert list(second.iterdir()) == []

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from graphfix import RepairRefusedError, check, repair, repair_directory
-from graphfix.passes.opset_adapters import convert_down
+from graphfix.targets.opset_adapters import convert_down
 
 from .conftest import ROOT, SAMPLE_IDS, SAMPLES
 

@@ -65,9 +65,10 @@ def _tiny(opset: int, ir: int):
 
 @pytest.mark.parametrize("opset, ir, loads", [(19, 9, True), (19, 10, False), (20, 9, False)])
 def test_the_1_16_row_of_the_compatibility_table_holds_for_the_real_wheel(opset, ir, loads, seeds_runtime, tmp_path):
-    from graphfix.passes.ort_targets import ort_limits
+    from graphfix.targets import parse_release
 
-    max_ir, max_opset = ort_limits(seeds_runtime)
+    target = parse_release(seeds_runtime)
+    max_ir, max_opset = target.max_ir, target.max_opset
     assert (opset <= max_opset and ir <= max_ir) == loads
     path = tmp_path / "tiny.onnx"
     path.write_bytes(_tiny(opset, ir).SerializeToString())
@@ -111,16 +112,96 @@ def test_an_op_that_cannot_go_below_the_target_opset_is_refused_with_nothing_wri
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unknown_onnxruntime_release_is_refused(marian_current, tmp_path, cli):
-    result = cli("check", marian_current, "--target-ort", "0.9")
-    assert result.exit_code == 2 and "no compatibility data for onnxruntime 0.9" in result.stderr
+MALFORMED_OR_UNKNOWN = ["abc", "16", "1..16", "1.16.x", "1.16.3.1", "99.1", "0.9", ""]
+RELEASE_OPTIONS = {"repair": ("--target-ort",), "check": ("--target-ort",), "validate": ("--ort-version",),
+                   "split": ("--ort-version", "--target-ort")}
+
+
+def _command_line(command: str, option: str, release: str, model, tmp_path) -> list:
+    outputs = {"repair": [tmp_path / "out.onnx"], "split": [tmp_path / "split"]}.get(command, [])
+    return [command, model, *outputs, option, release]
+
+
+@pytest.mark.parametrize("release", MALFORMED_OR_UNKNOWN)
+@pytest.mark.parametrize("command, option", [(c, o) for c, options in RELEASE_OPTIONS.items() for o in options])
+def test_every_malformed_or_unknown_release_is_one_error_line_and_exit_2(command, option, release, marian_current,
+                                                                         tmp_path, cli):
+    result = cli(*_command_line(command, option, release, marian_current, tmp_path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: Invalid value for '{option}': unknown onnxruntime release {release!r}")
+    assert "unexpected" not in result.stderr and "X.Y or X.Y.Z" in result.stderr
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "split").exists()
+
+
+@pytest.mark.parametrize("release", ["abc", "1.16.3.1", "99.1"])
+@pytest.mark.parametrize("command, option", [(c, o) for c, options in RELEASE_OPTIONS.items() for o in options])
+def test_a_refused_release_is_one_json_document_with_json(command, option, release, marian_current, tmp_path, cli):
+    import json
+
+    result = cli(*_command_line(command, option, release, marian_current, tmp_path), "--json")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["exit_code"] == 2 and document["command"] == command
+    assert f"unknown onnxruntime release {release!r}" in document["error"]
+
+
+def test_the_library_refuses_the_same_releases_with_the_same_message(marian_current, tmp_path):
+    from graphfix import check, repair, split
+    from graphfix.targets import parse_release
+
+    for release in MALFORMED_OR_UNKNOWN:
+        with pytest.raises(BadInputError) as parsed:
+            parse_release(release)
+        calls = [(repair, (marian_current, tmp_path / "o.onnx"), {"target_ort": release}),
+                 (check, (marian_current,), {"target_ort": release}),
+                 (validate, (marian_current,), {"ort_version": release}),
+                 (split, (marian_current, tmp_path / "split"), {"ort_version": release})]
+        for function, args, keywords in calls:
+            with pytest.raises(BadInputError) as refused:
+                function(*args, **keywords)
+            assert str(refused.value) == str(parsed.value)
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "split").exists()
+
+
+def test_x_y_is_its_newest_patch_and_x_y_z_is_that_release():
+    from graphfix.targets import parse_release
+
+    newest = parse_release("1.16")
+    assert newest.release == "1.16.3" and str(newest) == "1.16.3"
+    assert (newest.max_ir, newest.max_opset) == (9, 19)
+    assert newest.float16_gaps == {"Softmax", "LayerNormalization"}
+    assert newest.domains is not None and newest.domains.release == "1.16.3" and newest.domains.ml_max_opset == 3
+    older = parse_release("1.16.1")
+    assert older.release == "1.16.1" and (older.max_ir, older.max_opset) == (9, 19)
+    assert parse_release("1.16.3") == newest
+    assert parse_release("1.17").float16_gaps == frozenset() and parse_release("1.14").domains is None
+
+
+def test_validate_takes_a_release_as_x_y_like_target_ort(marian_legacy, repaired, seeds_runtime, cli):
+    result = cli("validate", repaired(marian_legacy), "--ort-version", "1.16")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert f"onnxruntime {SEEDS_RUNTIME}" in result.stdout
+
+
+def test_split_can_retarget_and_prove_on_the_release_it_names(marian_current, tmp_path, cli, seeds_runtime):
+    import onnx
+
+    result = cli("split", marian_current, tmp_path / "split", "--target-ort", "1.16", "--ort-version", "1.16",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    assert json.loads(result.stdout)["validation"]["onnxruntime"] == SEEDS_RUNTIME
+    for name in ("decoder_model.onnx", "decoder_with_past_model.onnx"):
+        assert onnx.load(tmp_path / "split" / name).ir_version <= 9
 
 
 def test_a_runtime_pip_cannot_install_is_one_clear_error(marian_current, tmp_path, monkeypatch, cli):
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
-    result = cli("validate", marian_current, "--ort-version", "0.0.1")
+    result = cli("validate", marian_current, "--ort-version", "1.16.99")  # a known release, a patch PyPI never had
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: cannot install onnxruntime==0.0.1") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: cannot install onnxruntime==1.16.99") and result.stderr.count("\n") == 1
     assert not any((tmp_path / "cache").glob("onnxruntime-*"))  # no half-made runtime left to be reused
 
 

@@ -144,9 +144,11 @@ def repaired_qdq(tmp_path_factory):
 
 
 def _proof(model, tolerance, original=None):
+    from graphfix.proof.cases import ProofRequest
     from graphfix.proof.client_loop import run_proof
 
-    return run_proof(str(model), str(model), None, tolerance, original=str(original) if original else None)
+    return run_proof(ProofRequest(model=str(model), model_with_past=str(model), tolerance=tolerance,
+                                  judge=str(original) if original else None))
 
 
 def test_a_divergence_the_original_shares_is_reported_as_the_model_s_own(repaired_qdq):

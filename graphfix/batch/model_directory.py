@@ -22,7 +22,8 @@ from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.read import open_inside
 from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
-from ..pipeline import RepairResult, repair
+from ..options import RepairOptions
+from ..pipeline import RepairResult, Validator, repair
 from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
@@ -63,12 +64,13 @@ class DirectoryRepairResult:
                 "retargeted": self.retargeted}
 
 
-def _repair_one(source: Path, out: Path, options: dict[str, Any], name: str = "",
-                on_progress: ProgressCallback | None = None) -> tuple[RepairResult, float]:
+def _repair_one(source: Path, out: Path, options: RepairOptions, name: str = "",
+                on_progress: ProgressCallback | None = None,
+                validator: Validator | None = None) -> tuple[RepairResult, float]:
     started = time.perf_counter()
     step = (lambda what: on_progress(name, what, 0)) if on_progress else None
     try:
-        result = repair(source, out, on_step=step, **options)
+        result = repair(source, out, options, on_step=step, validator=validator)
     except GraphfixError as err:
         # Say which decoder of the directory failed; the type (and so the exit code) stays.
         err.args = (f"{name}: {err.args[0]}" if name else err.args[0], *err.args[1:])
@@ -84,16 +86,16 @@ def _size(path: Path) -> int:
         return 0
 
 
-Job = tuple[str, Path, Path, dict[str, Any]]  # (relative name, source, out, options of pipeline.repair)
+Job = tuple[str, Path, Path, RepairOptions]  # (relative name, source, out, its options)
 
 
-def _repair_all(jobs: list[Job], workers: int,
-                on_progress: ProgressCallback | None) -> list[ModelRepair]:
+def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | None,
+                validator: Validator | None) -> list[ModelRepair]:
     """Repair each (name, source, out); results in input order whatever order the workers finish in."""
     done: list[ModelRepair] = []
     if workers <= 1 or len(jobs) <= 1:
         for name, source, out, options in jobs:
-            result, seconds = _repair_one(source, out, options, name, on_progress)
+            result, seconds = _repair_one(source, out, options, name, on_progress, validator)
             done.append(ModelRepair(name, result, seconds))
             if on_progress:
                 on_progress(name, "done", _size(source))
@@ -118,7 +120,8 @@ def _repair_all(jobs: list[Job], workers: int,
         raise failure
     with pool:
         with interrupts.ignored_by_children():
-            futures = [pool.submit(_repair_one, source, out, options, name) for name, source, out, options in jobs]
+            futures = [pool.submit(_repair_one, source, out, options, name, None, validator)
+                       for name, source, out, options in jobs]
         try:
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
@@ -162,26 +165,28 @@ def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
         os.close(opened.fd)
 
 
-def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str], *, jobs: int = 1,
-                     in_place: bool = False, on_progress: ProgressCallback | None = None,
-                     **options: Any) -> DirectoryRepairResult:
+def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str],
+                     options: RepairOptions | None = None, *, jobs: int = 1,
+                     on_progress: ProgressCallback | None = None, validator: Validator | None = None,
+                     **keywords: object) -> DirectoryRepairResult:
     """Repair every merged decoder in the model directory `source` into the new directory `out`, carrying every
     other file over unchanged; with `target_ort`, every other ONNX model of the export (encoder, split decoders) is
     retargeted for that onnxruntime and loaded in it too, since the user deploys the whole export. `options` are
-    those of pipeline.repair (run_validation, target_ort, ...). `jobs` models are repaired at once, in separate
-    processes. With `in_place` (out == source) each decoder is replaced atomically and keeps its `.bak`; nothing
-    else is touched."""
+    those of pipeline.repair (keywords change single fields, as there). `jobs` models are repaired at once, in
+    separate processes. With `in_place` (out == source) each decoder is replaced atomically and keeps its `.bak`;
+    nothing else is touched."""
+    options = (options or RepairOptions()).but(**keywords)
     source, out = Path(source), Path(out)
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
-    if in_place or source.resolve() == out.resolve():
-        if not in_place:
+    if options.in_place or source.resolve() == out.resolve():
+        if not options.in_place:
             raise BadInputError(f"output is the input ({source}); pass --in-place to repair the directory in place "
                                 "(keeps a .bak of each decoder)")
         if source.resolve() != out.resolve():
             raise BadInputError("--in-place needs the output to be the input")
-        return _repair_in_place(source, jobs, on_progress, options)
-    plan = plan_directory(source, retarget=bool(options.get("target_ort")))
+        return _repair_in_place(source, jobs, on_progress, options, validator)
+    plan = plan_directory(source, retarget=options.target is not None)
     check_output_directory(out, source=source)
     with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
         os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
@@ -194,13 +199,13 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         for name in plan.decoders + plan.others:
             _make_parents(source, staging, name)
         # The encoders are retargeted first: a decoder's proof is then fed by the encoder as it will be deployed.
-        others = _repair_all([(name, source / name, staging / name, {**options, "any_model": True})
-                              for name in plan.others], jobs, on_progress)
+        others = _repair_all([(name, source / name, staging / name, options.but(any_model=True))
+                              for name in plan.others], jobs, on_progress, validator)
         encoders = {name: encoder_for(source, name) for name in plan.decoders}
         work = [(name, source / name, staging / name,
-                 {**options, "encoder": _encoder_path(source, staging, encoders[name], plan.others)})
+                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
                 for name in plan.decoders]
-        models = _repair_all(work, jobs, on_progress) + others
+        models = _repair_all(work, jobs, on_progress, validator) + others
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
             if model.result.validation is not None:  # without a proof (--no-validate) no encoder fed anything
@@ -221,7 +226,7 @@ def _encoder_path(source: Path, staging: Path, encoder: str | None, retargeted: 
 
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
-                     options: dict[str, Any]) -> DirectoryRepairResult:
+                     options: RepairOptions, validator: Validator | None) -> DirectoryRepairResult:
     """Each decoder replaced atomically with its .bak; all of them or none: when one fails, those already replaced
     are put back from their .bak (byte-identical copies of the originals; in place, external data is never
     rewritten) and the error says which. A Ctrl-C instead leaves what landed, complete with its .bak, and the
@@ -233,10 +238,9 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
             raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
     encoders = {name: encoder_for(directory, name) for name in names}
     work = [(name, directory / name, directory / name,
-             {**options, "in_place": True, "encoder": directory / e if (e := encoders[name]) else None})
-            for name in names]
+             options.but(encoder=directory / e if (e := encoders[name]) else None)) for name in names]
     try:
-        models = _repair_all(work, jobs, on_progress)
+        models = _repair_all(work, jobs, on_progress, validator)
         for model in models:
             model.encoder = encoders[model.path] if model.result.validation is not None else None
     except Exception as err:

@@ -4,7 +4,8 @@ without `If` support (and for clients written against Optimum's older two-file l
 Each branch of the `If` becomes a model of its own: its graph inputs are the outer inputs the branch reads, its
 outputs are the `If`'s outputs, and the outer initializers it reads are copied in, each once per file. The repair
 passes run first, so the with-past model already passes the encoder KV through. Both files are written into a
-staging directory, proven by the split-pair decode loop (split_validation.py), and only then renamed into place.
+staging directory, proven by the same gates as a repair (proof/gates.py: the checker, the split pair's decode loop, the
+load on a --target-ort release), and only then renamed into place.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ..io.read import read_model
 from ..io.write import check_output_directory, write_models
 from ..model.graph import ancestors, outer_reads, producers
 from ..model.merged_decoder import MergedDecoder
-from ..pipeline import find_and_fix, keep_checker_verdict, passes_checker, require_proof
+from ..options import RepairOptions
+from ..pipeline import find_and_fix
+from ..proof.gates import Evidence, SplitDecodeGate, proof_gates
 from ..proof.validation import ValidationResult
 
 DECODER = "decoder_model.onnx"
@@ -94,40 +97,35 @@ def branch_model(decoder: MergedDecoder, branch: onnx.GraphProto, name: str) -> 
     return model
 
 
-def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, run_validation: bool = True,
-          data_mode: str = "clone", ort_version: str | None = None) -> SplitResult:
+def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], options: RepairOptions | None = None,
+          **keywords: object) -> SplitResult:
     """Write `decoder_model.onnx` and `decoder_with_past_model.onnx` from the merged decoder at `source` into
-    `out_dir` (created if missing; existing files of those names are replaced). Raises NotAMergedDecoderError on
-    any other model and ValidationFailedError when the pair does not decode like full recompute; writes nothing
-    then. `ort_version` runs the proof inside that onnxruntime release."""
-    from ..proof.validation import validate_split
-
+    `out_dir` (created if missing; existing files of those names are replaced), as `options` say (keywords change
+    single fields, e.g. `run_validation=False`, `ort_version="1.16"`: the release the proof runs in). Raises
+    NotAMergedDecoderError on any other model and ValidationFailedError when the pair does not decode like full
+    recompute; writes nothing then. With a target, both files are retargeted for it and loaded in it."""
+    options = (options or RepairOptions()).but(**keywords)
     source, out_dir = Path(source), Path(out_dir)
     loaded = read_model(source)
-    decoder, changes = find_and_fix(loaded, None)
+    decoder, changes = find_and_fix(loaded, options.target, infer_types=options.validate)
     assert isinstance(decoder, MergedDecoder)
     models = {out_dir / DECODER: branch_model(decoder, decoder.no_cache_branch, "decoder"),
               out_dir / DECODER_WITH_PAST: branch_model(decoder, decoder.cache_branch, "decoder_with_past")}
     check_output_directory(out_dir, must_be_empty=False)
     result = SplitResult(input=source, decoder=out_dir / DECODER, decoder_with_past=out_dir / DECODER_WITH_PAST,
                          changes=changes)
-    checker_held = passes_checker(source) if run_validation else False
-
-    def before_commit(staged: dict[Path, Path]) -> None:
-        if not run_validation:
-            return
-        keep_checker_verdict(checker_held, staged)
-        validation = validate_split(staged[result.decoder], staged[result.decoder_with_past], merged=source,
-                                    ort_version=ort_version)
-        result.validation = require_proof(validation, out_dir, "split decoders do not decode like full recompute")
-
+    evidence = Evidence()
+    decode = SplitDecodeGate(result.decoder, result.decoder_with_past, merged=source, shown_as=out_dir,
+                             runtime=options.proof_runtime, evidence=evidence)
+    outputs: dict[Path, onnx.ModelProto | None] = dict(models)
+    gates = proof_gates(options, loaded, outputs, decode, evidence)
     created = not out_dir.exists()
     try:
         out_dir.mkdir(exist_ok=True)
     except OSError as err:
         raise BadInputError(f"cannot create {out_dir}: {err.strerror}") from None
     try:
-        write_models(dict(models), loaded, before_commit, data_mode=data_mode)
+        write_models(outputs, loaded, gates, data_mode=options.data_mode)
     except BaseException:
         if created:
             try:
@@ -135,4 +133,5 @@ def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, ru
             except OSError:
                 pass
         raise
+    result.validation = evidence.validation
     return result

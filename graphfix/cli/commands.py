@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,8 +14,10 @@ from .. import __version__
 from ..batch.layouts import encoder_for, find_merged_decoders
 from ..errors import BadInputError
 from ..findings import CODES, EXPLANATIONS
+from ..options import DataMode, RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.interpreters import ENVIRONMENT
+from ..targets import TargetRuntime, parse_release
 from . import report
 from .app import app, emit_json, graphfix_command, one_line, report_failure, watch_outputs
 from .progress import progress_wanted, terminal_progress
@@ -23,10 +25,24 @@ from .progress import progress_wanted, terminal_progress
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
-TargetOption = Annotated[Optional[str], typer.Option(
-    "--target-ort", metavar="X.Y", help="The onnxruntime release you deploy on (e.g. 1.16 for Rust ort 1.16.3): "
-    "convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. Default: "
-    "leave versions alone.")]
+
+
+def _release(text: str) -> TargetRuntime:
+    """Every option naming an onnxruntime release is parsed here, once, into the value the library takes."""
+    try:
+        return parse_release(text)
+    except BadInputError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+TargetOption = Annotated[Optional[TargetRuntime], typer.Option(
+    "--target-ort", metavar="X.Y", parser=_release, help="The onnxruntime release you deploy on (e.g. 1.16 for Rust "
+    "ort 1.16.3): convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. "
+    "Default: leave versions alone.")]
+ProofReleaseOption = Annotated[Optional[TargetRuntime], typer.Option(
+    "--ort-version", metavar="X.Y[.Z]", parser=_release, help="Run the proof inside this onnxruntime release "
+    "(X.Y: its newest patch; installed with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust "
+    "ort.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
                                              "instead of one line per finding code.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
@@ -141,15 +157,14 @@ def repair_command(
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
-    options: dict[str, Any] = dict(run_validation=not no_validate, in_place=in_place, target_ort=target_ort,
-                                   validate_on_target=validate_on_target, load_on_target=not skip_target_load,
-                                   validator=_validator(ctx),
-                                   data_mode="copy" if copy_data else "link" if link_data else "clone")
+    data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
+    options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
+                            load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place)
     if is_directory:
-        return _repair_directory(source, out, jobs, options, as_json, verbosity, started)
+        return _repair_directory(source, out, jobs, options, _validator(ctx), as_json, verbosity, started)
     with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
-        result: RepairResult = repair(source, out, on_step=step, **options)
+        result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
     if as_json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
@@ -164,14 +179,14 @@ def repair_command(
     return 0
 
 
-def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any], as_json: bool,
-                      verbosity: int, started: float) -> int:
+def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
+                      as_json: bool, verbosity: int, started: float) -> int:
     from ..batch.model_directory import repair_directory
     from .progress import plan_size, print_table, summary_table
 
     files, nbytes = plan_size(source)
     with terminal_progress(progress_wanted(as_json=as_json), files, nbytes) as progress:
-        result = repair_directory(source, out, jobs=jobs, on_progress=progress, **options)
+        result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
     if as_json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
@@ -190,7 +205,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: dict[str, Any
                + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
                + f"; {time.monotonic() - started:.1f} s")
     if verbosity >= 0:
-        typer.echo(report.release_line(_export_floor(result.output), options.get("target_ort"),
+        typer.echo(report.release_line(_export_floor(result.output), options.target,
                                        subject="its models", plural=True))
     return 0
 
@@ -267,7 +282,7 @@ def check_command(
     return exit_code
 
 
-def _loads(results: list[CheckResult], target_ort: str | None) -> str:
+def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
     """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
     from ..release_floor import ReleaseFloor, newest_of
 
@@ -277,7 +292,7 @@ def _loads(results: list[CheckResult], target_ort: str | None) -> str:
     return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
 
 
-def _check_targets(paths: list[Path], target_ort: str | None,
+def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
                    results: list[CheckResult]) -> list[tuple[Path, bool]]:
     """(file, is it an export's other model) for every file the paths stand for. A path that stands for nothing
     (no merged decoder anywhere under a directory) is a result of its own with its error, so that `--json` keeps
@@ -287,7 +302,7 @@ def _check_targets(paths: list[Path], target_ort: str | None,
     targets: list[tuple[Path, bool]] = []
     for path in paths:
         try:
-            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=bool(target_ort))]
+            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=target_ort is not None)]
         except BadInputError as err:
             results.append(CheckResult(path=path, error=str(err)))
     return targets
@@ -299,9 +314,7 @@ def validate_command(
                                           "decoder in it).")],
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show full-recompute logits equal "
                                                      "this model's (the unrepaired original) at every step.")] = None,
-    ort_version: Annotated[Optional[str], typer.Option(
-        "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release (installed "
-        "with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust ort.")] = None,
+    ort_version: ProofReleaseOption = None,
     runtime_python: RuntimePythonOption = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
@@ -354,8 +367,8 @@ def split_command(
     out_dir: Annotated[Path, typer.Argument(help="Directory for decoder_model.onnx and decoder_with_past_model.onnx "
                                             "(created if missing; files of those names are replaced).")],
     no_validate: NoValidateOption = False,
-    ort_version: Annotated[Optional[str], typer.Option(
-        "--ort-version", metavar="X.Y.Z", help="Run the proof inside exactly this onnxruntime release.")] = None,
+    ort_version: ProofReleaseOption = None,
+    target_ort: TargetOption = None,
     runtime_python: RuntimePythonOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
@@ -367,7 +380,8 @@ def split_command(
     Each If branch becomes a model of its own (the outer inputs it reads, the If's outputs, the weights it reads
     copied in once). The repair passes run first, so the with-past model passes the encoder KV through. Both files
     are proven before they land: the two-file client loop (no-past model at step 1, with-past model after, presents
-    fed back as past) must match full recompute at every step, and the merged decoder's logits.
+    fed back as past) must match full recompute at every step, and the merged decoder's logits. With
+    --target-ort both files are retargeted for that release and loaded in it before they land.
 
     Examples:
       graphfix split decoder_model_merged.onnx split/
@@ -378,7 +392,7 @@ def split_command(
     verbosity = _verbosity(verbose, quiet)
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
-    result = split(merged, out_dir, run_validation=not no_validate, ort_version=ort_version)
+    result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
     if as_json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
     from ..proof.validation import ValidationResult
+    from ..targets import TargetRuntime
 
 WIDTH = 100
 OLDEST_KNOWN = "1.14"  # the oldest release of the measured tables: nothing older to suggest
@@ -250,12 +251,13 @@ def validate_verdict(result: ValidationResult) -> str:
     return f"ok: {proof_phrase(result)}" if result.ok else f"FAILED: {first_failure(result)}"
 
 
-def release_line(oldest: str | None, target_ort: str | None, *, subject: str = "it", plural: bool = False) -> str:
+def release_line(oldest: str | None, target_ort: TargetRuntime | None, *, subject: str = "it",
+                 plural: bool = False) -> str:
     """The line after a summary: `it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)`, which runtimes can
     take the output, by graphfix's measured tables, and the flag for an older one when none was given."""
     if oldest is None:
         return f"{subject}: no onnxruntime release in graphfix's tables loads {'them' if plural else 'it'}"
-    hint = "" if target_ort or oldest == OLDEST_KNOWN else " (older: --target-ort X.Y)"
+    hint = "" if target_ort is not None or oldest == OLDEST_KNOWN else " (older: --target-ort X.Y)"
     return f"{subject} {'load' if plural else 'loads'} in onnxruntime >= {oldest}{hint}"
 
 

@@ -1,5 +1,5 @@
 """Writing models: the one commit path. Everything a command writes is staged in a hidden directory beside its
-destination (same filesystem, so renames out of it are atomic), proven there by the caller's `before_commit`, and
+destination (same filesystem, so renames out of it are atomic), proven there by the caller's gates, and
 only then renamed into place, all renames in one block that Ctrl-C cannot cut (data files first, models last). On
 any failure the staging directory is removed: a destination only ever holds the old file or the complete new one.
 
@@ -14,8 +14,9 @@ import filecmp
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from google.protobuf.message import EncodeError
 
@@ -26,8 +27,15 @@ from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
 from .interrupts import held_for_main_thread
 from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
 
-# before_commit({destination: staged path}) runs on the complete staged files; raising stops the commit.
-BeforeCommit = Callable[[dict[Path, Path]], None]
+
+class Gate(Protocol):
+    """A check of the complete staged files ({destination: staged path}), named by the step it shows; raising
+    stops the commit (proof/gates.py holds graphfix's)."""
+
+    @property
+    def step(self) -> str: ...
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None: ...
 
 
 def parent_of(path: Path) -> Path:
@@ -189,8 +197,9 @@ def _data_location_for(out: Path, index: int, count: int) -> str:
 def write_models(
     outputs: dict[Path, onnx.ModelProto | None],
     source: LoadedModel,
-    before_commit: BeforeCommit | None = None,
+    gates: Sequence[Gate] = (),
     data_mode: str = "clone",
+    on_step: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write each model (a skeleton read from `source`, or when None a faithful byte copy of `source`) to its path,
     atomically and together. The paths share one directory.
@@ -199,6 +208,8 @@ def write_models(
     data file of the source is put beside each output (`data_mode`: "clone" = reflink where the filesystem can,
     else an in-kernel copy keeping holes; "copy" = always copy; "link" = hardlink, which onnx >= 1.23 refuses to
     load) and the model's locations are pointed at it, relative. An in-place output keeps its data files.
+    Then each gate runs on the complete staged files, in order (`on_step` told its step); the first that raises
+    stops the commit and nothing lands.
     """
     if data_mode not in DATA_MODES:
         raise ValueError(f"data_mode must be one of {DATA_MODES}, not {data_mode!r}")
@@ -236,8 +247,10 @@ def write_models(
                     copy_data_file(data.fd, data.real, workdir / new, data_mode)
                     data_renames.append((workdir / new, parent / new))
                 os.chmod(staged[out], source.mode)
-            if before_commit is not None:
-                before_commit(staged)
+            for gate in gates:
+                if on_step is not None:
+                    on_step(gate.step)
+                gate(staged)
             land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
             return outs
     except OSError as err:

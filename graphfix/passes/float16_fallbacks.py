@@ -16,12 +16,8 @@ from __future__ import annotations
 from ..findings import FLOAT16_FALLBACK, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import all_graphs, subgraphs
+from ..targets import TargetRuntime
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
-
-# (major, minor) -> ops whose float16 CPU fallback fails to load in that release
-NO_FLOAT16_KERNEL = {(1, 14): {"Softmax", "LayerNormalization"}, (1, 15): {"Softmax", "LayerNormalization"},
-                     (1, 16): {"Softmax", "LayerNormalization"}}
-
 
 Types = dict[str, int]
 
@@ -70,9 +66,8 @@ def _cast(source: str, target: str, to: int) -> onnx.NodeProto:
                           attribute=[onnx.AttributeProto(name="to", type=onnx.AttributeProto.INT, i=to)])
 
 
-def float16_fallbacks(target_ort: str) -> RepairPass:
-    major, minor = (int(x) for x in target_ort.split(".")[:2])
-    ops = NO_FLOAT16_KERNEL.get((major, minor), set())
+def float16_fallbacks(target: TargetRuntime) -> RepairPass:
+    ops = target.float16_gaps
 
     @repair_pass(FLOAT16_FALLBACK, scope=ANY_MODEL)
     def float16_fallbacks(subject: Subject) -> list[Finding]:
@@ -102,8 +97,8 @@ def float16_fallbacks(target_ort: str) -> RepairPass:
                                       if back == onnx.TensorProto.FLOAT16 else onnx.TensorProto.FLOAT)]
                 findings.append(Finding(
                     code=FLOAT16_FALLBACK, node=node.name or node.op_type,
-                    message=f"float16 {node.op_type}: onnxruntime {target_ort} has no float16 CPU kernel for it and "
-                            "its fallback fails to load",
+                    message=f"float16 {node.op_type}: onnxruntime {target.release} has no float16 CPU kernel for it "
+                            "and its fallback fails to load",
                     fix="compute it in float32 between two Casts (differs by float16 rounding)"))
             if len(nodes) != len(graph.node):
                 del graph.node[:]

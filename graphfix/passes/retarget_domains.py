@@ -14,15 +14,15 @@ from __future__ import annotations
 from ..errors import RepairRefusedError
 from ..findings import DOMAIN_ABOVE_TARGET, Finding
 from ..model.graph import all_graphs
+from ..targets import TargetRuntime
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
-from .ort_targets import domain_limits
 
 ML, MS = "ai.onnx.ml", "com.microsoft"
 
 
-def retarget_domains(target_ort: str) -> RepairPass:
-    """The pass that makes every domain import and contrib op of a model fit onnxruntime `target_ort`."""
-    limits = domain_limits(target_ort)
+def retarget_domains(target: TargetRuntime) -> RepairPass:
+    """The pass that makes every domain import and contrib op of a model fit onnxruntime `target`."""
+    limits = target.domains
 
     @repair_pass(DOMAIN_ABOVE_TARGET, scope=ANY_MODEL)
     def retarget_domains(subject: Subject) -> list[Finding]:

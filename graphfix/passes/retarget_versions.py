@@ -1,6 +1,6 @@
 """GF301 / GF302: a model the deployed onnxruntime refuses to load is broken before any cache matters.
 
-The opset is converted down first (opset_adapters.py, every subgraph included), since a lower opset can need a
+The opset is converted down first (targets/opset_adapters.py, every subgraph included), since a lower opset can need a
 lower IR version.
 
 Today's onnx stamps IR 10+ on everything it saves, and onnxruntime 1.16 (the seeds' Rust `ort`) refuses any IR
@@ -15,8 +15,8 @@ from ..errors import RepairRefusedError
 from ..findings import IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, Finding
 from ..io import onnx_proto as onnx
 from ..io.onnx_proto import TensorProto
+from ..targets import TargetRuntime
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
-from .ort_targets import ort_limits
 
 # Element types and the IR version that introduced them.
 _TYPE_IR: dict[int, int] = {TensorProto.FLOAT8E4M3FN: 9, TensorProto.FLOAT8E4M3FNUZ: 9, TensorProto.FLOAT8E5M2: 9,
@@ -28,7 +28,7 @@ if hasattr(TensorProto, "FLOAT4E2M1"):
 def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     """The lowest IR version the model's contents need, and what needs it."""
     need, why = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), "its opset imports"
-    from .opset_adapters import element_types  # onnx's op schemas: only runs that retarget load them
+    from ..targets.opset_adapters import element_types  # onnx's op schemas: only runs that retarget load them
 
     for elem_type, where in element_types(model.graph):
         if _TYPE_IR.get(elem_type, 0) > need:
@@ -36,30 +36,30 @@ def min_ir_version(model: onnx.ModelProto) -> tuple[int, str]:
     return need, why
 
 
-def retarget_versions(target_ort: str) -> RepairPass:
-    """The pass that retargets any model of the export for onnxruntime `target_ort` ("1.16" or "1.16.3")."""
-    max_ir, max_opset = ort_limits(target_ort)
+def retarget_versions(target: TargetRuntime) -> RepairPass:
+    """The pass that retargets any model of the export for onnxruntime `target`."""
+    max_ir, max_opset = target.max_ir, target.max_opset
 
     @repair_pass(IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, scope=ANY_MODEL)
     def retarget_versions(subject: Subject) -> list[Finding]:
         model, findings = subject.model, []
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if opset is not None and opset > max_opset:
-            from .opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
+            from ..targets.opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
 
             converted = convert_down(model, max_opset)
             findings.append(Finding(
                 code=OPSET_ABOVE_TARGET, tensor=None, node=None,
-                message=f"ai.onnx opset {opset} is above {max_opset}, the highest onnxruntime {target_ort} runs",
+                message=f"ai.onnx opset {opset} is above {max_opset}, the highest onnxruntime {target.release} runs",
                 fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)"))
         if model.ir_version <= max_ir:
             return findings
         need, why = min_ir_version(model)
         if need > max_ir:
             raise RepairRefusedError(f"IR version {need} is needed by {why}, "
-                                     f"above IR {max_ir} of onnxruntime {target_ort}")
+                                     f"above IR {max_ir} of onnxruntime {target.release}")
         finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
-                          message=f"IR version {model.ir_version} is refused by onnxruntime {target_ort} "
+                          message=f"IR version {model.ir_version} is refused by onnxruntime {target.release} "
                                   f"(max IR {max_ir})",
                           fix=f"lower ir_version to {need}, the lowest its contents need")
         model.ir_version = need

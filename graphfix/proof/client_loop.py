@@ -9,8 +9,8 @@ recompute too.
 
 Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
 `proof.cases`) are imported here: the same file runs inside an isolated interpreter holding another onnxruntime
-release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` and
-answering with one JSON document on stdout.
+release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
+cases.ProofRequest or LoadRequest, as to_json wrote it) and answering with one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..signature import CACHE_FLAG, PAST, PRESENT
-from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
+from .cases import SOURCE, CaseResult, Dim, EncoderFeeds, LoadRequest, ProofRequest, Request, request_from_json
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
@@ -149,23 +149,24 @@ class EncoderSession:
     """The export's encoder, fed from its own signature (token ids, pixel values, audio features or patches), whose
     output feeds the decoder as a client's would: the proof then covers the export end to end. `feeds` are the
     sizes the export says each float input has (encoder_inputs.py, on the host): dims after the batch, each an int
-    or "source" (grows with the case's source length)."""
+    or SOURCE (grows with the case's source length)."""
 
-    def __init__(self, path: str, feeds: dict[str, Any] | None = None):
+    def __init__(self, path: str, feeds: EncoderFeeds | None = None):
         self.name = os.path.basename(path)
         self.session = load_session(path)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.shapes: dict[str, list[Any]] = dict((feeds or {}).get("shapes") or {})
-        self.vocab: int | None = (feeds or {}).get("vocab")
-        self.said_by: dict[str, str] = dict((feeds or {}).get("said_by") or {})
+        feeds = feeds or EncoderFeeds()
+        self.shapes: dict[str, list[Dim]] = feeds.shapes
+        self.vocab: int | None = feeds.vocab
+        self.said_by: dict[str, str] = feeds.said_by
         if "last_hidden_state" not in self.outputs:
             raise BadInputError(f"{self.name} has no output 'last_hidden_state' to feed a decoder")
 
     @property
     def fixed_length(self) -> bool:
         """Whether the encoder's output length cannot follow the source length: no token ids, no input sized by it."""
-        return "input_ids" not in self.inputs and not any("source" in dims for dims in self.shapes.values())
+        return "input_ids" not in self.inputs and not any(SOURCE in dims for dims in self.shapes.values())
 
     def _sized(self, name: str, batch: int, source_length: int) -> list[int]:
         spec = self.inputs[name]
@@ -173,7 +174,7 @@ class EncoderSession:
             raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}: nothing in the "
                                 "export says its size")
         # audio convolutions halve the frames: a source length's worth of states needs more frames than that
-        return [batch] + [8 * source_length if d == "source" else int(d) for d in self.shapes[name]][:len(spec.shape)]
+        return [batch] + [8 * source_length if d == SOURCE else int(d) for d in self.shapes[name]][:len(spec.shape)]
 
     def _mask_length(self, source_length: int, floats: Feeds) -> int:
         """The encoder's own attention mask spans what it reads: its declared length, else the frames or patches
@@ -183,8 +184,8 @@ class EncoderSession:
             return declared[1]
         for name, value in floats.items():
             dims = self.shapes.get(name, [])
-            if "source" in dims:
-                return int(value.shape[1 + dims.index("source")])
+            if SOURCE in dims:
+                return int(value.shape[1 + dims.index(SOURCE)])
         return source_length
 
     def encode(self, rng: np.random.Generator, batch: int, source_length: int, vocab: int) -> Feeds:
@@ -254,27 +255,27 @@ FLOAT_PRECISION = 1e-5  # "the same numbers": what differs between two runs of t
 
 class PlainClient:
     """`first` runs step 1 and full recompute; `later` every step after, fed the presents of the one before.
-    `original` (the unrepaired merged decoder, loaded only if needed) is the judge when the loop differs from full
+    `judge` (the unrepaired merged decoder, loaded only if needed) decides when the loop differs from full
     recompute: if the original, driven as Optimum drives it, gives the loop's very numbers, the difference is the
     model's own (static QDQ int8 exports round differently on the cached path) and the repair is not at fault."""
 
     def __init__(self, first: DecoderSession, later: DecoderSession, reference: DecoderSession | None = None,
-                 encoder: EncoderSession | None = None, original: str | None = None):
+                 encoder: EncoderSession | None = None, judge: str | None = None):
         if first is later and (CACHE_FLAG not in first.inputs or not first.past):
             raise BadInputError(f"{first.name} is not a merged decoder (needs past_key_values.* and {CACHE_FLAG})")
         if not later.past:
             raise BadInputError(f"{later.name} takes no past_key_values.*: not a decoder with past")
         self.first, self.later, self.reference, self.encoder = first, later, reference, encoder
         self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
-        self.original_path = original
-        self.original: DecoderSession | None = None
+        self.judge_path = judge
+        self.judge: DecoderSession | None = None
 
     def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int,
                     judged: bool = False) -> CaseResult:
         """The loop against full recompute, step by step; stops at the first divergence. `judged` runs the
-        original's Optimum loop beside it (after a divergence, when there is an original to ask)."""
+        original's Optimum loop beside it (after a divergence, when there is a judge to ask)."""
         case = CaseResult(batch=batch, source_length=source_length)
-        optimum = OptimumLoop(self.original) if judged and self.original is not None else None
+        optimum = OptimumLoop(self.judge) if judged and self.judge is not None else None
         rng = np.random.default_rng(seed)
         if self.encoder is not None:
             encoder = self.encoder.encode(rng, batch, source_length, self.first.vocab)
@@ -310,7 +311,7 @@ class PlainClient:
             scale = max(1.0, float(np.max(np.abs(want))))
             theirs = optimum.step(tokens, encoder, step) if optimum is not None else None
             if not np.isfinite(diff) or diff > tolerance * scale:
-                if theirs is None and not judged and self._load_original():
+                if theirs is None and not judged and self._load_judge():
                     return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
                 wiring = float(np.max(np.abs(got - theirs))) if theirs is not None else None
                 if wiring is not None and wiring <= FLOAT_PRECISION * scale:
@@ -350,10 +351,10 @@ class PlainClient:
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
-    def _load_original(self) -> bool:
-        if self.original is None and self.original_path is not None:
-            self.original = DecoderSession(self.original_path)
-        return self.original is not None
+    def _load_judge(self) -> bool:
+        if self.judge is None and self.judge_path is not None:
+            self.judge = DecoderSession(self.judge_path)
+        return self.judge is not None
 
     def _missing_past(self, past: Feeds) -> str | None:
         missing = [name for name in self.later.past if name not in past]
@@ -370,43 +371,48 @@ class PlainClient:
         return None
 
 
-def run_proof(first: str, later: str, reference: str | None, tolerance: float, steps: int = STEPS,
-              batches: list[int] | tuple[int, ...] = BATCHES,
-              source_lengths: list[int] | tuple[int, ...] = SOURCE_LENGTHS, seed: int = 0,
-              encoder: str | None = None, original: str | None = None,
-              encoder_feeds: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof. With `encoder`, the
-    decoder is fed that encoder's output instead of synthesized hidden states; with `original` (the unrepaired
-    merged decoder), a divergence from full recompute is judged against it (see PlainClient)."""
+def run_proof(request: ProofRequest) -> dict[str, Any]:
+    """Every (batch, source length) case of the plain loop; the JSON-ready answer of a proof. With an encoder, the
+    decoder is fed that encoder's output instead of synthesized hidden states; with a judge (the unrepaired merged
+    decoder), a divergence from full recompute is judged against it (see PlainClient)."""
     import onnxruntime
 
-    first_session = DecoderSession(first)
-    later_session = first_session if later == first else DecoderSession(later)
-    client = PlainClient(first_session, later_session, DecoderSession(reference) if reference else None,
-                         EncoderSession(encoder, encoder_feeds) if encoder else None, original or reference)
+    first_session = DecoderSession(request.model)
+    later_session = (first_session if request.model_with_past == request.model
+                     else DecoderSession(request.model_with_past))
+    client = PlainClient(first_session, later_session,
+                         DecoderSession(request.reference) if request.reference else None,
+                         EncoderSession(request.encoder, request.encoder_feeds) if request.encoder else None,
+                         request.judge)
+    source_lengths: tuple[int, ...] = request.source_lengths
     if "encoder_hidden_states" not in first_session.inputs:
-        source_lengths = [0]  # a decoder-only model: no encoder to vary
+        source_lengths = (0,)  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:
-        source_lengths = [fixed]
+        source_lengths = (fixed,)
     elif client.encoder is not None and client.encoder.fixed_length:
         source_lengths = source_lengths[:1]  # a fixed image or audio window: every case would be the same length
-    cases = [client.decode_case(batch, source_length, steps, tolerance, seed + 10 * i + j)
-             for i, batch in enumerate(batches) for j, source_length in enumerate(source_lengths)]
+    cases = [client.decode_case(batch, source_length, request.steps, request.tolerance, request.seed + 10 * i + j)
+             for i, batch in enumerate(request.batches) for j, source_length in enumerate(source_lengths)]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
-            "original": client.against_reference if reference else None}
+            "original": client.against_reference if request.reference else None}
+
+
+def answer(request: Request) -> dict[str, Any]:
+    """The result of one request, in the release it names (refused in any other: the promise is where it ran)."""
+    import onnxruntime
+
+    if request.release is not None and onnxruntime.__version__ != request.release:
+        raise BadInputError(f"the proof meant for onnxruntime {request.release} ran in {onnxruntime.__version__}")
+    if isinstance(request, LoadRequest):
+        load_session(request.model)
+        return {"onnxruntime": onnxruntime.__version__}
+    return run_proof(request)
 
 
 def main(request: str) -> int:
-    """Answer one JSON request: {"load": path} loads a model, anything else is run_proof's arguments."""
+    """Answer one JSON request (cases.ProofRequest or cases.LoadRequest, as to_json wrote it) on stdout."""
     try:
-        arguments = json.loads(request)
-        if "load" in arguments:
-            import onnxruntime
-
-            load_session(arguments["load"])
-            print(json.dumps({"result": {"onnxruntime": onnxruntime.__version__}}))
-        else:
-            print(json.dumps({"result": run_proof(**arguments)}))
+        print(json.dumps({"result": answer(request_from_json(request))}))
     except BadInputError as err:
         print(json.dumps({"error": str(err)}))
     return 0

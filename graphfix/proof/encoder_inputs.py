@@ -16,31 +16,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
 from ..io import onnx_proto as onnx
 from ..model.graph import attribute
+from .cases import SOURCE, Dim, EncoderFeeds
 
-# A dimension that grows with the proof's source length (audio frames, text tokens): the client loop sizes it.
-SOURCE = "source"
-Dim = int | str
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 _CONFIGS = ("config.json", "preprocessor_config.json")
-
-
-@dataclass(frozen=True)
-class EncoderFeeds:
-    """Per input of the encoder, its dims after the batch (ints, or SOURCE), and where each came from."""
-
-    shapes: dict[str, list[Dim]] = field(default_factory=dict)
-    vocab: int | None = None  # rows of the encoder's own token embedding, when it takes input_ids
-    said_by: dict[str, str] = field(default_factory=dict)  # input -> what gave its sizes, for messages
-
-    def to_request(self) -> dict[str, Any]:
-        return {"shapes": self.shapes, "vocab": self.vocab, "said_by": self.said_by}
 
 
 def export_config(encoder_path: Path) -> dict[str, Any]:

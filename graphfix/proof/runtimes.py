@@ -21,10 +21,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ValidationFailedError, says_out_of_memory
+from .cases import LoadRequest, Request
 from .interpreters import find_interpreter
+
+if TYPE_CHECKING:
+    from ..targets import TargetRuntime
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
@@ -83,17 +87,6 @@ def runtime_python(version: str) -> Path:
     return made_python
 
 
-def full_release(target: str | None) -> str | None:
-    """`1.16` -> the newest 1.16.x, the release whose wheel a proof on that target installs."""
-    from ..passes.ort_targets import LATEST_PATCH, ort_limits
-
-    if target is None:
-        return None
-    ort_limits(target)  # refuses releases the table does not know
-    major, minor = (int(x) for x in target.split(".")[:2])
-    return target if target.count(".") == 2 else LATEST_PATCH[(major, minor)]
-
-
 def _address_space_limit() -> int | None:
     try:
         import resource
@@ -104,9 +97,11 @@ def _address_space_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, Any]:
-    """client_loop.main(request) inside onnxruntime `version` (this interpreter's when None, still in a separate
-    process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or a BadInputError."""
+def run_in_runtime(request: Request) -> dict[str, Any]:
+    """client_loop.main(request) inside the onnxruntime release the request names (this interpreter's when None,
+    still in a separate process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or
+    a BadInputError."""
+    version = request.release
     python = runtime_python(version) if version else Path(sys.executable)
     with tempfile.TemporaryDirectory(prefix="graphfix-carried-") as carried:
         for name in CARRIED:
@@ -115,7 +110,7 @@ def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, An
             shutil.copyfile(PACKAGE / name, target)
         script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import main; "
                   "sys.exit(main(sys.argv[1]))")
-        proc = subprocess.run([str(python), "-I", "-c", script, json.dumps(request)], capture_output=True, text=True)
+        proc = subprocess.run([str(python), "-I", "-c", script, request.to_json()], capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
@@ -133,21 +128,19 @@ def run_in_runtime(version: str | None, request: dict[str, Any]) -> dict[str, An
         if says_out_of_memory(answer["error"]):  # onnxruntime's session could not allocate: the limit, not the model
             raise MemoryError(f"{where}: {answer['error']}")
         raise BadInputError(answer["error"])
-    if version and answer["result"]["onnxruntime"] != version:  # the promise: it ran in the release it names
-        raise BadInputError(f"the proof meant for onnxruntime {version} ran in {answer['result']['onnxruntime']}")
     result: dict[str, Any] = answer["result"]
     return result
 
 
-def load_in_onnxruntime(path: Path, release: str | None = None) -> str:
+def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     """Raise ValidationFailedError unless that onnxruntime (this process's when None) can load the model; returns
     the version that loaded it."""
     try:
-        answer = run_in_runtime(release, {"load": str(Path(path).resolve())})
+        answer = run_in_runtime(LoadRequest(str(Path(path).resolve()), target.release if target else None))
     except BadInputError as err:
         raise ValidationFailedError(str(err)) from None
     version: str = answer["onnxruntime"]
     return version
 
 
-__all__ = ["cache_dir", "full_release", "load_in_onnxruntime", "run_in_runtime", "runtime_python"]
+__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_python"]

@@ -19,7 +19,8 @@ from ..io import onnx_proto as onnx
 from ..io.read import read_model
 from ..model.graph import op_types
 from ..signature import PAST
-from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult
+from ..targets import TargetRuntime, as_target
+from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult, ProofRequest
 from .encoder_inputs import encoder_feeds
 
 _QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
@@ -65,35 +66,39 @@ def tolerance_for(model: onnx.ModelProto) -> float:
     return 1e-2 if past is not None and past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 1e-4
 
 
-def _prove(model: str | os.PathLike[str], first: str | os.PathLike[str], later: str | os.PathLike[str],
-           reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
-           source_lengths: Sequence[int], seed: int, ort_version: str | None,
+def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
+           model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
+           batches: Sequence[int], source_lengths: Sequence[int], seed: int, ort_version: TargetRuntime | str | None,
            encoder: str | os.PathLike[str] | None = None,
            judge: str | os.PathLike[str] | None = None) -> ValidationResult:
-    paths = [first, later, *(p for p in (reference, encoder, judge) if p)]
-    # The same refusals as everywhere, before onnxruntime sees a file; each read once (`later` is among them).
+    runtime = as_target(ort_version)
+    paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p)]
+    # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
     tolerance = tolerance_for(loaded[1].model)
     feeds = encoder_feeds(loaded[paths.index(encoder)].model, Path(encoder)) if encoder else None
-    request: dict[str, Any] = {"first": os.path.abspath(first), "later": os.path.abspath(later),
-               "reference": os.path.abspath(reference) if reference else None, "tolerance": tolerance,
-               "steps": steps, "batches": list(batches), "source_lengths": list(source_lengths), "seed": seed,
-               "encoder": os.path.abspath(encoder) if encoder else None,
-               "original": os.path.abspath(judge) if judge else None,
-               "encoder_feeds": feeds.to_request() if feeds else None}
+    judge = judge or reference  # the unrepaired original judges a divergence too
+
+    def absolute(path: str | os.PathLike[str] | None) -> str | None:
+        return os.path.abspath(path) if path else None
+
+    request = ProofRequest(model=os.path.abspath(model), model_with_past=os.path.abspath(model_with_past),
+                           tolerance=tolerance, reference=absolute(reference), judge=absolute(judge),
+                           encoder=absolute(encoder), encoder_feeds=feeds, release=runtime.release if runtime else None,
+                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed)
     from .runtimes import run_in_runtime
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
     # and the child's address space is its own, so graphfix stays small enough to clean up and report one line.
-    answer = run_in_runtime(ort_version, request)
-    return ValidationResult(model=os.fspath(model), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
+    answer = run_in_runtime(request)
+    return ValidationResult(model=os.fspath(shown_as), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
                             cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
                             encoder=os.fspath(encoder) if encoder else None)
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
              batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
-             ort_version: str | None = None, encoder: str | os.PathLike[str] | None = None,
+             ort_version: TargetRuntime | str | None = None, encoder: str | os.PathLike[str] | None = None,
              judge: str | os.PathLike[str] | None = None) -> ValidationResult:
     """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
     `original`, that full-recompute logits equal that model's at every step; with `encoder` (the export's
@@ -107,7 +112,7 @@ def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | N
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
                    merged: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
                    batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS,
-                   seed: int = 0, ort_version: str | None = None) -> ValidationResult:
+                   seed: int = 0, ort_version: TargetRuntime | str | None = None) -> ValidationResult:
     """The same proof for a split pair: `decoder` at step 1 and for full recompute, `decoder_with_past` after it;
     with `merged`, the pair's logits are also compared with that merged decoder's."""
     return _prove(decoder, decoder, decoder_with_past, merged, steps, batches, source_lengths, seed, ort_version)

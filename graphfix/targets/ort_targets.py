@@ -1,5 +1,6 @@
 """What each onnxruntime release loads: its highest IR version and ai.onnx opset (below), and what it runs in
-the other domains (ai.onnx.ml, com.microsoft: ort_domains.json, see domain_limits).
+the other domains (ai.onnx.ml, com.microsoft: ort_domains.json) and which float16 kernels it lacks: all of it one
+TargetRuntime per release, made by parse_release.
 
 Measured, not copied: every row from 1.15 on is what scripts/probe_ort_limits.py found by loading one-node models
 into the real wheel from PyPI (2026-11-23, CPython 3.11). The published matrix was wrong for 1.15 (it runs opset
@@ -40,20 +41,11 @@ _TABLE: dict[tuple[int, int], tuple[int, int, str]] = {
     (1, 31): (13, 26, "1.31.1"),
     (1, 32): (14, 28, "1.32.0"),
 }
-ORT_LIMITS = {release: (ir, opset) for release, (ir, opset, _) in _TABLE.items()}
-LATEST_PATCH = {release: patch for release, (_, _, patch) in _TABLE.items()}
-
-
-def ort_limits(release: str) -> tuple[int, int]:
-    """`1.16` or `1.16.3` -> (max IR, max opset); refuse releases the table does not know rather than guess."""
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", release)
-    if not match:
-        raise BadInputError(f"--target-ort takes an onnxruntime release like 1.16 or 1.16.3, got {release!r}")
-    key = (int(match[1]), int(match[2]))
-    if key not in ORT_LIMITS:
-        known = ", ".join(f"{a}.{b}" for a, b in sorted(ORT_LIMITS))
-        raise BadInputError(f"no compatibility data for onnxruntime {release} (known: {known})")
-    return ORT_LIMITS[key]
+# (major, minor) -> ops whose float16 CPU kernel is missing, and whose fallback (the op's function body, written
+# with attributes the same release refuses) fails to load: see passes/float16_fallbacks.py.
+NO_FLOAT16_KERNEL: dict[tuple[int, int], frozenset[str]] = {
+    family: frozenset({"Softmax", "LayerNormalization"}) for family in ((1, 14), (1, 15), (1, 16))}
+_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -92,13 +84,9 @@ def _measured_domains() -> dict[str, Any]:
     return rows
 
 
-def domain_limits(release: str) -> DomainLimits | None:
-    """`1.16` or `1.16.3` -> what that release's newest patch runs in the other domains; None where nothing was
-    measured (1.14: no wheel for this Python), so that nothing is changed on a guess (the load on the target,
-    where it can be installed, still decides)."""
-    ort_limits(release)  # the same refusal of unknown releases
-    major, minor = (int(x) for x in release.split(".")[:2])
-    patch = LATEST_PATCH[(major, minor)]
+def _domain_limits(patch: str) -> DomainLimits | None:
+    """What release `patch` runs in the other domains; None where nothing was measured (1.14: no wheel for this
+    Python), so that nothing is changed on a guess (the load on the target, where it can be installed, decides)."""
     rows = _measured_domains()
     if patch not in rows:
         return None
@@ -107,3 +95,50 @@ def domain_limits(release: str) -> DomainLimits | None:
                         ms_max_opset=rows[patch]["ms_max_opset"],
                         contrib_ops=frozenset(_expanded(rows, patch, "contrib_ops") or ()),
                         cpu_kernels=frozenset(kernels) if kernels is not None else None)
+
+
+@dataclass(frozen=True)
+class TargetRuntime:
+    """One onnxruntime release, as graphfix knows it: what `--target-ort` retargets for and loads the output in,
+    and what `--ort-version` runs the proof in. Made only by parse_release, so holding one means the release is
+    known; standard-library values only, so it crosses into worker processes as it is."""
+
+    release: str  # X.Y.Z: the wheel a proof or a load on this target installs
+    max_ir: int
+    max_opset: int  # ai.onnx
+    domains: DomainLimits | None  # ai.onnx.ml, com.microsoft; None where not measured
+    float16_gaps: frozenset[str]  # ops whose float16 CPU fallback fails to load there
+
+    def __str__(self) -> str:
+        return self.release
+
+    @property
+    def series(self) -> str:
+        """X.Y: the release line, as --target-ort names it and the tables are keyed."""
+        return self.release.rsplit(".", 1)[0]
+
+
+def parse_release(text: str) -> TargetRuntime:
+    """`1.16` (its newest patch, 1.16.3) or `1.16.3` -> that release; anything else, malformed or unknown, is
+    the one BadInputError every option taking a release gives."""
+    match = _RELEASE.fullmatch(text)
+    family = (int(match[1]), int(match[2])) if match else None
+    if match is None or family not in _TABLE:
+        first, last = min(_TABLE), max(_TABLE)
+        shown = repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+        raise BadInputError(f"unknown onnxruntime release {shown}: give X.Y or X.Y.Z with X.Y from "
+                            f"{first[0]}.{first[1]} to {last[0]}.{last[1]} (X.Y means its newest patch)")
+    max_ir, max_opset, newest = _TABLE[family]
+    release = f"{family[0]}.{family[1]}.{int(match[3])}" if match[3] is not None else newest
+    return TargetRuntime(release=release, max_ir=max_ir, max_opset=max_opset, domains=_domain_limits(newest),
+                         float16_gaps=NO_FLOAT16_KERNEL.get(family, frozenset()))
+
+
+def as_target(value: TargetRuntime | str | None) -> TargetRuntime | None:
+    """The library API's convenience: a release given as text is parsed here, at the boundary."""
+    return parse_release(value) if isinstance(value, str) else value
+
+
+def known_releases() -> list[TargetRuntime]:
+    """Every release line the tables know, oldest first, each at its newest patch."""
+    return [parse_release(f"{major}.{minor}") for major, minor in sorted(_TABLE)]

@@ -1,0 +1,238 @@
+"""The proof as gates: what io.write.write_models runs, in order, on the staged files before anything lands.
+
+A gate that raises stops the commit and nothing lands. `proof_gates` assembles them for repair and split alike:
+
+- the checker gate: when the input passed onnx.checker's full check, every output must too;
+- the decode gate (a merged decoder, or a split pair) or, for a model with no decode loop of its own (an encoder),
+  the load gate in the installed onnxruntime;
+- the target-load gate: with --target-ort, every staged output loads in that very release.
+
+The checker reads skeletons, never weights: an output is its skeleton with the input's payloads copied in verbatim
+(io/write.py), so the checker runs on the skeleton with each payload left in the source replaced by a placeholder,
+and the gate requires that every such payload keeps the shape and type it had in the input, whose checker verdict
+covered it. The full check of both files read every weight, twice the cost of a default repair of a large model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Union
+
+from ..errors import BadInputError, ValidationFailedError
+from ..io import onnx_proto as onnx
+from ..model.graph import all_tensors
+
+if TYPE_CHECKING:
+    from ..io.read import LoadedModel
+    from ..options import RepairOptions
+    from ..targets import TargetRuntime
+    from .validation import ValidationResult
+
+# Proves one staged merged decoder (its path) and returns the figures; `repair(validator=...)` is the seam for tests.
+Validator = Callable[[Path], "ValidationResult"]
+_PLACEHOLDER = "graphfix-placeholder"
+
+
+@dataclass
+class Evidence:
+    """What the gates established, for the result: the decode proof's figures, and the release that loaded the
+    output before it landed."""
+
+    validation: ValidationResult | None = None
+    loaded_on: str | None = None
+
+
+# --- the checker gate -------------------------------------------------------------------------------------------
+
+
+def _placeholders(model: onnx.ModelProto) -> dict[tuple[tuple[str, str], ...], tuple[tuple[int, ...], int]]:
+    """Each payload not in the skeleton (left in the source file, or in external data), by where it lives, with the
+    shape and element type the model declares for it."""
+    return {tuple((e.key, e.value) for e in t.external_data): (tuple(t.dims), t.data_type)
+            for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL}
+
+
+def _checker() -> ModuleType:
+    """onnx's C++ checker (onnx.checker.check_model calls nothing else for a path), loaded from its extension
+    module alone: `import onnx` would load numpy and onnx's Python modules too, about 0.2 s idle and over a second
+    on a busy machine, which neither `repair --no-validate` nor `validate` pays. Loaded under its real name, so a
+    later `import onnx` reuses it (as io/onnx_proto.py does for the protobuf classes)."""
+    name = "onnx.onnx_cpp2py_export"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("onnx")  # locates the package without running its __init__
+        locations = package.submodule_search_locations if package is not None else None
+        found = next((path for where in locations or () for path in Path(where).glob("onnx_cpp2py_export*.so")), None)
+        spec = importlib.util.spec_from_file_location(name, found) if found is not None else None
+        if spec is None or spec.loader is None:
+            return importlib.import_module(f"{name}.checker")  # any other layout: onnx's own import
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{name}.checker")
+
+
+def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
+    """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file (in
+    a temporary directory under `scratch`); None when it passes, else the checker's reason on one line."""
+    import tempfile  # only runs that validate pay for it
+
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)  # kilobytes: the payloads are not in it
+    for tensor in all_tensors(skeleton):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            del tensor.external_data[:]
+            tensor.external_data.add(key="location", value=_PLACEHOLDER)
+    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=scratch) as directory:
+        Path(directory, _PLACEHOLDER).touch()
+        path = os.path.join(directory, "skeleton.onnx")
+        Path(path).write_bytes(skeleton.SerializeToString())
+        try:
+            _checker().check_model_path(path, True, False, False)  # full_check, as onnx.checker.check_model's
+        except Exception as err:  # onnx raises ValidationError, InferenceError or C++ errors: any means "did not pass"
+            return " ".join(str(err).split())
+    return None
+
+
+@dataclass(frozen=True)
+class CheckerGate:
+    """If the input passed the checker, each output must too (an input that did not, e.g. a quantized export using
+    contrib ops, is not held to it). An output written as a byte copy of the input needs no check at all."""
+
+    source: onnx.ModelProto
+    outputs: Mapping[Path, onnx.ModelProto | None]
+    step: str = "validating"
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None:
+        changed = {out: model for out, model in self.outputs.items() if model is not None}
+        scratch = next(iter(staged.values())).parent  # the staging directory: writable, on the output's disk
+        if not changed or checker_failure(self.source, scratch) is not None:
+            return
+        payloads = _placeholders(self.source)
+        for out, model in changed.items():
+            name = "repaired model" if len(self.outputs) == 1 else out.name
+            moved = next((where for where, kind in _placeholders(model).items() if payloads.get(where) != kind), None)
+            failure = (f"a weight payload changed its shape or type ({dict(moved)})" if moved is not None
+                       else checker_failure(model, scratch))
+            if failure is not None:
+                raise ValidationFailedError(f"{name} fails onnx.checker: {failure}")
+
+
+# --- the decode and load gates ----------------------------------------------------------------------------------
+
+
+def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> ValidationResult:
+    """The proof's figures, named for the path the user will see; raises `failed: <first failure>` when it did
+    not hold."""
+    validation.model = str(shown_as)
+    if not validation.ok:
+        raise ValidationFailedError(f"{failed}: {validation.first_failure}", validation)
+    return validation
+
+
+@dataclass(frozen=True)
+class DecodeGate:
+    """The merged decoder staged for `out` decodes like full recompute (in `runtime`, else the installed
+    onnxruntime), with the input as the judge of any divergence; fed by `encoder` when the export has one."""
+
+    out: Path
+    judge: Path
+    runtime: TargetRuntime | None
+    evidence: Evidence
+    validator: Validator | None = None
+    encoder: Path | None = None
+    step: str = "validating"
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None:
+        if self.validator is not None:
+            validation = self.validator(staged[self.out])
+        else:
+            from .validation import validate  # numpy + onnxruntime: only when validating
+
+            validation = validate(staged[self.out], ort_version=self.runtime, judge=self.judge,
+                                  encoder=self.encoder)
+        self.evidence.validation = require_proof(validation, self.out,
+                                                 "repaired model does not decode like full recompute")
+        self.evidence.loaded_on = validation.onnxruntime
+
+
+@dataclass(frozen=True)
+class SplitDecodeGate:
+    """The staged split pair decodes like full recompute, and its logits equal the merged decoder's."""
+
+    decoder: Path
+    decoder_with_past: Path
+    merged: Path
+    shown_as: Path
+    runtime: TargetRuntime | None
+    evidence: Evidence
+    step: str = "validating"
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None:
+        from .validation import validate_split
+
+        validation = validate_split(staged[self.decoder], staged[self.decoder_with_past], merged=self.merged,
+                                    ort_version=self.runtime)
+        self.evidence.validation = require_proof(validation, self.shown_as,
+                                                 "split decoders do not decode like full recompute")
+        self.evidence.loaded_on = validation.onnxruntime
+
+
+@dataclass(frozen=True)
+class LoadGate:
+    """Every staged output loads in `runtime` (the installed onnxruntime when None)."""
+
+    runtime: TargetRuntime | None
+    evidence: Evidence
+    step: str = "validating"
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None:
+        from .runtimes import load_in_onnxruntime
+
+        for path in staged.values():
+            self.evidence.loaded_on = load_in_onnxruntime(path, self.runtime)
+
+
+def _installed_for_load(target: TargetRuntime) -> TargetRuntime:
+    """The target release, installed now (before anything is written) so that a release pip cannot install is one
+    line up front."""
+    from .runtimes import runtime_python
+
+    try:
+        runtime_python(target.release)
+    except BadInputError as err:
+        raise BadInputError(f"{err} (the output is loaded there before it lands; --skip-target-load writes it "
+                            "unloaded)") from None
+    return target
+
+
+Gate = Union[CheckerGate, DecodeGate, SplitDecodeGate, LoadGate]
+
+
+def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Path, onnx.ModelProto | None],
+                decode: DecodeGate | SplitDecodeGate | None, evidence: Evidence) -> list[Gate]:
+    """The gates for one write, in the order they run: the checker, then the decode proof (`decode`: None for a
+    model with no decode loop of its own, which is loaded instead), then the load on the target release unless the
+    proof already ran there."""
+    gates: list[Gate] = []
+    proven_on = options.proof_runtime if options.validate and decode is not None else None
+    target = options.target if options.load_on_target and options.target != proven_on else None
+    if options.validate:
+        gates.append(CheckerGate(loaded.model, outputs))
+        if decode is not None:
+            gates.append(decode)
+        elif target is None:
+            gates.append(LoadGate(None, evidence))
+    if target is not None:
+        gates.append(LoadGate(_installed_for_load(target), evidence, step="loading on target"))
+    return gates
+
+
+__all__ = ["CheckerGate", "DecodeGate", "Evidence", "Gate", "LoadGate", "SplitDecodeGate",
+           "Validator", "checker_failure", "proof_gates", "require_proof"]
