@@ -24,7 +24,7 @@ from ..io.path_safety import open_inside
 from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
-from .layouts import find_merged_decoders, plan_directory
+from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
 # "done"; bytes are reported once per file, when it is done.
@@ -38,9 +38,11 @@ class ModelRepair:
     path: str  # relative to the directory, POSIX
     result: RepairResult
     seconds: float
+    encoder: str | None = None  # the export's encoder that fed its proof (relative), None: synthesized states
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "seconds": round(self.seconds, 3), **self.result.to_dict()}
+        return {"path": self.path, "seconds": round(self.seconds, 3), "encoder": self.encoder,
+                **self.result.to_dict()}
 
 
 @dataclass
@@ -196,16 +198,31 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 on_progress(name, "done", (staging / name).stat().st_size)
         for name in plan.decoders + plan.others:
             _make_parents(source, staging, name)
-        work = [(name, source / name, staging / name, options) for name in plan.decoders]
-        work += [(name, source / name, staging / name, options.but(any_model=True)) for name in plan.others]
-        models = _repair_all(work, jobs, on_progress, validator)
+        # The encoders are retargeted first: a decoder's proof is then fed by the encoder as it will be deployed.
+        others = _repair_all([(name, source / name, staging / name, options.but(any_model=True))
+                              for name in plan.others], jobs, on_progress, validator)
+        encoders = {name: encoder_for(source, name) for name in plan.decoders}
+        work = [(name, source / name, staging / name,
+                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
+                for name in plan.decoders]
+        models = _repair_all(work, jobs, on_progress, validator) + others
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
-            if model.result.validation is not None:
+            if model.result.validation is not None:  # without a proof (--no-validate) no encoder fed anything
+                model.encoder = encoders.get(model.path)
                 model.result.validation.model = str(out / model.path)
+                if model.encoder is not None:
+                    model.result.validation.encoder = str(out / model.encoder)
         land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
     return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies,
                                  retargeted=plan.others)
+
+
+def _encoder_path(source: Path, staging: Path, encoder: str | None, retargeted: list[str]) -> Path | None:
+    """Where the encoder that feeds a decoder's proof is read: its retargeted copy in staging, else the input's."""
+    if encoder is None:
+        return None
+    return staging / encoder if encoder in retargeted else source / encoder
 
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
@@ -219,9 +236,13 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     for name in names:
         if backup_path(directory / name).exists():
             raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
-    work = [(name, directory / name, directory / name, options) for name in names]
+    encoders = {name: encoder_for(directory, name) for name in names}
+    work = [(name, directory / name, directory / name,
+             options.but(encoder=directory / e if (e := encoders[name]) else None)) for name in names]
     try:
         models = _repair_all(work, jobs, on_progress, validator)
+        for model in models:
+            model.encoder = encoders[model.path] if model.result.validation is not None else None
     except Exception as err:
         restored = _put_back(directory, names)
         if restored and isinstance(err, GraphfixError):

@@ -369,12 +369,13 @@ def _finding_counts(codes: list[str]) -> str:
 
 
 def summary_table(result: DirectoryRepairResult) -> Table:
-    """One row per merged decoder: what was found, how many changes, the validation, and the time it took."""
+    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
+    "-" where the states were synthesized), and the time it took."""
     from rich import box
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
-    for column in ("model", "findings", "changes", "versions", "proof", "time"):
+    for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
     for model in result.models:
         validation, loaded_on = model.result.validation, model.result.loaded_on
@@ -386,7 +387,7 @@ def summary_table(result: DirectoryRepairResult) -> Table:
         before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
         versions = before if before == after else f"{before} -> {after}"
         table.add_row(model.path, _finding_counts([c.code for c in model.result.changes]),
-                      str(len(model.result.changes)), versions, verdict, f"{model.seconds:.1f} s")
+                      str(len(model.result.changes)), versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
     return table
 
 
