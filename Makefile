@@ -101,7 +101,7 @@ fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 # graphfix of this tree records, per file, IR/opsets/domains, whether onnxruntime loads it, and `check`/`repair`
 # outcomes into sample_models/variants/manifest.json and the table in sample_models/README.md.
 VARIANTS := sample_models/variants
-VARIANT_EXTRAS := pillow==13.0.0 onnx-ir==1.1.0
+VARIANT_EXTRAS := pillow==13.0.0 onnx-ir==1.1.0 onnxconverter-common==1.16.0 onnxslim==0.1.98
 
 $(EXPORT_CURRENT)/.variants-installed: $(EXPORT_CURRENT)/.installed
 	$(EXPORT_CURRENT)/bin/pip install --quiet $(VARIANT_EXTRAS)

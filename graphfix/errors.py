@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Any, TypeVar
 
 # OSErrors that are the machine's limit (ulimit -v, ulimit -n), not the path's fault: never reworded as bad input,
 # so that the CLI says what ran out.
@@ -27,10 +27,26 @@ def raise_if_exhausted(err: OSError) -> None:
         raise err
 
 
+def one_line(text: str, limit: int | None = 300) -> str:
+    """An error's text (onnx's, onnxruntime's, a bug's) as one line, of at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+E = TypeVar("E", bound="GraphfixError")
+
+
 class GraphfixError(Exception):
     """Base class: `str(err)` is the one-line message shown after `error: `."""
 
     exit_code = 2
+
+    def with_context(self: E, prefix: str = "", suffix: str = "") -> E:
+        """The same error (type, exit code, the figures it carries) saying where it happened: `prefix` before its
+        message (which decoder of a directory, which pass), `suffix` after it (what was done about it)."""
+        message = str(self.args[0]) if self.args else ""
+        self.args = (f"{prefix}{message}{suffix}", *self.args[1:])
+        return self
 
 
 class BadInputError(GraphfixError):
@@ -62,5 +78,5 @@ class PassCrashedError(GraphfixError):
         before = f" (after {', '.join(ran_before)})" if ran_before else ""
         # "unexpected" is the CLI's label for a bug (the fuzz tests look for it)
         super().__init__(f"unexpected {type(cause).__name__} in pass {pass_name}{before}: "
-                         f"{' '.join(str(cause).split())[:300]} (rerun with --debug for the traceback)")
+                         f"{one_line(str(cause))} (rerun with --debug for the traceback)")
         self.pass_name = pass_name

@@ -41,7 +41,7 @@ class Finding:
     node: str | None = None
     fix: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
     def __str__(self) -> str:
@@ -205,10 +205,11 @@ EXPLANATIONS = {
                 "to 3 -> drop the unused ai.onnx.ml import",
         summary="{action} import", detail=r"-> (?P<action>drop the unused|import \S+ at opset \d+)"),
     FLOAT16_FALLBACK: Explanation(
-        breaks="With --target-ort 1.14-1.16: a float16 Softmax or LayerNormalization has no CPU kernel there; the "
-               "release expands it into its function body, which it then refuses to load, so the whole fp16 "
-               "model cannot be loaded.",
-        exporters="Optimum's fp16 export (dtype='fp16') and other float16 conversions.",
+        breaks="With --target-ort 1.14-1.16: a Softmax or LayerNormalization with any float16 input (a float16 X, "
+               "or a float16 scale beside a float32 X) has no CPU kernel there; the release expands it into its "
+               "opset-18 function body, whose ReduceMean/ReduceMax `axes` attribute it then refuses, so the whole "
+               "fp16 model cannot be loaded.",
+        exporters="Optimum's fp16 export (dtype='fp16': Marian, BART) and other float16 conversions.",
         fix="Compute each such node in float32 between two Casts.",
         safe="The result differs from a float16 kernel's by float16 rounding (measured 2.4e-4 on logits of "
              "magnitude 0.3, one float16 ulp); the output is proven and loaded in that release before it lands.",

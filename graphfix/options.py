@@ -4,7 +4,9 @@ processes) and split all take the same RepairOptions, and the CLI builds it once
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .errors import BadInputError
@@ -23,7 +25,9 @@ class RepairOptions:
     in it before it lands, unless `load_on_target` is False; `validate_on_target` runs the decode proof there too,
     and `validate_in` runs it in another release without retargeting (split --ort-version). `any_model` accepts
     any ONNX model of an export (an encoder) and only retargets it; `in_place` allows the output to be the input;
-    `force` allows an existing OUT file to be replaced."""
+    `force` allows an existing OUT file to be replaced. `encoder`: the export's encoder (encoder_model.onnx),
+    whose output feeds the decode proof instead of synthesized encoder states, so the export is proven end to
+    end."""
 
     validate: bool = True
     target: TargetRuntime | None = None
@@ -34,6 +38,7 @@ class RepairOptions:
     any_model: bool = False
     in_place: bool = False
     force: bool = False  # replace an existing OUT file (never a device, FIFO or socket)
+    encoder: Path | None = None
 
     def __post_init__(self) -> None:
         if self.validate_on_target and self.target is None:
@@ -48,12 +53,15 @@ class RepairOptions:
 
     def but(self, **changes: object) -> RepairOptions:
         """These options with some fields changed, by field name or by the library API's keyword spellings
-        (`run_validation`, `target_ort`, `ort_version`; a release may be given as text)."""
+        (`run_validation`, `target_ort`, `ort_version`; a release may be given as text, the encoder as any path)."""
         fields = {_KEYWORDS.get(name, name): value for name, value in changes.items()}
         for name in ("target", "validate_in"):
             value = fields.get(name)
             if isinstance(value, str):
                 fields[name] = as_target(value)
+        encoder = fields.get("encoder")
+        if isinstance(encoder, (str, os.PathLike)):
+            fields["encoder"] = Path(encoder)
         return dataclasses.replace(self, **fields)  # type: ignore[arg-type]  # a wrong name or type: TypeError
 
 

@@ -21,6 +21,7 @@ from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
 from .io.write import InPlaceBackup, check_output_file, input_files, same_file, write_models
+from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
 from .passes import Subject, pipeline, run_passes
@@ -59,7 +60,7 @@ class RepairResult:
 
 def versions_of(model: onnx.ModelProto) -> str:
     """`IR 9, opset 19` (+ `com.microsoft 1` ...): what decides which onnxruntime loads a model."""
-    opsets = [f"{'opset' if o.domain in ('', 'ai.onnx') else o.domain} {o.version}" for o in model.opset_import]
+    opsets = [f"{'opset' if o.domain in AI_ONNX else o.domain} {o.version}" for o in model.opset_import]
     return ", ".join([f"IR {model.ir_version}", *sorted(opsets, key=lambda o: not o.startswith("opset"))])
 
 
@@ -93,11 +94,17 @@ def find_subject(model: onnx.ModelProto, *, any_model: bool = False) -> Subject:
         return PlainModel(model)
 
 
-def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *,
-                 any_model: bool = False) -> tuple[Subject, list[Finding]]:
+def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *, any_model: bool = False,
+                 infer_types: bool = True) -> tuple[Subject, list[Finding]]:
     """find -> passes: the subject, edited in place, and every change made to it. A model whose structure graphfix
     refuses is first shown to onnxruntime: when onnxruntime cannot load it either, its reason is the one to give
-    (a converter that broke the model, not a model of another kind)."""
+    (a converter that broke the model, not a model of another kind). So is a model whose skeleton gives onnx's
+    strict inference or onnxruntime's own rules a doubt (proof/loadable.py): check, repair and split then give one
+    verdict, onnxruntime's reason and exit 2, instead of findings on a file no runtime loads. `infer_types` False
+    leaves out strict inference (`repair --no-validate`, which promises nothing about loading, keeps copy cost)."""
+    from .proof.loadable import require_loadable_if_doubtful
+
+    require_loadable_if_doubtful(loaded, infer=infer_types)
     try:
         subject = find_subject(loaded.model, any_model=any_model)
     except NotAMergedDecoderError:
@@ -139,7 +146,9 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     With a target (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded in
     that very release before it lands (its newest patch, installed into a cached venv on first use). `on_step(name)`
     is told each step as it starts ("reading", "repairing", "writing", "validating", "loading on target"), for
-    progress. `validator(staged_path)` replaces the decode proof (tests)."""
+    progress. `validator(staged_path)` replaces the decode proof (tests). With an `encoder` (the export's
+    encoder_model.onnx), its output feeds the proof instead of synthesized encoder states: the export is proven end
+    to end."""
     options = (options or RepairOptions()).but(**keywords)
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
@@ -151,7 +160,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     check_output_file(out, replace=options.force or options.in_place)
     step("repairing")
     before = versions_of(loaded.model)
-    subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model)
+    subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model,
+                                    infer_types=options.validate)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)},
                           oldest_onnxruntime=oldest_release_of(subject.model))
@@ -160,8 +170,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
         return result
     outputs = {out: subject.model if changes else None}
     evidence = Evidence()
-    decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator)
-              if isinstance(subject, MergedDecoder) else None)
+    decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator,
+                         encoder=options.encoder) if isinstance(subject, MergedDecoder) else None)
     gates = proof_gates(options, loaded, outputs, decode, evidence)
     step("writing")
     backup = InPlaceBackup(source) if options.in_place else None

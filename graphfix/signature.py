@@ -9,6 +9,7 @@ is self attention. Group 2 of a match is then None.
 import re
 
 CACHE_FLAG = "use_cache_branch"
+KV_SEQUENCE_AXIS = 2  # KV tensors are (batch, heads, sequence, head_dim)
 PAST = re.compile(r"^past_key_values\.(\d+)\.(?:(encoder|decoder)\.)?(key|value)$")
 PRESENT = re.compile(r"^present\.(\d+)\.(?:(encoder|decoder)\.)?(key|value)$")
 

@@ -312,6 +312,44 @@ def v_marian_fp16_converter(out: Path, work: Path) -> dict:
                    "convert_float_to_float16(onnx.load(decoder_model_merged.onnx), keep_io_types=True)"}
 
 
+def v_marian_external_constants(out: Path, work: Path) -> dict:
+    """onnx's own external-data save with convert_attribute=True: Constant node values move to the data file too."""
+    import onnx
+
+    merged = _marian_export(work.parent) / "decoder_model_merged.onnx"
+    onnx.save_model(onnx.load(merged), out / "marian-external-constants.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="marian-external-constants.onnx.data",
+                    size_threshold=0, convert_attribute=True)
+    return {"family": "Marian merged decoder saved with Constant attributes as external data",
+            "config": "MarianConfig", "task": "text2text-generation-with-past",
+            "files": [{"file": "marian-external-constants.onnx", "from": "decoder_model_merged.onnx"}],
+            "how": "main_export(task='text2text-generation-with-past'), then onnx.save_model(onnx.load(decoder_model_"
+                   "merged.onnx), save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0, "
+                   "convert_attribute=True)"}
+
+
+def v_marian_q4f16(out: Path, work: Path) -> dict:
+    """transformers.js's q4f16 recipe (its scripts/quantize.py): MatMulNBits 4-bit (block 32, symmetric), then a
+    float16 conversion with keep_io_types=True and onnxslim. transformers.js carries its own copy of the converter;
+    onnxconverter-common's, which it derives from, is used here."""
+    import onnx
+    import onnxslim
+    from onnxconverter_common.float16 import convert_float_to_float16
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    merged = _marian_export(work.parent) / "decoder_model_merged.onnx"
+    q = mnb.MatMulNBitsQuantizer(onnx.load(merged), block_size=32, is_symmetric=True, bits=4)
+    q.process()
+    converted = onnxslim.slim(convert_float_to_float16(q.model.model, keep_io_types=True))
+    onnx.save(converted, out / "marian-q4f16.onnx")
+    return {"family": "Marian merged decoder, transformers.js-style q4f16", "config": "MarianConfig",
+            "task": "text2text-generation-with-past",
+            "files": [{"file": "marian-q4f16.onnx", "from": "decoder_model_merged.onnx"}],
+            "how": "main_export(task='text2text-generation-with-past'), then onnxruntime MatMulNBitsQuantizer(block_size="
+                   "32, is_symmetric=True, bits=4).process(), onnxconverter_common.float16.convert_float_to_float16("
+                   "keep_io_types=True), onnxslim.slim()"}
+
+
 def v_marian_opset21(out: Path, work: Path) -> dict:
     """The whole export directory at opset 21 if the TorchScript exporter can, else the highest it accepts."""
     task = "text2text-generation-with-past"
@@ -351,6 +389,98 @@ def v_marian_opset21(out: Path, work: Path) -> dict:
                    "kept encoder_model.onnx, decoder_model_merged.onnx, config.json, generation_config.json"}
 
 
+def _keep_export(exported: Path, out: Path, name: str, keep: tuple[str, ...]) -> tuple[Path, list[dict]]:
+    """The export directory as Optimum wrote it (only `keep` of its files), under sample_models/exports/NAME."""
+    dest = out.parent / "exports" / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in keep:
+        if (exported / f).exists():
+            shutil.copyfile(exported / f, dest / f)
+    return dest, [{"file": f"../exports/{name}/{f.name}", "from": f.name} for f in sorted(dest.iterdir())
+                  if f.suffix == ".onnx"]
+
+
+_WHOLE_EXPORT = ("encoder_model.onnx", "decoder_model_merged.onnx", "config.json", "generation_config.json",
+                 "preprocessor_config.json")
+
+
+def v_trocr_export(out: Path, work: Path) -> dict:
+    """The TrOCR export as a user has it: encoder, merged decoder, config.json and the image processor's config."""
+    import transformers as tf
+
+    dec = tf.TrOCRConfig(d_model=32, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64,
+                         max_position_embeddings=64, cross_attention_hidden_size=32, **TEXT)
+    config = tf.VisionEncoderDecoderConfig.from_encoder_decoder_configs(tf.ViTConfig(**VIT), dec)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
+    model = _seeded(tf.VisionEncoderDecoderModel, config)
+    processor = tf.ViTImageProcessor(size={"height": VIT["image_size"], "width": VIT["image_size"]})
+    task = "image-to-text-with-past"
+    exported = _export(model, task, work, preprocessors=[processor])
+    _, files = _keep_export(exported, out, "current-trocr", _WHOLE_EXPORT)
+    return {"family": "VisionEncoderDecoder (ViT + TrOCR) whole export directory",
+            "config": "VisionEncoderDecoderConfig", "task": task, "files": files, "directory": "../exports/current-trocr",
+            "how": f"VisionEncoderDecoderModel(ViTConfig, TrOCRConfig) + ViTImageProcessor(size 32x32), "
+                   f"main_export(task='{task}'); kept {', '.join(_WHOLE_EXPORT)}"}
+
+
+def v_donut_export(out: Path, work: Path) -> dict:
+    """Donut's layout: a Swin encoder (DonutSwin, one stage, window 4 on a 32x32 image) + an MBart decoder."""
+    import transformers as tf
+
+    enc = tf.DonutSwinConfig(image_size=32, patch_size=4, num_channels=3, embed_dim=32, depths=[2], num_heads=[4],
+                             window_size=4, mlp_ratio=2.0)
+    dec = tf.MBartConfig(d_model=32, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64,
+                         encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, max_position_embeddings=64,
+                         is_decoder=True, add_cross_attention=True, **TEXT)
+    config = tf.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
+    model = _seeded(tf.VisionEncoderDecoderModel, config)
+    task = "image-to-text-with-past"
+    exported = _export(model, task, work)
+    _, files = _keep_export(exported, out, "current-donut", _WHOLE_EXPORT)
+    return {"family": "VisionEncoderDecoder (DonutSwin + MBart) whole export directory",
+            "config": "VisionEncoderDecoderConfig", "task": task, "files": files,
+            "directory": "../exports/current-donut",
+            "how": f"VisionEncoderDecoderModel(DonutSwinConfig(image 32, patch 4, window 4, depths [2]), MBartConfig), "
+                   f"main_export(task='{task}'); kept {', '.join(_WHOLE_EXPORT)}"}
+
+
+def v_whisper_128_mel_export(out: Path, work: Path) -> dict:
+    """Whisper as large-v3 has it, 128 mel bins (make_samples.py's config otherwise), as a whole export folder: its
+    encoder takes exactly 2 x max_source_positions frames of num_mel_bins features."""
+    import make_samples
+    import transformers as tf
+
+    _, task, kwargs = make_samples._configs()["whisper"]
+    config = tf.WhisperConfig(**dict(kwargs, num_mel_bins=128))
+    model = _seeded(tf.WhisperForConditionalGeneration, config)
+    exported = _export(model, task, work)
+    _, files = _keep_export(exported, out, "current-whisper-128-mel", _WHOLE_EXPORT)
+    return {"family": "Whisper, 128 mel bins, whole export directory", "config": "WhisperConfig", "task": task,
+            "files": files, "directory": "../exports/current-whisper-128-mel",
+            "how": f"WhisperForConditionalGeneration(make_samples.py's config, num_mel_bins=128), "
+                   f"main_export(task='{task}'); kept {', '.join(_WHOLE_EXPORT)}"}
+
+
+def v_fp16(arch: str, file: str):
+    """Optimum's own fp16 export (dtype='fp16' on CPU, as optimum-onnx 0.1.0 allows) of make_samples.py's config."""
+    def build(out: Path, work: Path) -> dict:
+        import make_samples
+        import transformers as tf
+
+        config_class, task, kwargs = make_samples._configs()[arch]
+        factory = tf.AutoModelForSpeechSeq2Seq if task == make_samples.SPEECH else tf.AutoModelForSeq2SeqLM
+        model = _seeded(factory.from_config, getattr(tf, config_class)(**kwargs))
+        exported = _export(model, task, work, dtype="fp16", device="cpu")
+        files = [_copy(exported / "decoder_model_merged.onnx", out, file)]
+        return {"family": f"{config_class[:-6]}, Optimum's own fp16 export", "config": config_class, "task": task,
+                "files": files, "how": f"{config_class[:-6]} from make_samples.py's config, main_export(task='{task}', "
+                                       "dtype='fp16', device='cpu')"}
+    return build
+
+
 VARIANTS = {  # name: (exporter generation, builder, family as shown when the builder fails)
     "vision-trocr": ("current", v_vision("trocr"), "VisionEncoderDecoder (ViT + TrOCR)"),
     "vision-vit-gpt2": ("current", v_vision("gpt2"), "VisionEncoderDecoder (ViT + GPT-2)"),
@@ -366,6 +496,15 @@ VARIANTS = {  # name: (exporter generation, builder, family as shown when the bu
     "marian-o2": ("current", v_marian_o2, "Marian, Optimum O2"),
     "marian-fp16-converter": ("current", v_marian_fp16_converter, "Marian merged decoder, float16 converter"),
     "current-marian-opset21": ("current", v_marian_opset21, "Marian whole export directory at opset 21"),
+    "marian-q4f16": ("current", v_marian_q4f16, "Marian merged decoder, transformers.js-style q4f16"),
+    "marian-external-constants": ("current", v_marian_external_constants,
+                                  "Marian merged decoder, Constant attributes as external data"),
+    "current-trocr": ("current", v_trocr_export, "VisionEncoderDecoder (ViT + TrOCR) whole export directory"),
+    "current-donut": ("current", v_donut_export, "VisionEncoderDecoder (DonutSwin + MBart) whole export directory"),
+    "current-whisper-128-mel": ("current", v_whisper_128_mel_export, "Whisper, 128 mel bins, whole export directory"),
+    "bart-fp16": ("current", v_fp16("bart", "bart-fp16.onnx"), "BART, Optimum's own fp16 export"),
+    "t5-fp16": ("current", v_fp16("t5", "t5-fp16.onnx"), "T5, Optimum's own fp16 export"),
+    "whisper-fp16": ("current", v_fp16("whisper", "whisper-fp16.onnx"), "Whisper, Optimum's own fp16 export"),
 }
 
 

@@ -42,7 +42,7 @@ DOCUMENTS = {
     "repair file": {**HEADER, **REPAIR},
     "repair directory": {**HEADER, "input": str, "output": str, "changed": bool, "linked": [str], "copied": [str],
                          "retargeted": [str],
-                         "models": [{"path": str, "seconds": (float, int), **REPAIR}]},
+                         "models": [{"path": str, "seconds": (float, int), "encoder": OPTIONAL_STR, **REPAIR}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
                                      "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
     "describe": {**HEADER, **DESCRIBE},

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from graphfix import BadInputError, RepairOptions, ValidationFailedError, parse_release, repair, repair_directory
 from graphfix.io.read import read_model
 from graphfix.io.write import write_models
-from graphfix.proof.cases import LoadRequest, ProofRequest, request_from_json
+from graphfix.proof.cases import SOURCE, EncoderFeeds, LoadRequest, ProofRequest, request_from_json
 from graphfix.proof.gates import (
     CheckerGate,
     DecodeGate,
@@ -187,9 +187,12 @@ def _carried(tmp_path: Path) -> Path:
 def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(tmp_path):
     """Written by the host, read by the carried modules alone under `python -I`: every field arrives under the
     name it left with."""
+    feeds = EncoderFeeds(shapes={"input_features": [80, SOURCE], "pixel_values": [3, 32, 32]}, vocab=None,
+                         said_by={"input_features": "config's feature size", "pixel_values": "config image_size"})
     request = ProofRequest(model="/m/decoder.onnx", model_with_past="/m/decoder_with_past.onnx", tolerance=1e-2,
                            reference="/m/merged.onnx", judge="/m/original.onnx", encoder="/m/encoder.onnx",
-                           release="1.16.3", steps=3, batches=(1, 2), source_lengths=(4,), seed=7)
+                           encoder_feeds=feeds, release="1.16.3", steps=3, batches=(1, 2), source_lengths=(4,),
+                           seed=7)
     assert request_from_json(request.to_json()) == request
     assert request_from_json(LoadRequest("/m/encoder.onnx", "1.16.3").to_json()) == LoadRequest("/m/encoder.onnx",
                                                                                                "1.16.3")
@@ -200,8 +203,8 @@ def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(
                           check=True)
     read = json.loads(proc.stdout)
     assert read == {**dataclasses.asdict(request), "batches": [1, 2], "source_lengths": [4]}
-    assert set(read) == {"model", "model_with_past", "tolerance", "reference", "judge", "encoder", "release", "steps",
-                         "batches", "source_lengths", "seed"}
+    assert set(read) == {"model", "model_with_past", "tolerance", "reference", "judge", "encoder", "encoder_feeds",
+                         "release", "steps", "batches", "source_lengths", "seed"}
 
 
 def test_the_child_refuses_a_request_meant_for_another_release(marian_current, tmp_path):

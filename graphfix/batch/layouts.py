@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError, raise_if_exhausted
-from ..io.read import read_model, trusted_roots
+from ..io.path_safety import trusted_roots
+from ..io.read import read_model
 
 MERGED_STEM = "decoder_model_merged"
 # The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.
@@ -26,7 +27,7 @@ def merged_decoder_names() -> list[str]:
     return [f"{folder}/{MERGED_STEM}{variant}.onnx".lstrip("/") for folder in LAYOUT_DIRS for variant in VARIANTS]
 
 
-def find_merged_decoders(directory: str | os.PathLike) -> list[str]:
+def find_merged_decoders(directory: str | os.PathLike[str]) -> list[str]:
     """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without
     one."""
     directory = Path(directory)

@@ -22,11 +22,11 @@ from typing import Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
-from ..io.read import open_inside
+from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
-from .layouts import find_merged_decoders, plan_directory
+from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
 # "done"; bytes are reported once per file, when it is done.
@@ -40,9 +40,11 @@ class ModelRepair:
     path: str  # relative to the directory, POSIX
     result: RepairResult
     seconds: float
+    encoder: str | None = None  # the export's encoder that fed its proof (relative), None: synthesized states
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "seconds": round(self.seconds, 3), **self.result.to_dict()}
+        return {"path": self.path, "seconds": round(self.seconds, 3), "encoder": self.encoder,
+                **self.result.to_dict()}
 
 
 @dataclass
@@ -74,7 +76,7 @@ def _repair_one(source: Path, out: Path, options: RepairOptions, name: str = "",
             result = repair(source, out, options, on_step=step, validator=validator)
     except GraphfixError as err:
         # Say which decoder of the directory failed; the type (and so the exit code) stays.
-        err.args = (f"{name}: {err.args[0]}" if name else err.args[0], *err.args[1:])
+        err.with_context(f"{name}: " if name else "")
         raise
     return result, time.perf_counter() - started
 
@@ -218,7 +220,7 @@ def _make_parents(source: Path, staging: Path, name: str) -> None:
 
 
 def _carry_over(source: Path, staging: Path, name: str, mode: str) -> None:
-    """`name` into staging, through the same resolver as external data (read.open_inside): the file opened is
+    """`name` into staging, through the same resolver as external data (path_safety.open_inside): the file opened is
     checked to be a regular file inside `source`, and that open file is what is linked or copied."""
     target = staging / name
     _make_parents(source, staging, name)
@@ -271,16 +273,31 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 on_progress(name, "done", (staging / name).stat().st_size)
         for name in plan.decoders + plan.others:
             _make_parents(source, staging, name)
-        work = [(name, source / name, staging / name, options) for name in plan.decoders]
-        work += [(name, source / name, staging / name, options.but(any_model=True)) for name in plan.others]
-        models = _repair_all(work, jobs, on_progress, validator)
+        # The encoders are retargeted first: a decoder's proof is then fed by the encoder as it will be deployed.
+        others = _repair_all([(name, source / name, staging / name, options.but(any_model=True))
+                              for name in plan.others], jobs, on_progress, validator)
+        encoders = {name: encoder_for(source, name) for name in plan.decoders}
+        work = [(name, source / name, staging / name,
+                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
+                for name in plan.decoders]
+        models = _repair_all(work, jobs, on_progress, validator) + others
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
-            if model.result.validation is not None:
+            if model.result.validation is not None:  # without a proof (--no-validate) no encoder fed anything
+                model.encoder = encoders.get(model.path)
                 model.result.validation.model = str(out / model.path)
+                if model.encoder is not None:
+                    model.result.validation.encoder = str(out / model.encoder)
         land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
     return DirectoryRepairResult(input=source, output=out, models=models, linked=linked, copied=copied,
                                  retargeted=plan.others)
+
+
+def _encoder_path(source: Path, staging: Path, encoder: str | None, retargeted: list[str]) -> Path | None:
+    """Where the encoder that feeds a decoder's proof is read: its retargeted copy in staging, else the input's."""
+    if encoder is None:
+        return None
+    return staging / encoder if encoder in retargeted else source / encoder
 
 
 def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback | None,
@@ -295,13 +312,17 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
         if InPlaceBackup(directory / name).blocked():
             raise BadInputError(f"backup {backup_path(directory / name)} already exists and differs from "
                                 f"{directory / name}; move it away first")
-    work = [(name, directory / name, directory / name, options) for name in names]
+    encoders = {name: encoder_for(directory, name) for name in names}
+    work = [(name, directory / name, directory / name,
+             options.but(encoder=directory / e if (e := encoders[name]) else None)) for name in names]
     try:
         models = _repair_all(work, jobs, on_progress, validator)
+        for model in models:
+            model.encoder = encoders[model.path] if model.result.validation is not None else None
     except Exception as err:
         restored = _put_back(directory, names)
         if restored and isinstance(err, GraphfixError):
-            err.args = (f"{err.args[0]}; put back from their .bak: {', '.join(restored)}", *err.args[1:])
+            err.with_context(suffix=f"; put back from their .bak: {', '.join(restored)}")
         raise
     return DirectoryRepairResult(input=directory, output=directory, models=models)
 

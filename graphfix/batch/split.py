@@ -107,7 +107,7 @@ def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], optio
     options = (options or RepairOptions()).but(**keywords)
     source, out_dir = Path(source), Path(out_dir)
     loaded = read_model(source)
-    decoder, changes = find_and_fix(loaded, options.target)
+    decoder, changes = find_and_fix(loaded, options.target, infer_types=options.validate)
     assert isinstance(decoder, MergedDecoder)
     models = {out_dir / DECODER: branch_model(decoder, decoder.no_cache_branch, "decoder"),
               out_dir / DECODER_WITH_PAST: branch_model(decoder, decoder.cache_branch, "decoder_with_past")}

@@ -1,4 +1,4 @@
-"""The typer app and the one error layer every command goes through.
+"""The typer app, the output options every command shares, and the one error layer every command goes through.
 
 Results go to stdout, diagnostics (`error: ...`) to stderr. Every way a run can end badly, a usage error caught by
 click (a missing argument, `--jobs 0`), a GraphfixError, a bug or a Ctrl-C, ends in exactly one `error:` line and
@@ -15,15 +15,18 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, GraphfixError, says_out_of_memory
+from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
 from ..io import interrupts
+from ..passes.contract import CHECK_PASSES
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
               "by signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
@@ -32,9 +35,52 @@ JSON_SCHEMA = "graphfix/1"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def one_line(text: str) -> str:
-    """A message as one line whatever it quotes (a path may hold a newline)."""
+def escaped(text: str) -> str:
+    """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class Verbosity(Enum):
+    """How much of a run the text output shows (JSON always shows everything)."""
+
+    QUIET = "quiet"  # errors and the summary line
+    NORMAL = "normal"  # a line per finding code
+    VERBOSE = "verbose"  # a line per change, and the proof case by case
+
+
+@dataclass(frozen=True)
+class Output:
+    """The output options every command shares, declared once (VERBOSITY_FLAGS, FORMAT_FLAGS: graphfix_command adds
+    them to each command) and handed to the command as this one value instead of four booleans read back by name."""
+
+    verbosity: Verbosity = Verbosity.NORMAL
+    json: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_flags(cls, *, verbose: bool = False, quiet: bool = False, as_json: bool = False,
+                   debug: bool = False) -> Output:
+        if verbose and quiet:
+            raise BadInputError("--verbose and --quiet exclude each other")
+        verbosity = Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL
+        return cls(verbosity=verbosity, json=as_json, debug=debug)
+
+
+def _flag(name: str, *decls: str, text: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False,
+                             annotation=Annotated[bool, typer.Option(*decls, help=text)])
+
+
+VERBOSITY_FLAGS = (
+    _flag("verbose", "--verbose", "-v", text="Print every change on a line of its own instead of one line per finding "
+          "code."),
+    _flag("quiet", "--quiet", "-q", text="Print only errors and the summary line."),
+)
+FORMAT_FLAGS = (
+    _flag("as_json", "--json", text="Print one JSON document on stdout and nothing else."),
+    _flag("debug", "--debug", text="Show the traceback of an error, and hold every repair pass to its contract "
+          "(no finding, no change)."),
+)
 
 
 def rendered(doc: str) -> str:
@@ -128,24 +174,24 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = str(err), err.exit_code
     elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
         detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-                  else " ".join(str(err).split())[:200])  # what ran out of it: the proof, a bad_alloc's words
+                  else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
         message = f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
         code = 2
     elif isinstance(err, ClickException):
-        message, code = " ".join(err.format_message().split()), 2
+        message, code = one_line(err.format_message(), limit=None), 2
         param = getattr(err, "param", None)
         if isinstance(err, MissingParameter) and param is not None and param.param_type_name == "argument":
             message = f"missing argument {param.human_readable_name.upper()}"
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
     else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
-        message = (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        message = (f"unexpected {type(err).__name__}: {one_line(str(err))}"
                    " (rerun with --debug for the traceback)")
         code = 2
     if as_json:
         validation = getattr(err, "validation", None)
         emit_json(command or "graphfix", {"ok": False, "error": message, "exit_code": code,
                                           "validation": validation.to_dict() if validation is not None else None})
-    typer.echo(f"error: {one_line(message)}", err=True)
+    typer.echo(f"error: {escaped(message)}", err=True)
     return code
 
 
@@ -185,30 +231,41 @@ def report_stdout_failure(failure: OSError) -> int:
         return run.exit_code
     written = run.watch.written() if run.watch is not None else []
     landed = f"; already written in full: {', '.join(map(str, written))}" if written else ""
-    typer.echo(f"error: {one_line(f'cannot write to stdout: {failure.strerror or failure}{landed}')}", err=True)
+    typer.echo(f"error: {escaped(f'cannot write to stdout: {failure.strerror or failure}{landed}')}", err=True)
     return 2
 
 
-def graphfix_command(app: typer.Typer, name: str) -> Callable[[F], F]:
-    """Register `fn` as the command `name`: its docstring becomes rendered help, and whatever it raises reaches
-    the user through report_failure. The command returns its exit code (None is 0)."""
+def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> Callable[[F], F]:
+    """Register `fn(..., *, output: Output)` as the command `name`: its docstring becomes rendered help, `output`
+    becomes the shared options (--verbose/--quiet when the command has a `verbosity`, --json, --debug) after its
+    own, and whatever it raises reaches the user through report_failure. The command returns its exit code (None
+    is 0)."""
+    flags = (*(VERBOSITY_FLAGS if verbosity else ()), *FORMAT_FLAGS)
 
     def register(fn: F) -> F:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "output"]
+
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
             run.watch, run.exit_code = None, 0
+            given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
+            if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
+                os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
             try:
-                code = fn(*args, **kwargs)
+                code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
                 raise
             except (Exception, KeyboardInterrupt) as err:
                 if isinstance(err, StdoutFailed):
                     code = report_stdout_failure(err.error)
                 else:
-                    code = report_failure(name, err, as_json=kwargs.get("as_json", False),
-                                          debug=kwargs.get("debug", False))
+                    code = report_failure(name, err, as_json=given["as_json"], debug=given["debug"])
             raise typer.Exit(code or 0)
 
+        # typer reads the options from the signature: the command's own, then the shared ones.
+        signature = inspect.Signature([*own, *flags])
+        setattr(command, "__signature__", signature)  # noqa: B010
+        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         app.command(name, help=rendered(fn.__doc__ or ""), epilog=EXIT_CODES)(command)
         return fn
 

@@ -1,5 +1,6 @@
-"""The commands: parse, call the library, print the result, return the exit code. Errors are the app's job
-(app.py); nothing here catches them except `check`, which goes on to the next file."""
+"""The commands: parse, call the library, print the result, return the exit code. Each takes its own options and
+the shared `output` (app.Output); what the text says is report.py's. Errors are the app's job (app.py); nothing here
+catches them except `check`, which goes on to the next file."""
 
 from __future__ import annotations
 
@@ -19,14 +20,22 @@ from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report
-from .app import StdoutFailed, app, emit_json, graphfix_command, one_line, report_failure, run, say, watch_outputs
+from .app import (
+    Output,
+    StdoutFailed,
+    Verbosity,
+    app,
+    emit_json,
+    escaped,
+    graphfix_command,
+    report_failure,
+    run,
+    say,
+    watch_outputs,
+)
 from .progress import progress_wanted, terminal_progress
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
-
-
 def _release(text: str) -> TargetRuntime:
     """Every option naming an onnxruntime release is parsed here, once, into the value the library takes."""
     try:
@@ -43,9 +52,6 @@ ProofReleaseOption = Annotated[Optional[TargetRuntime], typer.Option(
     "--ort-version", metavar="X.Y[.Z]", parser=_release, help="Run the proof inside this onnxruntime release "
     "(X.Y: its newest patch; installed with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust "
     "ort.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own "
-                                             "instead of one line per finding code.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
 RuntimePythonOption = Annotated[Optional[Path], typer.Option(
     "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
     "release is installed for (default: this one when the release has a wheel for it, else python3.Y found on "
@@ -75,13 +81,6 @@ def _validator(ctx: typer.Context) -> Validator | None:
     """Tests hand in their own proof as `CliRunner().invoke(app, args, obj={"validator": ...})`."""
     validator: Validator | None = (ctx.obj or {}).get("validator")
     return validator
-
-
-def _verbosity(verbose: bool, quiet: bool) -> int:
-    """-1 quiet, 0 grouped (the default), 1 every change."""
-    if verbose and quiet:
-        raise BadInputError("--verbose and --quiet exclude each other")
-    return 1 if verbose else -1 if quiet else 0
 
 
 def _echo(lines: list[str]) -> None:
@@ -126,10 +125,8 @@ def repair_command(
         "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
 
@@ -156,7 +153,6 @@ def repair_command(
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
@@ -167,55 +163,44 @@ def repair_command(
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
                             force=force and not is_directory)
     if is_directory:
-        return _repair_directory(source, out, jobs, options, _validator(ctx), as_json, verbosity, started)
-    with terminal_progress(progress_wanted(as_json=as_json), 1, _size(source)) as progress:
+        return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
+    with terminal_progress(progress_wanted(as_json=output.json), 1, _size(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
-    if as_json:
+    if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    _echo(report.findings_lines(result.changes, verbosity))
-    if verbosity > 0:
+    _echo(report.findings_lines(result.changes, output.verbosity))
+    if output.verbosity is Verbosity.VERBOSE:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
-    summary = report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                    time.monotonic() - started, landed=result.written)
-    say(summary + (f" (backup {result.backup})" if result.backup else ""))
-    if verbosity >= 0:
+    say(report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
+                              time.monotonic() - started, result.backup, landed=result.written))
+    if output.verbosity is not Verbosity.QUIET:
         say(report.release_line(result.oldest_onnxruntime, target_ort, subject="the output"))
     return 0
 
 
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
-                      as_json: bool, verbosity: int, started: float) -> int:
+                      output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_size, print_table, summary_table
+    from .progress import plan_size
 
     files, nbytes = plan_size(source)
-    with terminal_progress(progress_wanted(as_json=as_json), files, nbytes) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), files, nbytes) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
-    if as_json:
+    if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
-    for model in result.models:
-        if verbosity == 0 and model.result.changes:
-            say(f"{model.path}:")
-        _echo(report.findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  "))
-    if verbosity >= 0:
+    _echo(report.directory_findings_lines(result, output.verbosity))
+    if output.verbosity is not Verbosity.QUIET:
         try:
-            print_table(summary_table(result))
+            report.print_table(report.summary_table(result))
         except OSError as err:
             raise StdoutFailed(err) from None
-    changed = sum(m.result.changed for m in result.models)
-    where = "in place" if result.output == result.input else f"-> {out}"
-    kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
-             f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
-             else f"{len(result.models)} merged decoder(s)")
-    say(f"repaired {source} {where}: {changed} of {kinds} changed"
-               + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
-               + f"; {time.monotonic() - started:.1f} s")
-    if verbosity >= 0:
+    say(report.directory_summary(result, time.monotonic() - started))
+    if output.verbosity is not Verbosity.QUIET:
         say(report.release_line(_export_floor(result.output), options.target,
-                subject="its models", plural=True))
+                                subject="its models", plural=True))
     return 0
 
 
@@ -237,10 +222,8 @@ def check_command(
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
@@ -253,41 +236,33 @@ def check_command(
       graphfix check --quiet fixed.onnx opus-mt-en-de-fixed/
     """
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     results: list[CheckResult] = []
     targets = _check_targets(paths, target_ort, results)
     exit_code = 2 if results else 0  # a path that stands for no model at all
     for unusable in results:
-        if not as_json:
-            typer.echo(f"error: {one_line(unusable.error or '')}", err=True)
+        if not output.json:
+            typer.echo(f"error: {escaped(unusable.error or '')}", err=True)
     for path, any_model in targets:
         try:
             result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models, any_model=any_model)
         except Exception as err:  # reported, and the next file is still checked
-            if debug:
+            if output.debug:
                 report_failure("check", err, as_json=False, debug=True)
-            elif not as_json:
-                typer.echo(f"error: {one_line(str(err))}", err=True)
+            elif not output.json:
+                typer.echo(f"error: {escaped(str(err))}", err=True)
             results.append(CheckResult(path=path, error=str(err)))
             exit_code = run.exit_code = 2
             continue
         results.append(result)
         exit_code = max(exit_code, 1 if result.findings else 0)
         run.exit_code = exit_code
-        if as_json or verbosity < 0:
-            continue
-        if result.findings and verbosity == 0:
-            say(f"{path}: {len(result.findings)} finding{'s' if len(result.findings) != 1 else ''}")
-        _echo(report.findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  "))
-        if result.skipped:
-            say(f"{path}: skipped ({result.skipped})")
-        elif not result.findings:
-            say(f"{path}: ok")
-    if as_json:
+        if not output.json:
+            _echo(report.check_lines(result, output.verbosity))
+    if output.json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
         say(report.check_summary(results, time.monotonic() - started))
-        if verbosity >= 0 and (loads := _loads(results, target_ort)):
+        if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
             say(loads)
     return exit_code
 
@@ -318,7 +293,7 @@ def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
     return targets
 
 
-@graphfix_command(app, "validate")
+@graphfix_command(app, "validate", verbosity=False)
 def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
                                           "decoder in it).")],
@@ -326,8 +301,8 @@ def validate_command(
                                                      "this model's (the unrepaired original) at every step.")] = None,
     ort_version: ProofReleaseOption = None,
     runtime_python: RuntimePythonOption = None,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
@@ -360,15 +335,13 @@ def validate_command(
         results = [validate(model, original, ort_version=ort_version)]
     ok = all(result.ok for result in results)
     run.exit_code = 0 if ok else 1
-    if as_json:
+    if output.json:
         # A file keeps its flat document; a directory lists one such document per decoder under "models".
         emit_json("validate", results[0].to_dict() if not model.is_dir() else
                   {"ok": ok, "models": [result.to_dict() for result in results]})
     else:
         for result in results:
-            fed = f", fed by {result.encoder}" if result.encoder else ""
-            _echo(report.proof_lines(result, f"{result.model}: plain present->past loop vs full recompute{fed} ("))
-            say(report.validate_verdict(result))
+            _echo(report.validate_lines(result))
     return 0 if ok else 1
 
 
@@ -381,10 +354,8 @@ def split_command(
     ort_version: ProofReleaseOption = None,
     target_ort: TargetOption = None,
     runtime_python: RuntimePythonOption = None,
-    verbose: VerboseOption = False,
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
 
@@ -400,21 +371,13 @@ def split_command(
     from ..batch.split import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
-    verbosity = _verbosity(verbose, quiet)
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
-    if as_json:
+    if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
-    _echo(report.findings_lines(result.changes, verbosity))
-    if verbosity > 0:
-        _echo(report.proof_lines(result.validation, "validation (no-past model, then with-past model fed its "
-                                 "presents, vs full recompute, ", reference="the merged decoder"))
-    proven = (report.proof_phrase(result.validation, reference="the merged decoder") if result.validation is not None
-              else "not proven (--no-validate)")
-    say(f"split {merged} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
-               f"{time.monotonic() - started:.1f} s")
+    _echo(report.split_lines(result, output.verbosity, time.monotonic() - started))
     return 0
 
 
@@ -422,12 +385,12 @@ def _complete_code(incomplete: str) -> list[str]:
     return [code for code in CODES if code.startswith(incomplete.upper())]
 
 
-@graphfix_command(app, "explain")
+@graphfix_command(app, "explain", verbosity=False)
 def explain_command(
     code: Annotated[Optional[str], typer.Argument(help="A finding code (GF101 ...); without it, every code.",
                                                   autocompletion=_complete_code)] = None,
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Explain a finding code: what breaks, which exporters write it, what the fix does and why it is safe.
 
@@ -440,7 +403,7 @@ def explain_command(
     if code is not None and code.upper() not in CODES:
         raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
     codes = [code.upper()] if code is not None else list(CODES)
-    if as_json:
+    if output.json:
         emit_json("explain", {"ok": True, "codes": [{"code": c, "title": CODES[c], **EXPLANATIONS[c].entry()}
                                                      for c in codes]})
     elif code is None:
@@ -450,12 +413,12 @@ def explain_command(
     return 0
 
 
-@graphfix_command(app, "describe")
+@graphfix_command(app, "describe", verbosity=False)
 def describe_command(
     model: Annotated[Path, typer.Argument(help="A merged decoder, or an export directory (its merged decoders and "
                                           "encoders, config.json and generation_config.json).")],
-    as_json: JsonOption = False,
-    debug: DebugOption = False,
+    *,
+    output: Output,
 ) -> int:
     """Show the client contract of an export: what to feed at each step of the plain present->past loop.
 
@@ -472,7 +435,7 @@ def describe_command(
     from ..client_contract import describe
 
     description = describe(model)
-    if as_json:
+    if output.json:
         emit_json("describe", {"ok": True, **description.to_dict()})
     else:
         _echo(report.describe_lines(description))

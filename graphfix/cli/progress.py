@@ -1,4 +1,4 @@
-"""What a person watching a terminal sees: a rich progress bar on stderr, and the closing table of a directory run.
+"""What a person watching a terminal sees while a run is under way: a rich progress bar on stderr.
 
 Progress is shown only when stderr is an interactive terminal (not in pipes, CI logs or with --json), so stdout
 stays exactly the result and captured logs stay free of redraw sequences.
@@ -6,7 +6,6 @@ stays exactly the result and captured logs stay free of redraw sequences.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Iterator
@@ -15,12 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..batch.layouts import directory_files
-from ..batch.model_directory import DirectoryRepairResult
 from ..io import interrupts
 
 if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw something
     from rich.progress import Progress
-    from rich.table import Table
 
 
 def progress_wanted(stream: TextIO | None = None, *, as_json: bool = False) -> bool:
@@ -30,7 +27,7 @@ def progress_wanted(stream: TextIO | None = None, *, as_json: bool = False) -> b
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def plan_size(directory: os.PathLike) -> tuple[int, int]:
+def plan_size(directory: os.PathLike[str]) -> tuple[int, int]:
     """Files and bytes a directory run goes through: the totals of its progress bar."""
     names = directory_files(Path(directory))
     return len(names), sum((Path(directory) / name).stat().st_size for name in names)
@@ -69,46 +66,3 @@ def terminal_progress(enabled: bool, files: int, total_bytes: int) -> Iterator[F
         yield FileProgress(progress, files, total_bytes)
     finally:
         progress.stop()
-
-
-def _findings(codes: list[str]) -> str:
-    counts: dict[str, int] = {}
-    for code in codes:
-        counts[code] = counts.get(code, 0) + 1
-    return " ".join(f"{code}x{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
-
-
-def summary_table(result: DirectoryRepairResult) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    """One row per merged decoder: what was found, how many changes, the validation, and the time it took."""
-    table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
-    for column in ("model", "findings", "changes", "versions", "proof", "time"):
-        table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
-    for model in result.models:
-        validation, loaded_on = model.result.validation, model.result.loaded_on
-        verdict = (f"decodes in {validation.onnxruntime} (max diff {validation.max_abs_diff:.2g})"
-                   if validation is not None and validation.ok else "FAILED" if validation is not None
-                   else f"loads in {loaded_on}" if loaded_on else "skipped")
-        if validation is not None and loaded_on and loaded_on != validation.onnxruntime:
-            verdict += f", loads in {loaded_on}"
-        before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
-        versions = before if before == after else f"{before} -> {after}"
-        table.add_row(model.path, _findings([c.code for c in model.result.changes]), str(len(model.result.changes)),
-                      versions, verdict, f"{model.seconds:.1f} s")
-    return table
-
-
-def print_table(table: Table, stream: TextIO | None = None) -> None:
-    from rich.console import Console
-
-    stream = stream or sys.stdout
-    if hasattr(stream, "isatty") and stream.isatty():
-        Console(file=stream, highlight=False).print(table)
-        return
-    # In a pipe or CI log: no colour codes, no wrapping at 80 columns, no trailing padding.
-    console = Console(file=io.StringIO(), width=200, no_color=True, highlight=False)
-    with console.capture() as captured:
-        console.print(table)
-    stream.write("\n".join(line.rstrip() for line in captured.get().splitlines()).strip("\n") + "\n")

@@ -1,4 +1,5 @@
-"""What the text output says: findings grouped by code, validation figures that cannot be misread, one summary line.
+"""What the text output says: findings grouped by code, validation figures that cannot be misread, one summary line,
+and the closing table of a directory run.
 
 A model's findings take one line per code whatever its depth: the tensors (or nodes) a code concerns are folded
 into a brace pattern (`present.{0..23}.encoder.{key,value}`) and the messages into the code's short summary
@@ -8,14 +9,22 @@ line. JSON output never comes through here: it keeps every change.
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
 from ..signature import PAST, PRESENT
+from .app import Verbosity
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw a table
+    from rich.table import Table
+
+    from ..batch.model_directory import DirectoryRepairResult
+    from ..batch.split import SplitResult
     from ..client_contract import Description, TensorContract
     from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
@@ -56,7 +65,7 @@ def name_patterns(names: Iterable[str]) -> list[str]:
     while merged:
         merged = False
         for position in range(max((len(p) for p in patterns), default=0)):
-            groups: dict[tuple, list[tuple[tuple[str, ...], ...]]] = {}
+            groups: dict[tuple[object, ...], list[tuple[tuple[str, ...], ...]]] = {}
             for pattern in patterns:
                 key = (len(pattern), pattern[:position], pattern[position + 1:]) if position < len(pattern) \
                     else (len(pattern), pattern, id(pattern))
@@ -145,11 +154,16 @@ def change_lines(findings: Sequence[Finding], prefix: str = "") -> list[str]:
     return [f"{prefix}{finding}" for finding in findings]
 
 
-def findings_lines(findings: Sequence[Finding], verbosity: int, *, prefix: str = "", indent: str = "") -> list[str]:
-    """A model's findings at `verbosity` (-1 quiet, 0 grouped, 1 verbose)."""
-    if verbosity < 0:
+def findings_lines(findings: Sequence[Finding], verbosity: Verbosity, *, prefix: str = "",
+                   indent: str = "") -> list[str]:
+    """A model's findings: none when quiet, grouped by code, or every change when verbose."""
+    if verbosity is Verbosity.QUIET:
         return []
-    return change_lines(findings, prefix) if verbosity > 0 else grouped_lines(findings, indent)
+    return change_lines(findings, prefix) if verbosity is Verbosity.VERBOSE else grouped_lines(findings, indent)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def code_counts(findings: Sequence[Finding]) -> str:
@@ -262,7 +276,7 @@ def release_line(oldest: str | None, target_ort: TargetRuntime | None, *, subjec
 
 
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
-                   seconds: float, landed: bool = True) -> str:
+                   seconds: float, backup: Path | None = None, landed: bool = True) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
     if not landed:
         return f"nothing to repair; {output} left as it is; {seconds:.1f} s"
@@ -276,7 +290,64 @@ def repair_summary(output: str, changes: int, validation: ValidationResult | Non
         proven = f"loads in onnxruntime {loaded_on} (not decoded: --no-validate)"
     else:
         proven = "not proven (--no-validate)"
-    return f"{written}; {proven}; {seconds:.1f} s"
+    return f"{written}; {proven}; {seconds:.1f} s" + (f" (backup {backup})" if backup else "")
+
+
+def directory_findings_lines(result: DirectoryRepairResult, verbosity: Verbosity) -> list[str]:
+    """Each decoder's findings, under its name when grouped."""
+    lines = []
+    for model in result.models:
+        if verbosity is Verbosity.NORMAL and model.result.changes:
+            lines.append(f"{model.path}:")
+        lines += findings_lines(model.result.changes, verbosity, prefix=f"{model.path}: ", indent="  ")
+    return lines
+
+
+def directory_summary(result: DirectoryRepairResult, seconds: float) -> str:
+    """`repaired IN -> OUT: 2 of 3 merged decoder(s) changed, 5 file(s) linked, 1 copied; 3.2 s`."""
+    changed = sum(m.result.changed for m in result.models)
+    where = "in place" if result.output == result.input else f"-> {result.output}"
+    kinds = (f"{len(result.models)} model(s) ({len(result.models) - len(result.retargeted)} merged decoder(s), "
+             f"{len(result.retargeted)} other(s) retargeted)" if result.retargeted
+             else f"{len(result.models)} merged decoder(s)")
+    return (f"repaired {result.input} {where}: {changed} of {kinds} changed"
+            + (f", {len(result.linked)} file(s) linked, {len(result.copied)} copied" if where != "in place" else "")
+            + f"; {seconds:.1f} s")
+
+
+def split_lines(result: SplitResult, verbosity: Verbosity, seconds: float) -> list[str]:
+    """The repairs split applied, the proof case by case when verbose, and its summary line."""
+    reference = "the merged decoder"
+    lines = findings_lines(result.changes, verbosity)
+    if verbosity is Verbosity.VERBOSE:
+        lines += proof_lines(result.validation, "validation (no-past model, then with-past model fed its presents, "
+                             "vs full recompute, ", reference=reference)
+    proven = (proof_phrase(result.validation, reference=reference) if result.validation is not None
+              else "not proven (--no-validate)")
+    return lines + [f"split {result.input} -> {result.decoder}, {result.decoder_with_past}; {proven}; "
+                    f"{seconds:.1f} s"]
+
+
+def validate_lines(result: ValidationResult) -> list[str]:
+    """A proof case by case, then its verdict."""
+    fed = f", fed by {result.encoder}" if result.encoder else ""
+    title = f"{result.model}: plain present->past loop vs full recompute{fed} ("
+    return [*proof_lines(result, title), validate_verdict(result)]
+
+
+def check_lines(result: CheckResult, verbosity: Verbosity) -> list[str]:
+    """One checked file: its findings under `path: N findings`, or `path: skipped (...)` / `path: ok`."""
+    if verbosity is Verbosity.QUIET:
+        return []
+    path = result.path
+    lines = [f"{path}: {_plural(len(result.findings), 'finding')}"] if result.findings and \
+        verbosity is Verbosity.NORMAL else []
+    lines += findings_lines(result.findings, verbosity, prefix=f"{path}: ", indent="  ")
+    if result.skipped:
+        lines.append(f"{path}: skipped ({result.skipped})")
+    elif not result.findings:
+        lines.append(f"{path}: ok")
+    return lines
 
 
 def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
@@ -287,7 +358,53 @@ def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
               (sum(bool(r.skipped) for r in results), "skipped"),
               (sum(r.error is not None for r in results), "unreadable")]
     parts = ", ".join(f"{n} {what}" for n, what in counts if n)
-    return f"checked {len(results)} file{'s' if len(results) != 1 else ''}: {parts or 'none'}; {seconds:.1f} s"
+    return f"checked {_plural(len(results), 'file')}: {parts or 'none'}; {seconds:.1f} s"
+
+
+# --- the directory table --------------------------------------------------------------------------------------------
+
+def _finding_counts(codes: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for code in codes:
+        counts[code] = counts.get(code, 0) + 1
+    return " ".join(f"{code}x{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
+
+
+def summary_table(result: DirectoryRepairResult) -> Table:
+    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
+    "-" where the states were synthesized), and the time it took."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
+    for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
+        table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
+    for model in result.models:
+        validation, loaded_on = model.result.validation, model.result.loaded_on
+        verdict = (f"decodes in {validation.onnxruntime} (max diff {validation.max_abs_diff:.2g})"
+                   if validation is not None and validation.ok else "FAILED" if validation is not None
+                   else f"loads in {loaded_on}" if loaded_on else "skipped")
+        if validation is not None and loaded_on and loaded_on != validation.onnxruntime:
+            verdict += f", loads in {loaded_on}"
+        before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
+        versions = before if before == after else f"{before} -> {after}"
+        table.add_row(model.path, _finding_counts([c.code for c in model.result.changes]),
+                      str(len(model.result.changes)), versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
+    return table
+
+
+def print_table(table: Table, stream: TextIO | None = None) -> None:
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    if hasattr(stream, "isatty") and stream.isatty():
+        Console(file=stream, highlight=False).print(table)
+        return
+    # In a pipe or CI log: no colour codes, no wrapping at 80 columns, no trailing padding.
+    console = Console(file=io.StringIO(), width=200, no_color=True, highlight=False)
+    with console.capture() as captured:
+        console.print(table)
+    stream.write("\n".join(line.rstrip() for line in captured.get().splitlines()).strip("\n") + "\n")
 
 
 # --- explain --------------------------------------------------------------------------------------------------------

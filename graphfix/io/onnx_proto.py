@@ -60,3 +60,8 @@ def __getattr__(attr: str) -> Any:
     if attr.startswith("__"):  # importlib probes __path__ & co.; answering them would import onnx for nothing
         raise AttributeError(attr)
     return getattr(importlib.import_module("onnx"), attr)
+
+
+# The message classes are what this module is for: exported by name for `mypy --strict` (no implicit re-exports).
+__all__ = ["AttributeProto", "GraphProto", "ModelProto", "NodeProto", "OperatorSetIdProto", "TensorProto",
+           "TensorShapeProto", "ValueInfoProto", "make_node"]

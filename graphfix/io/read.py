@@ -3,11 +3,8 @@
 A repair costs about what copying the file costs. Every large weight payload stays in the file, marked by its byte
 range (protowire.py), so a 2 GB model never becomes 2 GB of Python objects. External weight data is never parsed.
 
-Every external-data file is resolved here, once: its location is checked (relative, no NUL, inside the model's
-directory, with links resolved), the file is opened without following a last symlink and without blocking, and
-the opened file itself is checked (a regular file, and its own path inside the directory). The writer copies
-from that open descriptor, never from the name again, so a file swapped for a symlink to somewhere else after the
-check cannot reach OUT. Model directories carry their other files through the same `open_inside`.
+Every external-data file is opened here, once (external_data.py, through path_safety.open_inside), and stays open
+with the model: the writer copies from those descriptors, never from the names again.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import re
 import stat as stat_module
 import weakref
 from dataclasses import dataclass, field
@@ -24,24 +20,11 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from ..errors import BadInputError, raise_if_exhausted
-from ..model.graph import all_graphs, all_tensors
+from ..model.graph import all_graphs
 from . import onnx_proto as onnx
 from . import portable, protowire
-
-EXTERNAL = onnx.TensorProto.EXTERNAL
-
-
-@dataclass
-class OpenedFile:
-    """A file inside a model's directory, opened once and checked as opened: read and copy it through `fd`."""
-
-    fd: int
-    real: Path  # the opened file's own resolved path (inside the directory)
-    stat: os.stat_result
-
-    @property
-    def mode(self) -> int:
-        return self.stat.st_mode & 0o777
+from .external_data import open_external_data
+from .path_safety import OpenedFile
 
 
 @dataclass
@@ -63,79 +46,6 @@ class LoadedModel:
         return self.path.parent
 
 
-def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Tensors whose data lives in an external-data file (not the payloads a skeleton left in the model file), in
-    every place ONNX can hold a tensor (model.graph.all_tensors)."""
-    return [t for t in all_tensors(model)
-            if t.data_location == EXTERNAL and not protowire.is_payload_marker(_external_location(t))]
-
-
-def shown(name: str, limit: int = 120) -> str:
-    """repr(name), shortened: a hostile location may be kilobytes long."""
-    text = repr(name)
-    return text if len(text) <= limit else f"{text[:limit]}...'"
-
-
-def trusted_roots(base: Path) -> list[Path]:
-    """Where the files of the model directory `base` (resolved) may really live: inside it, and for a Hugging Face
-    cache snapshot (`<cache>/models--org--name/snapshots/<revision>/...`, whose every file is a symlink into that
-    repository's `blobs/`) in that repository's blobs as well, which is where the hub client puts them."""
-    parts = base.parts
-    for index in range(len(parts) - 2, 0, -1):
-        if parts[index] == "snapshots" and parts[index - 1].startswith(("models--", "datasets--")):
-            return [base, Path(*parts[:index]) / "blobs"]
-    return [base]
-
-
-def _inside(path: Path, base: Path) -> bool:
-    roots = trusted_roots(base)
-    if any(path == root or path.is_relative_to(root) for root in roots):
-        return True
-    # On a case-insensitive filesystem (macOS's default, Windows) the kernel may spell a directory otherwise than the
-    # user did: then whether a directory on the way *is* a root is asked of the filesystem (device and inode).
-    try:
-        ids = {(info.st_dev, info.st_ino) for info in map(os.stat, roots)}
-        return any((info.st_dev, info.st_ino) in ids for info in map(os.stat, path.parents))
-    except OSError:
-        return False
-
-
-def open_inside(base: Path, relative: str, what: str, *, missing: str | None = None) -> OpenedFile:
-    """Open `relative` under the directory `base` for reading, refusing (BadInputError, naming `what`) anything
-    absolute, escaping `base` (through `..` or a symlink, checked before opening and again on the opened file), not
-    a regular file (a FIFO is never waited on: opened non-blocking, refused by its fstat), or unreadable."""
-    if "\0" in relative:
-        raise BadInputError(f"{what} has a location with a NUL byte: {shown(relative)}")
-    if not relative or os.path.isabs(relative) or Path(relative).drive:
-        raise BadInputError(f"{what} has an absolute or empty location {shown(relative)}")
-    base = base.resolve()
-    real = Path(os.path.realpath(base / relative))
-    if not _inside(real, base):
-        raise BadInputError(f"{what} points outside the model's directory: {shown(relative)}")
-    try:  # the resolved path, so a last component swapped for a symlink meanwhile fails (ELOOP) instead of leading out
-        fd = portable.open_for_reading(real, nofollow=True)
-    except FileNotFoundError:
-        raise BadInputError(missing or f"{what}: no such file {shown(relative)}") from None
-    except (portable.NotRegularFileError, IsADirectoryError):  # refused before opening where O_NONBLOCK is missing
-        raise BadInputError(f"{what}: {shown(relative)} is not a regular file") from None
-    except OSError as err:
-        reason = "it changed into a symlink while being read" if err.errno == errno.ELOOP else err.strerror
-        raise BadInputError(f"{what}: cannot open {shown(relative)}: {reason}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat_module.S_ISREG(info.st_mode):
-            raise BadInputError(f"{what}: {shown(relative)} is not a regular file")
-        opened = portable.opened_path(fd, real)
-        if opened is None:
-            raise BadInputError(f"{what}: {shown(relative)} was removed while being read")
-        if not _inside(opened, base):
-            raise BadInputError(f"{what} points outside the model's directory: {shown(relative)}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return OpenedFile(fd=fd, real=opened, stat=info)
-
-
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
@@ -144,21 +54,11 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
-def _external_location(tensor: onnx.TensorProto) -> str:
-    return next((e.value for e in tensor.external_data if e.key == "location"), "")
-
-
-def _set_external_location(tensor: onnx.TensorProto, location: str) -> None:
-    for entry in tensor.external_data:
-        if entry.key == "location":
-            entry.value = location
-
-
-def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+def file_stamp(stat: os.stat_result) -> tuple[int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def read_model(path: str | os.PathLike) -> LoadedModel:
+def read_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX. The
     model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
     path = Path(path)
@@ -182,7 +82,7 @@ def read_model(path: str | os.PathLike) -> LoadedModel:
         os.close(fd)
         raise
     weakref.finalize(loaded, _close_all, fds)  # the files stay open exactly as long as the model is in use
-    loaded.data = _open_external_data(loaded, fds)
+    loaded.data = open_external_data(loaded.model, loaded.path, fds)
     loaded.external_files = sorted(loaded.data)
     return loaded
 
@@ -214,7 +114,7 @@ def _parse(path: Path, fd: int) -> LoadedModel:
     if (where := _first_non_text_name(model.graph)) is not None:
         raise BadInputError(f"{path} is not an ONNX model (corrupt: a name in {where} is not UTF-8 text)")
     opened = OpenedFile(fd=fd, real=path.resolve(), stat=info)
-    return LoadedModel(path=path, model=model, stamp=_stamp(info), file=opened)
+    return LoadedModel(path=path, model=model, stamp=file_stamp(info), file=opened)
 
 
 def _first_non_text_name(graph: onnx.GraphProto) -> str | None:
@@ -231,31 +131,3 @@ def _first_non_text_name(graph: onnx.GraphProto) -> str | None:
     return None
 
 
-_DECIMAL = re.compile(r"[0-9]{1,20}")
-
-
-def _open_external_data(loaded: LoadedModel, fds: list[int]) -> dict[str, OpenedFile]:
-    """Each data file the model names, opened once through open_inside (refused before anything outside the
-    model's directory is even stat'ed), long enough for every tensor's offset + length."""
-    needed: dict[str, int] = {}
-    names: dict[str, str] = {}
-    for tensor in external_tensors(loaded.model):
-        what = f"external data of {shown(tensor.name)}"
-        location = _external_location(tensor)
-        info = {e.key: e.value for e in tensor.external_data}
-        for key in ("offset", "length"):
-            if key in info and not _DECIMAL.fullmatch(info[key]):
-                raise BadInputError(f"{what} has a bad {key} {shown(info[key])} (not a byte count)")
-        end = int(info.get("offset", 0)) + int(info.get("length", 0))
-        needed[location] = max(needed.get(location, 0), end)
-        names.setdefault(location, what)
-    opened: dict[str, OpenedFile] = {}
-    for location, end in sorted(needed.items()):
-        data = open_inside(loaded.directory, location, names[location],
-                           missing=f"missing external data file {shown(location)} next to {loaded.path.name}")
-        fds.append(data.fd)
-        opened[location] = data
-        if data.stat.st_size < end:
-            raise BadInputError(f"external data file {shown(location)} is truncated "
-                                f"({data.stat.st_size} < {end} bytes)")
-    return opened

@@ -25,8 +25,9 @@ from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from . import onnx_proto as onnx
 from . import portable, protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
+from .external_data import external_location, external_tensors, set_external_location
 from .interrupts import held_for_main_thread
-from .read import LoadedModel, _external_location, _set_external_location, _stamp, external_tensors
+from .read import LoadedModel, file_stamp
 
 
 class Gate(Protocol):
@@ -287,7 +288,7 @@ def _referenced(model: onnx.ModelProto | None, files: list[str]) -> list[str]:
     """Of the source's data files `files`, those `model` reads (all of them for a byte copy, model None)."""
     if model is None:
         return files
-    used = {_external_location(tensor) for tensor in external_tensors(model)}
+    used = {external_location(tensor) for tensor in external_tensors(model)}
     return [name for name in files if name in used]
 
 
@@ -299,7 +300,7 @@ def _require_unchanged(source: LoadedModel) -> None:
     for file, shown in opened:
         if file is None:
             continue
-        if _stamp(os.fstat(file.fd)) != _stamp(file.stat):
+        if file_stamp(os.fstat(file.fd)) != file_stamp(file.stat):
             raise BadInputError(f"{shown} changed while it was being read; nothing was written (run again once "
                                 "whatever writes it is done)")
 
@@ -313,7 +314,7 @@ def _as_destinations(message: str, staged: dict[Path, Path], workdir: Path, pare
 def _model_fd(source: LoadedModel) -> int:
     """The model file as it was read (whatever its name points at now), unchanged since."""
     assert source.file is not None, "a LoadedModel from read_model"
-    if _stamp(os.fstat(source.file.fd)) != source.stamp:
+    if file_stamp(os.fstat(source.file.fd)) != source.stamp:
         raise BadInputError(f"{source.path} changed while it was being repaired; run again")
     return source.file.fd
 
@@ -334,7 +335,7 @@ def _with_locations(model: onnx.ModelProto, locations: dict[str, str]) -> onnx.M
         return model
     model = onnx.ModelProto.FromString(model.SerializeToString())  # a skeleton: kilobytes, and the caller's stays as is
     for tensor in external_tensors(model):
-        _set_external_location(tensor, locations[_external_location(tensor)])
+        set_external_location(tensor, locations[external_location(tensor)])
     return model
 
 

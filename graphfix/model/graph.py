@@ -8,6 +8,14 @@ from collections.abc import Iterator
 
 from ..io import onnx_proto as onnx
 
+# The default domain's two spellings: an opset import or a node may name it either way.
+AI_ONNX = ("", "ai.onnx")
+
+
+def ai_onnx_opset(model: onnx.ModelProto) -> int | None:
+    """The model's ai.onnx opset; None when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in AI_ONNX), None)
+
 
 def subgraphs(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
     """The graphs held by `node`'s attributes, with the attribute's name."""

@@ -1,5 +1,5 @@
 """The repairs, in the order `repair` applies them: each is a RepairPass (contract.py) with a name, the finding
-codes it may emit and its scope. `check` runs the same passes on a model it never writes, so check and repair
+codes it may emit and the subject it takes. `check` runs the same passes on a model it never writes, so check and repair
 cannot disagree. The retargeting passes load only when a run names a target runtime: a plain repair costs about
 what copying the model costs, and its start-up is a fair part of that."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .contract import ANY_MODEL, MERGED_DECODER, RepairPass, Subject, repair_pass, run_passes
+from .contract import ANY_MODEL, MERGED_DECODER, DecoderPass, ModelPass, RepairPass, Subject, repair_pass, run_passes
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
 from .kv_dim_names import kv_dim_names
@@ -40,6 +40,8 @@ __all__ = [
     "ANY_MODEL",
     "MERGED_DECODER",
     "PIPELINE",
+    "DecoderPass",
+    "ModelPass",
     "RepairPass",
     "Subject",
     "encoder_kv_passthrough",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import RepairRefusedError
 from ..findings import ATTRIBUTE_NOW_AN_INPUT, Finding
 from ..io import onnx_proto as onnx
-from ..model.graph import all_graphs, attribute
+from ..model.graph import AI_ONNX, ai_onnx_opset, all_graphs, attribute
 from .contract import ANY_MODEL, Subject, repair_pass
 
 _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
@@ -23,14 +23,10 @@ MOVED = {("Squeeze", "axes"): (13, 1), ("Unsqueeze", "axes"): (13, 1), ("ReduceS
          ("Split", "split"): (13, 1), **{(op, "axes"): (18, 1) for op in _REDUCE_18}}
 
 
-def _opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
 @repair_pass(ATTRIBUTE_NOW_AN_INPUT, scope=ANY_MODEL)
 def attributes_as_inputs(subject: Subject) -> list[Finding]:
     model = subject.model
-    opset = _opset(model)
+    opset = ai_onnx_opset(model)
     if opset is None:
         return []
     names = {o for g, _ in all_graphs(model.graph) for n in g.node for o in n.output}
@@ -38,7 +34,7 @@ def attributes_as_inputs(subject: Subject) -> list[Finding]:
     for graph, where in all_graphs(model.graph):
         moved = [(node, [(a.name, MOVED[(node.op_type, a.name)]) for a in node.attribute
                          if MOVED.get((node.op_type, a.name), (1 << 30,))[0] <= opset])
-                 for node in graph.node if node.domain in ("", "ai.onnx")]
+                 for node in graph.node if node.domain in AI_ONNX]
         if not any(attrs for _, attrs in moved):
             continue
         nodes: list[onnx.NodeProto] = []

@@ -16,6 +16,10 @@ from ..model.graph import ancestors, attribute, node_reads, producers
 from ..model.merged_decoder import MergedDecoder, matching_past
 from .contract import repair_pass
 
+# A present the cache branch fakes: (its slot among the If's outputs, the past it must pass, its name, the nodes
+# that compute the dummy)
+Dummy = tuple[int, str, str, list[onnx.NodeProto]]
+
 
 def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -> str:
     if node is None:
@@ -29,7 +33,8 @@ def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
     made_by = producers(branch)  # once: a 6-layer decoder has thousands of nodes and 12 encoder presents
-    findings, dummies = [], []
+    findings: list[Finding] = []
+    dummies: list[Dummy] = []
     for key, slot in sorted(decoder.present.items()):
         if key[1] != "encoder":
             continue
@@ -51,14 +56,16 @@ def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     return findings
 
 
-def _pass_through(decoder: MergedDecoder, dummies: list) -> None:
+def _pass_through(decoder: MergedDecoder, dummies: list[Dummy]) -> None:
     """Produce each dummy's branch output from Identity(past) instead, then drop what became dead, in one sweep."""
     branch = decoder.cache_branch
     outer = {v.name for v in decoder.model.graph.input} | {i.name for i in decoder.model.graph.initializer}
     read_in_branch = {name for node in branch.node for name in node_reads(node)}
     position = {out: i for i, node in enumerate(branch.node) for out in node.output if out}
     replaced: dict[int, onnx.NodeProto] = {}  # node index -> its passthrough (same output name, same place)
-    appended, candidates, dummy_names = [], set(), set()
+    appended: list[onnx.NodeProto] = []
+    candidates: set[str] = set()
+    dummy_names: set[str] = set()
     for slot, past, present, dummy_nodes in dummies:
         output = branch.output[slot].name
         candidates |= {o for node in dummy_nodes for o in node.output if o} - {output}
@@ -83,7 +90,7 @@ def _pass_through(decoder: MergedDecoder, dummies: list) -> None:
     _remove_initializers(branch, dummy_names - live)
 
 
-def _without_dead(nodes: list, candidates: set[str], outputs: set[str]) -> list:
+def _without_dead(nodes: list[onnx.NodeProto], candidates: set[str], outputs: set[str]) -> list[onnx.NodeProto]:
     """Drop the dummies' producers that nothing reads any more; nodes outside `candidates` are never touched."""
     while True:
         live = {read for node in nodes for read in node_reads(node)} | outputs

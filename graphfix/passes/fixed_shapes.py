@@ -10,7 +10,7 @@ exported size into a Reshape's constant shape (hand-written or older export code
 
 from __future__ import annotations
 
-from ..errors import BadInputError, RepairRefusedError
+from ..errors import BadInputError, RepairRefusedError, one_line
 from ..findings import BAKED_RESHAPE_SHAPE, STATIC_SIGNATURE_DIM, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import all_graphs, attribute, node_reads, producers
@@ -85,7 +85,7 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
     try:
         inferred = shape_inference.infer_shapes(decoder.model, data_prop=False)
     except (ValueError, shape_inference.InferenceError) as err:  # malformed types or tensors (found by fuzzing)
-        raise BadInputError(f"onnx shape inference rejects the model: {' '.join(str(err).split())[:300]}") from None
+        raise BadInputError(f"onnx shape inference rejects the model: {one_line(str(err))}") from None
     dims_of = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
                for g, _ in all_graphs(inferred.graph) for v in list(g.value_info) + list(g.input) + list(g.output)}
     outer = {t.name: t for t in decoder.model.graph.initializer}
@@ -102,8 +102,9 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
                 shape = numpy_helper.to_array(tensor).astype(np.int64)
             except (ValueError, TypeError) as err:
                 raise BadInputError(f"Reshape {node.name!r} has an unreadable shape tensor: {err}") from None
-            baked = [i for i, size in enumerate(shape) if i < len(data_dims) and data_dims[i] in exported
-                     and size == exported[data_dims[i]] and size > 0]
+            symbols = [dim if isinstance(dim, str) else "" for dim in data_dims]  # a dim_value is never relaxed
+            baked = [i for i, size in enumerate(shape) if i < len(symbols) and symbols[i] in exported
+                     and size == exported[symbols[i]] and size > 0]
             if not baked:
                 continue
             allowzero = attribute(node, "allowzero")

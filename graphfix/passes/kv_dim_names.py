@@ -10,9 +10,8 @@ from __future__ import annotations
 from ..findings import UNBINDABLE_DIM_NAME, Finding
 from ..io import onnx_proto as onnx
 from ..model.merged_decoder import MergedDecoder
+from ..signature import KV_SEQUENCE_AXIS
 from .contract import repair_pass
-
-SEQUENCE_AXIS = 2  # (batch, heads, sequence, head_dim)
 
 
 def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
@@ -21,7 +20,7 @@ def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
         if key[1] == "encoder":
             values.append(decoder.main_output(decoder.kv_name("present", key)))
             values.extend(branch.output[slot] for branch in (decoder.cache_branch, decoder.no_cache_branch))
-    return [v for v in values if v is not None and len(v.type.tensor_type.shape.dim) > SEQUENCE_AXIS]
+    return [v for v in values if v is not None and len(v.type.tensor_type.shape.dim) > KV_SEQUENCE_AXIS]
 
 
 @repair_pass(UNBINDABLE_DIM_NAME)
@@ -31,7 +30,7 @@ def kv_dim_names(decoder: MergedDecoder) -> list[Finding]:
         return []  # a static or missing encoder length: nothing symbolic to agree with
     wrong: dict[str, list[onnx.TensorShapeProto.Dimension]] = {}
     for value in _encoder_kv_values(decoder):
-        dim = value.type.tensor_type.shape.dim[SEQUENCE_AXIS]
+        dim = value.type.tensor_type.shape.dim[KV_SEQUENCE_AXIS]
         if dim.dim_param and dim.dim_param != truth:
             wrong.setdefault(dim.dim_param, []).append(dim)
     findings = []

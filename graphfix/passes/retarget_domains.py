@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..errors import RepairRefusedError
 from ..findings import DOMAIN_ABOVE_TARGET, Finding
-from ..model.graph import all_graphs
+from ..model.graph import AI_ONNX, all_graphs
 from ..targets import TargetRuntime
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
 
@@ -34,21 +34,22 @@ def retarget_domains(target: TargetRuntime) -> RepairPass:
             for node in graph.node:
                 used.setdefault(node.domain or "", []).append((node.op_type, node.name, where))
         available = limits.cpu_kernels if limits.cpu_kernels is not None else limits.contrib_ops
-        for op, node, where in used.get(MS, []):
+        for op, node_name, where in used.get(MS, []):
             if op not in available:
                 lacks = "has no CPU kernel for" if op in limits.contrib_ops else "has no"
-                raise RepairRefusedError(f"onnxruntime {limits.release} {lacks} contrib op {MS}.{op} (node {node!r}, "
-                                         f"{where}); deploy a release that has it or export without it")
+                raise RepairRefusedError(f"onnxruntime {limits.release} {lacks} contrib op {MS}.{op} (node "
+                                         f"{node_name!r}, {where}); deploy a release that has it or export without it")
         findings, keep = [], []
         for opset in model.opset_import:
             domain = opset.domain
             highest = {ML: limits.ml_max_opset, MS: limits.ms_max_opset}.get(domain)
-            if domain in ("", "ai.onnx") or domain in used:
+            if domain in AI_ONNX or domain in used:
                 if highest is not None and opset.version > highest:
                     if domain == ML:
-                        op, node, _ = used[ML][0]
+                        op, node_name, _ = used[ML][0]
                         raise RepairRefusedError(f"{ML} opset {opset.version} is above {highest}, the highest "
-                                                 f"onnxruntime {limits.release} runs, and node {node!r} uses {ML}.{op}")
+                                                 f"onnxruntime {limits.release} runs, and node {node_name!r} uses "
+                                                 f"{ML}.{op}")
                     findings.append(Finding(code=DOMAIN_ABOVE_TARGET, tensor=domain,
                                             message=f"{domain} opset {opset.version} is above {highest}, the highest "
                                                     f"onnxruntime {limits.release} runs",

@@ -15,6 +15,7 @@ from ..errors import RepairRefusedError
 from ..findings import IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, Finding
 from ..io import onnx_proto as onnx
 from ..io.onnx_proto import TensorProto
+from ..model.graph import ai_onnx_opset
 from ..targets import TargetRuntime
 from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
 
@@ -43,7 +44,7 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
     @repair_pass(IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, scope=ANY_MODEL)
     def retarget_versions(subject: Subject) -> list[Finding]:
         model, findings = subject.model, []
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        opset = ai_onnx_opset(model)
         if opset is not None and opset > max_opset:
             from ..targets.opset_adapters import convert_down  # onnx's op schemas: only runs that retarget load them
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from ..findings import UNTRUTHFUL_DECODER_KV_SHAPE, UNTRUTHFUL_ENCODER_KV_SHAPE, Finding
 from ..io import onnx_proto as onnx
 from ..model.merged_decoder import KVKey, MergedDecoder
+from ..signature import KV_SEQUENCE_AXIS
 from .contract import repair_pass
-
-SEQUENCE_AXIS = 2
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[str | int]:
@@ -36,9 +35,9 @@ def _expected(decoder: MergedDecoder, key: KVKey) -> list[str | int] | None:
         return dims
     input_ids = decoder.main_input("input_ids")
     new_tokens = _dims(input_ids)[1] if input_ids is not None and len(_dims(input_ids)) > 1 else None
-    if not isinstance(dims[SEQUENCE_AXIS], str) or not isinstance(new_tokens, str):
+    if not isinstance(dims[KV_SEQUENCE_AXIS], str) or not isinstance(new_tokens, str):
         return None  # static lengths: nothing symbolic to state
-    return dims[:SEQUENCE_AXIS] + [f"{dims[SEQUENCE_AXIS]} + {new_tokens}"] + dims[SEQUENCE_AXIS + 1:]
+    return dims[:KV_SEQUENCE_AXIS] + [f"{dims[KV_SEQUENCE_AXIS]} + {new_tokens}"] + dims[KV_SEQUENCE_AXIS + 1:]
 
 
 @repair_pass(UNTRUTHFUL_ENCODER_KV_SHAPE, UNTRUTHFUL_DECODER_KV_SHAPE)

@@ -6,12 +6,15 @@ imports numpy."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
 STEPS = 8
 BATCHES = (1, 3)
 SOURCE_LENGTHS = (5, 11)
+# A dimension of an encoder input that grows with the proof's source length (audio frames, text tokens).
+SOURCE = "source"
+Dim = Union[int, str]  # an int, or SOURCE
 
 
 @dataclass
@@ -29,6 +32,16 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
+class EncoderFeeds:
+    """The sizes the export says its encoder's inputs have (encoder_inputs.py reads them on the host): per input,
+    its dims after the batch (ints, or SOURCE), and where each came from, for messages."""
+
+    shapes: dict[str, list[Dim]] = field(default_factory=dict)
+    vocab: int | None = None  # rows of the encoder's own token embedding, when it takes input_ids
+    said_by: dict[str, str] = field(default_factory=dict)  # input -> what gave its sizes
+
+
+@dataclass(frozen=True)
 class ProofRequest:
     """One decode-loop proof, as the host asks it and the child process (client_loop.main, possibly inside another
     onnxruntime release) reads it: the same names on both sides, through to_json / from_json."""
@@ -39,6 +52,7 @@ class ProofRequest:
     reference: str | None = None  # the model whose full recompute `model`'s must equal (the unrepaired original)
     judge: str | None = None  # the unrepaired merged decoder that judges a divergence from full recompute
     encoder: str | None = None  # the export's encoder, whose output feeds the decoder instead of synthesized states
+    encoder_feeds: EncoderFeeds | None = None  # the sizes of `encoder`'s inputs, from the export
     release: str | None = None  # the onnxruntime release it must run in (None: whichever the child has)
     steps: int = STEPS
     batches: tuple[int, ...] = BATCHES
@@ -50,7 +64,9 @@ class ProofRequest:
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> ProofRequest:
-        return cls(**{**fields, "batches": tuple(fields["batches"]), "source_lengths": tuple(fields["source_lengths"])})
+        feeds = fields.get("encoder_feeds")
+        return cls(**{**fields, "batches": tuple(fields["batches"]), "source_lengths": tuple(fields["source_lengths"]),
+                      "encoder_feeds": EncoderFeeds(**feeds) if feeds is not None else None})
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, one_line
 from ..signature import CACHE_FLAG, PAST, PRESENT
-from .cases import CaseResult, LoadRequest, ProofRequest, Request, request_from_json
+from .cases import SOURCE, CaseResult, Dim, EncoderFeeds, LoadRequest, ProofRequest, Request, request_from_json
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 Feeds = dict[str, np.ndarray]
 
 
-def one_line(err: BaseException) -> str:
-    """ORT nests `running If node ... running Reshape node ...`; the innermost node and its reason are what help."""
-    text = " ".join(str(err).split())
+def ort_reason(err: BaseException) -> str:
+    """onnxruntime's error as one line. ORT nests `running If node ... running Reshape node ...`; the innermost
+    node and its reason are what help."""
+    text = one_line(str(err), limit=None)
     # The caller names the file; ORT's "Load model from <path> failed:" preamble would crowd out the reason.
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .+? failed:\s*", "", text)
     # ... and its source location and C++ function, which say nothing to a user
@@ -51,7 +52,7 @@ def one_line(err: BaseException) -> str:
         reason = re.sub(r"^\S+\.(?:h|cc):\d+\s+", "", reason)
         reason = reason.split(" was false. ", 1)[-1]
         text = f"{nodes[-1][0]} node {nodes[-1][1]!r}: {reason}"
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(text)
 
 
 def load_session(path: str) -> Any:
@@ -65,7 +66,7 @@ def load_session(path: str) -> Any:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
         raise BadInputError(f"onnxruntime {ort.__version__} cannot load {os.path.basename(path)}: "
-                            f"{one_line(err)}") from None
+                            f"{ort_reason(err)}") from None
 
 
 class DecoderSession:
@@ -147,38 +148,73 @@ class DecoderSession:
 
 class EncoderSession:
     """The export's encoder, fed from its own signature (token ids, pixel values, audio features or patches), whose
-    output feeds the decoder as a client's would: the proof then covers the export end to end."""
+    output feeds the decoder as a client's would: the proof then covers the export end to end. `feeds` are the
+    sizes the export says each float input has (encoder_inputs.py, on the host): dims after the batch, each an int
+    or SOURCE (grows with the case's source length)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, feeds: EncoderFeeds | None = None):
         self.name = os.path.basename(path)
         self.session = load_session(path)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
+        feeds = feeds or EncoderFeeds()
+        self.shapes: dict[str, list[Dim]] = feeds.shapes
+        self.vocab: int | None = feeds.vocab
+        self.said_by: dict[str, str] = feeds.said_by
         if "last_hidden_state" not in self.outputs:
             raise BadInputError(f"{self.name} has no output 'last_hidden_state' to feed a decoder")
 
+    @property
+    def fixed_length(self) -> bool:
+        """Whether the encoder's output length cannot follow the source length: no token ids, no input sized by it."""
+        return "input_ids" not in self.inputs and not any(SOURCE in dims for dims in self.shapes.values())
+
+    def _sized(self, name: str, batch: int, source_length: int) -> list[int]:
+        spec = self.inputs[name]
+        if name not in self.shapes:
+            raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}: nothing in the "
+                                "export says its size")
+        # audio convolutions halve the frames: a source length's worth of states needs more frames than that
+        return [batch] + [8 * source_length if d == SOURCE else int(d) for d in self.shapes[name]][:len(spec.shape)]
+
+    def _mask_length(self, source_length: int, floats: Feeds) -> int:
+        """The encoder's own attention mask spans what it reads: its declared length, else the frames or patches
+        of its float input, else the tokens."""
+        declared = self.inputs["attention_mask"].shape
+        if len(declared) > 1 and isinstance(declared[1], int):
+            return declared[1]
+        for name, value in floats.items():
+            dims = self.shapes.get(name, [])
+            if SOURCE in dims:
+                return int(value.shape[1 + dims.index(SOURCE)])
+        return source_length
+
     def encode(self, rng: np.random.Generator, batch: int, source_length: int, vocab: int) -> Feeds:
         feeds: Feeds = {}
-        mask = np.ones((batch, source_length), dtype=np.int64)
-        if batch > 1:
-            mask[1, -2:] = 0  # one padded row, as real batches have
         for name, spec in self.inputs.items():
-            dims = [d if isinstance(d, int) else None for d in spec.shape]
             if name == "input_ids":
-                feeds[name] = _prefix(rng, vocab, batch, source_length)
-            elif name == "attention_mask":
-                feeds[name] = mask.astype(_NUMPY[spec.type])
-            elif spec.type in ("tensor(float)", "tensor(float16)") and len(dims) >= 2:
-                # pixel_values, input_features, flattened_patches: any static dim as declared, the rest sized so
-                # that the encoder has enough to work on (audio convolutions halve the frames)
-                shape = [batch] + [d if d is not None else 8 * source_length for d in dims[1:]]
-                feeds[name] = rng.standard_normal(shape).astype(_NUMPY[spec.type])
-            else:
+                feeds[name] = _prefix(rng, self.vocab or vocab, batch, source_length)
+            elif spec.type in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+                feeds[name] = rng.standard_normal(self._sized(name, batch, source_length)).astype(_NUMPY[spec.type])
+            elif name != "attention_mask":
                 raise BadInputError(f"cannot synthesize a value for input {name!r} of {self.name}")
-        hidden = self.session.run(["last_hidden_state"], feeds)[0]
-        encoder_mask = feeds["attention_mask"] if "attention_mask" in feeds else \
+        if "attention_mask" in self.inputs:
+            mask = np.ones((batch, self._mask_length(source_length, feeds)), dtype=np.int64)
+            if batch > 1:
+                mask[1, -2:] = 0  # one padded row, as real batches have
+            feeds["attention_mask"] = mask.astype(_NUMPY[self.inputs["attention_mask"].type])
+        try:
+            hidden = self.session.run(["last_hidden_state"], feeds)[0]
+        except Exception as err:  # the export's own encoder refuses what its config says it takes
+            shapes = ", ".join(f"{n} {list(v.shape)} (from {self.said_by.get(n, 'the signature')})"
+                               for n, v in feeds.items() if n in self.shapes)
+            raise BadInputError(f"{self.name} fails in onnxruntime on {shapes or 'its inputs'}: "
+                                f"{one_line(str(err))}") from None
+        given = feeds.get("attention_mask")
+        # frames or patches were pooled: every state is real
+        states_mask = given if given is not None and given.shape[1] == hidden.shape[1] else \
             np.ones(hidden.shape[:2], dtype=np.int64)
-        return {"encoder_hidden_states": hidden, "encoder_attention_mask": encoder_mask}
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": states_mask.astype(np.int64)}
 
 
 def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np.ndarray:
@@ -244,6 +280,7 @@ class PlainClient:
         rng = np.random.default_rng(seed)
         if self.encoder is not None:
             encoder = self.encoder.encode(rng, batch, source_length, self.first.vocab)
+            case.source_length = int(encoder["encoder_hidden_states"].shape[1])  # what the decoder attends to
         else:
             encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
@@ -260,12 +297,12 @@ class PlainClient:
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 where = "the present->past loop" if self.first is self.later else model.name
-                case.failure = f"step {step}: {where} fails in onnxruntime: {one_line(err)}"
+                case.failure = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
                 return case
             try:
                 full = cached if step == 1 else self.first.run(tokens, encoder)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
-                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {one_line(err)}"
+                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             got, want = _last_logits(cached), _last_logits(full)
             diff = float(np.max(np.abs(got - want)))
@@ -302,7 +339,7 @@ class PlainClient:
         try:
             theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
         except Exception as err:
-            record["failure"] = f"{where}: the reference fails in onnxruntime: {one_line(err)}"
+            record["failure"] = f"{where}: the reference fails in onnxruntime: {ort_reason(err)}"
             record["max_abs_diff"] = None
             return
         ours = full["logits"].astype(np.float64)
@@ -346,12 +383,15 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
                      else DecoderSession(request.model_with_past))
     client = PlainClient(first_session, later_session,
                          DecoderSession(request.reference) if request.reference else None,
-                         EncoderSession(request.encoder) if request.encoder else None, request.judge)
+                         EncoderSession(request.encoder, request.encoder_feeds) if request.encoder else None,
+                         request.judge)
     source_lengths: tuple[int, ...] = request.source_lengths
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = (0,)  # a decoder-only model: no encoder to vary
     elif (fixed := first_session.fixed_source_length) is not None:
         source_lengths = (fixed,)
+    elif client.encoder is not None and client.encoder.fixed_length:
+        source_lengths = source_lengths[:1]  # a fixed image or audio window: every case would be the same length
     cases = [client.decode_case(batch, source_length, request.steps, request.tolerance, request.seed + 10 * i + j)
              for i, batch in enumerate(request.batches) for j, source_length in enumerate(source_lengths)]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],

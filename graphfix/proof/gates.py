@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Union
 
-from ..errors import BadInputError, ValidationFailedError
+from ..errors import BadInputError, ValidationFailedError, one_line
 from ..io import onnx_proto as onnx
 from ..model.graph import all_tensors
 
@@ -96,7 +96,7 @@ def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
         try:
             _checker().check_model_path(path, True, False, False)  # full_check, as onnx.checker.check_model's
         except Exception as err:  # onnx raises ValidationError, InferenceError or C++ errors: any means "did not pass"
-            return " ".join(str(err).split())
+            return one_line(str(err), limit=None)
     return None
 
 
@@ -139,13 +139,14 @@ def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> 
 @dataclass(frozen=True)
 class DecodeGate:
     """The merged decoder staged for `out` decodes like full recompute (in `runtime`, else the installed
-    onnxruntime), with the input as the judge of any divergence."""
+    onnxruntime), with the input as the judge of any divergence; fed by `encoder` when the export has one."""
 
     out: Path
     judge: Path
     runtime: TargetRuntime | None
     evidence: Evidence
     validator: Validator | None = None
+    encoder: Path | None = None
     step: str = "validating"
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
@@ -154,7 +155,8 @@ class DecodeGate:
         else:
             from .validation import validate  # numpy + onnxruntime: only when validating
 
-            validation = validate(staged[self.out], ort_version=self.runtime, judge=self.judge)
+            validation = validate(staged[self.out], ort_version=self.runtime, judge=self.judge,
+                                  encoder=self.encoder)
         self.evidence.validation = require_proof(validation, self.out,
                                                  "repaired model does not decode like full recompute")
         self.evidence.loaded_on = validation.onnxruntime

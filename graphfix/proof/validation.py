@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..io import onnx_proto as onnx
@@ -20,6 +21,7 @@ from ..model.graph import op_types
 from ..signature import PAST
 from ..targets import TargetRuntime, as_target
 from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult, ProofRequest
+from .encoder_inputs import encoder_feeds
 
 _QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
                   "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
@@ -74,6 +76,7 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
     tolerance = tolerance_for(loaded[1].model)
+    feeds = encoder_feeds(loaded[paths.index(encoder)].model, Path(encoder)) if encoder else None
     judge = judge or reference  # the unrepaired original judges a divergence too
 
     def absolute(path: str | os.PathLike[str] | None) -> str | None:
@@ -81,8 +84,8 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
 
     request = ProofRequest(model=os.path.abspath(model), model_with_past=os.path.abspath(model_with_past),
                            tolerance=tolerance, reference=absolute(reference), judge=absolute(judge),
-                           encoder=absolute(encoder), release=runtime.release if runtime else None, steps=steps,
-                           batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed)
+                           encoder=absolute(encoder), encoder_feeds=feeds, release=runtime.release if runtime else None,
+                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed)
     from .runtimes import run_in_runtime
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,

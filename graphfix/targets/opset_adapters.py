@@ -17,7 +17,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, defs, helper
 
 from ..errors import RepairRefusedError
-from ..model.graph import all_graphs, attribute
+from ..model.graph import AI_ONNX, ai_onnx_opset, all_graphs, attribute
 
 # Bumps whose schema signature did not change but whose meaning did: never relabel these.
 _SEMANTIC_BUMPS = {("Pad", 19), ("Resize", 19), ("GroupNormalization", 21), ("Resize", 18), ("Resize", 13)}
@@ -139,12 +139,13 @@ DECOMPOSITIONS: dict[str, Callable[[onnx.NodeProto, Callable[[str], str]], list[
 def convert_down(model: onnx.ModelProto, target: int) -> int:
     """Rewrite `model` in place to ai.onnx opset `target`; returns how many nodes were relabelled or decomposed.
     Checks every node first, so a refusal leaves the model untouched."""
-    source = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    source = ai_onnx_opset(model)
+    assert source is not None, "called on a model whose ai.onnx opset is above the target"
     used = _onnx_type_names(used_element_types(model.graph))
     plan: list[tuple[onnx.GraphProto, int, str]] = []  # (graph, node index, "relabel" | "decompose")
     for graph, where in all_graphs(model.graph):
         for index, node in enumerate(graph.node):
-            if node.domain not in ("", "ai.onnx"):
+            if node.domain not in AI_ONNX:
                 continue
             problem = _relabel_problem(node, source, target, used)
             if problem is None:
@@ -175,6 +176,6 @@ def convert_down(model: onnx.ModelProto, target: int) -> int:
             for offset, new_node in enumerate(replacement):
                 graph.node.insert(index + offset, new_node)
     for opset in model.opset_import:
-        if opset.domain in ("", "ai.onnx"):
+        if opset.domain in AI_ONNX:
             opset.version = target
     return len(plan)
