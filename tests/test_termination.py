@@ -65,7 +65,7 @@ class Run:
         self.proc = subprocess.Popen([*graphfix_command(), *map(str, args)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True, env=environment)
 
-    def signal_when(self, sig: int, when, timeout: float = 120) -> bool:
+    def signal_when(self, sig: int, when, timeout: float = 120, group: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         if callable(when):
             while self.proc.poll() is None and not when() and time.monotonic() < deadline:
@@ -73,7 +73,9 @@ class Run:
         else:
             time.sleep(when)
         running = self.proc.poll() is None
-        if running:
+        if running and group:  # what `timeout`, systemd and CI runners do: every process of the job at once
+            os.killpg(self.proc.pid, sig)
+        elif running:
             self.proc.send_signal(sig)
         return running
 
@@ -157,6 +159,64 @@ def sha256_of(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+# --- the whole process group at once ---------------------------------------------------------------------------
+
+
+def test_sigterm_to_the_process_group_during_the_proof_is_one_line_and_leaves_nothing(padded, tmp_path):
+    """The proof child gets SIGTERM too, at the same moment as graphfix: its death must read as the interruption,
+    not as a failed proof or a crash, and nothing of it may be left."""
+    out_dir, tmpdir = tmp_path / "out", tmp_path / "tmp"
+    out_dir.mkdir(), tmpdir.mkdir()
+    out = out_dir / "decoder_model_merged.onnx"
+    out.write_bytes(OLD)
+    run = Run(["repair", "--force", padded.input, out], tmpdir=tmpdir)
+    running = run.signal_when(signal.SIGTERM, proof_running(run.proc.pid), group=True)
+    result = run.finish()
+    assert running and run.survivors == [], f"processes outlived graphfix: {run.survivors}"
+    assert_interrupted_by(result, signal.SIGTERM)
+    assert "nothing was written" in result.stderr and result.stdout == ""
+    assert out.read_bytes() == OLD
+    assert sorted(p.name for p in out_dir.iterdir()) == [out.name], "the staging copy was left beside OUT"
+    no_carried_folders(tmpdir)
+    assert sha256(padded.input) == padded.input_sha
+
+
+def test_sigterm_to_the_process_group_of_a_jobs_2_directory_repair_is_one_line_and_leaves_nothing(padded, tmp_path):
+    """Pool workers, their proof children and the resource tracker all get SIGTERM with graphfix."""
+    source = model_directory(tmp_path / "model", padded)
+    out, tmpdir = tmp_path / "fixed", tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = Run(["repair", "--jobs", 2, source, out], tmpdir=tmpdir)
+    running = run.signal_when(signal.SIGTERM, proof_running(run.proc.pid), group=True)
+    result = run.finish()
+    assert running and run.survivors == [], f"processes outlived graphfix: {run.survivors}"
+    assert "leaked" not in result.stderr and "Traceback" not in result.stderr
+    assert_interrupted_by(result, signal.SIGTERM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tmp"], "OUT or its staging directory was left"
+    no_carried_folders(tmpdir)
+    assert sha256(source / "onnx" / "decoder_model_merged.onnx") == padded.input_sha
+
+
+def test_timeout_s_term_ends_a_repair_in_one_line_and_leaves_nothing(padded, tmp_path):
+    """coreutils `timeout` as a CI step uses it: the signal reaches graphfix's group; timeout exits 124."""
+    timeout = shutil.which("timeout")
+    assert timeout is not None, "coreutils timeout is part of the test image"
+    warm = tmp_path / "warm" / "fixed.onnx"
+    warm.parent.mkdir()
+    started = time.monotonic()
+    assert run_graphfix("repair", padded.input, warm).returncode == 0  # the module's first run was a cold one
+    seconds = (time.monotonic() - started) * 0.5
+    shutil.rmtree(warm.parent)
+    out = tmp_path / "fixed.onnx"
+    result = subprocess.run([timeout, "-s", "TERM", f"{seconds:.2f}", *graphfix_command(), "repair",
+                             str(padded.input), str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 124, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGTERM"), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "OUT or its staging copy was left"
+    assert sha256(padded.input) == padded.input_sha
 
 
 # --- --in-place ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -37,7 +38,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def escaped(text: str) -> str:
     """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return undecodable_escaped(text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r"))
+
+
+def undecodable_escaped(text: str) -> str:
+    """A name's bytes that are not UTF-8 (Python holds them as lone surrogates) shown as `\\xNN`, as `ls -b` does:
+    written raw they would make the whole line undecodable for a reader expecting UTF-8."""
+    return re.sub("[\udc80-\udcff]", lambda byte: f"\\x{ord(byte[0]) - 0xDC00:02x}", text)
 
 
 class Verbosity(Enum):
@@ -207,7 +214,7 @@ class StdoutFailed(Exception):
 def say(text: str) -> None:
     """One result line (or document) on stdout."""
     try:
-        typer.echo(text)
+        typer.echo(undecodable_escaped(text))
     except OSError as err:
         raise StdoutFailed(err) from None
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from typing import Any
 
@@ -55,7 +57,44 @@ def ort_reason(err: BaseException) -> str:
     return one_line(text)
 
 
+def is_utf8(path: str) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_alias(path: str) -> str:
+    """A directory of symlinks with UTF-8 names, in TMPDIR, standing for the model's own directory: the model as
+    `model.onnx` and each sibling a UTF-8 name can reach (its external data), so that onnxruntime, which takes its
+    path as a UTF-8 string, resolves the external data where the model's directory holds it."""
+    real_dir = os.path.dirname(os.path.abspath(path))
+    alias = tempfile.mkdtemp(prefix="graphfix-alias-")
+    name = "model.onnx"
+    siblings = [entry for entry in os.listdir(real_dir) if is_utf8(entry)]
+    while name in siblings:
+        name = "_" + name
+    os.symlink(os.path.abspath(path), os.path.join(alias, name))
+    for entry in siblings:
+        os.symlink(os.path.join(real_dir, entry), os.path.join(alias, entry))
+    return os.path.join(alias, name)
+
+
 def load_session(path: str) -> Any:
+    """An onnxruntime session of the model at `path`. ORT converts a path to UTF-8, so a name holding bytes that
+    are not UTF-8 (any a filesystem allows) is opened through an alias; ORT has read the model and its external
+    data (or mapped them) once the session exists, so the alias goes right after."""
+    if is_utf8(path):
+        return _session(path, os.path.basename(path))
+    alias = _utf8_alias(path)
+    try:
+        return _session(alias, os.path.basename(path))
+    finally:
+        shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
+
+
+def _session(path: str, shown_as: str) -> Any:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # errors come back as exceptions; ORT's own log would repeat them on stderr
@@ -65,7 +104,7 @@ def load_session(path: str) -> Any:
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
-        raise BadInputError(f"onnxruntime {ort.__version__} cannot load {os.path.basename(path)}: "
+        raise BadInputError(f"onnxruntime {ort.__version__} cannot load {shown_as}: "
                             f"{ort_reason(err)}") from None
 
 

@@ -80,7 +80,7 @@ def _checker() -> ModuleType:
 
 def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
     """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file (in
-    a temporary directory under `scratch`); None when it passes, else the checker's reason on one line."""
+    a temporary directory under `scratch`, or TMPDIR); None when it passes, else the checker's reason on one line."""
     import tempfile  # only runs that validate pay for it
 
     skeleton = onnx.ModelProto()
@@ -89,7 +89,11 @@ def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             del tensor.external_data[:]
             tensor.external_data.add(key="location", value=_PLACEHOLDER)
-    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=scratch) as directory:
+    # The checker takes its path as a UTF-8 string: a scratch directory whose path is not UTF-8 gives way to TMPDIR.
+    from .client_loop import is_utf8
+
+    where = scratch if is_utf8(str(scratch)) else None
+    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=where) as directory:
         Path(directory, _PLACEHOLDER).touch()
         path = os.path.join(directory, "skeleton.onnx")
         Path(path).write_bytes(skeleton.SerializeToString())
