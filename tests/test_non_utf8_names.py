@@ -61,3 +61,15 @@ def test_a_folder_whose_name_is_not_utf8_holds_a_model_with_external_data(tmp_pa
     assert "proven in onnxruntime" in result.stdout
     assert_one_clean_run(run_graphfix("validate", out))
     assert_one_clean_run(run_graphfix("check", out))
+
+
+def test_a_model_folder_whose_name_is_not_utf8_is_repaired_with_jobs_and_named_escaped(tmp_path):
+    source = bytes_path(tmp_path, b"export\xfe")
+    (source / "onnx").mkdir(parents=True)
+    shutil.copyfile(MARIAN, source / "onnx" / "decoder_model_merged.onnx")
+    (source / "config.json").write_text("{}\n")
+    out = bytes_path(tmp_path, b"fixed\xfe")
+    result = run_graphfix("repair", "--jobs", "2", source, out)
+    assert_one_clean_run(result)
+    assert "export\\xfe -> " in result.stdout and "fixed\\xfe" in result.stdout and "decodes in" in result.stdout
+    assert_one_clean_run(run_graphfix("check", out / "onnx" / "decoder_model_merged.onnx"))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
 from ..signature import PAST, PRESENT
-from .app import Verbosity
+from .app import Verbosity, undecodable_escaped
 
 if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw a table
     from rich.table import Table
@@ -376,7 +376,8 @@ def summary_table(result: DirectoryRepairResult) -> Table:
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title=f"{result.input} -> {result.output}", title_justify="left")
+    title = undecodable_escaped(f"{result.input} -> {result.output}")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
     for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
     for model in result.models:
@@ -388,7 +389,7 @@ def summary_table(result: DirectoryRepairResult) -> Table:
             verdict += f", loads in {loaded_on}"
         before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
         versions = before if before == after else f"{before} -> {after}"
-        table.add_row(model.path, _finding_counts([c.code for c in model.result.changes]),
+        table.add_row(undecodable_escaped(model.path), _finding_counts([c.code for c in model.result.changes]),
                       str(len(model.result.changes)), versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
     return table
 
