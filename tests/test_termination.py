@@ -313,3 +313,69 @@ def test_a_runtime_without_its_completion_mark_is_never_used(tmp_path, monkeypat
     assert built == ["1.16.3"] and python == half / "bin" / "python"
     assert (half / runtimes.COMPLETE).exists() and (half / "bin" / "python").read_text() == ""  # the new one
     assert sorted(p.name for p in tmp_path.iterdir()) == [half.name]
+
+
+BUILD_THEN_WAIT = """
+import sys, time
+from pathlib import Path
+from graphfix.proof import interpreters, runtimes
+runtimes.find_interpreter = lambda release: interpreters.Interpreter(Path(sys.executable), (3, 11))
+def build(staging, version, interpreter):
+    (staging / "pip-was-here").write_text("")
+    time.sleep(300)
+runtimes._build_runtime = build
+runtimes.runtime_python("1.16.3")
+"""
+
+
+def start_install(cache: Path) -> tuple[subprocess.Popen, Path]:
+    """A runtime install (its build replaced by a wait) in a process of its own, once its build directory exists."""
+    before = set(cache.iterdir()) if cache.exists() else set()
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_THEN_WAIT], env={**os.environ, "GRAPHFIX_CACHE": str(cache)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        made = [p for p in (set(cache.iterdir()) if cache.exists() else set()) - before
+                if (p / "pip-was-here").exists()]
+        if made:
+            return proc, made[0]
+        assert proc.poll() is None, "the install ended before its build started"
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("the install never started its build")
+
+
+def test_the_next_install_removes_what_a_killed_install_left_but_never_a_build_in_progress(tmp_path, monkeypatch):
+    from graphfix.proof import interpreters, runtimes
+
+    killed, killed_build = start_install(tmp_path)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed_build.is_dir(), "SIGKILL gives no chance to clean up: the build directory stays"
+    live, live_build = start_install(tmp_path)
+    old_unmarked = tmp_path / ".onnxruntime-1.16.3-k1ll3d"  # what a killed install of an older graphfix left
+    old_unmarked.mkdir()
+    os.utime(old_unmarked, (time.time() - 7200, time.time() - 7200))
+    just_made = tmp_path / ".onnxruntime-1.16.3-n3wb1e"  # made this instant: its mark comes next
+    just_made.mkdir()
+    try:
+        monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path))
+        monkeypatch.setattr(runtimes, "find_interpreter",
+                            lambda release: interpreters.Interpreter(Path(sys.executable), (3, 12)))
+
+        def build(staging, version, interpreter):
+            (staging / "bin").mkdir()
+            (staging / "bin" / "python").write_text("")
+            (staging / runtimes.COMPLETE).write_text("")
+
+        monkeypatch.setattr(runtimes, "_build_runtime", build)
+        runtimes.runtime_python("1.16.3")
+        assert not killed_build.exists() and not old_unmarked.exists(), "a killed install's build was left"
+        assert live_build.is_dir() and just_made.is_dir(), "a build in progress was removed"
+        assert live.poll() is None
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [live_build.name, just_made.name, "onnxruntime-1.16.3-py3.12"])
+        assert sorted(p.name for p in (tmp_path / "onnxruntime-1.16.3-py3.12").iterdir()) == [
+            runtimes.COMPLETE, "bin"]
+    finally:
+        live.kill()
+        live.wait()

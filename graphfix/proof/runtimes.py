@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,11 @@ CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "pro
 # Written last into a runtime's venv, before it is renamed into the cache: only a venv holding it is used. A venv
 # without it (an older graphfix's, or one a crash left behind) is built again.
 COMPLETE = ".graphfix-complete"
+# Held locked (flock) by the process building a runtime, inside its hidden build directory: a build directory whose
+# mark nobody holds was left by a killed install, and the next install removes it.
+BUILDING = ".graphfix-building"
+# A build directory without the mark (a killed older graphfix's) counts as abandoned once it is this old.
+_UNMARKED_BUILD_SECONDS = 3600
 _SET_CACHE = "set GRAPHFIX_CACHE to a directory of your own that graphfix may write to"
 
 
@@ -133,21 +139,73 @@ def runtime_python(version: str) -> Path:
         return python
     try:
         home.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_builds(home.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     except OSError as err:
         raise _cache_error(home.parent, err) from None
+    building = None
     try:
+        building = _hold_build_mark(staging)
         _build_runtime(staging, version, interpreter)
         _install_runtime(staging, home)
+        (home / BUILDING).unlink(missing_ok=True)
     except OSError as err:
         raise_if_exhausted(err)
         raise _cache_error(home.parent, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if building is not None:
+            os.close(building)
     made_python = venv_python(home)
     if made_python is None:
         raise BadInputError(f"the runtime cache {home} has no interpreter after it was made")
     return made_python
+
+
+def _hold_build_mark(staging: Path) -> int | None:
+    """The build directory's mark, locked for as long as this process lives (the kernel drops the lock when it
+    dies, however it dies); None where there are no flock locks (Windows), where no build is ever swept."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(staging / BUILDING, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _abandoned(build: Path) -> bool:
+    """A hidden build directory no live process is building in: its mark unlocked, or no mark and old."""
+    import fcntl
+
+    try:
+        fd = os.open(build / BUILDING, os.O_RDONLY)
+    except FileNotFoundError:  # just made (its mark comes next), or a killed older graphfix's
+        try:
+            return build.lstat().st_mtime < time.time() - _UNMARKED_BUILD_SECONDS
+        except OSError:
+            return False
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # held: an install in progress
+        return False
+    finally:
+        os.close(fd)  # a lock just taken goes with it; the directory is about to go too
+
+
+def _remove_abandoned_builds(cache: Path) -> None:
+    """Remove what killed installs left in the cache (hidden `.onnxruntime-X-*` build directories), never a build
+    in progress. The cache is shared by concurrent runs: a directory another run removes first is simply gone."""
+    try:
+        import fcntl  # noqa: F401  (without flock no build is marked, so none can be told abandoned)
+    except ImportError:
+        return
+    for entry in cache.iterdir():
+        if entry.name.startswith(".onnxruntime-") and entry.is_dir() and not entry.is_symlink() and _abandoned(entry):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _build_runtime(staging: Path, version: str, interpreter: Interpreter) -> None:
