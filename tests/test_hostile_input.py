@@ -361,6 +361,37 @@ def test_an_output_name_too_long_is_one_line(cli, tmp_path):
     assert debris(tmp_path) == []
 
 
+def folder_with_path_length(root: Path, length: int) -> Path:
+    """A chain of folders under `root` whose path is `length` characters long."""
+    folder = root
+    while len(str(folder)) < length:
+        folder = folder / ("d" * min(200, length - len(str(folder)) - 1))
+    folder.mkdir(parents=True)
+    assert len(str(folder)) == length
+    return folder
+
+
+def test_an_output_whose_path_nears_path_max_is_repaired_and_leaves_nothing(cli, tmp_path):
+    """The staging directory beside OUT adds its name to OUT's path: a short one, so that an OUT path a few dozen
+    characters under PATH_MAX (4096) can still be staged."""
+    out = folder_with_path_length(tmp_path, 4040) / "decoder_model_merged.onnx"
+    result = cli("repair", MARIAN, out)
+    assert result.exit_code == 0, result.output
+    assert cli("check", out).exit_code == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_an_in_place_repair_of_a_name_at_name_max_is_done(cli, tmp_path):
+    """IN.bak, at 255 characters, is as long as a name can be: the temp file it is copied to first must not be
+    longer."""
+    model = tmp_path / ("x" * (255 - len(".onnx.bak")) + ".onnx")
+    shutil.copyfile(MARIAN, model)
+    result = cli("repair", model, model, "--in-place")
+    assert result.exit_code == 0, result.output
+    assert sha256(model.with_name(model.name + ".bak")) == sha256(MARIAN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([model.name, model.name + ".bak"])
+
+
 def test_an_output_directory_that_is_a_symlink_is_refused(cli, tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to("real")

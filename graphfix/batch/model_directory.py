@@ -262,7 +262,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
     data_mode = options.data_mode
     linked = plan.links if data_mode == "link" else []
     copied = plan.copies + [name for name in plan.links if name not in linked]
-    with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
+    with staging_directory(parent_of(out)) as staging:  # removed unless renamed into place
         _chmod_directory(staging, source.stat().st_mode)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:

@@ -161,22 +161,22 @@ def _undo(done: list[tuple[Path, Path, Path | None]]) -> None:
 
 
 class staging_directory:
-    """A hidden `.graphfix-NAME-*` directory in `parent` (same filesystem, so renames out of it are atomic), removed
-    on the way out with whatever is still in it.
+    """A hidden `.graphfix-*` directory in `parent` (same filesystem, so renames out of it are atomic), removed
+    on the way out with whatever is still in it. Its name says whose it is and no more: OUT's own name in it would
+    take a path near PATH_MAX (or a name near NAME_MAX) over the limit.
 
     A class, not a generator: a Ctrl-C raised in a @contextmanager's __enter__ after its generator has yielded
     leaves the generator's cleanup to the garbage collector, which at exit may never run it. Here __enter__ cleans
     up after itself, and from its return on the `with` block's own __exit__ is in force."""
 
-    def __init__(self, parent: Path, name: str):
-        self.parent, self.name = parent, name
+    def __init__(self, parent: Path):
+        self.parent = parent
         self.path: Path | None = None
 
     def __enter__(self) -> Path:
         try:
             with held_for_main_thread():
-                # The name shortened: OUT's own name may already be as long as a file name can be.
-                self.path = Path(tempfile.mkdtemp(prefix=f".graphfix-{self.name[:48]}-", dir=self.parent))
+                self.path = Path(tempfile.mkdtemp(prefix=".graphfix-", dir=self.parent))
         except BaseException:
             self.__exit__()
             raise
@@ -236,7 +236,7 @@ def write_models(
         check_output_file(out)
     beside: list[Path] = []  # staged files outside workdir, removed with it
     try:
-        with staging_directory(parent, outs[0].name) as workdir:
+        with staging_directory(parent) as workdir:
             data_renames: list[tuple[Path, Path]] = []
             staged: dict[Path, Path] = {}
             for out, model in zip(outs, outputs.values()):
@@ -364,7 +364,7 @@ class InPlaceBackup:
         temp = None
         try:
             with held_for_main_thread():
-                fd, temp = tempfile.mkstemp(prefix=f".graphfix-{self.path.name}-", dir=self.source.parent)
+                fd, temp = tempfile.mkstemp(prefix=".graphfix-", dir=self.source.parent)
                 os.close(fd)
             shutil.copy2(self.source, temp)
             with held_for_main_thread():  # linked (never replacing a backup that appeared meanwhile) and recorded

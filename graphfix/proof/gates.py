@@ -78,6 +78,20 @@ def _checker() -> ModuleType:
     return importlib.import_module(f"{name}.checker")
 
 
+def _checker_scratch(scratch: Path) -> Path | None:
+    """`scratch`, or None (TMPDIR) where the checker could not open a file under it: the checker takes its path as
+    a UTF-8 string, and an output path near PATH_MAX leaves no room for the checker's own names."""
+    from .client_loop import is_utf8
+
+    room = len(os.fsencode(scratch)) + len("/.graphfix-checker-XXXXXXXX/") + len(_PLACEHOLDER) + 1
+    try:
+        limit = os.pathconf(scratch, "PC_PATH_MAX") if hasattr(os, "pathconf") else 260  # Windows: MAX_PATH
+    except (OSError, ValueError):
+        limit = 4096
+    fits = room < limit
+    return scratch if fits and is_utf8(str(scratch)) else None
+
+
 def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
     """onnx.checker's full check of the skeleton, each payload it lacks pointing at one empty placeholder file (in
     a temporary directory under `scratch`, or TMPDIR); None when it passes, else the checker's reason on one line."""
@@ -89,11 +103,7 @@ def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             del tensor.external_data[:]
             tensor.external_data.add(key="location", value=_PLACEHOLDER)
-    # The checker takes its path as a UTF-8 string: a scratch directory whose path is not UTF-8 gives way to TMPDIR.
-    from .client_loop import is_utf8
-
-    where = scratch if is_utf8(str(scratch)) else None
-    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=where) as directory:
+    with tempfile.TemporaryDirectory(prefix=".graphfix-checker-", dir=_checker_scratch(scratch)) as directory:
         Path(directory, _PLACEHOLDER).touch()
         path = os.path.join(directory, "skeleton.onnx")
         Path(path).write_bytes(skeleton.SerializeToString())
