@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..batch.layouts import encoder_for, find_merged_decoders
-from ..errors import BadInputError
+from ..errors import BadInputError, NotAMergedDecoderError
 from ..findings import CODES, EXPLANATIONS
 from ..options import DataMode, RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
@@ -51,6 +51,21 @@ def _use_runtime_python(path: Path | None) -> None:
     --jobs workers and the proof's own child processes inherit."""
     if path is not None:
         os.environ[ENVIRONMENT] = str(path)
+
+
+def _announce_first_use(*releases: TargetRuntime | None) -> None:
+    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
+    the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
+    from ..proof.runtimes import runtime_home, runtime_installed
+
+    for release in dict.fromkeys(r.release for r in releases if r is not None):
+        try:
+            if runtime_installed(release):
+                continue
+            home = runtime_home(release)
+        except BadInputError:  # no interpreter for that release: the run itself says so, in its one error line
+            continue
+        typer.echo(f"installing onnxruntime {release} into {home} (first use)", err=True)
 
 
 def _version(value: bool) -> None:
@@ -144,6 +159,7 @@ def repair_command(
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
     options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place)
+    _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
     with terminal_progress(progress_wanted(as_json=output.json), 1, _size(source)) as progress:
@@ -207,8 +223,10 @@ def check_command(
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
     Per file with findings: one line per finding code (count, tensor pattern, the fix `graphfix repair` would
-    apply); `--verbose` prints every finding with its full message. Then one summary line. Exit 0 when every file
-    is clean, 1 when any has findings, 2 when any cannot be read.
+    apply); `--verbose` prints every finding with its full message. Then one summary line, and after findings the
+    commands that come next (`graphfix repair ...`, `graphfix explain CODE`). Exit 0 when every file is clean, 1
+    when any has findings, 2 when any cannot be read or is not a merged decoder (an encoder or a split export's
+    decoder: nothing to repair, said as such; --ignore-other-models passes over those instead).
 
     Examples:
       graphfix check models/*/decoder_model_merged.onnx
@@ -229,7 +247,8 @@ def check_command(
                 report_failure("check", err, as_json=False, debug=True)
             elif not output.json:
                 typer.echo(f"error: {escaped(str(err))}", err=True)
-            results.append(CheckResult(path=path, error=str(err)))
+            kind = "not a merged decoder" if isinstance(err, NotAMergedDecoderError) else "unreadable"
+            results.append(CheckResult(path=path, error=str(err), error_kind=kind))
             exit_code = 2
             continue
         results.append(result)
@@ -242,6 +261,8 @@ def check_command(
         typer.echo(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
             typer.echo(loads)
+        if output.verbosity is not Verbosity.QUIET and (hint := report.next_commands(results, paths, target_ort)):
+            typer.echo(hint)
     return exit_code
 
 
@@ -271,7 +292,7 @@ def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
     return targets
 
 
-@graphfix_command(app, "validate", verbosity=False)
+@graphfix_command(app, "validate")
 def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
                                           "decoder in it).")],
@@ -301,6 +322,7 @@ def validate_command(
     from ..proof.validation import validate  # only this command proves without writing
 
     _use_runtime_python(runtime_python)
+    _announce_first_use(ort_version)
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
@@ -318,7 +340,7 @@ def validate_command(
                   {"ok": ok, "models": [result.to_dict() for result in results]})
     else:
         for result in results:
-            _echo(report.validate_lines(result))
+            _echo(report.validate_lines(result, output.verbosity))
     return 0 if ok else 1
 
 
@@ -350,6 +372,7 @@ def split_command(
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
+    _announce_first_use(ort_version if not no_validate else None, target_ort)
     result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})

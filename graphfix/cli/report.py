@@ -326,8 +326,10 @@ def split_lines(result: SplitResult, verbosity: Verbosity, seconds: float) -> li
                     f"{seconds:.1f} s"]
 
 
-def validate_lines(result: ValidationResult) -> list[str]:
-    """A proof case by case, then its verdict."""
+def validate_lines(result: ValidationResult, verbosity: Verbosity = Verbosity.NORMAL) -> list[str]:
+    """A proof case by case, then its verdict; only the verdict when quiet."""
+    if verbosity is Verbosity.QUIET:
+        return [f"{result.model}: {validate_verdict(result)}"]
     fed = f", fed by {result.encoder}" if result.encoder else ""
     title = f"{result.model}: plain present->past loop vs full recompute{fed} ("
     return [*proof_lines(result, title), validate_verdict(result)]
@@ -354,9 +356,26 @@ def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
     codes = f" ({code_counts([f for r in found for f in r.findings])})" if found else ""
     counts = [(len(found), f"with findings{codes}"), (sum(r.ok and not r.skipped for r in results), "ok"),
               (sum(bool(r.skipped) for r in results), "skipped"),
-              (sum(r.error is not None for r in results), "unreadable")]
+              *_error_counts(results)]
     parts = ", ".join(f"{n} {what}" for n, what in counts if n)
     return f"checked {_plural(len(results), 'file')}: {parts or 'none'}; {seconds:.1f} s"
+
+
+def _error_counts(results: Sequence[CheckResult]) -> list[tuple[int, str]]:
+    """`1 unreadable`, `1 not a merged decoder`: errors counted by what they are, in the order they came."""
+    kinds = [r.error_kind for r in results if r.error is not None]
+    return [(kinds.count(kind), kind) for kind in dict.fromkeys(kinds)]
+
+
+def next_commands(results: Sequence[CheckResult], paths: Sequence[Path], target_ort: TargetRuntime | None) -> str:
+    """After findings, the commands that come next: the repair of the first path with findings (with the same
+    --target-ort) and the explanation of its first code; empty when nothing needs repair."""
+    found = next((r for r in results if r.findings), None)
+    if found is None:
+        return ""
+    given = next((p for p in paths if p == found.path or p in found.path.parents), found.path)
+    target = f" --target-ort {target_ort.series}" if target_ort is not None else ""
+    return f"next: graphfix repair{target} {given} OUT; graphfix explain {found.findings[0].code}"
 
 
 # --- the directory table --------------------------------------------------------------------------------------------
