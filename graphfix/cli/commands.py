@@ -65,7 +65,7 @@ def _announce_first_use(*releases: TargetRuntime | None) -> None:
             home = runtime_home(release)
         except BadInputError:  # no interpreter for that release: the run itself says so, in its one error line
             continue
-        typer.echo(f"installing onnxruntime {release} into {home} (first use)", err=True)
+        typer.echo(report.first_use_line(release, home), err=True)
 
 
 def _version(value: bool) -> None:

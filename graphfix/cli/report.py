@@ -275,6 +275,10 @@ def release_line(oldest: str | None, target_ort: TargetRuntime | None, *, subjec
     return f"{subject} {'load' if plural else 'loads'} in onnxruntime >= {oldest}{hint}"
 
 
+def first_use_line(release: str, home: Path) -> str:
+    return f"installing onnxruntime {release} into {home} (first use)"
+
+
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
                    seconds: float, backup: Path | None = None) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
