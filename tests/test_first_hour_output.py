@@ -76,3 +76,25 @@ def test_a_runtime_in_the_cache_or_not_needed_is_not_announced(cli, marian_curre
         monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
     result = cli("repair", marian_current, tmp_path / "out.onnx", "--target-ort", "1.16", "--no-validate", *args)
     assert "installing onnxruntime" not in result.stderr
+
+
+def test_the_bar_advances_through_each_step_and_a_single_file_bar_fills(cli, marian_legacy, tmp_path, monkeypatch):
+    from graphfix.cli import commands, progress
+
+    seen: list[tuple[str, float, float | None]] = []
+
+    class Recorded(progress.FileProgress):
+        def __call__(self, name: str, step: str, nbytes: int = 0) -> None:
+            super().__call__(name, step, nbytes)
+            task = self._progress.tasks[0]
+            seen.append((step, task.completed, task.total))
+
+    monkeypatch.setattr(commands, "progress_wanted", lambda **_: True)
+    monkeypatch.setattr(progress, "FileProgress", Recorded)
+    result = cli("repair", marian_legacy, tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.stderr
+    steps = [step for step, _, _ in seen]
+    assert steps[:4] == ["reading", "repairing", "writing", "validating"] and steps[-1] == "done", steps
+    completed = [done for _, done, _ in seen]
+    assert completed == sorted(completed) and len(set(completed)) >= 4  # it moves at every step, never back
+    assert completed[-1] == seen[-1][2] == marian_legacy.stat().st_size  # full at the end

@@ -162,9 +162,11 @@ def repair_command(
     _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
-    with terminal_progress(progress_wanted(as_json=output.json), 1, _size(source)) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), {source.name: _size(source)}) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
+        if progress:
+            progress(source.name, "done")
     if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
@@ -181,10 +183,9 @@ def repair_command(
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_size
+    from .progress import plan_sizes
 
-    files, nbytes = plan_size(source)
-    with terminal_progress(progress_wanted(as_json=output.json), files, nbytes) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
     if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
