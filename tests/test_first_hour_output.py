@@ -28,10 +28,12 @@ def test_check_on_an_encoder_says_what_it_is_instead_of_unreadable(cli):
 def test_check_with_findings_names_the_repair_and_the_explanation_that_come_next(cli, marian_legacy):
     plain = cli("check", marian_legacy)
     assert plain.exit_code == 1
-    assert plain.stdout.splitlines()[-1] == f"next: graphfix repair {marian_legacy} OUT; graphfix explain GF101"
+    assert plain.stdout.splitlines()[-2:] == [f"next: graphfix repair {marian_legacy} OUT",
+                                              "next: graphfix explain GF101"]
     targeted = cli("check", "--target-ort", "1.16.3", EXPORT.parent / "current-marian-opset21")
-    assert targeted.stdout.splitlines()[-1] == (f"next: graphfix repair --target-ort 1.16 "
-                                                f"{EXPORT.parent / 'current-marian-opset21'} OUT; graphfix explain GF101")
+    assert targeted.stdout.splitlines()[-2:] == [
+        f"next: graphfix repair --target-ort 1.16 {EXPORT.parent / 'current-marian-opset21'} OUT",
+        "next: graphfix explain GF101"]
     assert "next:" not in cli("check", "-q", marian_legacy).stdout
     repaired = cli("check", EXPORT / "decoder_model.onnx", "--ignore-other-models")
     assert "next:" not in repaired.stdout
@@ -98,3 +100,76 @@ def test_the_bar_advances_through_each_step_and_a_single_file_bar_fills(cli, mar
     completed = [done for _, done, _ in seen]
     assert completed == sorted(completed) and len(set(completed)) >= 4  # it moves at every step, never back
     assert completed[-1] == seen[-1][2] == marian_legacy.stat().st_size  # full at the end
+
+
+def _export_with_onnx_folder(root: Path, decoder: Path) -> Path:
+    """The onnx-community layout, whose `onnx/decoder_model_merged.onnx` is the name a wide table used to cut."""
+    import shutil
+
+    (root / "onnx").mkdir(parents=True)
+    shutil.copy(decoder, root / "onnx" / "decoder_model_merged.onnx")
+    shutil.copy(EXPORT / "config.json", root / "config.json")
+    return root
+
+
+def test_finding_lines_fit_80_columns_wrapping_between_words(cli, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(EXPORT.parent / "current-marian-opset21", "m")
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("check", "--target-ort", "1.16", "m")
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 1 and max(map(len, lines)) <= 80, lines
+    at = next(i for i, line in enumerate(lines) if line.startswith("  GF101 x4   present.{0,1}.encoder.{key,value}: "))
+    assert lines[at + 1] == " " * 13 + "Identity(past)"  # the rest of the line, under its pattern, the word whole
+    assert "..." not in result.stdout
+    monkeypatch.delenv("COLUMNS")
+    assert any(len(line) > 80 and "-> Identity(past)" in line for line in cli("check", "m").stdout.splitlines())
+
+
+def test_the_directory_table_stacks_its_rows_in_80_columns_without_cutting_names(cli, marian_legacy, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _export_with_onnx_folder(tmp_path / "m", marian_legacy)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("repair", "--no-validate", "m", "o")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table = lines[lines.index("m -> o"):next(i for i, line in enumerate(lines) if line.startswith("repaired "))]
+    assert max(map(len, table)) <= 80, table
+    assert "onnx/decoder_model_merged.onnx" in table and "  findings  GF101x4 GF103 GF104x4" in table, table
+    assert not any("…" in line or "..." in line for line in table)
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough: the table as it was, one row per model
+    wide = cli("repair", "--no-validate", "m", "o2").stdout.splitlines()
+    assert any(line.split()[:2] == ["onnx/decoder_model_merged.onnx", "GF101x4"] for line in wide), wide
+
+
+def test_on_an_80_column_terminal_the_table_stacks(marian_legacy, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    source = _export_with_onnx_folder(tmp_path / "m", marian_legacy)
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "COLUMNS")} | {"TERM": "xterm", "COLUMNS": "80"}
+    proc = subprocess.run([sys.executable, "-m", "graphfix", "repair", "--no-validate", str(source),
+                           str(tmp_path / "out")], stdout=secondary, stderr=subprocess.DEVNULL, env=env, timeout=120)
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    lines = drawn.decode().replace("\r\n", "\n").splitlines()
+    assert proc.returncode == 0
+    assert "onnx/decoder_model_merged.onnx" in lines and "…" not in drawn.decode(), lines
+    title = lines.index(f"{source} -> {tmp_path / 'out'}")  # paths: as long as they are
+    table = lines[title + 1:next(i for i, line in enumerate(lines) if line.startswith("repaired "))]
+    assert max(map(len, lines[:title] + table)) <= 80, lines

@@ -262,8 +262,8 @@ def check_command(
         typer.echo(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
             typer.echo(loads)
-        if output.verbosity is not Verbosity.QUIET and (hint := report.next_commands(results, paths, target_ort)):
-            typer.echo(hint)
+        if output.verbosity is not Verbosity.QUIET:
+            _echo(report.next_commands(results, paths, target_ort))
     return exit_code
 
 
