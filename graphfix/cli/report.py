@@ -467,7 +467,7 @@ def stacked_lines(table: Table, width: int) -> list[str]:
     for row in range(table.row_count):
         lines.append(str(columns[0]._cells[row]))
         for column in columns[1:]:
-            lines += wrapped(f"  {str(column.header):<{label - 2}}{column._cells[row]}", width, label)
+            lines += wrapped(f"  {column.header!s:<{label - 2}}{column._cells[row]}", width, label)
     return lines
 
 
