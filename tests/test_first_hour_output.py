@@ -173,3 +173,28 @@ def test_on_an_80_column_terminal_the_table_stacks(marian_legacy, tmp_path):
     title = lines.index(f"{source} -> {tmp_path / 'out'}")  # paths: as long as they are
     table = lines[title + 1:next(i for i, line in enumerate(lines) if line.startswith("repaired "))]
     assert max(map(len, lines[:title] + table)) <= 80, lines
+
+
+@pytest.mark.parametrize("command, option", [("repair", "--target-ort"), ("check", "--target-ort"),
+                                             ("split", "--target-ort"), ("split", "--ort-version"),
+                                             ("validate", "--ort-version")])
+def test_every_option_naming_a_release_takes_X_Y(cli, tmp_path, command, option):
+    missing = tmp_path / "missing.onnx"
+    outputs = [tmp_path / "out"] if command in ("repair", "split") else []
+    taken = cli(command, option, "1.16", missing, *outputs)
+    assert taken.exit_code == 2 and "no such file" in taken.stderr, taken.stderr  # the release was fine
+    refused = cli(command, option, "1.16.x", missing, *outputs)
+    assert refused.exit_code == 2 and "unknown onnxruntime release" in refused.stderr, refused.stderr
+
+
+def test_a_long_onnxruntime_reason_keeps_the_part_that_says_what_to_change():
+    from graphfix.proof.client_loop import ort_reason
+
+    node = "/model/decoder/layers.11/encoder_attn/" + "k_proj/" * 12 + "MatMul"
+    tensor = node.replace("MatMul", "MatMul_output_0")
+    message = (f"[ONNXRuntimeError] : 1 : FAIL : Load model from /models/m/decoder_model_merged.onnx failed:"
+               f"Type Error: Type (tensor(float16)) of output arg ({tensor}) of node ({node}) does not match "
+               f"expected type (tensor(float)).")
+    reason = ort_reason(RuntimeError(message))
+    assert len(reason) > 300 and reason.endswith("does not match expected type (tensor(float)).")
+    assert "Load model from" not in reason
