@@ -35,7 +35,7 @@ demo: install
 	@echo "== 2. What graphfix check reports, then the repair:"
 	! $(GRAPHFIX) check sample_models/legacy/marian.onnx
 	@mkdir -p build/demo
-	$(GRAPHFIX) repair sample_models/legacy/marian.onnx build/demo/marian.onnx
+	$(GRAPHFIX) repair --force sample_models/legacy/marian.onnx build/demo/marian.onnx
 	@echo
 	@echo "== 3. The same client on the repaired model; no-cache logits equal the original's:"
 	$(GRAPHFIX) validate build/demo/marian.onnx --original sample_models/legacy/marian.onnx
@@ -51,10 +51,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check graphfix tests bench scripts
 	$(BIN)/mypy
 
-# Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date.
+# Batch repair, one target per model: `make -j4 check` repairs in parallel, re-runs skip what is up to date and
+# replace what is out of date (--force: graphfix never replaces an existing OUT unless told to).
 build/repaired/%.onnx: sample_models/%.onnx | install
 	@mkdir -p $(@D)
-	$(GRAPHFIX) repair $< $@
+	$(GRAPHFIX) repair --force $< $@
 
 check: install $(MODELS)
 	$(GRAPHFIX) check $(MODELS)

@@ -139,7 +139,7 @@ def main() -> int:
     startup = startup_cost()
     repaired = CACHE / "repaired" / "decoder_model_merged.onnx"
     repaired.parent.mkdir(exist_ok=True)
-    subprocess.run([str(BIN / "graphfix"), "repair", "--no-validate", str(models["embedded"]), str(repaired)],
+    subprocess.run([str(BIN / "graphfix"), "repair", "--force", "--no-validate", str(models["embedded"]), str(repaired)],
                    check=True, stdout=subprocess.DEVNULL)
     validation = measure([str(BIN / "graphfix"), "validate", str(repaired)])
     check_cost = check_costs(models["embedded"], repaired)

@@ -15,7 +15,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .io import interrupts
 
-# A --jobs worker re-imports this entry point; it starts with Ctrl-C ignored and keeps it so: its parent reports it.
+# A --jobs worker re-imports this entry point; it starts with Ctrl-C and SIGHUP ignored and keeps them so: its parent
+# reports them (and stops it with SIGTERM, which its pool initializer routes, see io/interrupts.install_in_worker).
 worker = "__mp_main__" in sys.modules
 if not worker:
     interrupts.install()
@@ -23,20 +24,21 @@ try:
     from .cli import app
 except KeyboardInterrupt:
     if not worker:
-        sys.stderr.write("error: interrupted; nothing was written\n")
-    raise SystemExit(130) from None
+        sys.stderr.write(f"error: {interrupts.message()}; nothing was written\n")
+    raise SystemExit(interrupts.exit_status()) from None
 
 
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # escaped every command's own handler (typer parsing, or a command just returned)
-        sys.stderr.write("error: interrupted\n")
-        raise SystemExit(130) from None
+        sys.stderr.write(f"error: {interrupts.message()}\n")
+        raise SystemExit(interrupts.exit_status()) from None
     finally:
-        # The command has reported its outcome. Interpreter shutdown restores SIGINT's default action, so a Ctrl-C
+        # The command has reported its outcome. Interpreter shutdown restores SIGINT's default action, so a signal
         # in it (tens of ms once onnxruntime is loaded) would only turn the real exit status into "killed".
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in interrupts.STOPPING:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

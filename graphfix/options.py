@@ -24,9 +24,10 @@ class RepairOptions:
     its own) before it lands. `target`: retarget versions for that onnxruntime release and load the staged output
     in it before it lands, unless `load_on_target` is False; `validate_on_target` runs the decode proof there too,
     and `validate_in` runs it in another release without retargeting (split --ort-version). `any_model` accepts
-    any ONNX model of an export (an encoder) and only retargets it; `in_place` allows the output to be the input.
-    `encoder`: the export's encoder (encoder_model.onnx), whose output feeds the decode proof instead of
-    synthesized encoder states, so the export is proven end to end."""
+    any ONNX model of an export (an encoder) and only retargets it; `in_place` allows the output to be the input;
+    `force` allows an existing OUT file to be replaced. `encoder`: the export's encoder (encoder_model.onnx),
+    whose output feeds the decode proof instead of synthesized encoder states, so the export is proven end to
+    end."""
 
     validate: bool = True
     target: TargetRuntime | None = None
@@ -36,6 +37,7 @@ class RepairOptions:
     data_mode: DataMode = "clone"
     any_model: bool = False
     in_place: bool = False
+    force: bool = False  # replace an existing OUT file (never a device, FIFO or socket)
     encoder: Path | None = None
 
     def __post_init__(self) -> None:

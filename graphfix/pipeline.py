@@ -20,7 +20,7 @@ from .errors import BadInputError, NotAMergedDecoderError
 from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
-from .io.write import InPlaceBackup, check_output_file, same_file, write_models
+from .io.write import InPlaceBackup, check_output_file, input_files, same_file, write_models
 from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
@@ -43,6 +43,7 @@ class RepairResult:
     backup: Path | None = None
     loaded_on: str | None = None  # the onnxruntime release that loaded the output before it landed
     versions: dict[str, str] = field(default_factory=dict)  # "before" / "after": IR version and opset imports
+    written: bool = True  # False for an in-place repair with nothing to repair: the input is left as it is
     oldest_onnxruntime: str | None = None  # the oldest release that loads the output, by the measured tables
 
     @property
@@ -53,7 +54,8 @@ class RepairResult:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "changes": [c.to_dict() for c in self.changes], "backup": str(self.backup) if self.backup else None,
                 "validation": self.validation.to_dict() if self.validation else None, "loaded_on": self.loaded_on,
-                "versions": self.versions, "oldest_onnxruntime": self.oldest_onnxruntime}
+                "versions": self.versions, "oldest_onnxruntime": self.oldest_onnxruntime,
+                "written": self.written}
 
 
 def versions_of(model: onnx.ModelProto) -> str:
@@ -154,7 +156,9 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     _refuse_same_file(source, out, options.in_place)
     step("reading")
     loaded = read_model(source)
-    check_output_file(out)
+    if not options.in_place and out.resolve() in input_files(loaded):  # said before "exists": the graver reason
+        raise BadInputError(f"output {out} is a file the input reads; pick another output name")
+    check_output_file(out, replace=options.force or options.in_place)
     step("repairing")
     before = versions_of(loaded.model)
     subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model,
@@ -162,6 +166,9 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)},
                           oldest_onnxruntime=oldest_release_of(subject.model))
+    if options.in_place and not changes:  # nothing to write: no backup, no rename, the file stays the same inode
+        result.written = False
+        return result
     outputs = {out: subject.model if changes else None}
     evidence = Evidence()
     decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator,

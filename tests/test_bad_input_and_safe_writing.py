@@ -299,10 +299,22 @@ def test_in_place_keeps_a_byte_identical_backup_and_leaves_a_clean_model(cli, tm
     assert debris(tmp_path) == []
 
 
-def test_in_place_is_refused_when_the_backup_already_exists(cli, tmp_path, marian_legacy):
+def test_a_second_in_place_repair_has_nothing_to_repair_and_keeps_the_first_backup(cli, tmp_path, marian_legacy):
     src = tmp_path / "model.onnx"
     shutil.copyfile(marian_legacy, src)
     assert cli("repair", src, src, "--in-place").exit_code == 0
+    before = tree(tmp_path)
+
+    result = cli("repair", src, src, "--in-place")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.startswith("nothing to repair")
+    assert tree(tmp_path) == before
+
+
+def test_in_place_is_refused_when_a_different_backup_already_exists(cli, tmp_path, marian_legacy):
+    src = tmp_path / "model.onnx"
+    shutil.copyfile(marian_legacy, src)
+    (tmp_path / "model.onnx.bak").write_bytes(b"another model\n")
     before = tree(tmp_path)
 
     result = cli("repair", src, src, "--in-place")
@@ -326,10 +338,10 @@ def failing_validation(path, *args, **kwargs):
                            to_dict=lambda: {"ok": False})
 
 
-def test_repair_over_an_existing_output_replaces_it(cli, tmp_path, marian_legacy):
+def test_repair_with_force_over_an_existing_output_replaces_it(cli, tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    result = cli("repair", marian_legacy, out)
+    result = cli("repair", "--force", marian_legacy, out)
     assert result.exit_code == 0, result.stderr
     assert b"old output" not in out.read_bytes()
     assert cli("check", out).exit_code == 0
@@ -340,7 +352,7 @@ def test_failed_validation_leaves_the_old_output_byte_identical(tmp_path, marian
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
     with pytest.raises(ValidationFailedError, match="simulated"):
-        repair(marian_legacy, out, validator=failing_validation)
+        repair(marian_legacy, out, validator=failing_validation, force=True)
     assert out.read_bytes() == b"old output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp dir, no data file
 
@@ -348,7 +360,7 @@ def test_failed_validation_leaves_the_old_output_byte_identical(tmp_path, marian
 def test_failed_validation_exits_1_via_the_cli_and_writes_nothing(cli, tmp_path, marian_legacy):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
-    result = cli("repair", marian_legacy, out, validator=failing_validation)
+    result = cli("repair", "--force", marian_legacy, out, validator=failing_validation)
     assert result.exit_code == 1
     assert "simulated" in assert_one_error_line(result)
     assert out.read_bytes() == b"old output"

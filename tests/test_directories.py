@@ -65,8 +65,9 @@ def test_a_transformers_js_directory_with_every_variant_is_repaired_in_layout_or
         assert check(tmp_path / "fixed" / model.path).findings == []
     assert tree(source) == before  # input untouched
     assert set(tree(tmp_path / "fixed")) == set(before)
-    for name in SIDE_FILES:
-        assert os.path.samefile(source / name, tmp_path / "fixed" / name)  # carried over as hardlinks
+    for name in SIDE_FILES:  # carried over as copies: editing the output never edits the input
+        assert not os.path.samefile(source / name, tmp_path / "fixed" / name)
+        assert sha256(source / name) == sha256(tmp_path / "fixed" / name)
 
 
 def test_an_optimum_export_becomes_a_drop_in_replacement_with_external_data_copied_not_linked(tmp_path, marian_current):
@@ -77,13 +78,14 @@ def test_an_optimum_export_becomes_a_drop_in_replacement_with_external_data_copi
               location="encoder_model.onnx_data", size_threshold=0)
     result = repair_directory(source, tmp_path / "out")
     out = tmp_path / "out"
-    assert result.copied == ["encoder_model.onnx_data"]
-    assert "encoder_model.onnx" in result.linked and "decoder_with_past_model.onnx" in result.linked
+    assert "encoder_model.onnx_data" in result.copied and result.linked == []
+    assert "encoder_model.onnx" in result.copied and "decoder_with_past_model.onnx" in result.copied
     assert os.stat(out / "encoder_model.onnx_data").st_nlink == 1
     assert sha256(out / "encoder_model.onnx_data") == sha256(source / "encoder_model.onnx_data")
     onnx.checker.check_model(os.fspath(out / "encoder_model.onnx"), full_check=True)  # refuses linked data
     for name in ("decoder_model.onnx", "decoder_with_past_model.onnx", "config.json"):
-        assert os.path.samefile(source / name, out / name)
+        assert not os.path.samefile(source / name, out / name)
+        assert sha256(source / name) == sha256(out / name)
     assert check(out / "decoder_model_merged.onnx").findings == []
     assert check(source / "decoder_model_merged.onnx").findings  # the original is still the original
 

@@ -269,7 +269,7 @@ def test_a_ctrl_c_before_anything_landed_says_nothing_was_written(tmp_path, mari
     out = tmp_path / "fixed.onnx"
     out.write_bytes(b"last run's output")
     ctrl_c_during(monkeypatch, os, "chmod")  # the staged model is complete, not yet renamed
-    result = cli("repair", marian_legacy, out, "--no-validate")
+    result = cli("repair", marian_legacy, out, "--no-validate", "--force")
     assert result.exit_code == 130
     assert result.stderr == "error: interrupted; nothing was written\n"
     assert out.read_bytes() == b"last run's output"
@@ -304,6 +304,29 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     assert result.exit_code == 130
     assert result.stderr == f"error: interrupted; already written in full: {out}\n"
     assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
+
+
+@pytest.mark.parametrize("busy", [True, False], ids=["repairing", "idle"])
+def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent(busy):
+    """Started with its parent's held signals blocked (they survive exec): SIGTERM from the parent must still stop
+    it at once, unwinding a repair under way (its proof child and staging go with it) or, idle, ending it without
+    a traceback; a terminal's group-wide Ctrl-C and SIGHUP are its parent's to report."""
+    import subprocess
+
+    code = ("import os, signal, time\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})\n"
+            "from graphfix.io import interrupts\n"
+            "interrupts.install_in_worker()\n"
+            "os.kill(os.getpid(), signal.SIGHUP); os.kill(os.getpid(), signal.SIGINT)\n"
+            f"interrupts._working = {busy}\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('unwound', interrupts.exit_status())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    expected = (0, "unwound 143\n", "") if busy else (143, "", "")
+    assert (done.returncode, done.stdout, done.stderr) == expected
 
 
 def test_without_interval_timers_or_signal_masks_a_held_back_ctrl_c_is_still_delivered(installed, monkeypatch):

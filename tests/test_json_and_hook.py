@@ -29,7 +29,7 @@ VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, 
               "encoder": OPTIONAL_STR}
 REPAIR = {"input": str, "output": str, "changed": bool, "changes": [FINDING], "backup": OPTIONAL_STR,
           "validation": (VALIDATION, type(None)), "loaded_on": OPTIONAL_STR,
-          "versions": {"before": str, "after": str}, "oldest_onnxruntime": OPTIONAL_STR}
+          "versions": {"before": str, "after": str}, "oldest_onnxruntime": OPTIONAL_STR, "written": bool}
 HEADER = {"schema": str, "command": str, "ok": bool}
 RELEASE_FLOOR = {"release": OPTIONAL_STR, "refused_by": OPTIONAL_STR, "measured": bool}
 TENSOR = {"name": str, "dtype": str, "shape": list, "dims": [str]}
@@ -117,7 +117,7 @@ def test_every_command_prints_one_document_of_the_documented_schema(marian_legac
     directory = document(runs["repair directory"])
     assert directory["models"][0]["path"] == "onnx/decoder_model_merged.onnx"
     assert directory["models"][0]["output"] == str(tmp_path / "out" / "onnx" / "decoder_model_merged.onnx")
-    assert directory["linked"] == ["config.json"]
+    assert directory["linked"] == [] and directory["copied"] == ["config.json"]  # linked only with --link-data
 
 
 def test_validate_of_a_model_that_fails_is_one_document_naming_the_first_failure(marian_legacy, cli):

@@ -111,7 +111,7 @@ def test_repair_of_a_model_onnxruntime_refuses_exits_2_writes_nothing_and_keeps_
     out = tmp_path / "model.onnx"
     out.write_bytes(b"old output")
 
-    result = cli("repair", model, out)
+    result = cli("repair", "--force", model, out)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     line = assert_one_error_line(result)
     assert f"onnxruntime {onnxruntime.__version__} cannot load" in line and "TypeInferenceError" in line, line

@@ -112,7 +112,7 @@ class DirectoryPlan:
 
     decoders: list[str]  # repaired (their external data is written beside them by the repair)
     others: list[str] = field(default_factory=list)  # other ONNX models, retargeted (only with a target runtime)
-    links: list[str] = field(default_factory=list)  # hardlinked where the filesystem allows, else copied
+    links: list[str] = field(default_factory=list)  # copied (reflink where possible); hardlinked with --link-data
     copies: list[str] = field(default_factory=list)  # external data of other models: always copied
     rewritten: list[str] = field(default_factory=list)  # external data of the decoders: the repair writes it
 

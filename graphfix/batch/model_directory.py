@@ -2,15 +2,17 @@
 
 The output directory is assembled in a hidden staging directory beside it (same filesystem) and renamed into place
 only when every merged decoder in it has been repaired and validated, so OUT_DIR either does not exist or is
-complete. Files other than the merged decoders are hardlinked (copied across filesystems); external data is always
-copied, see layouts.plan_directory.
+complete. Files other than the merged decoders are copied (a reflink where the filesystem can), never shared with the
+input unless the user asks (`data_mode="link"`): editing the output's config.json must not edit the input's.
+External data of other models is always copied, see layouts.plan_directory.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
-import signal
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.path_safety import open_inside
-from ..io.write import backup_path, check_output_directory, land, parent_of, staging_directory
+from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from .layouts import encoder_for, find_merged_decoders, plan_directory
@@ -70,7 +72,8 @@ def _repair_one(source: Path, out: Path, options: RepairOptions, name: str = "",
     started = time.perf_counter()
     step = (lambda what: on_progress(name, what, 0)) if on_progress else None
     try:
-        result = repair(source, out, options, on_step=step, validator=validator)
+        with interrupts.working():
+            result = repair(source, out, options, on_step=step, validator=validator)
     except GraphfixError as err:
         # Say which decoder of the directory failed; the type (and so the exit code) stays.
         err.with_context(f"{name}: " if name else "")
@@ -105,12 +108,15 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
     from concurrent.futures.process import BrokenProcessPool
 
     # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
-    # Workers ignore Ctrl-C (a terminal sends it to them too): the parent alone reports it, once, and cleans up. They
-    # are all started by the submits; the initializer covers callers outside the main thread.
+    # Workers, and the resource tracker the pool's queues start, ignore Ctrl-C and SIGHUP (a terminal sends them to
+    # the whole group): the parent alone reports them, once, stops the workers with SIGTERM (which unwinds a worker
+    # like an interruption: its proof child killed, its staging removed) and cleans up.
+    _require_process_headroom(workers)
     failure: OSError | None = None
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        with interrupts.ignored_by_children():
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=interrupts.install_in_worker)
     except OSError as err:  # out of descriptors (or processes) before the pool could start
         failure = OSError(err.errno, err.strerror)
     if failure is not None:
@@ -119,10 +125,14 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
         gc.collect()
         raise failure
     with pool:
-        with interrupts.ignored_by_children():
-            futures = [pool.submit(_repair_one, source, out, options, name, None, validator)
-                       for name, source, out, options in jobs]
         try:
+            with interrupts.ignored_by_children():
+                try:
+                    futures = [pool.submit(_repair_one, source, out, options, name, None, validator)
+                               for name, source, out, options in jobs]
+                except (OSError, RuntimeError) as err:
+                    _raise_if_out_of_processes(err, workers)
+                    raise
             for (name, source, _, _), future in zip(jobs, futures):
                 if on_progress:
                     on_progress(name, "repairing", 0)
@@ -135,9 +145,70 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
                 if on_progress:
                     on_progress(name, "done", _size(source))
         except BaseException:
+            _stop_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return done
+
+
+# What a pool of n workers adds to the tasks RLIMIT_NPROC counts (threads too), measured with slack: each worker's
+# process and its threads, the resource tracker, the executor's threads in this process.
+_TASKS_PER_WORKER, _TASKS_PER_POOL = 3, 3
+
+
+def _require_process_headroom(workers: int) -> None:
+    """Refuse up front, in one line, a pool the process limit cannot hold: past it, thread and process starts fail
+    in the pool's own threads and in half-started workers, each with a traceback of its own."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft == resource.RLIM_INFINITY or os.geteuid() == 0 or not os.path.isdir("/proc/self/task"):
+        return  # no limit, or one root is exempt from, or no /proc to count with (not Linux)
+    needed = _tasks_of_this_user() + workers * _TASKS_PER_WORKER + _TASKS_PER_POOL
+    if needed > soft:
+        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit (ulimit -u {soft}) "
+                            f"is too low for them; use fewer --jobs or raise it")
+
+
+def _tasks_of_this_user() -> int:
+    uid, count = str(os.getuid()), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid]:
+            count += int(fields.get("Threads", "1").strip() or 1)
+    return count
+
+
+def _raise_if_out_of_processes(err: BaseException, workers: int) -> None:
+    """A pool that cannot start its workers or its threads (fork's EAGAIN, "can't start new thread"): the process
+    limit (RLIMIT_NPROC, which counts threads too), said in one line."""
+    if (isinstance(err, OSError) and err.errno == errno.EAGAIN) or "start new thread" in str(err):
+        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit is reached "
+                            "(ulimit -u); use fewer --jobs or raise it") from None
+
+
+def _stop_workers(pool: Any) -> None:
+    """SIGTERM to each worker still running: the batch has failed or been interrupted, and what a worker is
+    repairing lands in the staging directory that is about to be removed."""
+    processes = dict(getattr(pool, "_processes", None) or {})  # the executor's own table of its workers
+    for process in processes.values():
+        try:
+            process.terminate()
+        except (OSError, ValueError):  # already gone, or already closed
+            pass
+
+
+def _chmod_directory(path: Path, mode: int) -> None:
+    """The input directory's permission bits on a new one, keeping the set-group-ID bit it inherited from a setgid
+    parent (a shared folder), as `cp -r` does: what is made inside then gets that folder's group, not the user's."""
+    inherited = os.stat(path).st_mode & stat.S_ISGID
+    os.chmod(path, (mode & 0o7777) | inherited)
 
 
 def _make_parents(source: Path, staging: Path, name: str) -> None:
@@ -145,17 +216,17 @@ def _make_parents(source: Path, staging: Path, name: str) -> None:
     for folder in reversed(Path(name).parents[:-1]):  # outermost first, the staging root itself excluded
         if not (staging / folder).is_dir():
             (staging / folder).mkdir()
-            os.chmod(staging / folder, os.stat(source / folder).st_mode & 0o7777)
+            _chmod_directory(staging / folder, os.stat(source / folder).st_mode)
 
 
-def _carry_over(source: Path, staging: Path, name: str, link: bool) -> None:
+def _carry_over(source: Path, staging: Path, name: str, mode: str) -> None:
     """`name` into staging, through the same resolver as external data (path_safety.open_inside): the file opened is
     checked to be a regular file inside `source`, and that open file is what is linked or copied."""
     target = staging / name
     _make_parents(source, staging, name)
     opened = open_inside(source, name, str(source / name))
     try:
-        copy_data_file(opened.fd, opened.real, target, "link" if link else "clone")
+        copy_data_file(opened.fd, opened.real, target, mode)
         if os.stat(target).st_ino != opened.stat.st_ino:  # a copy: the times of the original, as cp -p
             os.utime(target, ns=(opened.stat.st_atime_ns, opened.stat.st_mtime_ns))
     except OSError as err:
@@ -188,12 +259,16 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         return _repair_in_place(source, jobs, on_progress, options, validator)
     plan = plan_directory(source, retarget=options.target is not None)
     check_output_directory(out, source=source)
+    data_mode = options.data_mode
+    linked = plan.links if data_mode == "link" else []
+    copied = plan.copies + [name for name in plan.links if name not in linked]
     with staging_directory(parent_of(out), out.name) as staging:  # removed unless renamed into place
-        os.chmod(staging, source.stat().st_mode & 0o7777)  # mkdtemp's 0700 is not what the user's directory had
+        _chmod_directory(staging, source.stat().st_mode)  # mkdtemp's 0700 is not what the user's directory had
         for name in plan.links + plan.copies:
             if on_progress:
                 on_progress(name, "copying", 0)
-            _carry_over(source, staging, name, link=name in plan.links)
+            # External data of other models is never linked: onnx >= 1.23 refuses a data file with several links.
+            _carry_over(source, staging, name, data_mode if name in linked or data_mode == "copy" else "clone")
             if on_progress:
                 on_progress(name, "done", (staging / name).stat().st_size)
         for name in plan.decoders + plan.others:
@@ -214,7 +289,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 if model.encoder is not None:
                     model.result.validation.encoder = str(out / model.encoder)
         land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
-    return DirectoryRepairResult(input=source, output=out, models=models, linked=plan.links, copied=plan.copies,
+    return DirectoryRepairResult(input=source, output=out, models=models, linked=linked, copied=copied,
                                  retargeted=plan.others)
 
 
@@ -234,8 +309,9 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     names = find_merged_decoders(directory)
     # Refuse before the first decoder is replaced, not halfway through the directory.
     for name in names:
-        if backup_path(directory / name).exists():
-            raise BadInputError(f"backup {backup_path(directory / name)} already exists; move it away first")
+        if InPlaceBackup(directory / name).blocked():
+            raise BadInputError(f"backup {backup_path(directory / name)} already exists and differs from "
+                                f"{directory / name}; move it away first")
     encoders = {name: encoder_for(directory, name) for name in names}
     work = [(name, directory / name, directory / name,
              options.but(encoder=directory / e if (e := encoders[name]) else None)) for name in names]

@@ -28,7 +28,8 @@ from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, s
 from ..io import interrupts
 from ..passes.contract import CHECK_PASSES
 
-EXIT_CODES = "Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 130 interrupted."
+EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
+              "by signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
 JSON_SCHEMA = "graphfix/1"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,6 +113,9 @@ class _Run:
 
     watch: OutputWatch | None = None  # set by commands that write: a Ctrl-C's line then says what landed
     interrupt_reported = False
+    # The exit code of the work done so far, for a reader that stops reading (`graphfix check A B C | head -1`):
+    # commands update it before they print what it stands for.
+    exit_code = 0
 
 
 run = _Run()
@@ -122,16 +126,17 @@ def watch_outputs(paths: Sequence[Path]) -> None:
 
 
 def _interrupted_message() -> str:
+    what = interrupts.message()
     if run.watch is None:  # check, validate: nothing to say about the disk
-        return "interrupted"
+        return what
     written = run.watch.written()
     if not written:
-        return "interrupted; nothing was written"
-    return f"interrupted; already written in full: {', '.join(map(str, written))}"
+        return f"{what}; nothing was written"
+    return f"{what}; already written in full: {', '.join(map(str, written))}"
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
-    typer.echo(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
+    say(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
 _OUT_OF_MEMORY = "out of memory"
@@ -164,7 +169,7 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         traceback.print_exception(err, file=sys.stderr)
     if interrupts.is_interrupt(err):
         run.interrupt_reported = True
-        message, code = _interrupted_message(), 130
+        message, code = _interrupted_message(), interrupts.exit_status()
     elif isinstance(err, GraphfixError):
         message, code = str(err), err.exit_code
     elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
@@ -190,6 +195,46 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     return code
 
 
+class StdoutFailed(Exception):
+    """stdout could not take what a command printed: the reader closed the pipe (EPIPE) or the stream is full
+    (`> /dev/full`). Raised by `say`, through which every result line goes."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def say(text: str) -> None:
+    """One result line (or document) on stdout."""
+    try:
+        typer.echo(text)
+    except OSError as err:
+        raise StdoutFailed(err) from None
+
+
+def _stdout_to_devnull() -> None:
+    """Whatever is still buffered, or printed later, goes nowhere: the interpreter's last flush must not turn a
+    closed pipe into "Exception ignored" and exit 120."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def report_stdout_failure(failure: OSError) -> int:
+    """A closed pipe is how a reader says it has read enough: quiet, and the exit code of the work done. A full
+    stream is one line (what landed, if anything, named), exit 2."""
+    _stdout_to_devnull()
+    if failure.errno == errno.EPIPE:
+        return run.exit_code
+    written = run.watch.written() if run.watch is not None else []
+    landed = f"; already written in full: {', '.join(map(str, written))}" if written else ""
+    typer.echo(f"error: {escaped(f'cannot write to stdout: {failure.strerror or failure}{landed}')}", err=True)
+    return 2
+
+
 def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> Callable[[F], F]:
     """Register `fn(..., *, output: Output)` as the command `name`: its docstring becomes rendered help, `output`
     becomes the shared options (--verbose/--quiet when the command has a `verbosity`, --json, --debug) after its
@@ -202,7 +247,7 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
-            run.watch = None
+            run.watch, run.exit_code = None, 0
             given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
             if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
                 os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
@@ -211,7 +256,10 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
             except typer.Exit:
                 raise
             except (Exception, KeyboardInterrupt) as err:
-                code = report_failure(name, err, as_json=given["as_json"], debug=given["debug"])
+                if isinstance(err, StdoutFailed):
+                    code = report_stdout_failure(err.error)
+                else:
+                    code = report_failure(name, err, as_json=given["as_json"], debug=given["debug"])
             raise typer.Exit(code or 0)
 
         # typer reads the options from the signature: the command's own, then the shared ones.
@@ -253,7 +301,8 @@ class GraphfixGroup(TyperGroup):
 
 class GraphfixApp(typer.Typer):
     """The process entry point. SIGXFSZ is ignored so that a write over RLIMIT_FSIZE fails with EFBIG (reported,
-    temp files removed) instead of killing the process mid-write; Ctrl-C is routed through io/interrupts.py."""
+    temp files removed) instead of killing the process mid-write; Ctrl-C, SIGTERM and SIGHUP are routed through
+    io/interrupts.py."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         run.interrupt_reported = False
@@ -262,8 +311,8 @@ class GraphfixApp(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as exit:
-            if exit.code == 130 and not run.interrupt_reported:
-                sys.stderr.write("error: interrupted\n")
+            if exit.code == interrupts.exit_status() and not run.interrupt_reported:
+                sys.stderr.write(f"error: {_interrupted_message()}\n")
             raise
 
 

@@ -20,7 +20,19 @@ from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report
-from .app import Output, Verbosity, app, emit_json, escaped, graphfix_command, report_failure, watch_outputs
+from .app import (
+    Output,
+    StdoutFailed,
+    Verbosity,
+    app,
+    emit_json,
+    escaped,
+    graphfix_command,
+    report_failure,
+    run,
+    say,
+    watch_outputs,
+)
 from .progress import progress_wanted, terminal_progress
 
 NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
@@ -88,7 +100,7 @@ def _validator(ctx: typer.Context) -> Validator | None:
 
 def _echo(lines: list[str]) -> None:
     for line in lines:
-        typer.echo(line)
+        say(line)
 
 
 def _size(path: Path) -> int:
@@ -121,8 +133,12 @@ def repair_command(
         "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a "
         "copy).")] = False,
     link_data: Annotated[bool, typer.Option(
-        "--link-data", help="Hardlink external data instead of copying it. onnx >= 1.23 refuses to load or check "
-        "a data file with several links; onnxruntime loads it.")] = False,
+        "--link-data", help="Hardlink external data (and a directory's other files) instead of copying them: the "
+        "output then shares storage with the input. onnx >= 1.23 refuses to load or check a data file with several "
+        "links; onnxruntime loads it.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
+        "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
     *,
     output: Output,
@@ -138,7 +154,8 @@ def repair_command(
 
     A directory: every merged decoder in it (decoder_model_merged.onnx, onnx/decoder_model_merged{,_quantized,
     _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
-    (hardlinked where possible; external data copied), so OUT is a drop-in replacement. OUT must not exist (or be
+    (copied, a reflink where the filesystem can; hardlinked only with --link-data), so OUT is a drop-in replacement
+    that shares no storage with the input. OUT must not exist (or be
     empty); it appears in one rename once every decoder has passed.
 
     Prints one line per finding code (count, tensor pattern, what was done) and a summary line: what was written,
@@ -158,7 +175,8 @@ def repair_command(
         raise BadInputError("--copy-data and --link-data exclude each other")
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
     options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
-                            load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place)
+                            load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
+                            force=force and not is_directory)
     _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
@@ -173,10 +191,10 @@ def repair_command(
     _echo(report.findings_lines(result.changes, output.verbosity))
     if output.verbosity is Verbosity.VERBOSE:
         _echo(report.proof_lines(result.validation, "validation (plain present->past loop vs full recompute, "))
-    typer.echo(report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
-                                     time.monotonic() - started, result.backup))
+    say(report.repair_summary(str(out), len(result.changes), result.validation, result.loaded_on,
+                              time.monotonic() - started, result.backup, landed=result.written))
     if output.verbosity is not Verbosity.QUIET:
-        typer.echo(report.release_line(result.oldest_onnxruntime, target_ort, subject="the output"))
+        say(report.release_line(result.oldest_onnxruntime, target_ort, subject="the output"))
     return 0
 
 
@@ -192,11 +210,14 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
         return 0
     _echo(report.directory_findings_lines(result, output.verbosity))
     if output.verbosity is not Verbosity.QUIET:
-        report.print_table(report.summary_table(result))
-    typer.echo(report.directory_summary(result, time.monotonic() - started))
+        try:
+            report.print_table(report.summary_table(result))
+        except OSError as err:
+            raise StdoutFailed(err) from None
+    say(report.directory_summary(result, time.monotonic() - started))
     if output.verbosity is not Verbosity.QUIET:
-        typer.echo(report.release_line(_export_floor(result.output), options.target,
-                                       subject="its models", plural=True))
+        say(report.release_line(_export_floor(result.output), options.target,
+                                subject="its models", plural=True))
     return 0
 
 
@@ -250,18 +271,19 @@ def check_command(
                 typer.echo(f"error: {escaped(str(err))}", err=True)
             kind = "not a merged decoder" if isinstance(err, NotAMergedDecoderError) else "unreadable"
             results.append(CheckResult(path=path, error=str(err), error_kind=kind))
-            exit_code = 2
+            exit_code = run.exit_code = 2
             continue
         results.append(result)
         exit_code = max(exit_code, 1 if result.findings else 0)
+        run.exit_code = exit_code
         if not output.json:
             _echo(report.check_lines(result, output.verbosity))
     if output.json:
         emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
     else:
-        typer.echo(report.check_summary(results, time.monotonic() - started))
+        say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
-            typer.echo(loads)
+            say(loads)
         if output.verbosity is not Verbosity.QUIET:
             _echo(report.next_commands(results, paths, target_ort))
     return exit_code
@@ -335,6 +357,7 @@ def validate_command(
     else:
         results = [validate(model, original, ort_version=ort_version)]
     ok = all(result.ok for result in results)
+    run.exit_code = 0 if ok else 1
     if output.json:
         # A file keeps its flat document; a directory lists one such document per decoder under "models".
         emit_json("validate", results[0].to_dict() if not model.is_dir() else

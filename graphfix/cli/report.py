@@ -311,8 +311,10 @@ def first_use_line(release: str, home: Path) -> str:
 
 
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
-                   seconds: float, backup: Path | None = None) -> str:
+                   seconds: float, backup: Path | None = None, landed: bool = True) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
+    if not landed:
+        return f"nothing to repair; {output} left as it is; {seconds:.1f} s"
     written = (f"wrote {output}: {changes} change{'s' if changes != 1 else ''}" if changes
                else f"nothing to repair; copied to {output}")
     if validation is not None:

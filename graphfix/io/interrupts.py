@@ -1,4 +1,10 @@
-"""Ctrl-C at any moment of a `graphfix` run: one `error: interrupted` line, exit 130, nothing half-written.
+"""Ctrl-C, SIGTERM or SIGHUP at any moment of a `graphfix` run: one `error: interrupted` line, exit 128+n,
+nothing half-written and no process left behind.
+
+SIGTERM is what `timeout`, `make`, `docker stop`, systemd and a cancelled CI job send, SIGHUP what a dropped ssh
+session sends: each is an interruption like Ctrl-C, raised as KeyboardInterrupt so that the same cleanup runs
+(staging directories removed, child processes killed by subprocess.run on the way out); `signal_received` says
+which one came, for the exit status.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be, and two kinds of place cannot take it: a C
 extension's module init (onnx's pybind11 module segfaults, onnxruntime's turns it into "ImportError: initialization
@@ -12,6 +18,7 @@ take it, so that the main thread alone reports it, once.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -27,16 +34,26 @@ RETRY_SECONDS = 0.005
 # Windows has neither, so there a timer thread simulates SIGBREAK (Ctrl-Break, itself an interrupt) in the main thread.
 _RETRY_SIGNAL: int | None = getattr(signal, "SIGALRM", None) or getattr(signal, "SIGBREAK", None)
 
+# The signals that end a run the way Ctrl-C does.
+STOPPING: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                                  if hasattr(signal, name))  # Windows has no SIGHUP
+# What a terminal (Ctrl-C) or a hangup sends to a whole process group: --jobs workers ignore them and are
+# stopped by the parent instead (SIGTERM), which reports once and cleans up after them.
+GROUP_SIGNALS: tuple[int, ...] = tuple(sig for sig in STOPPING if sig != signal.SIGTERM)
+
 received = False
+signal_received: int = signal.SIGINT
 _holds = 0  # depth of held_for_main_thread blocks in the main thread
 _held = False  # a Ctrl-C (or its retry) came in during them
 
 
-def install() -> None:
-    """Route Ctrl-C through `_interrupted` for the rest of the process; the CLI's entry point calls this first."""
-    global received
-    received = False
-    signal.signal(signal.SIGINT, _interrupted)
+def install(ignored: tuple[int, ...] = ()) -> None:
+    """Route Ctrl-C, SIGTERM and SIGHUP (those not `ignored`) through `_interrupted` for the rest of the process;
+    the CLI's entry point calls this first (and each --jobs worker, see `install_in_worker`)."""
+    global received, signal_received
+    received, signal_received = False, signal.SIGINT
+    for sig in STOPPING:  # an ignored one never passes through the handler, not even for an instant
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else _interrupted)
     if _RETRY_SIGNAL is not None:  # the retry of a Ctrl-C held back during an extension's init
         signal.signal(_RETRY_SIGNAL, _interrupted)
     sys.unraisablehook = _redeliver_lost_interrupt
@@ -54,18 +71,64 @@ def _retry_soon() -> None:
         timer.start()
 
 
+def install_in_worker() -> None:
+    """A --jobs worker: SIGTERM (from its parent, or systemd's whole-cgroup stop) unwinds a repair under way like an
+    interruption, so that its proof child is killed and its staging directory removed, and ends an idle worker at
+    once; the group-wide Ctrl-C and SIGHUP are left to the parent, which then terminates its workers."""
+    install(ignored=GROUP_SIGNALS)
+    signal.signal(signal.SIGTERM, _worker_stopped)
+    # Started inside held_for_main_thread, the worker inherited its parent's blocked mask across exec: unblocked,
+    # so that the parent's SIGTERM stops it now rather than after the decoder it is repairing.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
+
+
+_working = False  # a --jobs worker is inside a repair (see `working`)
+
+
+@contextmanager
+def working() -> Iterator[None]:
+    """A --jobs worker's repair: a SIGTERM inside unwinds it; outside, the worker has nothing to clean up."""
+    global _working
+    _working = True
+    try:
+        yield
+    finally:
+        _working = False
+
+
+def _worker_stopped(signum: int, frame: FrameType | None) -> None:
+    if not _working:  # starting up or between repairs: exit quietly (a traceback here would reach the user)
+        os._exit(128 + signum)
+    _interrupted(signum, frame)
+
+
+def exit_status() -> int:
+    """128+n for the signal that interrupted the run (130 for Ctrl-C), as a shell reports a process it killed."""
+    return 128 + int(signal_received)
+
+
+def message() -> str:
+    """The start of the one line: `interrupted`, or `interrupted by SIGTERM` for a signal other than Ctrl-C."""
+    sig = signal_received
+    return "interrupted" if sig == signal.SIGINT else f"interrupted by {signal.Signals(sig).name}"
+
+
 def is_interrupt(err: BaseException) -> bool:
     """Whether `err` is how a Ctrl-C surfaced (any error raised after one arrived counts: see the module note)."""
     return isinstance(err, KeyboardInterrupt) or received
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    global received, _held
+    global received, _held, signal_received
+    if signum in STOPPING and not received:
+        signal_received = signum  # the first one decides the exit status; the SIGALRM retry keeps it
     if _holds:  # raised where the hold ends
         _held = True
         return
     received = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut short the temp directory's cleanup
+    for sig in STOPPING:  # a second signal must not cut short the temp directory's cleanup
+        signal.signal(sig, signal.SIG_IGN)
     if _inside_extension_init(frame):
         _retry_soon()
         return
@@ -108,7 +171,7 @@ def held_for_main_thread() -> Iterator[None]:
             swapped = True
             signal.signal(signal.SIGINT, _interrupted)
         if hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks and runs handlers in the main thread
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
         yield
     finally:
         try:
@@ -124,19 +187,21 @@ def held_for_main_thread() -> Iterator[None]:
         if deliver:
             if swapped:
                 raise KeyboardInterrupt  # what the library caller's default handler would have done
-            _interrupted(signal.SIGINT, None)
+            _interrupted(signal_received, None)
 
 
 @contextmanager
 def ignored_by_children() -> Iterator[None]:
-    """Processes started inside ignore Ctrl-C from their first instruction (SIG_IGN survives exec, a handler does
-    not); for this process a Ctrl-C meanwhile is held, not lost (Linux never discards a blocked signal)."""
+    """Processes started inside ignore Ctrl-C and SIGHUP from their first instruction (SIG_IGN survives exec, a
+    handler does not); for this process a signal meanwhile is held, not lost (Linux never discards a blocked
+    signal)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     with held_for_main_thread():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in GROUP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

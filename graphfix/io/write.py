@@ -13,6 +13,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from google.protobuf.message import EncodeError
 
-from ..errors import BadInputError, raise_if_exhausted
+from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from . import onnx_proto as onnx
 from . import portable, protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
@@ -60,10 +61,22 @@ def _is_dir(path: Path) -> bool:
         raise BadInputError(f"cannot use {path}: {err}") from None
 
 
-def check_output_file(out: Path) -> None:
-    """OUT may be replaced by a file: it is not a directory and its directory exists and is writable."""
+def check_output_file(out: Path, *, replace: bool = True) -> None:
+    """OUT may be replaced by a file: it is absent or a regular file (never a device, FIFO or socket, which a rename
+    would turn into a regular file), replaced only when `replace` says so, and its directory exists and is
+    writable."""
     if _is_dir(out):
         raise BadInputError(f"output {out} is a directory")
+    try:
+        info = os.stat(out)
+    except FileNotFoundError:
+        info = None
+    except OSError:
+        info = None  # a dangling or looping link: the rename replaces the link itself
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise BadInputError(f"output {out} exists and is not a regular file; give a file name")
+    if not replace and os.path.lexists(out):
+        raise BadInputError(f"output {out} already exists; pass --force to replace it")
     _check_writable_parent(out)
 
 
@@ -228,8 +241,11 @@ def write_models(
             staged: dict[Path, Path] = {}
             for out, model in zip(outs, outputs.values()):
                 in_place = out.resolve() == source.path.resolve()
-                locations = {loc: loc if in_place else _data_location_for(out, i, len(source.external_files))
-                             for i, loc in enumerate(source.external_files)}
+                # The data files the written model still reads: a repair that removed the only external tensors
+                # (dummies) must not leave an empty, unreferenced OUT_data beside it.
+                carried = _referenced(model, source.external_files)
+                locations = {loc: loc if in_place else _data_location_for(out, i, len(carried))
+                             for i, loc in enumerate(carried)}
                 if not in_place and (clash := next((d for d in [out, *(parent / n for n in locations.values())]
                                                     if _reads(d, reads)), None)):
                     raise BadInputError(f"output {clash} is a file the input reads; pick another output name")
@@ -248,18 +264,51 @@ def write_models(
                     copy_data_file(data.fd, data.real, workdir / new, data_mode)
                     data_renames.append((workdir / new, parent / new))
                 os.chmod(staged[out], source.mode)
-            for gate in gates:
-                if on_step is not None:
-                    on_step(gate.step)
-                gate(staged)
+            _require_unchanged(source)
+            try:
+                for gate in gates:
+                    if on_step is not None:
+                        on_step(gate.step)
+                    gate(staged)
+            except GraphfixError as err:  # say OUT, not the staging name that is about to disappear
+                err.args = (_as_destinations(str(err.args[0]), staged, workdir, parent), *err.args[1:])
+                raise
             land(data_renames + [(staged[out], out) for out in outs])  # never new data beside an old model
             return outs
     except OSError as err:
         raise_if_exhausted(err)
+        _require_unchanged(source)  # a source that shrank mid-copy is the input's story, not OUT's
         raise BadInputError(f"cannot write {outs[0]}: {err.strerror or err}") from None
     finally:
         for path in beside:
             path.unlink(missing_ok=True)
+
+
+def _referenced(model: onnx.ModelProto | None, files: list[str]) -> list[str]:
+    """Of the source's data files `files`, those `model` reads (all of them for a byte copy, model None)."""
+    if model is None:
+        return files
+    used = {external_location(tensor) for tensor in external_tensors(model)}
+    return [name for name in files if name in used]
+
+
+def _require_unchanged(source: LoadedModel) -> None:
+    """The input's files are as they were when read (size, mtime, inode of each open file): one rewritten while it
+    was being copied would land a mix of two versions, proven or not."""
+    opened = [(source.file, source.path)] if source.file is not None else []
+    opened += [(data, source.path.parent / location) for location, data in source.data.items()]
+    for file, shown in opened:
+        if file is None:
+            continue
+        if file_stamp(os.fstat(file.fd)) != file_stamp(file.stat):
+            raise BadInputError(f"{shown} changed while it was being read; nothing was written (run again once "
+                                "whatever writes it is done)")
+
+
+def _as_destinations(message: str, staged: dict[Path, Path], workdir: Path, parent: Path) -> str:
+    for out, path in staged.items():
+        message = message.replace(str(path.resolve()), str(out)).replace(str(path), str(out))
+    return message.replace(str(workdir.resolve()), str(parent)).replace(str(workdir), str(parent))
 
 
 def _model_fd(source: LoadedModel) -> int:
@@ -306,8 +355,12 @@ class InPlaceBackup:
         self.made = False
 
     def make(self) -> Path:
-        if self.path.exists():
-            raise BadInputError(f"backup {self.path} already exists; move it away first")
+        if self._stale():  # an interrupted run's: the input as it is now, so it is this run's backup as well
+            self.made = True
+            return self.path
+        if os.path.lexists(self.path):
+            raise BadInputError(f"backup {self.path} already exists and differs from {self.source}; move it away "
+                                "first")
         temp = None
         try:
             with held_for_main_thread():
@@ -320,13 +373,25 @@ class InPlaceBackup:
                 os.unlink(temp)
                 temp = None
         except FileExistsError:
-            raise BadInputError(f"backup {self.path} already exists; move it away first") from None
+            raise BadInputError(f"backup {self.path} appeared meanwhile; move it away first") from None
         except OSError as err:
             raise BadInputError(f"cannot write backup {self.path}: {err.strerror or err}") from None
         finally:
             if temp is not None:
                 os.unlink(temp)
         return self.path
+
+    def blocked(self) -> bool:
+        """Whether a backup is in the way: one exists, and it is not a stale copy of the input."""
+        return os.path.lexists(self.path) and not self._stale()
+
+    def _stale(self) -> bool:
+        """A regular-file backup byte-identical to the input: what a run killed before its new model landed leaves."""
+        try:
+            return (self.path.is_file() and not self.path.is_symlink()
+                    and filecmp.cmp(self.source, self.path, shallow=False))
+        except OSError:
+            return False
 
     def discard_if_unchanged(self) -> None:
         """After a failed repair: a backup identical to the input is debris that would block the next --in-place

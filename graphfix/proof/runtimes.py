@@ -2,7 +2,8 @@
 
 Deployments pin old runtimes (the seeds' Rust `ort` links onnxruntime 1.16.3), and a model that decodes in today's
 onnxruntime proves nothing about them. Cache: $GRAPHFIX_CACHE or ~/.cache/graphfix, one venv per release and
-CPython version (`onnxruntime-1.16.3-py3.11`), made with the interpreter interpreters.py finds for that release.
+CPython version (`onnxruntime-1.16.3-py3.11`), made with the interpreter interpreters.py finds for that release,
+built in a hidden directory beside its final name and renamed there once complete (marked by `COMPLETE`).
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
 directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
@@ -23,9 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, ValidationFailedError, says_out_of_memory
+from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
+from ..io.interrupts import held_for_main_thread
 from .cases import LoadRequest, Request
-from .interpreters import find_interpreter
+from .interpreters import Interpreter, find_interpreter
 
 if TYPE_CHECKING:
     from ..targets import TargetRuntime
@@ -35,14 +37,85 @@ PACKAGE = Path(__file__).resolve().parent.parent
 CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "proof/cases.py", "proof/client_loop.py")
 
 
+# Written last into a runtime's venv, before it is renamed into the cache: only a venv holding it is used. A venv
+# without it (an older graphfix's, or one a crash left behind) is built again.
+COMPLETE = ".graphfix-complete"
+_SET_CACHE = "set GRAPHFIX_CACHE to a directory of your own that graphfix may write to"
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("GRAPHFIX_CACHE") or Path.home() / ".cache" / "graphfix")
+    """$GRAPHFIX_CACHE, else $XDG_CACHE_HOME/graphfix, else ~/.cache/graphfix. Only this cache needs a home
+    directory; without one (a service user, a uid with no passwd entry) the error says to set GRAPHFIX_CACHE."""
+    if os.environ.get("GRAPHFIX_CACHE"):
+        return Path(os.environ["GRAPHFIX_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "graphfix"
+    try:
+        return Path.home() / ".cache" / "graphfix"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry for this uid
+        raise BadInputError(f"no home directory for the onnxruntime cache; {_SET_CACHE}") from None
 
 
 def _requirements(version: str) -> list[str]:
     # onnxruntime wheels before 1.19 were built against numpy 1.x and fail to import beside numpy 2.
     major, minor = (int(x) for x in version.split(".")[:2])
     return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """subprocess.run(command, capture_output=True, text=True), ended with everything it started.
+
+    The child leads a process group of its own and is started with signals held, so that an interruption never
+    falls between its start and this function knowing its pid; on any way out but its end (Ctrl-C, SIGTERM, SIGHUP,
+    an error) the whole group is killed: ensurepip's own pip child, pip's, the proof's. Its own group also keeps a
+    terminal's Ctrl-C to graphfix, which alone reports it (the child inherits the held signals blocked, and is
+    ended with SIGKILL, which nothing blocks)."""
+    group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
+                             else {"preexec_fn": os.setpgrp})
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, **group)
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        if proc is not None:
+            with held_for_main_thread():
+                _kill_group(proc)
+        raise
+    finally:
+        if proc is not None:
+            _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):  # the group is gone (PermissionError: macOS, a zombie leader)
+        pass
+    proc.wait()
+
+
+def _cache_error(path: Path, err: OSError) -> BadInputError:
+    return BadInputError(f"cannot use the onnxruntime cache {path}: {err.strerror or err}; {_SET_CACHE}")
+
+
+def _trusted(home: Path) -> bool:
+    """A complete venv, owned by this user or root: graphfix runs its python, so nobody else may have put it there."""
+    try:
+        info = home.stat()
+        (home / COMPLETE).stat()
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise _cache_error(home, err) from None
+    if info.st_uid not in (os.getuid(), 0):
+        raise BadInputError(f"the onnxruntime cache {home} belongs to uid {info.st_uid}, not to you; {_SET_CACHE}")
+    return True
 
 
 def venv_python(home: Path) -> Path | None:
@@ -66,35 +139,64 @@ def runtime_python(version: str) -> Path:
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
     interpreter = find_interpreter(version)
     home = cache_dir() / f"onnxruntime-{version}-{interpreter.tag}"
-    if (python := venv_python(home)) is not None:
+    if _trusted(home) and (python := venv_python(home)) is not None:
         return python
-    home.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     try:
-        # Made by the chosen interpreter itself (only the first use of a release pays for it).
-        made = subprocess.run([str(interpreter.path), "-m", "venv", str(staging)], capture_output=True, text=True)
-        staged_python = venv_python(staging)
-        if made.returncode != 0 or staged_python is None:
-            tail = (made.stderr.strip().splitlines() or ["no interpreter in it"])[-1]
-            raise BadInputError(f"cannot make a venv with {interpreter.path}: {tail}")
-        proc = subprocess.run([str(staged_python), "-m", "pip", "install", "--quiet",
-                               "--disable-pip-version-check", *_requirements(version)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
-                          "pip failed")
-            raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: {reason}")
-        # venv scripts hard-code their directory; the interpreter itself does not, so a rename is safe for python.
-        try:
-            staging.rename(home)
-        except OSError:  # another process made it first
-            pass
+        home.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
+    except OSError as err:
+        raise _cache_error(home.parent, err) from None
+    try:
+        _build_runtime(staging, version, interpreter)
+        _install_runtime(staging, home)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     made_python = venv_python(home)
     if made_python is None:
         raise BadInputError(f"the runtime cache {home} has no interpreter after it was made")
     return made_python
+
+
+def _build_runtime(staging: Path, version: str, interpreter: Interpreter) -> None:
+    """The venv (made by the chosen interpreter itself), its onnxruntime and the completion mark, in `staging`. An
+    interruption kills venv's ensurepip and pip (run_child kills their process group) and the caller removes the
+    half-built venv, their temp files with it: their TMPDIR is inside it (ensurepip unpacks its wheels there, and
+    a killed one cannot clean up)."""
+    temp = staging / ".tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)}
+    made = run_child([str(interpreter.path), "-m", "venv", str(staging)], env)
+    staged_python = venv_python(staging)
+    if made.returncode != 0 or staged_python is None:
+        tail = (made.stderr.strip().splitlines() or ["no interpreter in it"])[-1]
+        raise BadInputError(f"cannot make a venv with {interpreter.path}: {tail}")
+    proc = run_child([str(staged_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                      *_requirements(version)], env)
+    shutil.rmtree(temp, ignore_errors=True)
+    if proc.returncode != 0:
+        reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
+                      "pip failed")
+        raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: {reason}")
+    (staging / COMPLETE).write_text(f"onnxruntime=={version}\n")
+
+
+def _install_runtime(staging: Path, home: Path) -> None:
+    """Rename the complete venv into place. venv scripts hard-code their directory; the interpreter itself does
+    not, so a rename is safe for python. An incomplete venv under the name is moved aside first."""
+    if home.exists() and not (home / COMPLETE).exists():
+        stale = Path(tempfile.mkdtemp(prefix=f".{home.name}-stale-", dir=home.parent))
+        try:
+            home.rename(stale / home.name)
+        finally:
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        staging.rename(home)
+    except OSError:  # another process made it first
+        if not (home / COMPLETE).exists():
+            raise
 
 
 def _address_space_limit() -> int | None:
@@ -120,7 +222,7 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
             shutil.copyfile(PACKAGE / name, target)
         script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import main; "
                   "sys.exit(main(sys.argv[1]))")
-        proc = subprocess.run([str(python), "-I", "-c", script, request.to_json()], capture_output=True, text=True)
+        proc = run_child([str(python), "-I", "-c", script, request.to_json()])
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
