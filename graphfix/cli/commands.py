@@ -75,9 +75,18 @@ def _announce_first_use(*releases: TargetRuntime | None) -> None:
             if runtime_installed(release):
                 continue
             home = runtime_home(release)
-        except BadInputError:  # no interpreter for that release: the run itself says so, in its one error line
+        except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
-        typer.echo(report.first_use_line(release, home), err=True)
+        if _may_create(home):  # else the install cannot start: the run's one error line names the cache
+            typer.echo(report.first_use_line(release, home), err=True)
+
+
+def _may_create(path: Path) -> bool:
+    """Whether this user may create `path`: its nearest existing ancestor is a directory they may write to."""
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
+    return False
 
 
 def _version(value: bool) -> None:
