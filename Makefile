@@ -179,6 +179,7 @@ bench: install $(EXPORT_CURRENT)/.installed
 # MODELS (each holding decoder_model_merged.onnx or onnx/decoder_model_merged*.onnx; MODELS itself may be one) into
 # OUT/<name>, one target per model, so -j parallelises and a re-run redoes only models with a newer file. A model is
 # repaired into OUT/<name>.new and only then replaces OUT/<name>, so a failed re-run leaves the previous output.
+# ARGS passes options to every `graphfix repair` (ARGS="--target-ort 1.16"); a model that fails is named by its folder.
 # GRAPHFIX=path/to/graphfix uses that installation instead of installing .venv.
 REPAIR_IN := $(patsubst %/,%,$(MODELS))
 REPAIR_FOUND := $(wildcard $(REPAIR_IN)/decoder_model_merged*.onnx $(REPAIR_IN)/onnx/decoder_model_merged*.onnx \
@@ -186,6 +187,7 @@ REPAIR_FOUND := $(wildcard $(REPAIR_IN)/decoder_model_merged*.onnx $(REPAIR_IN)/
 REPAIR_DIRS := $(sort $(patsubst %/,%,$(patsubst %/onnx/,%/,$(dir $(REPAIR_FOUND)))))
 # MODELS holding a merged decoder itself is one model (OUT is its repaired copy); else each subdirectory is one.
 REPAIR_TARGETS := $(if $(OUT),$(if $(filter $(REPAIR_IN),$(REPAIR_DIRS)),$(OUT),$(patsubst $(REPAIR_IN)/%,$(OUT)/%,$(REPAIR_DIRS))))
+REPAIR_SOURCE = $(if $(filter $(OUT),$@),$(REPAIR_IN),$(REPAIR_IN)/$(patsubst $(OUT)/%,%,$@))
 REPAIR_NEEDS := $(if $(filter command line environment,$(origin GRAPHFIX)),,install)
 .PHONY: repair
 
@@ -212,7 +214,10 @@ $(REPAIR_TARGETS): $$(shell find $$(if $$(filter $(OUT),$$@),$(REPAIR_IN),$(REPA
 		-type f -not -path '*/.graphfix-*') | $(REPAIR_NEEDS)
 	@mkdir -p $(@D)
 	@rm -rf $@.new
-	$(GRAPHFIX) repair $(if $(filter $(OUT),$@),$(REPAIR_IN),$(REPAIR_IN)/$(patsubst $(OUT)/%,%,$@)) $@.new
+	@echo "$(strip $(GRAPHFIX) repair $(ARGS) $(REPAIR_SOURCE) $@.new)"
+	@$(GRAPHFIX) repair $(ARGS) $(REPAIR_SOURCE) $@.new || \
+		{ code=$$?; echo "make repair: model $(REPAIR_SOURCE) failed (exit $$code); $@ left as it was" >&2; \
+		  rm -rf $@.new; exit $$code; }
 	@rm -rf $@ && mv $@.new $@
 
 # Fuzzing beyond `make test`'s fixed few hundred cases: thousands of random mutations of every sample (random each

@@ -69,6 +69,7 @@ class CheckResult:
     path: Path
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # set when the file could not be checked at all
+    error_kind: str = "unreadable"  # what the summary calls an error: "unreadable", or "not a merged decoder"
     skipped: str | None = None  # why a file was passed over (not a merged decoder, with ignore_other_models)
     models: list[CheckResult] = field(default_factory=list)  # a directory's merged decoders, one result each
     oldest_onnxruntime: str | None = None  # the oldest release that loads the file as it is, by the measured tables

@@ -578,13 +578,19 @@ def _graph_facts(path: Path) -> dict:
                           "has_if": any(n.op_type == "If" for n in model.graph.node)}}
 
 
-def _first_line(text: str) -> str:
+def _said(text: str) -> list[str]:
+    """The lines that say what happened: not the hints to the next command, nor a runtime's first-use install."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [line for line in lines if not line.startswith("next: graphfix ") and not line.endswith("(first use)")]
+
+
+def _first_line(text: str) -> str:
+    lines = _said(text)
     return lines[0][:600] if lines else ""
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = _said(text)
     return lines[-1][:600] if lines else ""
 
 

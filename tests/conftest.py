@@ -82,6 +82,8 @@ RELEASE_LINE = re.compile(r"^(the output|its models|as it is, it|as they are, th
 
 
 def result_lines(stdout: str) -> list[str]:
-    """A command's output lines up to its summary (the release line after it left out)."""
+    """A command's output lines up to its summary (the release line and the `next:` hint after it left out)."""
     lines = stdout.splitlines()
+    while lines and lines[-1].startswith("next: graphfix "):
+        lines = lines[:-1]
     return lines[:-1] if lines and RELEASE_LINE.match(lines[-1]) else lines

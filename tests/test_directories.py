@@ -261,3 +261,20 @@ def test_make_repair_runs_one_target_per_model_in_parallel_and_a_rerun_does_noth
     no_out = subprocess.run(command[:-2] + [command[-1]], capture_output=True, text=True)
     assert no_out.returncode != 0 and "usage: make repair" in no_out.stderr
     assert tree(models) == before  # nothing removed or written by a refused run
+
+
+def test_make_repair_passes_ARGS_and_names_the_folder_of_a_model_that_fails(tmp_path, marian_legacy):
+    models = tmp_path / "models"
+    make_model_dir(models / "opus-mt-en-de", {"decoder_model_merged.onnx": marian_legacy})
+    # An export whose "merged decoder" is its encoder: the repair of that one model fails.
+    make_model_dir(models / "mislabelled", {"decoder_model_merged.onnx": EXPORT / "encoder_model.onnx"})
+    graphfix = Path(sys.executable).parent / "graphfix"
+    result = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-k", "repair", f"MODELS={models}",
+                             f"OUT={tmp_path / 'out'}", f"GRAPHFIX={graphfix}", "ARGS=--quiet --no-validate"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"{graphfix} repair --quiet --no-validate {models / 'opus-mt-en-de'} " in result.stdout
+    assert "GF101" not in result.stdout  # --quiet reached graphfix: only the summary line
+    assert f"make repair: model {models / 'mislabelled'} failed (exit 2)" in result.stderr, result.stderr
+    assert (tmp_path / "out" / "opus-mt-en-de" / "decoder_model_merged.onnx").is_file()
+    assert not (tmp_path / "out" / "mislabelled").exists() and not (tmp_path / "out" / "mislabelled.new").exists()

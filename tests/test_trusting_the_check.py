@@ -70,8 +70,9 @@ def test_summaries_name_the_oldest_release_that_loads_the_output_and_suggest_tar
                      tmp_path / "fixed-1.16").stdout.splitlines()
     single = cli("repair", "--no-validate", EXPORT / "decoder_model_merged.onnx", tmp_path / "d.onnx").stdout
 
-    assert checked[-2].startswith("checked 1 file: 1 with findings")  # the summary, then what loads it
-    assert checked[-1] == "as it is, it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)"
+    assert checked[-4].startswith("checked 1 file: 1 with findings")  # the summary, what loads it, what is next
+    assert checked[-3] == "as it is, it loads in onnxruntime >= 1.18 (older: --target-ort X.Y)"
+    assert checked[-2:] == [f"next: graphfix repair {EXPORT} OUT", "next: graphfix explain GF101"]
     assert repaired[-1] == "its models load in onnxruntime >= 1.18 (older: --target-ort X.Y)"
     assert retargeted[-1] == "its models load in onnxruntime >= 1.16"  # asked for 1.16: nothing to suggest
     assert single.splitlines()[-1] == "the output loads in onnxruntime >= 1.18 (older: --target-ort X.Y)"

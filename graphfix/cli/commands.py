@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..batch.layouts import encoder_for, find_merged_decoders
-from ..errors import BadInputError
+from ..errors import BadInputError, NotAMergedDecoderError
 from ..findings import CODES, EXPLANATIONS
 from ..options import DataMode, RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
@@ -63,6 +63,30 @@ def _use_runtime_python(path: Path | None) -> None:
     --jobs workers and the proof's own child processes inherit."""
     if path is not None:
         os.environ[ENVIRONMENT] = str(path)
+
+
+def _announce_first_use(*releases: TargetRuntime | None) -> None:
+    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
+    the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
+    from ..proof.runtimes import runtime_home, runtime_installed
+
+    for release in dict.fromkeys(r.release for r in releases if r is not None):
+        try:
+            if runtime_installed(release):
+                continue
+            home = runtime_home(release)
+        except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
+            continue
+        if _may_create(home):  # else the install cannot start: the run's one error line names the cache
+            typer.echo(report.first_use_line(release, home), err=True)
+
+
+def _may_create(path: Path) -> bool:
+    """Whether this user may create `path`: its nearest existing ancestor is a directory they may write to."""
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
+    return False
 
 
 def _version(value: bool) -> None:
@@ -162,11 +186,14 @@ def repair_command(
     options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
                             force=force and not is_directory)
+    _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
-    with terminal_progress(progress_wanted(as_json=output.json), 1, _size(source)) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), {source.name: _size(source)}) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
+        if progress:
+            progress(source.name, "done")
     if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
         return 0
@@ -183,10 +210,9 @@ def repair_command(
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_size
+    from .progress import plan_sizes
 
-    files, nbytes = plan_size(source)
-    with terminal_progress(progress_wanted(as_json=output.json), files, nbytes) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
     if output.json:
         emit_json("repair", {"ok": True, **result.to_dict()})
@@ -228,8 +254,10 @@ def check_command(
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
     Per file with findings: one line per finding code (count, tensor pattern, the fix `graphfix repair` would
-    apply); `--verbose` prints every finding with its full message. Then one summary line. Exit 0 when every file
-    is clean, 1 when any has findings, 2 when any cannot be read.
+    apply); `--verbose` prints every finding with its full message. Then one summary line, and after findings the
+    commands that come next (`graphfix repair ...`, `graphfix explain CODE`). Exit 0 when every file is clean, 1
+    when any has findings, 2 when any cannot be read or is not a merged decoder (an encoder or a split export's
+    decoder: nothing to repair, said as such; --ignore-other-models passes over those instead).
 
     Examples:
       graphfix check models/*/decoder_model_merged.onnx
@@ -250,7 +278,8 @@ def check_command(
                 report_failure("check", err, as_json=False, debug=True)
             elif not output.json:
                 typer.echo(f"error: {escaped(str(err))}", err=True)
-            results.append(CheckResult(path=path, error=str(err)))
+            kind = "not a merged decoder" if isinstance(err, NotAMergedDecoderError) else "unreadable"
+            results.append(CheckResult(path=path, error=str(err), error_kind=kind))
             exit_code = run.exit_code = 2
             continue
         results.append(result)
@@ -264,6 +293,8 @@ def check_command(
         say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
             say(loads)
+        if output.verbosity is not Verbosity.QUIET:
+            _echo(report.next_commands(results, paths, target_ort))
     return exit_code
 
 
@@ -293,7 +324,7 @@ def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
     return targets
 
 
-@graphfix_command(app, "validate", verbosity=False)
+@graphfix_command(app, "validate")
 def validate_command(
     model: Annotated[Path, typer.Argument(help="The merged decoder to prove, or a model directory (every merged "
                                           "decoder in it).")],
@@ -323,6 +354,7 @@ def validate_command(
     from ..proof.validation import validate  # only this command proves without writing
 
     _use_runtime_python(runtime_python)
+    _announce_first_use(ort_version)
     if model.is_dir():
         if original is not None:
             raise BadInputError("--original takes a file; give the decoder file, not a directory")
@@ -341,7 +373,7 @@ def validate_command(
                   {"ok": ok, "models": [result.to_dict() for result in results]})
     else:
         for result in results:
-            _echo(report.validate_lines(result))
+            _echo(report.validate_lines(result, output.verbosity))
     return 0 if ok else 1
 
 
@@ -373,6 +405,7 @@ def split_command(
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
+    _announce_first_use(ort_version if not no_validate else None, target_ort)
     result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})

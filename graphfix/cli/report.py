@@ -10,8 +10,11 @@ line. JSON output never comes through here: it keeps every change.
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -110,6 +113,31 @@ def fit(line: str, width: int = WIDTH) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
+NARROWEST = 40  # below this, wrapping would put a word per line: lines are let run over instead
+
+
+def _columns_asked() -> int | None:
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else None
+
+
+def output_width(stream: TextIO | None = None) -> int:
+    """The columns a text line may take: $COLUMNS, else the terminal's, up to WIDTH; WIDTH in a pipe without
+    $COLUMNS (a log has no edge to wrap at)."""
+    stream = stream or sys.stdout
+    columns = _columns_asked()
+    if columns is None and hasattr(stream, "isatty") and stream.isatty():
+        columns = shutil.get_terminal_size().columns
+    return max(min(columns or WIDTH, WIDTH), NARROWEST)
+
+
+def wrapped(line: str, width: int, hanging: int) -> list[str]:
+    """`line` in `width` columns, broken only between words (a tensor name is one word, never cut), each
+    continuation indented by `hanging` spaces so it reads as part of the line above."""
+    return textwrap.wrap(line, width, subsequent_indent=" " * hanging, break_long_words=False,
+                         break_on_hyphens=False) or [line]
+
+
 # --- findings -------------------------------------------------------------------------------------------------------
 
 def summary_of(code: str, findings: Sequence[Finding]) -> str:
@@ -130,8 +158,11 @@ def summary_of(code: str, findings: Sequence[Finding]) -> str:
     return " ".join(text.replace("()", "").split())
 
 
-def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int = WIDTH) -> list[str]:
-    """One line per code, in the order codes first appear: `GF101 x12  present.{0..5}...: dummy ... -> ...`."""
+def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int | None = None) -> list[str]:
+    """One line per code, in the order codes first appear: `GF101 x12  present.{0..5}...: dummy ... -> ...`. The
+    patterns are folded for WIDTH columns whatever the output's width; a narrower output (output_width) wraps the
+    line between words under its pattern instead of cutting it."""
+    width = width or output_width()
     by_code: dict[str, list[Finding]] = {}
     for finding in findings:
         by_code.setdefault(finding.code, []).append(finding)
@@ -142,10 +173,10 @@ def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int = WI
         summary = summary_of(code, group)
         subjects = [s for s in (f.tensor or f.node for f in group) if s]
         if not subjects:
-            lines.append(fit(head + summary, width))
+            lines += wrapped(head + summary, width, len(head))
             continue
-        budget = max(width - len(head) - len(summary) - 2, 24)
-        lines.append(fit(f"{head}{_shortened(name_patterns(subjects), budget)}: {summary}", width))
+        budget = max(WIDTH - len(head) - len(summary) - 2, 24)
+        lines += wrapped(f"{head}{_shortened(name_patterns(subjects), budget)}: {summary}", width, len(head))
     return lines
 
 
@@ -275,6 +306,10 @@ def release_line(oldest: str | None, target_ort: TargetRuntime | None, *, subjec
     return f"{subject} {'load' if plural else 'loads'} in onnxruntime >= {oldest}{hint}"
 
 
+def first_use_line(release: str, home: Path) -> str:
+    return f"installing onnxruntime {release} into {home} (first use)"
+
+
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
                    seconds: float, backup: Path | None = None, landed: bool = True) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""
@@ -328,8 +363,10 @@ def split_lines(result: SplitResult, verbosity: Verbosity, seconds: float) -> li
                     f"{seconds:.1f} s"]
 
 
-def validate_lines(result: ValidationResult) -> list[str]:
-    """A proof case by case, then its verdict."""
+def validate_lines(result: ValidationResult, verbosity: Verbosity = Verbosity.NORMAL) -> list[str]:
+    """A proof case by case, then its verdict; only the verdict when quiet."""
+    if verbosity is Verbosity.QUIET:
+        return [f"{result.model}: {validate_verdict(result)}"]
     fed = f", fed by {result.encoder}" if result.encoder else ""
     title = f"{result.model}: plain present->past loop vs full recompute{fed} ("
     return [*proof_lines(result, title), validate_verdict(result)]
@@ -356,9 +393,27 @@ def check_summary(results: Sequence[CheckResult], seconds: float) -> str:
     codes = f" ({code_counts([f for r in found for f in r.findings])})" if found else ""
     counts = [(len(found), f"with findings{codes}"), (sum(r.ok and not r.skipped for r in results), "ok"),
               (sum(bool(r.skipped) for r in results), "skipped"),
-              (sum(r.error is not None for r in results), "unreadable")]
+              *_error_counts(results)]
     parts = ", ".join(f"{n} {what}" for n, what in counts if n)
     return f"checked {_plural(len(results), 'file')}: {parts or 'none'}; {seconds:.1f} s"
+
+
+def _error_counts(results: Sequence[CheckResult]) -> list[tuple[int, str]]:
+    """`1 unreadable`, `1 not a merged decoder`: errors counted by what they are, in the order they came."""
+    kinds = [r.error_kind for r in results if r.error is not None]
+    return [(kinds.count(kind), kind) for kind in dict.fromkeys(kinds)]
+
+
+def next_commands(results: Sequence[CheckResult], paths: Sequence[Path],
+                  target_ort: TargetRuntime | None) -> list[str]:
+    """After findings, the commands that come next, one a line to copy: the repair of the first path with findings
+    (with the same --target-ort) and the explanation of its first code; none when nothing needs repair."""
+    found = next((r for r in results if r.findings), None)
+    if found is None:
+        return []
+    given = next((p for p in paths if p == found.path or p in found.path.parents), found.path)
+    target = f" --target-ort {target_ort.series}" if target_ort is not None else ""
+    return [f"next: graphfix repair{target} {given} OUT", f"next: graphfix explain {found.findings[0].code}"]
 
 
 # --- the directory table --------------------------------------------------------------------------------------------
@@ -394,18 +449,46 @@ def summary_table(result: DirectoryRepairResult) -> Table:
     return table
 
 
+PIPE_WIDTH = 200  # a pipe or CI log without $COLUMNS: no edge to fit, so a row stays one line
+
+
+def _rendered(table: Table, width: int) -> list[str]:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False)
+    with console.capture() as captured:
+        console.print(table)
+    return [line.rstrip() for line in captured.get().strip("\n").splitlines()]
+
+
+def stacked_lines(table: Table, width: int) -> list[str]:
+    """A table too wide for `width` columns, one block per row instead: its first cell (a model's path, never
+    cut) on a line, then each other column as `  name  value`, a long value wrapped under itself."""
+    columns = table.columns
+    label = max(len(str(column.header)) for column in columns[1:]) + 4
+    lines = [str(table.title)] if table.title else []
+    for row in range(table.row_count):
+        lines.append(str(columns[0]._cells[row]))
+        for column in columns[1:]:
+            lines += wrapped(f"  {column.header!s:<{label - 2}}{column._cells[row]}", width, label)
+    return lines
+
+
 def print_table(table: Table, stream: TextIO | None = None) -> None:
+    """The table as it is when it fits the output's width (the terminal's, or $COLUMNS), else stacked row by row
+    (stacked_lines): names are never cut to `onnx/decoder_model_merge...`."""
     from rich.console import Console
 
     stream = stream or sys.stdout
-    if hasattr(stream, "isatty") and stream.isatty():
+    terminal = hasattr(stream, "isatty") and stream.isatty()
+    width = Console(file=stream).width if terminal else _columns_asked() or PIPE_WIDTH
+    natural = max(map(len, _rendered(table, 1000)), default=0)
+    if natural > width:
+        stream.write("\n".join(stacked_lines(table, width)) + "\n")
+    elif terminal:
         Console(file=stream, highlight=False).print(table)
-        return
-    # In a pipe or CI log: no colour codes, no wrapping at 80 columns, no trailing padding.
-    console = Console(file=io.StringIO(), width=200, no_color=True, highlight=False)
-    with console.capture() as captured:
-        console.print(table)
-    stream.write("\n".join(line.rstrip() for line in captured.get().splitlines()).strip("\n") + "\n")
+    else:  # a pipe or CI log: no colour codes, no trailing padding
+        stream.write("\n".join(_rendered(table, width)) + "\n")
 
 
 # --- explain --------------------------------------------------------------------------------------------------------

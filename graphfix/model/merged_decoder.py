@@ -91,11 +91,25 @@ def _condition_source(graph: onnx.GraphProto, name: str) -> str:
     return name
 
 
+def what_it_is(graph: onnx.GraphProto) -> str:
+    """What a model without `use_cache_branch` is, by Optimum's input and output names: the other files of an
+    export are what users most often hand to check by mistake (an encoder, the two decoders of a split export)."""
+    inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
+    if any(PAST.match(name) for name in inputs):
+        return "a decoder with past, as split exports have it"
+    if "logits" in outputs:
+        return "a decoder without past, as split exports have it"
+    if "last_hidden_state" in outputs:
+        return "an encoder"
+    return "a model with neither past_key_values inputs nor logits"
+
+
 def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     graph = model.graph
     flag = next((v for v in graph.input if v.name == CACHE_FLAG), None)
     if flag is None or flag.type.tensor_type.elem_type != onnx.TensorProto.BOOL:
-        raise NotAMergedDecoderError(f"not a merged decoder: no boolean input {CACHE_FLAG!r}")
+        raise NotAMergedDecoderError(f"not a merged decoder ({what_it_is(graph)}, no boolean input {CACHE_FLAG!r}): "
+                                     "nothing to repair")
     # An If without its condition input is malformed (found by fuzzing); it conditions on nothing.
     ifs = [n for n in graph.node
            if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]

@@ -35,6 +35,9 @@ _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(do
 Feeds = dict[str, np.ndarray]
 
 
+ORT_REASON_LIMIT = 800
+
+
 def ort_reason(err: BaseException) -> str:
     """onnxruntime's error as one line. ORT nests `running If node ... running Reshape node ...`; the innermost
     node and its reason are what help."""
@@ -54,7 +57,9 @@ def ort_reason(err: BaseException) -> str:
         reason = re.sub(r"^\S+\.(?:h|cc):\d+\s+", "", reason)
         reason = reason.split(" was false. ", 1)[-1]
         text = f"{nodes[-1][0]} node {nodes[-1][1]!r}: {reason}"
-    return one_line(text)
+    # Room for two tensor or node names of a deep export and the types or shapes between them: the part that says
+    # what to change comes last, so a shorter cut would lose it.
+    return one_line(text, limit=ORT_REASON_LIMIT)
 
 
 def is_utf8(path: str) -> bool:

@@ -129,6 +129,16 @@ def venv_python(home: Path) -> Path | None:
     return next((p for p in (home / "bin" / "python", home / "Scripts" / "python.exe") if p.exists()), None)
 
 
+def runtime_home(version: str) -> Path:
+    """Where the venv of onnxruntime==version lives in the cache (made or not)."""
+    return cache_dir() / f"onnxruntime-{version}-{find_interpreter(version).tag}"
+
+
+def runtime_installed(version: str) -> bool:
+    """Whether onnxruntime==version is in the cache already: its first use pays for a pip install."""
+    return venv_python(runtime_home(version)) is not None
+
+
 def runtime_python(version: str) -> Path:
     """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
@@ -303,4 +313,4 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     return version
 
 
-__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_python"]
+__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_home", "runtime_installed", "runtime_python"]
