@@ -12,7 +12,6 @@ import functools
 import inspect
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -44,7 +43,11 @@ def escaped(text: str) -> str:
 def undecodable_escaped(text: str) -> str:
     """A name's bytes that are not UTF-8 (Python holds them as lone surrogates) shown as `\\xNN`, as `ls -b` does:
     written raw they would make the whole line undecodable for a reader expecting UTF-8."""
-    return re.sub("[\udc80-\udcff]", lambda byte: f"\\x{ord(byte[0]) - 0xDC00:02x}", text)
+    try:  # the bytes back as they were, then decoded with each invalid one as \\xNN (no regex: this runs on errors,
+        # out of memory too, where compiling one can fail)
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: nothing a file name holds
+        return text
 
 
 class Verbosity(Enum):
