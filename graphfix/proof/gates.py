@@ -114,6 +114,14 @@ def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
     return None
 
 
+def _staging_directory_of(staged: Path) -> Path:
+    """The staging directory a staged file belongs to: writable, on the output's disk, and removed by the writer
+    however the run ends. An in-place model is staged beside its data as `<staging directory>.onnx`, so its parent is
+    the user's folder, where a checker directory left by a signal would be debris."""
+    beside = staged.with_suffix("")
+    return beside if beside.is_dir() else staged.parent
+
+
 @dataclass(frozen=True)
 class CheckerGate:
     """If the input passed the checker, each output must too (an input that did not, e.g. a quantized export using
@@ -125,7 +133,7 @@ class CheckerGate:
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
         changed = {out: model for out, model in self.outputs.items() if model is not None}
-        scratch = next(iter(staged.values())).parent  # the staging directory: writable, on the output's disk
+        scratch = _staging_directory_of(next(iter(staged.values())))
         if not changed or checker_failure(self.source, scratch) is not None:
             return
         payloads = _placeholders(self.source)
