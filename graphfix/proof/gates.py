@@ -15,18 +15,15 @@ covered it. The full check of both files read every weight, twice the cost of a 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Union
 
 from ..errors import BadInputError, ValidationFailedError, one_line
 from ..io import onnx_proto as onnx
+from ..io.onnx_extension import onnx_extension
 from ..model.graph import all_tensors
 
 if TYPE_CHECKING:
@@ -59,25 +56,6 @@ def _placeholders(model: onnx.ModelProto) -> dict[tuple[tuple[str, str], ...], t
             for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL}
 
 
-def _checker() -> ModuleType:
-    """onnx's C++ checker (onnx.checker.check_model calls nothing else for a path), loaded from its extension
-    module alone: `import onnx` would load numpy and onnx's Python modules too, about 0.2 s idle and over a second
-    on a busy machine, which neither `repair --no-validate` nor `validate` pays. Loaded under its real name, so a
-    later `import onnx` reuses it (as io/onnx_proto.py does for the protobuf classes)."""
-    name = "onnx.onnx_cpp2py_export"
-    if name not in sys.modules:
-        package = importlib.util.find_spec("onnx")  # locates the package without running its __init__
-        locations = package.submodule_search_locations if package is not None else None
-        found = next((path for where in locations or () for path in Path(where).glob("onnx_cpp2py_export*.so")), None)
-        spec = importlib.util.spec_from_file_location(name, found) if found is not None else None
-        if spec is None or spec.loader is None:
-            return importlib.import_module(f"{name}.checker")  # any other layout: onnx's own import
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{name}.checker")
-
-
 def _checker_scratch(scratch: Path) -> Path | None:
     """`scratch`, or None (TMPDIR) where the checker could not open a file under it: the checker takes its path as
     a UTF-8 string, and an output path near PATH_MAX leaves no room for the checker's own names."""
@@ -108,7 +86,7 @@ def checker_failure(model: onnx.ModelProto, scratch: Path) -> str | None:
         path = os.path.join(directory, "skeleton.onnx")
         Path(path).write_bytes(skeleton.SerializeToString())
         try:
-            _checker().check_model_path(path, True, False, False)  # full_check, as onnx.checker.check_model's
+            onnx_extension("checker").check_model_path(path, True, False, False)  # full_check, as check_model
         except Exception as err:  # onnx raises ValidationError, InferenceError or C++ errors: any means "did not pass"
             return one_line(str(err), limit=None)
     return None

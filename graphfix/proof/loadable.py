@@ -60,10 +60,10 @@ def doubt(model: onnx.ModelProto, *, infer: bool = True, external_data: bool = T
         return "a Constant's value is in external data"
     if not infer:
         return None
-    from onnx import shape_inference  # the onnx C++ extension: only paths that ask get it
+    from ..io.onnx_extension import onnx_extension  # the C++ inference alone: `import onnx` costs more than it
 
-    try:
-        shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=False)
+    try:  # onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=False)
+        onnx_extension("shape_inference").infer_shapes(model.SerializeToString(), True, True, False)
     except Exception as err:  # onnx raises InferenceError, ValidationError or C++ errors: any is a doubt
         return " ".join(str(err).split())[:300]
     return None
