@@ -193,14 +193,25 @@ def _raise_if_out_of_processes(err: BaseException, workers: int) -> None:
                             "(ulimit -u); use fewer --jobs or raise it") from None
 
 
-def _stop_workers(pool: Any) -> None:
+def _stop_workers(pool: Any, grace: float = 10.0) -> None:
     """SIGTERM to each worker still running: the batch has failed or been interrupted, and what a worker is
-    repairing lands in the staging directory that is about to be removed."""
-    processes = dict(getattr(pool, "_processes", None) or {})  # the executor's own table of its workers
-    for process in processes.values():
+    repairing lands in the staging directory that is about to be removed. A worker still alive after `grace`
+    seconds is killed: terminating one that holds the pool's call-queue lock leaves the others blocked on that lock
+    for ever (multiprocessing's documented queue corruption), and the pool's shutdown would wait on them."""
+    processes = list(dict(getattr(pool, "_processes", None) or {}).values())  # the executor's own table
+    for process in processes:
         try:
             process.terminate()
         except (OSError, ValueError):  # already gone, or already closed
+            pass
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        except (OSError, ValueError, AssertionError):  # closed, or not a child of this process
             pass
 
 
