@@ -87,3 +87,19 @@ def result_lines(stdout: str) -> list[str]:
     while lines and lines[-1].startswith("next: graphfix "):
         lines = lines[:-1]
     return lines[:-1] if lines and RELEASE_LINE.match(lines[-1]) else lines
+
+
+def drain_pty(primary: int) -> bytes:
+    """Everything written to a pseudo-terminal whose other side is closed, then the primary side closed (Linux reads
+    EIO, not EOF, once the last writer is gone)."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    return drawn

@@ -18,7 +18,7 @@ from graphfix import check, find_merged_decoders, repair_directory
 from graphfix.batch.layouts import VARIANTS, merged_decoder_names
 from graphfix.errors import BadInputError, NotAMergedDecoderError
 
-from .conftest import ROOT, SAMPLES, result_lines, sha256
+from .conftest import ROOT, SAMPLES, drain_pty, result_lines, sha256
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 SIDE_FILES = {"config.json": '{"model_type": "marian"}\n', "generation_config.json": "{}\n",
@@ -210,16 +210,7 @@ def test_progress_is_drawn_on_a_terminal_stderr_only(tmp_path, marian_legacy):
     proc = subprocess.run([sys.executable, "-m", "graphfix", "repair", str(source), str(tmp_path / "out")],
                           stdout=subprocess.PIPE, stderr=secondary, env=env, timeout=120)
     os.close(secondary)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(primary)
+    drawn = drain_pty(primary)
     assert proc.returncode == 0
     assert b"files" in drawn and b"\x1b[" in drawn  # the rich bar, on the terminal
     assert b"\x1b[" not in proc.stdout and b"files" not in proc.stdout.split(b"\n")[-2]

@@ -9,6 +9,8 @@ import pytest
 
 from graphfix.errors import BadInputError
 
+from .conftest import drain_pty
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 
@@ -157,16 +159,7 @@ def test_on_an_80_column_terminal_the_table_stacks(marian_legacy, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "graphfix", "repair", "--no-validate", str(source),
                            str(tmp_path / "out")], stdout=secondary, stderr=subprocess.DEVNULL, env=env, timeout=120)
     os.close(secondary)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(primary)
+    drawn = drain_pty(primary)
     lines = drawn.decode().replace("\r\n", "\n").splitlines()
     assert proc.returncode == 0
     assert "onnx/decoder_model_merged.onnx" in lines and "…" not in drawn.decode(), lines
