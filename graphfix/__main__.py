@@ -26,6 +26,9 @@ except KeyboardInterrupt:
     if not worker:
         sys.stderr.write(f"error: {interrupts.message()}; nothing was written\n")
     raise SystemExit(interrupts.exit_status()) from None
+except MemoryError:  # an address-space limit (ulimit -v) below what the command line itself needs
+    sys.stderr.write("error: out of memory (starting graphfix); raise the memory limit (ulimit -v) or free memory\n")
+    raise SystemExit(2) from None
 
 
 def main() -> None:

@@ -11,13 +11,14 @@ EXHAUSTED_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
 # How a failure out of address space reads: Python's, C++'s and OpenBLAS's words for it, the dynamic loader's when
-# a shared library cannot be mapped, and glibc's abort when it cannot even load the unwinder.
-_OUT_OF_MEMORY_WORDS = ("MemoryError", "bad_alloc", "Memory allocation", "failed to map segment",
-                        "Cannot allocate memory", "libgcc_s.so.1 must be installed")
+# a shared library or its thread-local data cannot be mapped, and glibc's abort when it cannot load the unwinder.
+_OUT_OF_MEMORY_WORDS = ("memoryerror", "bad_alloc", "memory allocation", "failed to map segment",
+                        "cannot allocate memory", "libgcc_s.so.1 must be installed")
 
 
 def says_out_of_memory(text: str) -> bool:
     """Whether an error's text (an ImportError, onnxruntime's exception, a child process's stderr) is memory."""
+    text = text.lower()
     return any(words in text for words in _OUT_OF_MEMORY_WORDS)
 
 

@@ -26,6 +26,7 @@ from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
 from .passes import Subject, pipeline, run_passes
 from .proof.gates import DecodeGate, Evidence, Validator, proof_gates
+from .proof.loadable import require_loadable, require_loadable_if_doubtful
 from .targets import TargetRuntime, as_target
 
 if TYPE_CHECKING:
@@ -103,8 +104,6 @@ def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *, any_model
     strict inference or onnxruntime's own rules a doubt (proof/loadable.py): check, repair and split then give one
     verdict, onnxruntime's reason and exit 2, instead of findings on a file no runtime loads. `infer_types` False
     leaves out strict inference (`repair --no-validate`, which promises nothing about loading, keeps copy cost)."""
-    from .proof.loadable import require_loadable_if_doubtful
-
     require_loadable_if_doubtful(loaded, infer=infer_types)
     try:
         subject = find_subject(loaded.model, any_model=any_model)
@@ -119,13 +118,6 @@ def oldest_release_of(model: onnx.ModelProto) -> str | None:
     from .release_floor import oldest_release
 
     return oldest_release(model).release
-
-
-def require_loadable(path: Path) -> None:
-    """Raise BadInputError with onnxruntime's reason unless this process's onnxruntime loads the model."""
-    from .proof.client_loop import load_session  # onnxruntime: only on the paths that need it
-
-    load_session(str(path))
 
 
 def _refuse_same_file(source: Path, out: Path, in_place: bool) -> None:

@@ -13,8 +13,10 @@ import errno
 import gc
 import os
 import stat
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
+from ..io.native_libraries import address_space_limit
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
@@ -124,7 +127,7 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
         # can be removed (removing a directory tree takes descriptors too).
         gc.collect()
         raise failure
-    with pool:
+    with pool, _failures_of_pool_threads() as thread_failures:
         try:
             with interrupts.ignored_by_children():
                 try:
@@ -137,7 +140,7 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
                 if on_progress:
                     on_progress(name, "repairing", 0)
                 try:
-                    result, seconds = future.result()
+                    result, seconds = _result_unless_pool_thread_failed(future, thread_failures, workers)
                 except BrokenProcessPool:  # the worker was killed (the kernel's OOM killer, a kill -9): no traceback
                     raise GraphfixError("a --jobs worker process died (killed, e.g. out of memory) while repairing; "
                                         "nothing was written") from None
@@ -149,6 +152,37 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return done
+
+
+@contextmanager
+def _failures_of_pool_threads() -> Iterator[list[BaseException]]:
+    """What kills the executor's own threads in this process (its manager thread, the queue feeder it starts),
+    collected instead of printed: such a thread dies with "can't start new thread" under a memory or process limit,
+    and the futures it would have fed never finish."""
+    failures: list[BaseException] = []
+    previous = threading.excepthook
+
+    def collect(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            failures.append(args.exc_value)
+
+    threading.excepthook = collect
+    try:
+        yield failures
+    finally:
+        threading.excepthook = previous
+
+
+def _result_unless_pool_thread_failed(future: Any, thread_failures: list[BaseException], workers: int) -> Any:
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        try:
+            return future.result(timeout=0.25)
+        except FutureTimeout:
+            if thread_failures:
+                _raise_if_out_of_processes(thread_failures[0], workers)
+                raise thread_failures[0] from None
 
 
 # What a pool of n workers adds to the tasks RLIMIT_NPROC counts (threads too), measured with slack: each worker's
@@ -188,6 +222,9 @@ def _tasks_of_this_user() -> int:
 def _raise_if_out_of_processes(err: BaseException, workers: int) -> None:
     """A pool that cannot start its workers or its threads (fork's EAGAIN, "can't start new thread"): the process
     limit (RLIMIT_NPROC, which counts threads too), said in one line."""
+    if "start new thread" in str(err) and (limit := address_space_limit()) is not None:
+        raise MemoryError(f"cannot start the --jobs pool's threads within the address-space limit of "
+                          f"{limit // 2**20} MB") from None
     if (isinstance(err, OSError) and err.errno == errno.EAGAIN) or "start new thread" in str(err):
         raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit is reached "
                             "(ulimit -u); use fewer --jobs or raise it") from None

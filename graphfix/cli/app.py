@@ -25,7 +25,7 @@ from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHe
 from typer.core import TyperGroup
 
 from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
-from ..io import interrupts
+from ..io import interrupts, native_libraries
 from ..passes.contract import CHECK_PASSES
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
@@ -170,6 +170,16 @@ _REMEDY = {_OUT_OF_MEMORY: "raise the memory limit (ulimit -v) or free memory",
            _OUT_OF_FILES: "raise the limit (ulimit -n) or use fewer --jobs"}
 
 
+def exhausted_message(err: BaseException) -> str | None:
+    """`out of memory (what ran out of it); the remedy` when `err` is the machine's limit, else None."""
+    exhausted = resource_exhausted(err)
+    if exhausted is None:
+        return None
+    detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
+              else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
+    return f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
+
+
 def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool,
                    validation: Any = None) -> int:
     """The one `error:` line (and JSON document) for `err`; returns the exit code."""
@@ -182,11 +192,8 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = _interrupted_message(), interrupts.exit_status()
     elif isinstance(err, GraphfixError):
         message, code = str(err), err.exit_code
-    elif (exhausted := resource_exhausted(err)) is not None:  # the machine's limit: nothing was written
-        detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-                  else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
-        message = f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
-        code = 2
+    elif (exhausted := exhausted_message(err)) is not None:  # the machine's limit: nothing was written
+        message, code = exhausted, 2
     elif isinstance(err, ClickException):
         message, code = one_line(err.format_message(), limit=None), 2
         param = getattr(err, "param", None)
@@ -262,6 +269,7 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
             if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
                 os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
             try:
+                native_libraries.load_within_address_space_limit()
                 code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
                 raise

@@ -27,8 +27,10 @@ from .app import (
     app,
     emit_json,
     escaped,
+    exhausted_message,
     graphfix_command,
     report_failure,
+    resource_exhausted,
     run,
     say,
     watch_outputs,
@@ -276,10 +278,12 @@ def check_command(
         except Exception as err:  # reported, and the next file is still checked
             if output.debug:
                 report_failure("check", err, as_json=False, debug=True)
-            elif not output.json:
-                typer.echo(f"error: {escaped(str(err))}", err=True)
-            kind = "not a merged decoder" if isinstance(err, NotAMergedDecoderError) else "unreadable"
-            results.append(CheckResult(path=path, error=str(err), error_kind=kind))
+            message = exhausted_message(err) or str(err)  # the machine's limit, not the file, when memory ran out
+            if not output.debug and not output.json:
+                typer.echo(f"error: {escaped(message)}", err=True)
+            kind = ("not a merged decoder" if isinstance(err, NotAMergedDecoderError)
+                    else "out of memory" if resource_exhausted(err) else "unreadable")
+            results.append(CheckResult(path=path, error=message, error_kind=kind))
             exit_code = run.exit_code = 2
             continue
         results.append(result)

@@ -84,22 +84,31 @@ def install_in_worker() -> None:
 
 
 _working = False  # a --jobs worker is inside a repair (see `working`)
+_stopped_while_working = False
 
 
 @contextmanager
 def working() -> Iterator[None]:
-    """A --jobs worker's repair: a SIGTERM inside unwinds it; outside, the worker has nothing to clean up."""
+    """A --jobs worker's repair: a SIGTERM inside unwinds it; outside, the worker has nothing to clean up.
+
+    A worker stopped inside a repair exits once that repair has unwound, rather than send its outcome back: the
+    batch has failed, and the pool's result queue may be locked for ever by another worker that was ended while
+    sending (a SIGTERM outside a repair ends a worker at once, whatever lock it holds)."""
     global _working
     _working = True
     try:
         yield
     finally:
         _working = False
+        if _stopped_while_working:
+            os._exit(128 + signal.SIGTERM)
 
 
 def _worker_stopped(signum: int, frame: FrameType | None) -> None:
+    global _stopped_while_working
     if not _working:  # starting up or between repairs: exit quietly (a traceback here would reach the user)
         os._exit(128 + signum)
+    _stopped_while_working = True
     _interrupted(signum, frame)
 
 

@@ -16,8 +16,11 @@ doubtful but onnxruntime loads stays loadable). A skeleton that passes is not lo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..io import onnx_proto as onnx
 from ..io import protowire
+from ..io.native_libraries import address_space_limit
 from ..io.read import LoadedModel
 from ..model.graph import all_graphs, subgraphs
 
@@ -73,9 +76,24 @@ def require_loadable_if_doubtful(loaded: LoadedModel, *, infer: bool = True) -> 
     """Raise BadInputError with onnxruntime's reason when it cannot load the model; loads only on a doubt."""
     if doubt(loaded.model, infer=infer, external_data=bool(loaded.external_files)) is None:
         return
-    from .client_loop import load_session  # onnxruntime: only on the paths that need it
-
-    load_session(str(loaded.path))
+    require_loadable(loaded.path)
 
 
-__all__ = ["doubt", "outer_scope_outputs", "require_loadable_if_doubtful"]
+def require_loadable(path: Path) -> None:
+    """Raise BadInputError with onnxruntime's reason unless the installed onnxruntime loads the model.
+
+    In this process (onnxruntime is imported only on the paths that need it), except under an address-space limit:
+    there the dynamic loader ends a process that cannot map onnxruntime (exit 127, no handler runs) and its
+    std::bad_alloc reads like the model's fault, so a child process loads it and its death is reported as memory."""
+    if address_space_limit() is None:
+        from .client_loop import load_session
+
+        load_session(str(path))
+        return
+    from .cases import LoadRequest
+    from .runtimes import run_in_runtime
+
+    run_in_runtime(LoadRequest(str(Path(path).resolve()), None))
+
+
+__all__ = ["doubt", "outer_scope_outputs", "require_loadable", "require_loadable_if_doubtful"]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
 from ..io.interrupts import held_for_main_thread
+from ..io.native_libraries import address_space_limit
 from .cases import LoadRequest, Request
 from .interpreters import Interpreter, find_interpreter
 
@@ -257,16 +258,6 @@ def _install_runtime(staging: Path, home: Path) -> None:
             raise
 
 
-def _address_space_limit() -> int | None:
-    try:
-        import resource
-    except ImportError:  # Windows: no rlimits, so no such limit
-        return None
-
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
 def run_in_runtime(request: Request) -> dict[str, Any]:
     """client_loop.main(request) inside the onnxruntime release the request names (this interpreter's when None,
     still in a separate process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or
@@ -287,7 +278,7 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
         tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
         if says_out_of_memory(proc.stderr):
             raise MemoryError(f"{where}: {tail}")
-        if proc.returncode < 0 and (limit := _address_space_limit()):
+        if proc.returncode < 0 and (limit := address_space_limit()):
             # Killed by a signal with nothing said, under an address-space limit: onnxruntime's allocations failing
             # inside C++ end that way (SIGSEGV, SIGABRT), and no bug of the model's kills the process silently.
             raise MemoryError(f"the proof's process died ({signal.Signals(-proc.returncode).name}) under an "
