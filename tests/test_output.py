@@ -16,7 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graphfix.cli.report import case_line, name_patterns
+from graphfix.cli.layout import name_patterns
+from graphfix.cli.report import case_line
 from graphfix.findings import CODES, EXPLANATIONS
 from graphfix.proof.cases import CaseResult
 

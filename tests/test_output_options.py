@@ -1,5 +1,5 @@
 """The output options every command shares (--verbose/--quiet, --json, --debug) are declared once and reach each
-command as one typed value; the commands' text comes from cli/report.py alone."""
+command as one typed value; the commands' text comes from cli/report.py (and table.py) alone."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def test_the_shared_options_are_declared_once_not_per_command():
 
 
 def test_the_commands_print_no_summary_of_their_own():
-    """Every line of text a command prints is built in report.py: commands.py echoes, it does not compose."""
+    """Every line of text a command prints is built in report.py or table.py: commands.py echoes, it does not
+    compose."""
     def prints(call: ast.Call) -> bool:  # typer.echo(...) or any other printer named like it
         name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
         return name in ("echo", "say", "print", "write")

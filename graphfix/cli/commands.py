@@ -19,7 +19,7 @@ from ..options import DataMode, RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check, repair
 from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
-from . import report
+from . import report, table
 from .app import (
     Output,
     StdoutFailed,
@@ -222,7 +222,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
     _echo(report.directory_findings_lines(result, output.verbosity))
     if output.verbosity is not Verbosity.QUIET:
         try:
-            report.print_table(report.summary_table(result))
+            table.print_table(table.summary_table(result))
         except OSError as err:
             raise StdoutFailed(err) from None
     say(report.directory_summary(result, time.monotonic() - started))

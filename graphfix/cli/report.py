@@ -1,5 +1,5 @@
-"""What the text output says: findings grouped by code, validation figures that cannot be misread, one summary line,
-and the closing table of a directory run.
+"""What the text output says: findings grouped by code, validation figures that cannot be misread, one summary line
+per command, the next command to run, `explain` and `describe` (the directory table is table.py's).
 
 A model's findings take one line per code whatever its depth: the tensors (or nodes) a code concerns are folded
 into a brace pattern (`present.{0..23}.encoder.{key,value}`) and the messages into the code's short summary
@@ -9,23 +9,17 @@ line. JSON output never comes through here: it keeps every change.
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import shutil
-import sys
-import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from ..findings import CODES, EXPLANATIONS, Explanation, Finding
 from ..signature import PAST, PRESENT
-from .app import Verbosity, undecodable_escaped
+from .app import Verbosity
+from .layout import WIDTH, fit, name_patterns, output_width, shortened, value_set, wrapped
 
-if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw a table
-    from rich.table import Table
-
+if TYPE_CHECKING:
     from ..batch.model_directory import DirectoryRepairResult
     from ..batch.split import SplitResult
     from ..client_contract import Description, TensorContract
@@ -34,108 +28,8 @@ if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw 
     from ..proof.validation import ValidationResult
     from ..targets import TargetRuntime
 
-WIDTH = 100
 OLDEST_KNOWN = "1.14"  # the oldest release of the measured tables: nothing older to suggest
-_SEPARATORS = re.compile(r"([./])")
 _FAILED_STEP = re.compile(r"^step (\d+): (.*)$", re.S)
-
-
-# --- patterns -------------------------------------------------------------------------------------------------------
-
-def _value_set(values: Sequence[str]) -> str:
-    """`0`, `{key,value}`, `{0..5}`, `{0,1,3..7}`: the values one position of a pattern takes."""
-    if len(values) == 1:
-        return values[0]
-    if all(v.isdigit() for v in values):
-        numbers = sorted({int(v) for v in values})
-        runs: list[list[int]] = []
-        for n in numbers:
-            if runs and n == runs[-1][-1] + 1:
-                runs[-1].append(n)
-            else:
-                runs.append([n])
-        parts = [f"{r[0]}..{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs]
-        return "{" + ",".join(parts) + "}"
-    return "{" + ",".join(values) + "}"
-
-
-def name_patterns(names: Iterable[str]) -> list[str]:
-    """Names folded into brace patterns that stand for exactly those names: two patterns that differ in one
-    position only are merged until none do, so `present.{0..5}.encoder.{key,value}` means all twelve."""
-    unique = list(dict.fromkeys(names))
-    patterns: list[tuple[tuple[str, ...], ...]] = [tuple((t,) for t in _SEPARATORS.split(n)) for n in unique]
-    merged = True
-    while merged:
-        merged = False
-        for position in range(max((len(p) for p in patterns), default=0)):
-            groups: dict[tuple[object, ...], list[tuple[tuple[str, ...], ...]]] = {}
-            for pattern in patterns:
-                key = (len(pattern), pattern[:position], pattern[position + 1:]) if position < len(pattern) \
-                    else (len(pattern), pattern, id(pattern))
-                groups.setdefault(key, []).append(pattern)
-            if all(len(g) == 1 for g in groups.values()):
-                continue
-            merged, patterns = True, []
-            for group in groups.values():
-                head = group[0]
-                if len(group) == 1:
-                    patterns.append(head)
-                    continue
-                values = tuple(dict.fromkeys(v for p in group for v in p[position]))
-                patterns.append(head[:position] + (values,) + head[position + 1:])
-    return ["".join(_value_set(list(values)) for values in pattern) for pattern in patterns]
-
-
-def _shortened(parts: list[str], budget: int) -> str:
-    """`a, b (+3 more)`: as many patterns as fit in `budget` columns."""
-    text = ", ".join(parts)
-    if len(text) <= budget:
-        return text
-    for keep in range(len(parts) - 1, 0, -1):
-        text = ", ".join(parts[:keep]) + f" (+{len(parts) - keep} more)"
-        if len(text) <= budget:
-            return text
-    # Not even one fits: what they share up to a separator, `/model/decoder/layers.{0..5}/*`.
-    common = parts[0]
-    for part in parts[1:]:
-        while not part.startswith(common):
-            common = common[:-1]
-    depth, cut = 0, -1
-    for i, char in enumerate(common):  # a separator outside braces (`{0..5}` holds dots)
-        depth += (char == "{") - (char == "}")
-        if depth == 0 and char in "./":
-            cut = i
-    shared = common[:cut + 1] + "*" if cut > 0 else "*"
-    return shared if len(shared) <= budget else shared[:max(budget - 4, 1)] + "...*"
-
-
-def fit(line: str, width: int = WIDTH) -> str:
-    return line if len(line) <= width else line[:width - 3] + "..."
-
-
-NARROWEST = 40  # below this, wrapping would put a word per line: lines are let run over instead
-
-
-def _columns_asked() -> int | None:
-    columns = os.environ.get("COLUMNS", "")
-    return int(columns) if columns.isdigit() and int(columns) > 0 else None
-
-
-def output_width(stream: TextIO | None = None) -> int:
-    """The columns a text line may take: $COLUMNS, else the terminal's, up to WIDTH; WIDTH in a pipe without
-    $COLUMNS (a log has no edge to wrap at)."""
-    stream = stream or sys.stdout
-    columns = _columns_asked()
-    if columns is None and hasattr(stream, "isatty") and stream.isatty():
-        columns = shutil.get_terminal_size().columns
-    return max(min(columns or WIDTH, WIDTH), NARROWEST)
-
-
-def wrapped(line: str, width: int, hanging: int) -> list[str]:
-    """`line` in `width` columns, broken only between words (a tensor name is one word, never cut), each
-    continuation indented by `hanging` spaces so it reads as part of the line above."""
-    return textwrap.wrap(line, width, subsequent_indent=" " * hanging, break_long_words=False,
-                         break_on_hyphens=False) or [line]
 
 
 # --- findings -------------------------------------------------------------------------------------------------------
@@ -153,7 +47,7 @@ def summary_of(code: str, findings: Sequence[Finding]) -> str:
             for name, value in (match.groupdict() if match else {}).items():
                 if value is not None and value not in values.setdefault(name, []):
                     values[name].append(value)
-    fields = {name: _value_set(found) for name, found in values.items() if found}
+    fields = {name: value_set(found) for name, found in values.items() if found}
     text = re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], ""), explanation.summary)
     return " ".join(text.replace("()", "").split())
 
@@ -176,7 +70,7 @@ def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int | No
             lines += wrapped(head + summary, width, len(head))
             continue
         budget = max(WIDTH - len(head) - len(summary) - 2, 24)
-        lines += wrapped(f"{head}{_shortened(name_patterns(subjects), budget)}: {summary}", width, len(head))
+        lines += wrapped(f"{head}{shortened(name_patterns(subjects), budget)}: {summary}", width, len(head))
     return lines
 
 
@@ -414,81 +308,6 @@ def next_commands(results: Sequence[CheckResult], paths: Sequence[Path],
     given = next((p for p in paths if p == found.path or p in found.path.parents), found.path)
     target = f" --target-ort {target_ort.series}" if target_ort is not None else ""
     return [f"next: graphfix repair{target} {given} OUT", f"next: graphfix explain {found.findings[0].code}"]
-
-
-# --- the directory table --------------------------------------------------------------------------------------------
-
-def _finding_counts(codes: list[str]) -> str:
-    counts: dict[str, int] = {}
-    for code in codes:
-        counts[code] = counts.get(code, 0) + 1
-    return " ".join(f"{code}x{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
-
-
-def summary_table(result: DirectoryRepairResult) -> Table:
-    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
-    "-" where the states were synthesized), and the time it took."""
-    from rich import box
-    from rich.table import Table
-
-    title = undecodable_escaped(f"{result.input} -> {result.output}")
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
-        table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
-    for model in result.models:
-        validation, loaded_on = model.result.validation, model.result.loaded_on
-        verdict = (f"decodes in {validation.onnxruntime} (max diff {validation.max_abs_diff:.2g})"
-                   if validation is not None and validation.ok else "FAILED" if validation is not None
-                   else f"loads in {loaded_on}" if loaded_on else "skipped")
-        if validation is not None and loaded_on and loaded_on != validation.onnxruntime:
-            verdict += f", loads in {loaded_on}"
-        before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
-        versions = before if before == after else f"{before} -> {after}"
-        table.add_row(undecodable_escaped(model.path), _finding_counts([c.code for c in model.result.changes]),
-                      str(len(model.result.changes)), versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
-    return table
-
-
-PIPE_WIDTH = 200  # a pipe or CI log without $COLUMNS: no edge to fit, so a row stays one line
-
-
-def _rendered(table: Table, width: int) -> list[str]:
-    from rich.console import Console
-
-    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False)
-    with console.capture() as captured:
-        console.print(table)
-    return [line.rstrip() for line in captured.get().strip("\n").splitlines()]
-
-
-def stacked_lines(table: Table, width: int) -> list[str]:
-    """A table too wide for `width` columns, one block per row instead: its first cell (a model's path, never
-    cut) on a line, then each other column as `  name  value`, a long value wrapped under itself."""
-    columns = table.columns
-    label = max(len(str(column.header)) for column in columns[1:]) + 4
-    lines = [str(table.title)] if table.title else []
-    for row in range(table.row_count):
-        lines.append(str(columns[0]._cells[row]))
-        for column in columns[1:]:
-            lines += wrapped(f"  {column.header!s:<{label - 2}}{column._cells[row]}", width, label)
-    return lines
-
-
-def print_table(table: Table, stream: TextIO | None = None) -> None:
-    """The table as it is when it fits the output's width (the terminal's, or $COLUMNS), else stacked row by row
-    (stacked_lines): names are never cut to `onnx/decoder_model_merge...`."""
-    from rich.console import Console
-
-    stream = stream or sys.stdout
-    terminal = hasattr(stream, "isatty") and stream.isatty()
-    width = Console(file=stream).width if terminal else _columns_asked() or PIPE_WIDTH
-    natural = max(map(len, _rendered(table, 1000)), default=0)
-    if natural > width:
-        stream.write("\n".join(stacked_lines(table, width)) + "\n")
-    elif terminal:
-        Console(file=stream, highlight=False).print(table)
-    else:  # a pipe or CI log: no colour codes, no trailing padding
-        stream.write("\n".join(_rendered(table, width)) + "\n")
 
 
 # --- explain --------------------------------------------------------------------------------------------------------
