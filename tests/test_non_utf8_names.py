@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import onnx
 import pytest
 
-from .test_interruption_and_limits import run_graphfix
+from .test_interruption_and_limits import graphfix_command, run_graphfix
 
 MARIAN = Path(__file__).resolve().parent.parent / "sample_models" / "legacy" / "marian.onnx"
 
@@ -73,3 +76,37 @@ def test_a_model_folder_whose_name_is_not_utf8_is_repaired_with_jobs_and_named_e
     assert_one_clean_run(result)
     assert "export\\xfe -> " in result.stdout and "fixed\\xfe" in result.stdout and "decodes in" in result.stdout
     assert_one_clean_run(run_graphfix("check", out / "onnx" / "decoder_model_merged.onnx"))
+
+
+def proof_children_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent and b"client_loop" in cmdline.read():
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the proof's process through /proc")
+def test_a_proof_process_killed_while_it_holds_an_alias_leaves_nothing_in_tmpdir(model_named_ff, tmp_path):
+    """What the kernel's out-of-memory killer does to the proof's process: SIGKILL, so it removes nothing itself."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [*graphfix_command(), "validate", str(model_named_ff)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(temporary)})
+    killed = False
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not killed and time.monotonic() < deadline:
+        if any(temporary.rglob("graphfix-alias-*")):
+            for child in proof_children_of(proc.pid):
+                os.kill(child, signal.SIGKILL)
+                killed = True
+        time.sleep(0.001)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert killed, "the alias must exist while the proof runs"
+    assert proc.returncode == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
+    assert list(temporary.iterdir()) == []

@@ -271,7 +271,10 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
             shutil.copyfile(PACKAGE / name, target)
         script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import main; "
                   "sys.exit(main(sys.argv[1]))")
-        proc = run_child([str(python), "-I", "-c", script, request.to_json()])
+        # The child's temporary files (a non-UTF-8 model's alias directory) go inside `carried`, which is removed
+        # here however the child ended, even killed outright.
+        proc = run_child([str(python), "-I", "-c", script, request.to_json()],
+                         env={**os.environ, "TMPDIR": carried, "TEMP": carried, "TMP": carried})
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
