@@ -115,6 +115,29 @@ def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(source, tm
     assert result.validation.ok and result.validation.onnxruntime == "1.16.3"
 
 
+def test_an_export_repaired_in_place_for_a_target_has_its_encoder_retargeted_first_with_a_backup(tmp_path):
+    """In place as into a new folder: the encoder 1.16 refuses (IR 10, opset 21) is retargeted beside the decoder,
+    each keeps its .bak, and the decoder's proof in 1.16.3 is fed by the retargeted encoder."""
+    export = tmp_path / "export"
+    export.mkdir()
+    _stamped_ir10_opset21(EXPORT / "encoder_model.onnx", tmp_path).rename(export / "encoder_model.onnx")
+    _stamped_ir10_opset21(CURRENT[[p.stem for p in CURRENT].index("marian")], tmp_path).rename(
+        export / "decoder_model_merged.onnx")
+    shutil.copy(EXPORT / "config.json", export / "config.json")
+    originals = {name: (export / name).read_bytes() for name in ("encoder_model.onnx", "decoder_model_merged.onnx")}
+    result = repair_directory(export, export, in_place=True, target_ort="1.16", validate_on_target=True)
+    assert result.retargeted == ["encoder_model.onnx"]
+    by_path = {m.path: m for m in result.models}
+    assert by_path["decoder_model_merged.onnx"].result.validation.onnxruntime == "1.16.3"
+    assert by_path["decoder_model_merged.onnx"].encoder == "encoder_model.onnx"
+    for name, original in originals.items():
+        assert (export / f"{name}.bak").read_bytes() == original
+        model = onnx.load(export / name)
+        assert model.ir_version <= 9 and model.opset_import[0].version == 19
+    assert sorted(p.name for p in export.iterdir()) == sorted(
+        ["config.json", *originals, *(f"{name}.bak" for name in originals)])
+
+
 def test_an_export_directory_is_retargeted_whole_and_each_model_loads_on_the_target(tmp_path):
     """The user deploys the whole export: encoder and split decoders are retargeted beside the merged decoder
     (it used to carry encoder_model.onnx over at IR 10, which onnxruntime 1.16.3 refuses)."""

@@ -292,8 +292,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
     other file over unchanged; with `target_ort`, every other ONNX model of the export (encoder, split decoders) is
     retargeted for that onnxruntime and loaded in it too, since the user deploys the whole export. `options` are
     those of pipeline.repair (keywords change single fields, as there). `jobs` models are repaired at once, in
-    separate processes. With `in_place` (out == source) each decoder is replaced atomically and keeps its `.bak`;
-    nothing else is touched."""
+    separate processes. With `in_place` (out == source) each decoder (and, with a target, each other model) is
+    replaced atomically and keeps its `.bak`; nothing else is touched."""
     options = (options or RepairOptions()).but(**keywords)
     source, out = Path(source), Path(out)
     if jobs < 1:
@@ -355,8 +355,11 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     rewritten) and the error says which. A Ctrl-C instead leaves what landed, complete with its .bak, and the
     interruption message names it (judged from the disk)."""
     names = find_merged_decoders(directory)
-    # Refuse before the first decoder is replaced, not halfway through the directory.
-    for name in names:
+    # With a target, the export's other models (encoder, split decoders) are retargeted in place too, as into a
+    # new folder: the user deploys the whole export.
+    others = plan_directory(directory, retarget=True).others if options.target is not None else []
+    # Refuse before the first model is replaced, not halfway through the directory.
+    for name in others + names:
         if InPlaceBackup(directory / name).blocked():
             raise BadInputError(f"backup {backup_path(directory / name)} already exists and differs from "
                                 f"{directory / name}; move it away first")
@@ -364,15 +367,18 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     work = [(name, directory / name, directory / name,
              options.but(encoder=directory / e if (e := encoders[name]) else None)) for name in names]
     try:
+        # The encoders first, as into a new folder: a decoder's proof is fed by the encoder as it will be deployed.
+        retargeted = _repair_all([(name, directory / name, directory / name, options.but(any_model=True))
+                                  for name in others], jobs, on_progress, validator)
         models = _repair_all(work, jobs, on_progress, validator)
         for model in models:
             model.encoder = encoders[model.path] if model.result.validation is not None else None
     except Exception as err:
-        restored = _put_back(directory, names)
+        restored = _put_back(directory, others + names)
         if restored and isinstance(err, GraphfixError):
             err.with_context(suffix=f"; put back from their .bak: {', '.join(restored)}")
         raise
-    return DirectoryRepairResult(input=directory, output=directory, models=models)
+    return DirectoryRepairResult(input=directory, output=directory, models=models + retargeted, retargeted=others)
 
 
 def _put_back(directory: Path, names: list[str]) -> list[str]:
