@@ -106,7 +106,7 @@ def test_a_proof_process_killed_while_it_holds_an_alias_leaves_nothing_in_tmpdir
                 os.kill(child, signal.SIGKILL)
                 killed = True
         time.sleep(0.001)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert killed, "the alias must exist while the proof runs"
     assert proc.returncode == 2 and len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
     assert list(temporary.iterdir()) == []
