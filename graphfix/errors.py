@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 EXHAUSTED_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
-# How a failure out of address space reads: Python's, C++'s and OpenBLAS's words for it, the dynamic loader's when
-# a shared library or its thread-local data cannot be mapped, and glibc's abort when it cannot load the unwinder.
+# How a failure out of address space reads: Python's words (also for a lock it cannot allocate), C++'s and
+# OpenBLAS's, the dynamic loader's when a shared library or its thread-local data cannot be mapped, and glibc's
+# abort when it cannot load the unwinder.
 _OUT_OF_MEMORY_WORDS = ("memoryerror", "bad_alloc", "memory allocation", "failed to map segment",
-                        "cannot allocate memory", "libgcc_s.so.1 must be installed")
+                        "cannot allocate memory", "libgcc_s.so.1 must be installed", "can't allocate lock")
 
 
 def says_out_of_memory(text: str) -> bool:

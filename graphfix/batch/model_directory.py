@@ -13,6 +13,7 @@ import errno
 import gc
 import os
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -157,20 +158,21 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
 @contextmanager
 def _failures_of_pool_threads() -> Iterator[list[BaseException]]:
     """What kills the executor's own threads in this process (its manager thread, the queue feeder it starts),
-    collected instead of printed: such a thread dies with "can't start new thread" under a memory or process limit,
-    and the futures it would have fed never finish."""
+    collected instead of printed: under a memory or process limit such a thread dies with "can't start new thread"
+    or "can't allocate lock", or fails in its own start-up (which Python reports as unraisable), and the futures it
+    would have fed never finish."""
     failures: list[BaseException] = []
-    previous = threading.excepthook
+    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
 
-    def collect(args: threading.ExceptHookArgs) -> None:
+    def collect(args: threading.ExceptHookArgs | sys.UnraisableHookArgs) -> None:
         if args.exc_value is not None:
             failures.append(args.exc_value)
 
-    threading.excepthook = collect
+    threading.excepthook, sys.unraisablehook = collect, collect
     try:
         yield failures
     finally:
-        threading.excepthook = previous
+        threading.excepthook, sys.unraisablehook = previous_thread_hook, previous_unraisable_hook
 
 
 def _result_unless_pool_thread_failed(future: Any, thread_failures: list[BaseException], workers: int) -> Any:
@@ -181,8 +183,12 @@ def _result_unless_pool_thread_failed(future: Any, thread_failures: list[BaseExc
             return future.result(timeout=0.25)
         except FutureTimeout:
             if thread_failures:
-                _raise_if_out_of_processes(thread_failures[0], workers)
-                raise thread_failures[0] from None
+                failure = thread_failures[0]
+                _raise_if_out_of_processes(failure, workers)
+                if (limit := address_space_limit()) is not None:  # whatever it died of, the limit is why
+                    raise MemoryError(f"a thread of the --jobs pool failed within the address-space limit of "
+                                      f"{limit // 2**20} MB ({failure!r})") from None
+                raise failure from None
 
 
 # What a pool of n workers adds to the tasks RLIMIT_NPROC counts (threads too), measured with slack: each worker's
