@@ -143,6 +143,9 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
                 try:
                     result, seconds = _result_unless_pool_thread_failed(future, thread_failures, workers)
                 except BrokenProcessPool:  # the worker was killed (the kernel's OOM killer, a kill -9): no traceback
+                    if (limit := address_space_limit()) is not None:  # or ended by the loader, unable to map a library
+                        raise MemoryError(f"a --jobs worker process died under the address-space limit of "
+                                          f"{limit // 2**20} MB") from None
                     raise GraphfixError("a --jobs worker process died (killed, e.g. out of memory) while repairing; "
                                         "nothing was written") from None
                 done.append(ModelRepair(name, result, seconds))
