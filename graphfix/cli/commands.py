@@ -30,7 +30,6 @@ from .app import (
     exhausted_message,
     graphfix_command,
     report_failure,
-    resource_exhausted,
     run,
     say,
     watch_outputs,
@@ -278,11 +277,12 @@ def check_command(
         except Exception as err:  # reported, and the next file is still checked
             if output.debug:
                 report_failure("check", err, as_json=False, debug=True)
-            message = exhausted_message(err) or str(err)  # the machine's limit, not the file, when memory ran out
+            exhausted = exhausted_message(err)  # the machine's limit, not the file, when memory ran out
+            message = exhausted or str(err)
             if not output.debug and not output.json:
                 typer.echo(f"error: {escaped(message)}", err=True)
             kind = ("not a merged decoder" if isinstance(err, NotAMergedDecoderError)
-                    else "out of memory" if resource_exhausted(err) else "unreadable")
+                    else "out of memory" if exhausted else "unreadable")
             results.append(CheckResult(path=path, error=message, error_kind=kind))
             exit_code = run.exit_code = 2
             continue
