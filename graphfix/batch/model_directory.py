@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io import interrupts
 from ..io.datacopy import copy_data_file
-from ..io.native_libraries import address_space_limit
+from ..io.native_libraries import address_space_limit, address_space_used
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
@@ -128,7 +128,7 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
         # can be removed (removing a directory tree takes descriptors too).
         gc.collect()
         raise failure
-    with pool, _failures_of_pool_threads() as thread_failures:
+    with pool, _room_for_pool_threads(), _failures_of_pool_threads() as thread_failures:
         try:
             with interrupts.ignored_by_children():
                 try:
@@ -156,6 +156,28 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return done
+
+
+_POOL_THREAD_STACK, _POOL_HEADROOM = 2 * 2**20, 32 * 2**20
+
+
+@contextmanager
+def _room_for_pool_threads() -> Iterator[None]:
+    """Under an address-space limit, the pool's own threads (its manager, the queue feeder) start with small stacks,
+    and only with room left for them: near the limit a thread can fail before it has said it started, and
+    Thread.start then waits for it for ever (in the main thread too, where nothing could notice)."""
+    limit = address_space_limit()
+    if limit is None:
+        yield
+        return
+    if (used := address_space_used()) is not None and limit - used < _POOL_HEADROOM:
+        raise MemoryError(f"no room to start the --jobs pool's threads within the address-space limit of "
+                          f"{limit // 2**20} MB")
+    previous = threading.stack_size(_POOL_THREAD_STACK)
+    try:
+        yield
+    finally:
+        threading.stack_size(previous)
 
 
 @contextmanager

@@ -33,6 +33,16 @@ def address_space_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+def address_space_used() -> int | None:
+    """This process's address space in bytes (VmSize), where /proc tells it (Linux, the one system that enforces
+    RLIMIT_AS); None elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def load_within_address_space_limit() -> None:
     """Load NATIVE_MODULES first when an address-space limit is set; MemoryError, naming the limit, when they do
     not fit in it."""
