@@ -70,18 +70,24 @@ public final class GreedyDecoder implements AutoCloseable {
 
     /** The decoder's sequence: decoder_start_token_id, then each token generated with the KV cache. */
     public List<Long> decode(long[] sourceIds, int maxNewTokens) throws DecodeFailure {
-        return run(sourceIds, maxNewTokens, true);
+        return run(sourceIds, maxNewTokens, true, true);
+    }
+
+    /** As {@link #decode}, optionally going on past eos_token_id (to compare long sequences on random weights). */
+    public List<Long> decode(long[] sourceIds, int maxNewTokens, boolean stopAtEos) throws DecodeFailure {
+        return run(sourceIds, maxNewTokens, true, stopAtEos);
     }
 
     /**
      * The same sequence recomputed without the cache: every step feeds the whole sequence so far with
      * use_cache_branch = false and an empty past. The reference the cached loop must match.
      */
-    public List<Long> decodeWithoutCache(long[] sourceIds, int maxNewTokens) throws DecodeFailure {
-        return run(sourceIds, maxNewTokens, false);
+    public List<Long> decodeWithoutCache(long[] sourceIds, int maxNewTokens, boolean stopAtEos) throws DecodeFailure {
+        return run(sourceIds, maxNewTokens, false, stopAtEos);
     }
 
-    private List<Long> run(long[] sourceIds, int maxNewTokens, boolean useCache) throws DecodeFailure {
+    private List<Long> run(long[] sourceIds, int maxNewTokens, boolean useCache, boolean stopAtEos)
+            throws DecodeFailure {
         List<Long> sequence = new ArrayList<>(List.of(tokens.decoderStart()));
         int step = 0;
         try (OnnxTensor ids = longTensor(sourceIds);
@@ -112,7 +118,7 @@ public final class GreedyDecoder implements AutoCloseable {
                     }
                     previous = result;
                     past = presentsAsPast(result);
-                    if (tokens.eos().contains(next)) {
+                    if (stopAtEos && tokens.eos().contains(next)) {
                         break;
                     }
                 }
