@@ -54,6 +54,38 @@ class GreedyDecoderTest {
         }));
     }
 
+    /** generation_config.json's forced_bos_token_id and max_length steer the loop (mBART-50, M2M100, NLLB). */
+    @TestFactory
+    Stream<DynamicTest> forcedBosAndMaxLengthFromGenerationConfigSteerTheLoop() {
+        return folders("GRAPHFIX_EXAMPLE_REPAIRED").map(folder -> dynamicTest(folder.toString(), () -> {
+            List<Long> free;
+            try (GreedyDecoder decoder = new GreedyDecoder(folder)) {
+                free = decoder.decode(GreedyDecode.DEFAULT_SOURCE_IDS, 4, false);
+            }
+            long forced = free.get(1) == 0 ? 1 : free.get(1) - 1;
+            Path steered = Files.createTempDirectory("graphfix-java-steered");
+            try {
+                for (String model : new String[] {"encoder_model.onnx", "decoder_model_merged.onnx", "config.json"}) {
+                    Files.createSymbolicLink(steered.resolve(model), folder.toAbsolutePath().resolve(model));
+                }
+                Files.writeString(steered.resolve("generation_config.json"), "{\"forced_bos_token_id\": " + forced
+                        + ", \"max_length\": 4, \"eos_token_id\": []}");
+                try (GreedyDecoder decoder = new GreedyDecoder(steered)) {
+                    List<Long> sequence = decoder.decode(GreedyDecode.DEFAULT_SOURCE_IDS, 32);
+                    assertEquals(4, sequence.size(), "max_length counts the start token: " + sequence);
+                    assertEquals(List.of(free.get(0), forced), sequence.subList(0, 2));
+                }
+            } finally {
+                try (Stream<Path> files = Files.list(steered)) {
+                    for (Path file : files.toList()) {
+                        Files.delete(file);
+                    }
+                }
+                Files.delete(steered);
+            }
+        }));
+    }
+
     /** The original fails at step 3 (fed the dummy encoder KV), or at load where the release cannot read it. */
     @TestFactory
     Stream<DynamicTest> originalExportFailsAtLoadOrAtStep3() {
