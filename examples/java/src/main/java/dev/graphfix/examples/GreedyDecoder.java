@@ -45,10 +45,15 @@ public final class GreedyDecoder implements AutoCloseable {
 
     /** Loads both sessions of an export folder; a model this onnxruntime refuses is a {@link DecodeFailure}. */
     public GreedyDecoder(Path folder) throws IOException, DecodeFailure {
+        if (!Files.isDirectory(folder)) {
+            throw new IOException(folder + " is not a folder");
+        }
         tokens = SpecialTokens.read(folder);
-        encoder = load(folder.resolve("encoder_model.onnx"));
+        // Optimum writes the models at the top of the export, onnx-community layouts in onnx/.
+        Path models = Files.isRegularFile(folder.resolve("decoder_model_merged.onnx")) ? folder : folder.resolve("onnx");
+        encoder = load(models.resolve("encoder_model.onnx"));
         try {
-            decoder = load(folder.resolve("decoder_model_merged.onnx"));
+            decoder = load(models.resolve("decoder_model_merged.onnx"));
         } catch (DecodeFailure | IOException e) {
             close(encoder);
             throw e;
