@@ -33,7 +33,10 @@ static void die(int code, const char *message) {
 /* Any onnxruntime error ends the program with onnxruntime's own message on stderr. */
 static void check(OrtStatus *status) {
     if (status == NULL) return;
-    fprintf(stderr, "error: %s: %s\n", failing_stage, ort->GetErrorMessage(status));
+    const char *message = ort->GetErrorMessage(status);
+    int length = (int)strlen(message);
+    while (length > 0 && (message[length - 1] == '\n' || message[length - 1] == ' ')) length--;
+    fprintf(stderr, "error: %s: %.*s\n", failing_stage, length, message);
     ort->ReleaseStatus(status);
     exit(1);
 }
