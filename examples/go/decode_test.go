@@ -10,8 +10,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -71,5 +75,59 @@ func TestOriginalExportFailsWithOnnxruntimesError(t *testing.T) {
 	// onnxruntime's own message (e.g. "Non-zero status code returned while running MatMul node") is passed on.
 	if !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "node") {
 		t.Fatalf("./run %s failed without onnxruntime's error on stderr:\n%s", original, stderr)
+	}
+}
+
+// variantOf links the repaired export's models into a temporary folder and writes the given configs there.
+func variantOf(t *testing.T, repaired string, config, generationConfig map[string]any) string {
+	t.Helper()
+	folder := t.TempDir()
+	models, err := filepath.Glob(filepath.Join(repaired, "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, model := range models {
+		if strings.HasSuffix(model, "config.json") {
+			continue
+		}
+		absolute, err := filepath.Abs(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(absolute, filepath.Join(folder, filepath.Base(model))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, values := range map[string]map[string]any{"config.json": config, "generation_config.json": generationConfig} {
+		text, err := json.Marshal(values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(folder, name), text, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return folder
+}
+
+func TestForcedFirstTokenAndMaxLengthAreHonoured(t *testing.T) {
+	repaired := requiredEnv(t, "GRAPHFIX_EXAMPLE_REPAIRED")
+	expected := strings.Fields(requiredEnv(t, "GRAPHFIX_EXAMPLE_EXPECTED"))
+	config := map[string]any{}
+	text, err := os.ReadFile(filepath.Join(repaired, "config.json"))
+	if err == nil {
+		err = json.Unmarshal(text, &config)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, _ := strconv.Atoi(expected[0])
+	first, _ := strconv.Atoi(expected[1])
+	forced := (first+1)%3 + 3 // not the token the model picks first
+	config["max_length"] = 3
+	generation := map[string]any{"decoder_start_token_id": start, "eos_token_id": []int{-1}, "forced_bos_token_id": forced}
+	code, ids, stderr := runExample(t, variantOf(t, repaired, config, generation))
+	if code != 0 || !strings.HasPrefix(ids, fmt.Sprintf("%d %d ", start, forced)) || len(strings.Fields(ids)) != 3 {
+		t.Fatalf("with forced_bos_token_id %d and max_length 3, ./run exited %d and printed %q:\n%s", forced, code, ids, stderr)
 	}
 }
