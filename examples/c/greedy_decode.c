@@ -50,7 +50,8 @@ static void *allocate(size_t size) {
 static const OrtApi *load_onnxruntime(const char *library) {
     void *handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
     if (handle == NULL) die(2, dlerror());
-    const OrtApiBase *(*get_api_base)(void) = (const OrtApiBase *(*)(void))dlsym(handle, "OrtGetApiBase");
+    const OrtApiBase *(*get_api_base)(void);
+    *(void **)&get_api_base = dlsym(handle, "OrtGetApiBase"); /* the POSIX idiom for a function from dlsym */
     if (get_api_base == NULL) die(2, "the library has no OrtGetApiBase");
     const OrtApiBase *base = get_api_base();
     const char *version = base->GetVersionString();
