@@ -133,7 +133,10 @@ static OrtValue *run_encoder(OrtEnv *env, const char *path, OrtAllocator *alloca
         int64_t *data = strcmp(encoder.input_names[i], "input_ids") == 0        ? source_ids
                         : strcmp(encoder.input_names[i], "attention_mask") == 0 ? mask
                                                                                 : NULL;
-        if (data == NULL) die(1, "the encoder has an input that is neither input_ids nor attention_mask");
+        if (data == NULL) {
+            fprintf(stderr, "error: encoder input %s is neither input_ids nor attention_mask\n", encoder.input_names[i]);
+            exit(1);
+        }
         feeds[i] = tensor_over(memory, data, length * sizeof *data, shape, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
     }
     OrtValue *hidden = NULL;
