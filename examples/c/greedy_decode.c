@@ -1,6 +1,6 @@
 /* Greedy decoding of a graphfix-repaired Optimum export with the onnxruntime C API: the plain present->past loop.
  *
- *   greedy-decode LIBONNXRUNTIME [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]
+ *   greedy-decode LIBONNXRUNTIME [--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]
  *
  * Normally started by ./run, which compiles this file and finds the onnxruntime library. The library is opened
  * with dlopen (no link-time dependency), and the program asks it for the C API level of its own release (16 for
@@ -201,13 +201,20 @@ static bool is_eos(const generation_settings *settings, int64_t token) {
 }
 
 int main(int argc, char **argv) {
-    const char *usage = "usage: greedy-decode LIBONNXRUNTIME [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]";
+    const char *usage = "usage: greedy-decode LIBONNXRUNTIME [--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]";
     if (argc < 3) die(2, usage);
     const char *library = argv[1];
     int next = 2;
     long max_new_tokens = 32;
-    if (strcmp(argv[next], "--max-new-tokens") == 0) {
+    bool stop_at_eos = true; /* --ignore-eos generates every step, e.g. to reach step 3 on a model that picks EOS */
+    while (next < argc && strncmp(argv[next], "--", 2) == 0) {
+        if (strcmp(argv[next], "--ignore-eos") == 0) {
+            stop_at_eos = false;
+            next++;
+            continue;
+        }
         char *end;
+        if (strcmp(argv[next], "--max-new-tokens") != 0) die(2, usage);
         if (next + 1 >= argc || (max_new_tokens = strtol(argv[next + 1], &end, 10)) < 1 || *end)
             die(2, "--max-new-tokens needs a positive integer");
         next += 2;
@@ -307,7 +314,7 @@ int main(int argc, char **argv) {
             if (results[i] != NULL) ort->ReleaseValue(results[i]);
         if (step == 1 && settings.has_forced_bos) token = settings.forced_bos_token_id;
         sequence[sequence_length++] = token;
-        if (is_eos(&settings, token)) break;
+        if (stop_at_eos && is_eos(&settings, token)) break;
     }
 
     for (size_t i = 0; i < sequence_length; i++) printf(i ? " %lld" : "%lld", (long long)sequence[i]);

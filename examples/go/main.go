@@ -1,6 +1,6 @@
 // Greedy decoding of a graphfix-repaired Optimum export with onnxruntime_go: the plain present->past loop.
 //
-//	greedy-decode --onnxruntime-library PATH [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]
+//	greedy-decode --onnxruntime-library PATH [--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]
 //
 // Normally started by ./run, which builds this program, finds the onnxruntime C library and passes its path.
 // MODEL_DIR holds encoder_model.onnx, decoder_model_merged.onnx, config.json and (optionally)
@@ -33,8 +33,9 @@ func main() {
 	library := flag.String("onnxruntime-library", os.Getenv("ONNXRUNTIME_LIBRARY"),
 		"path of libonnxruntime.so (./run passes it)")
 	maxNewTokens := flag.Int("max-new-tokens", 32, "stop after this many generated tokens")
+	ignoreEOS := flag.Bool("ignore-eos", false, "do not stop at eos_token_id (e.g. to reach step 3 on a model that picks EOS)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: greedy-decode --onnxruntime-library PATH [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]")
+		fmt.Fprintln(os.Stderr, "usage: greedy-decode --onnxruntime-library PATH [--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -49,6 +50,9 @@ func main() {
 	settings, err := readGenerationSettings(flag.Arg(0))
 	if err != nil {
 		fail(2, err)
+	}
+	if *ignoreEOS {
+		settings.eosTokenIDs = nil
 	}
 	ort.SetSharedLibraryPath(*library)
 	if err := ort.InitializeEnvironment(); err != nil {
