@@ -26,7 +26,7 @@ from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
 from .passes import Subject, pipeline, run_passes
 from .proof.gates import DecodeGate, Evidence, Validator, proof_gates
-from .proof.loadable import require_loadable, require_loadable_if_doubtful
+from .proof.loadable import confirm_loadable, require_loadable, require_loadable_if_doubtful
 from .targets import TargetRuntime, as_target
 
 if TYPE_CHECKING:
@@ -180,18 +180,22 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
 
 
 def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | None = None,
-          ignore_other_models: bool = False, any_model: bool = False) -> CheckResult:
+          ignore_other_models: bool = False, any_model: bool = False, load: bool = False) -> CheckResult:
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
     ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
     `any_model` it is checked for what `target_ort` needs (retargeting only). A directory, as on the command line,
     stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
-    model of the export too: one result each in `models`, their findings together in `findings`."""
+    model of the export too: one result each in `models`, their findings together in `findings`.
+
+    A file without findings is promised loadable by the installed onnxruntime: from its skeleton and the measured
+    tables where they decide, else by a session whose verdict is remembered for those bytes (proof/loadable.py
+    `confirm_loadable`); `load` creates the session whatever they say."""
     path, target = Path(path), as_target(target_ort)
     if path.is_dir():
         from .batch.layouts import check_targets
 
-        models = [check(t.path, target_ort=target, any_model=not t.merged_decoder)
+        models = [check(t.path, target_ort=target, any_model=not t.merged_decoder, load=load)
                   for t in check_targets(path, every_model=target is not None)]
         return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     loaded = read_model(path)
@@ -203,7 +207,7 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
             raise
         return CheckResult(path=path, skipped=str(err), oldest_onnxruntime=oldest)
     if not findings:
-        require_loadable(path)  # "ok" is a promise a client can load it
+        confirm_loadable(loaded, load=load)  # "ok" is a promise a client can load it
     return CheckResult(path=path, findings=findings, oldest_onnxruntime=oldest)
 
 

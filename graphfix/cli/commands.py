@@ -249,6 +249,9 @@ def check_command(
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
+    load: Annotated[bool, typer.Option(
+        "--load", help="Load every file without findings in onnxruntime, even where its skeleton and graphfix's "
+        "tables already say it loads (and even when the verdict is remembered from an earlier check).")] = False,
     *,
     output: Output,
 ) -> int:
@@ -273,7 +276,8 @@ def check_command(
             typer.echo(f"error: {escaped(unusable.error or '')}", err=True)
     for path, any_model in targets:
         try:
-            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models, any_model=any_model)
+            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models, any_model=any_model,
+                           load=load)
         except Exception as err:  # reported, and the next file is still checked
             if output.debug:
                 report_failure("check", err, as_json=False, debug=True)

@@ -12,17 +12,26 @@ it runs anything:
 
 Where any of them objects, onnxruntime itself loads the file, and its reason is the verdict (a model onnx calls
 doubtful but onnxruntime loads stays loadable). A skeleton that passes is not loaded at all.
+
+`check` promises more of a file it calls ok: the installed onnxruntime loads it. `undecided` says where the
+skeleton and the measured tables (targets/) cannot promise that: a release the tables refuse or do not cover, a
+domain they do not measure, an element type whose kernels they do not list (anything beyond float32, int32/64 and
+bool), a weight whose stored size the skeleton cannot match to its shape. Only those are loaded, and their verdict
+is remembered per file content and release (load_verdicts.py), so an unchanged model is not loaded again.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..io import onnx_proto as onnx
 from ..io import protowire
+from ..io.external_data import external_location
 from ..io.native_libraries import address_space_limit
 from ..io.read import LoadedModel
-from ..model.graph import all_graphs, subgraphs
+from ..model.graph import all_graphs, all_tensors, subgraphs
+from ..targets import TargetRuntime
 
 _CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 
@@ -73,10 +82,13 @@ def doubt(model: onnx.ModelProto, *, infer: bool = True, external_data: bool = T
 
 
 def require_loadable_if_doubtful(loaded: LoadedModel, *, infer: bool = True) -> None:
-    """Raise BadInputError with onnxruntime's reason when it cannot load the model; loads only on a doubt."""
+    """Raise BadInputError with onnxruntime's reason when it cannot load the model; loads only on a doubt (and
+    remembers the verdict for these bytes: load_verdicts.py)."""
     if doubt(loaded.model, infer=infer, external_data=bool(loaded.external_files)) is None:
         return
-    require_loadable(loaded.path)
+    from .load_verdicts import load_remembered
+
+    load_remembered(loaded, lambda: require_loadable(loaded.path))
 
 
 def require_loadable(path: Path) -> None:
@@ -96,4 +108,119 @@ def require_loadable(path: Path) -> None:
     run_in_runtime(LoadRequest(str(Path(path).resolve()), None))
 
 
-__all__ = ["doubt", "outer_scope_outputs", "require_loadable", "require_loadable_if_doubtful"]
+_T = onnx.TensorProto
+# Element types whose CPU kernels every ai.onnx op graphfix meets has in every release of the tables: a model that
+# holds only these needs no session to know its kernels exist.
+_PLAIN_TYPES = frozenset({_T.FLOAT, _T.INT64, _T.INT32, _T.BOOL})
+_ITEM_SIZE: dict[int, int] = {_T.FLOAT: 4, _T.INT64: 8, _T.INT32: 4, _T.BOOL: 1}
+# ai.onnx ops whose output type is none of their inputs' (beyond a `to`/`dtype` attribute, read separately).
+_NEW_TYPE_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger",
+                           "ConvInteger", "QLinearMatMul", "QLinearConv", "StringNormalizer", "TfIdfVectorizer"})
+_RAW_DATA_TAG = 9 << 3 | 2  # TensorProto.raw_data, length-delimited
+
+
+def _types_beyond_plain(model: onnx.ModelProto) -> str | None:
+    for graph, _ in all_graphs(model.graph):
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            kind = value.type.WhichOneof("value")
+            if kind != "tensor_type" or value.type.tensor_type.elem_type not in _PLAIN_TYPES:
+                return f"{value.name!r} is not a float32/int32/int64/bool tensor"
+        for node in graph.node:
+            if node.op_type in _NEW_TYPE_OPS:
+                return f"{node.op_type} makes a type the tables do not cover"
+            for attr in node.attribute:
+                if attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i not in _PLAIN_TYPES:
+                    return f"{node.op_type} {node.name!r} makes element type {attr.i}"
+    for tensor in all_tensors(model):
+        if tensor.data_type not in _PLAIN_TYPES:
+            return f"tensor {tensor.name!r} has element type {tensor.data_type}"
+    return None
+
+
+def _stored_size(loaded: LoadedModel, tensor: onnx.TensorProto) -> int | None:
+    """The byte count of `tensor`'s raw data, read off the skeleton's marker (one pread of the field's header) or the
+    external-data entry; None when it is not stored as one raw_data field."""
+    info = {e.key: e.value for e in tensor.external_data}
+    location = external_location(tensor)
+    if not protowire.is_payload_marker(location):
+        return int(info["length"]) if "length" in info else None
+    ranges = info.get("graphfix_source_ranges", "")
+    if "," in ranges or ":" not in ranges or loaded.file is None:
+        return None
+    start, end = (int(x) for x in ranges.split(":"))
+    header = os.pread(loaded.file.fd, min(11, end - start), start)
+    if not header or header[0] != _RAW_DATA_TAG:
+        return None
+    size, shift, pos = 0, 0, 1
+    while pos < len(header):
+        size |= (header[pos] & 0x7F) << shift
+        shift, pos = shift + 7, pos + 1
+        if not header[pos - 1] & 0x80:
+            return size if pos + size == end - start else None
+    return None
+
+
+def _weight_sizes_unmatched(loaded: LoadedModel) -> str | None:
+    for tensor in all_tensors(loaded.model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue  # in the skeleton as it is: small, and parsed by protobuf already
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        if _stored_size(loaded, tensor) != count * _ITEM_SIZE.get(tensor.data_type, 0):
+            return f"the stored size of {tensor.name!r} is not what its shape needs"
+    return None
+
+
+def _domains_beyond_tables(model: onnx.ModelProto, release: TargetRuntime) -> str | None:
+    known = {"", "ai.onnx"} | ({"com.microsoft"} if release.domains and release.domains.cpu_kernels is not None
+                                else set())
+    for graph, _ in all_graphs(model.graph):
+        for node in graph.node:
+            if node.domain not in known:
+                return f"{node.domain}.{node.op_type} is in a domain the tables do not cover"
+    return None
+
+
+def installed_in_tables() -> TargetRuntime | None:
+    """The tables' row of the installed onnxruntime (the newest row at or below it for a newer release), None when
+    it is older than every row or not a release number."""
+    from ..targets import known_releases
+    from .load_verdicts import installed_release
+
+    parts = installed_release().split(".")
+    try:
+        installed = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        return None
+    rows = [r for r in known_releases() if tuple(int(x) for x in r.series.split(".")) <= installed]
+    return rows[-1] if rows else None
+
+
+def undecided(loaded: LoadedModel) -> str | None:
+    """Why the skeleton and the measured tables cannot promise that the installed onnxruntime loads `loaded` (a
+    session must say), or None when they promise it. Run after `doubt` found nothing."""
+    from ..targets.release_floor import refusal
+
+    release = installed_in_tables()
+    if release is None:
+        return "the installed onnxruntime is older than the tables"
+    if (refused := refusal(loaded.model, release)) is not None:
+        return f"the tables say onnxruntime {release.series} refuses it ({refused})"
+    return (_domains_beyond_tables(loaded.model, release) or _types_beyond_plain(loaded.model)
+            or _weight_sizes_unmatched(loaded))
+
+
+def confirm_loadable(loaded: LoadedModel, *, load: bool = False) -> None:
+    """Raise BadInputError with onnxruntime's reason unless the installed onnxruntime loads `loaded`: from the
+    skeleton and tables where they decide (`undecided`), else from onnxruntime, whose verdict is remembered for these
+    bytes and this release. `load` asks onnxruntime whatever the tables say, and whatever is remembered."""
+    from .load_verdicts import load_remembered
+
+    if not load and undecided(loaded) is None:
+        return
+    load_remembered(loaded, lambda: require_loadable(loaded.path), ask_anyway=load)
+
+
+__all__ = ["confirm_loadable", "doubt", "outer_scope_outputs", "require_loadable", "require_loadable_if_doubtful",
+           "undecided"]

@@ -1,0 +1,162 @@
+"""onnxruntime's load verdicts, remembered per file content and runtime: `check` of an unchanged model that only a
+session can judge (proof/loadable.py `undecided`) costs a hash of its bytes on the next run, not a session.
+
+Key: sha256 of the model file's bytes and of each external-data file's bytes (by its location as the model names
+it), with the onnxruntime release that judged them. Sizes and mtimes take no part: a file rewritten with the same
+bytes keeps its verdict, a file with one byte changed is judged again. Each verdict is one JSON file in
+`<graphfix cache>/load-verdicts/` (directory 0700, file 0600), written to a temporary name and renamed into place;
+an entry that is not ours, not a regular file, not readable or not a verdict for this very key is ignored (the
+session decides, as if nothing were remembered). The cache is an optimisation only: any OSError using it is
+passed over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError
+from ..io.read import LoadedModel
+
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def installed_release() -> str:
+    """The installed onnxruntime's version, read from its metadata (importing onnxruntime costs a session's worth
+    of milliseconds on small models)."""
+    from importlib import metadata
+
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def _digest_fd(fd: int, digest: Any) -> None:
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+
+
+def content_key(loaded: LoadedModel, release: str) -> str | None:
+    """The verdict's key: the model's bytes, each external-data file's bytes and `release`; None when a file is
+    not open (nothing to hash from: no verdict is remembered)."""
+    if loaded.file is None:
+        return None
+    digest = hashlib.sha256(f"graphfix load verdict {FORMAT}\0onnxruntime {release}\0".encode())
+    _digest_fd(loaded.file.fd, digest)
+    for location in sorted(loaded.data):
+        digest.update(b"\0external\0" + location.encode("utf-8", "surrogateescape") + b"\0")
+        _digest_fd(loaded.data[location].fd, digest)
+    return digest.hexdigest()
+
+
+def _verdicts_dir() -> Path | None:
+    from .runtimes import cache_dir
+
+    try:
+        return cache_dir() / "load-verdicts"
+    except BadInputError:  # no home directory: nothing is remembered
+        return None
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size > 1 << 16:
+            return None
+        entry = json.loads(os.read(fd, 1 << 16).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return entry if isinstance(entry, dict) else None
+
+
+def remembered(key: str) -> tuple[bool, str] | None:
+    """(loads, onnxruntime's message when it does not) for `key`, or None when no sound entry holds it."""
+    directory = _verdicts_dir()
+    if directory is None:
+        return None
+    entry = _read_entry(directory / f"{key}.json")
+    if entry is None or entry.get("format") != FORMAT or entry.get("key") != key:
+        return None
+    loads, message = entry.get("loads"), entry.get("message", "")
+    if not isinstance(loads, bool) or not isinstance(message, str) or (not loads and not message):
+        return None
+    return loads, message
+
+
+def remember(key: str, loads: bool, message: str = "") -> None:
+    """Store the verdict for `key` atomically with private modes; a cache it cannot write is passed over."""
+    directory = _verdicts_dir()
+    if directory is None:
+        return
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return  # not ours: never written into
+        fd, staged = tempfile.mkstemp(dir=directory, prefix=".verdict-", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump({"format": FORMAT, "key": key, "loads": loads, "message": message}, out)
+            os.replace(staged, directory / f"{key}.json")
+        except BaseException:
+            os.unlink(staged)
+            raise
+    except OSError:
+        return
+
+
+def _unchanged(loaded: LoadedModel) -> bool:
+    """Whether the files still have the size, mtime and inode they had when hashed (else the verdict may be for
+    other bytes than the key's, and is not remembered)."""
+    files = ([loaded.file] if loaded.file else []) + list(loaded.data.values())
+    try:
+        return all((s := os.stat(f.fd)).st_size == f.stat.st_size and s.st_mtime_ns == f.stat.st_mtime_ns
+                   for f in files)
+    except OSError:
+        return False
+
+
+def load_remembered(loaded: LoadedModel, load: Callable[[], None], *, ask_anyway: bool = False) -> None:
+    """Run `load` (which raises BadInputError with onnxruntime's reason) unless a verdict for these bytes and the
+    installed onnxruntime is remembered; remember the verdict it gives. `ask_anyway` loads even when one is
+    remembered (and replaces it). A remembered refusal raises BadInputError with the message it was given, named
+    after the file as it is called now."""
+    release = installed_release()
+    key = content_key(loaded, release)
+    name = loaded.path.name
+    if key is not None and not ask_anyway and (known := remembered(key)) is not None:
+        loads, message = known
+        if loads:
+            return
+        raise BadInputError(message.replace("\0NAME\0", name))
+    try:
+        load()
+    except BadInputError as err:
+        if key is not None and _unchanged(loaded):
+            remember(key, False, str(err).replace(f"cannot load {name}:", "cannot load \0NAME\0:", 1))
+        raise
+    if key is not None and _unchanged(loaded):
+        remember(key, True)
+
+
+__all__ = ["content_key", "installed_release", "load_remembered", "remember", "remembered"]
