@@ -12,6 +12,7 @@ passed over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ FORMAT = 1
 _CHUNK = 1 << 20
 
 
+@functools.cache
 def installed_release() -> str:
     """The installed onnxruntime's version, read from its metadata (importing onnxruntime costs a session's worth
     of milliseconds on small models)."""

@@ -30,7 +30,7 @@ from ..io import protowire
 from ..io.external_data import external_location
 from ..io.native_libraries import address_space_limit
 from ..io.read import LoadedModel
-from ..model.graph import all_graphs, all_tensors, subgraphs
+from ..model.graph import all_graphs, subgraphs
 from ..targets import TargetRuntime
 
 _CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
@@ -116,24 +116,73 @@ _ITEM_SIZE: dict[int, int] = {_T.FLOAT: 4, _T.INT64: 8, _T.INT32: 4, _T.BOOL: 1}
 # ai.onnx ops whose output type is none of their inputs' (beyond a `to`/`dtype` attribute, read separately).
 _NEW_TYPE_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger",
                            "ConvInteger", "QLinearMatMul", "QLinearConv", "StringNormalizer", "TfIdfVectorizer"})
+_TENSOR_ATTRIBUTES = frozenset({onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS,
+                                onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS})
 _RAW_DATA_TAG = 9 << 3 | 2  # TensorProto.raw_data, length-delimited
 
 
-def _types_beyond_plain(model: onnx.ModelProto) -> str | None:
-    for graph, _ in all_graphs(model.graph):
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})  # the ai.onnx ops that hold graphs
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """`graph` and its subgraphs, looking only at the ops that hold one (a node of any other domain is undecided
+    before its attributes matter)."""
+    found, todo = [], [graph]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for node in current.node:
+            if node.op_type in _SUBGRAPH_OPS:
+                todo += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+                todo += [g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+    return found
+
+
+def _beyond_tables(loaded: LoadedModel, release: TargetRuntime) -> str | None:
+    """A node, value or tensor the tables do not cover (another domain, an element type beyond _PLAIN_TYPES), or a
+    weight whose stored size is not what its shape needs. One walk: it runs on every model `check` calls ok."""
+    model = loaded.model
+    known = {"", "ai.onnx"} | ({"com.microsoft"} if release.domains and release.domains.cpu_kernels is not None
+                                else set())
+    kernels = release.domains.cpu_kernels if release.domains and release.domains.cpu_kernels else frozenset()
+    if model.functions or model.training_info:
+        return "it holds model-local functions or training graphs"
+    for graph in _graphs(model.graph):
         for value in [*graph.input, *graph.output, *graph.value_info]:
-            kind = value.type.WhichOneof("value")
-            if kind != "tensor_type" or value.type.tensor_type.elem_type not in _PLAIN_TYPES:
+            if value.type.WhichOneof("value") != "tensor_type" or value.type.tensor_type.elem_type not in _PLAIN_TYPES:
                 return f"{value.name!r} is not a float32/int32/int64/bool tensor"
+        tensors = [*graph.initializer, *(t for s in graph.sparse_initializer for t in (s.values, s.indices))]
         for node in graph.node:
+            if node.domain not in known:
+                return f"{node.domain}.{node.op_type} is in a domain the tables do not cover"
+            if node.domain == "com.microsoft" and node.op_type not in kernels:
+                return f"the tables list no CPU kernel for com.microsoft.{node.op_type}"
             if node.op_type in _NEW_TYPE_OPS:
                 return f"{node.op_type} makes a type the tables do not cover"
             for attr in node.attribute:
                 if attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i not in _PLAIN_TYPES:
                     return f"{node.op_type} {node.name!r} makes element type {attr.i}"
-    for tensor in all_tensors(model):
+                if attr.type in _TENSOR_ATTRIBUTES:
+                    tensors += [attr.t, *attr.tensors, attr.sparse_tensor.values, attr.sparse_tensor.indices,
+                                *(t for s in attr.sparse_tensors for t in (s.values, s.indices))]
+        if (unmatched := _tensors_unmatched(loaded, tensors)) is not None:
+            return unmatched
+    return None
+
+
+def _tensors_unmatched(loaded: LoadedModel, tensors: list[onnx.TensorProto]) -> str | None:
+    for tensor in tensors:
         if tensor.data_type not in _PLAIN_TYPES:
+            if not tensor.ByteSize():
+                continue  # an unset field of an attribute (attr.t of a TENSORS attribute)
             return f"tensor {tensor.name!r} has element type {tensor.data_type}"
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue  # in the skeleton as it is: small, and parsed by protobuf already
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        if _stored_size(loaded, tensor) != count * _ITEM_SIZE[tensor.data_type]:
+            return f"the stored size of {tensor.name!r} is not what its shape needs"
     return None
 
 
@@ -160,28 +209,6 @@ def _stored_size(loaded: LoadedModel, tensor: onnx.TensorProto) -> int | None:
     return None
 
 
-def _weight_sizes_unmatched(loaded: LoadedModel) -> str | None:
-    for tensor in all_tensors(loaded.model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue  # in the skeleton as it is: small, and parsed by protobuf already
-        count = 1
-        for dim in tensor.dims:
-            count *= dim
-        if _stored_size(loaded, tensor) != count * _ITEM_SIZE.get(tensor.data_type, 0):
-            return f"the stored size of {tensor.name!r} is not what its shape needs"
-    return None
-
-
-def _domains_beyond_tables(model: onnx.ModelProto, release: TargetRuntime) -> str | None:
-    known = {"", "ai.onnx"} | ({"com.microsoft"} if release.domains and release.domains.cpu_kernels is not None
-                                else set())
-    for graph, _ in all_graphs(model.graph):
-        for node in graph.node:
-            if node.domain not in known:
-                return f"{node.domain}.{node.op_type} is in a domain the tables do not cover"
-    return None
-
-
 def installed_in_tables() -> TargetRuntime | None:
     """The tables' row of the installed onnxruntime (the newest row at or below it for a newer release), None when
     it is older than every row or not a release number."""
@@ -200,15 +227,26 @@ def installed_in_tables() -> TargetRuntime | None:
 def undecided(loaded: LoadedModel) -> str | None:
     """Why the skeleton and the measured tables cannot promise that the installed onnxruntime loads `loaded` (a
     session must say), or None when they promise it. Run after `doubt` found nothing."""
-    from ..targets.release_floor import refusal
-
     release = installed_in_tables()
     if release is None:
         return "the installed onnxruntime is older than the tables"
-    if (refused := refusal(loaded.model, release)) is not None:
+    if (refused := _versions_refused(loaded.model, release)) is not None:
         return f"the tables say onnxruntime {release.series} refuses it ({refused})"
-    return (_domains_beyond_tables(loaded.model, release) or _types_beyond_plain(loaded.model)
-            or _weight_sizes_unmatched(loaded))
+    return _beyond_tables(loaded, release)
+
+
+def _versions_refused(model: onnx.ModelProto, release: TargetRuntime) -> str | None:
+    """release_floor.refusal without its walks over the nodes (contrib kernels, float16 fallbacks): _beyond_tables
+    walks them once, and a float16 model is undecided anyway."""
+    if model.ir_version > release.max_ir:
+        return f"IR {model.ir_version} > {release.max_ir}"
+    limits = {"": release.max_opset, "ai.onnx": release.max_opset}
+    if release.domains is not None:
+        limits.update({"ai.onnx.ml": release.domains.ml_max_opset, "com.microsoft": release.domains.ms_max_opset})
+    for opset in model.opset_import:
+        if opset.domain in limits and opset.version > limits[opset.domain]:
+            return f"{opset.domain or 'opset'} {opset.version} > {limits[opset.domain]}"
+    return None
 
 
 def confirm_loadable(loaded: LoadedModel, *, load: bool = False) -> None:

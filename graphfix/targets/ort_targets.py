@@ -118,6 +118,7 @@ class TargetRuntime:
         return self.release.rsplit(".", 1)[0]
 
 
+@functools.lru_cache(maxsize=256)  # TargetRuntime is frozen; the tables are read per model otherwise
 def parse_release(text: str) -> TargetRuntime:
     """`1.16` (its newest patch, 1.16.3) or `1.16.3` -> that release; anything else, malformed or unknown, is
     the one BadInputError every option taking a release gives."""
@@ -141,4 +142,9 @@ def as_target(value: TargetRuntime | str | None) -> TargetRuntime | None:
 
 def known_releases() -> list[TargetRuntime]:
     """Every release line the tables know, oldest first, each at its newest patch."""
-    return [parse_release(f"{major}.{minor}") for major, minor in sorted(_TABLE)]
+    return list(_known_releases())
+
+
+@functools.cache
+def _known_releases() -> tuple[TargetRuntime, ...]:
+    return tuple(parse_release(f"{major}.{minor}") for major, minor in sorted(_TABLE))
