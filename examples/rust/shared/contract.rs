@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use serde_json::{Map, Value};
 
@@ -42,6 +43,28 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Request, Str
         .collect::<Result<Vec<_>, _>>()?;
     let source_ids = if source_ids.is_empty() { DEFAULT_SOURCE_IDS.to_vec() } else { source_ids };
     Ok(Request { model_dir, source_ids, max_new_tokens })
+}
+
+/// The whole command line of a client: exit 0 with the sequence as the last stdout line, 1 with the runtime's own
+/// error on stderr, 2 on bad arguments.
+pub fn main_with(decode: impl FnOnce(&Request) -> Result<Vec<i64>, DecodeError>) -> ExitCode {
+    let request = match parse_args(std::env::args().skip(1)) {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match decode(&request) {
+        Ok(sequence) => {
+            println!("{}", sequence.iter().map(i64::to_string).collect::<Vec<_>>().join(" "));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The generation settings the loop needs, from config.json overridden by generation_config.json (as transformers
