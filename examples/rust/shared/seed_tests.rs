@@ -84,5 +84,6 @@ fn command_prints_the_sequence_last_and_fails_on_the_original() {
     let broken = Command::new(crate::BINARY).arg(original().model_dir).output().unwrap();
     let stderr = String::from_utf8(broken.stderr).unwrap();
     assert_eq!(broken.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("error: decoder step 3: Non-zero status code"), "{stderr}");
+    let error = stderr.lines().find(|line| line.starts_with("error: ")).unwrap_or("");
+    assert!(error.starts_with("error: decoder step 3: ") && error.contains("Non-zero status code"), "{stderr}");
 }

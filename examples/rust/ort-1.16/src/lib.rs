@@ -69,16 +69,48 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
 
         let mut logits = None;
         for (output, value) in decoder.outputs.iter().zip(&outputs) {
-            let tensor: OrtOwnedTensor<f32, IxDyn> = value.try_extract().at(at)?;
-            let view = tensor.view();
+            let array = to_array(value).at(at)?;
             if output.name == "logits" {
-                logits = Some(contract::last_position(&view.iter().copied().collect::<Vec<_>>(), view.shape()));
+                logits = Some(contract::last_position(array.as_slice().unwrap(), array.shape()));
             } else if output.name.starts_with("present.") {
-                presents.insert(output.name.clone(), view.to_owned());
+                presents.insert(output.name.clone(), array);
             }
         }
         logits.ok_or_else(|| DecodeError { stage: at, message: "the decoder has no `logits` output".into() })
     })
+}
+
+/// A copy of an f32 output. ort 1.16's `try_extract` fails on a zero-element tensor ("GetTensorMutableData pointer
+/// should not be null": onnxruntime gives it no data), which is what the unrepaired export's present.*.encoder.* are,
+/// (0, heads, 1, head_dim); so the shape is read through the C API and the empty array is built from it.
+fn to_array(value: &Value) -> Result<ArrayD<f32>, String> {
+    let shape = shape_of(value)?;
+    if shape.contains(&0) {
+        return Ok(ArrayD::zeros(IxDyn(&shape)));
+    }
+    let tensor: OrtOwnedTensor<f32, IxDyn> = value.try_extract().map_err(|e| e.to_string())?;
+    let array = tensor.view().as_standard_layout().into_owned();
+    Ok(array)
+}
+
+fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
+    let api = ort::ort();
+    // SAFETY: `value` is a live tensor; `info` and any error status are released here; `dims` has the length
+    // onnxruntime reported.
+    unsafe {
+        let succeeded = |status: ort::sys::OrtStatusPtr| status.is_null() || { api.ReleaseStatus.unwrap()(status); false };
+        let (mut info, mut rank, mut dims) = (std::ptr::null_mut(), 0, Vec::new());
+        let mut ok = succeeded(api.GetTensorTypeAndShape.unwrap()(value.ptr(), &mut info))
+            && succeeded(api.GetDimensionsCount.unwrap()(info, &mut rank));
+        if ok {
+            dims.resize(rank as usize, 0_i64);
+            ok = succeeded(api.GetDimensions.unwrap()(info, dims.as_mut_ptr(), rank));
+        }
+        if !info.is_null() {
+            api.ReleaseTensorTypeAndShapeInfo.unwrap()(info);
+        }
+        ok.then(|| dims.into_iter().map(|d| d as usize).collect()).ok_or_else(|| "onnxruntime cannot tell an output's shape".into())
+    }
 }
 
 fn load(environment: &Arc<Environment>, path: &Path) -> Result<Session, DecodeError> {
