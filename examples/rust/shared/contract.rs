@@ -32,9 +32,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Request, Str
                 continue;
             }
         };
-        max_new_tokens = value
-            .and_then(|v| v.parse().ok())
-            .ok_or("--max-new-tokens needs a non-negative integer")?;
+        max_new_tokens = value.and_then(|v| v.parse().ok()).ok_or("--max-new-tokens needs a non-negative integer")?;
     }
     let mut positional = positional.into_iter();
     let model_dir = PathBuf::from(positional.next().ok_or("usage: [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]")?);
@@ -218,9 +216,8 @@ mod tests {
 
     #[test]
     fn greedy_appends_eos_and_stops() {
-        let sequence = greedy(&generation(), 10, |_, step| {
-            Ok(if step == 2 { vec![0.0, 0.0, 1.0] } else { vec![0.0, 1.0, 0.0] })
-        });
+        let sequence =
+            greedy(&generation(), 10, |_, step| Ok(if step == 2 { vec![0.0, 0.0, 1.0] } else { vec![0.0, 1.0, 0.0] }));
         assert_eq!(sequence.unwrap(), vec![0, 1, 2]);
     }
 
@@ -234,6 +231,9 @@ mod tests {
     #[test]
     fn arguments_default_to_the_shared_source_ids() {
         let request = parse_args(["--max-new-tokens".into(), "4".into(), "m".into()]).unwrap();
-        assert_eq!(request, Request { model_dir: "m".into(), source_ids: DEFAULT_SOURCE_IDS.to_vec(), max_new_tokens: 4 });
+        assert_eq!(
+            request,
+            Request { model_dir: "m".into(), source_ids: DEFAULT_SOURCE_IDS.to_vec(), max_new_tokens: 4 }
+        );
     }
 }

@@ -67,9 +67,10 @@ fn repaired_export_decodes_to_the_python_reference_ids() {
 fn unrepaired_export_fails_at_step_3_with_the_runtime_error() {
     let error = decode(&original(), Mode::Cached).expect_err("the unrepaired export must not decode");
     assert_eq!(error.stage, Stage::DecoderStep(3), "{error}");
-    // onnxruntime's own words: a node of the with-past branch meets the (0, heads, 1, head_dim) encoder KV.
-    assert!(error.message.contains("Non-zero status code returned while running"), "{error}");
-    assert!(["Reshape", "MatMul", "Concat"].iter().any(|op| error.message.contains(op)), "{error}");
+    // onnxruntime's own words: a node inside the merged decoder's If (its with-past branch) meets the
+    // (0, heads, 1, head_dim) encoder KV fed back from step 2. Which node depends on the model: a Reshape (legacy
+    // Marian, as in the seed), a MatMul (current Marian), an Add (T5).
+    assert!(error.message.contains("Non-zero status code returned while running If node"), "{error}");
 }
 
 #[test]

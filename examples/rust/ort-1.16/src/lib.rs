@@ -30,7 +30,8 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
     let encoder = load(&environment, &request.model_dir.join("encoder_model.onnx"))?;
     let decoder = load(&environment, &request.model_dir.join("decoder_model_merged.onnx"))?;
 
-    let source_ids = Array::from_shape_vec((1, request.source_ids.len()), request.source_ids.clone()).unwrap().into_dyn();
+    let source_ids =
+        Array::from_shape_vec((1, request.source_ids.len()), request.source_ids.clone()).unwrap().into_dyn();
     let mask = ArrayD::<i64>::ones(source_ids.raw_dim());
     let hidden = run_encoder(&encoder, &source_ids, &mask).at(Stage::Encoder)?;
     let empty_past = empty_past(&decoder).at(Stage::Setup)?;
@@ -51,6 +52,7 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
             past.insert(name.as_str(), CowArray::from(present.filter(|_| use_cache).unwrap_or(empty).view()));
         }
 
+        // Positional: run() sends this list under the names of `decoder.inputs`, in that order.
         let mut inputs = Vec::with_capacity(decoder.inputs.len());
         for input in &decoder.inputs {
             let value = match input.name.as_str() {
@@ -98,18 +100,24 @@ fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
     // SAFETY: `value` is a live tensor; `info` and any error status are released here; `dims` has the length
     // onnxruntime reported.
     unsafe {
-        let succeeded = |status: ort::sys::OrtStatusPtr| status.is_null() || { api.ReleaseStatus.unwrap()(status); false };
+        let succeeded = |status: ort::sys::OrtStatusPtr| {
+            status.is_null() || {
+                api.ReleaseStatus.unwrap()(status);
+                false
+            }
+        };
         let (mut info, mut rank, mut dims) = (std::ptr::null_mut(), 0, Vec::new());
         let mut ok = succeeded(api.GetTensorTypeAndShape.unwrap()(value.ptr(), &mut info))
             && succeeded(api.GetDimensionsCount.unwrap()(info, &mut rank));
         if ok {
-            dims.resize(rank as usize, 0_i64);
+            dims.resize(rank, 0_i64);
             ok = succeeded(api.GetDimensions.unwrap()(info, dims.as_mut_ptr(), rank));
         }
         if !info.is_null() {
             api.ReleaseTensorTypeAndShapeInfo.unwrap()(info);
         }
-        ok.then(|| dims.into_iter().map(|d| d as usize).collect()).ok_or_else(|| "onnxruntime cannot tell an output's shape".into())
+        ok.then(|| dims.into_iter().map(|d| d as usize).collect())
+            .ok_or_else(|| "onnxruntime cannot tell an output's shape".into())
     }
 }
 

@@ -33,8 +33,13 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
     let source_ids = Tensor::from_array(([1, source_len], request.source_ids.clone())).at(Stage::Setup)?;
     let mask = Tensor::from_array(([1, source_len], vec![1_i64; source_len])).at(Stage::Setup)?;
     let hidden = run_encoder(&mut encoder, &source_ids, &mask).at(Stage::Encoder)?;
-    let past_names: Vec<String> =
-        decoder.inputs().iter().map(Outlet::name).filter(|n| n.starts_with("past_key_values.")).map(String::from).collect();
+    let past_names: Vec<String> = decoder
+        .inputs()
+        .iter()
+        .map(Outlet::name)
+        .filter(|n| n.starts_with("past_key_values."))
+        .map(String::from)
+        .collect();
 
     let mut presents: HashMap<String, DynValue> = HashMap::new();
     contract::greedy(&generation, request.max_new_tokens, |sequence, step| {
@@ -67,7 +72,8 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
             .at(at)?;
         let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let logits = contract::last_position(logits, &shape);
-        let present_names: Vec<String> = outputs.keys().filter(|n| n.starts_with("present.")).map(String::from).collect();
+        let present_names: Vec<String> =
+            outputs.keys().filter(|n| n.starts_with("present.")).map(String::from).collect();
         for name in present_names {
             let value = outputs.remove(&name).expect("listed just above");
             presents.insert(name, value);
