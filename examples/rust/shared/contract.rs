@@ -16,17 +16,28 @@ pub struct Request {
     pub model_dir: PathBuf,
     pub source_ids: Vec<i64>,
     pub max_new_tokens: usize,
+    /// Generate all `max_new_tokens` (as examples/python's --ignore-eos): a random-weight model may pick eos at
+    /// step 1, and a test must still reach step 3.
+    pub ignore_eos: bool,
 }
 
-/// `[--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]` (`run` has already taken `--ort` off).
+pub const USAGE: &str = "usage: [--ort 1.16.3|current] [--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]";
+
+/// `[--max-new-tokens N] [--ignore-eos] MODEL_DIR [TOKEN_ID ...]` (`run` has already taken `--ort` off).
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Request, String> {
     let mut max_new_tokens = DEFAULT_MAX_NEW_TOKENS;
+    let mut ignore_eos = false;
     let mut positional = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
+        if arg == "--ignore-eos" {
+            ignore_eos = true;
+            continue;
+        }
         let value = match arg.strip_prefix("--max-new-tokens") {
             Some("") => args.next(),
             Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}; {USAGE}")),
             _ => {
                 positional.push(arg);
                 continue;
@@ -35,12 +46,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Request, Str
         max_new_tokens = value.and_then(|v| v.parse().ok()).ok_or("--max-new-tokens needs a non-negative integer")?;
     }
     let mut positional = positional.into_iter();
-    let model_dir = PathBuf::from(positional.next().ok_or("usage: [--max-new-tokens N] MODEL_DIR [TOKEN_ID ...]")?);
+    let model_dir = PathBuf::from(positional.next().ok_or(USAGE)?);
     let source_ids = positional
         .map(|id| id.parse::<i64>().map_err(|_| format!("token id {id:?} is not an integer")))
         .collect::<Result<Vec<_>, _>>()?;
     let source_ids = if source_ids.is_empty() { DEFAULT_SOURCE_IDS.to_vec() } else { source_ids };
-    Ok(Request { model_dir, source_ids, max_new_tokens })
+    Ok(Request { model_dir, source_ids, max_new_tokens, ignore_eos })
 }
 
 /// The whole command line of a client: exit 0 with the sequence as the last stdout line, 1 with the runtime's own
@@ -148,11 +159,11 @@ impl<T, E: fmt::Display> At<T> for Result<T, E> {
 /// the logits of the last position; the cached client feeds only the last token, a recompute feeds all of them.
 pub fn greedy(
     generation: &Generation,
-    max_new_tokens: usize,
+    request: &Request,
     mut logits_after: impl FnMut(&[i64], usize) -> Result<Vec<f32>, DecodeError>,
 ) -> Result<Vec<i64>, DecodeError> {
     let mut sequence = vec![generation.decoder_start_token_id];
-    for step in 1..=max_new_tokens {
+    for step in 1..=request.max_new_tokens {
         if generation.max_length.is_some_and(|max| sequence.len() >= max) {
             break;
         }
@@ -163,7 +174,7 @@ pub fn greedy(
             _ => argmax(&logits),
         };
         sequence.push(chosen);
-        if generation.eos_token_ids.contains(&chosen) {
+        if !request.ignore_eos && generation.eos_token_ids.contains(&chosen) {
             break;
         }
     }
@@ -205,6 +216,10 @@ pub fn present_for(past_name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn request(max_new_tokens: usize) -> Request {
+        Request { model_dir: "m".into(), source_ids: vec![1], max_new_tokens, ignore_eos: false }
+    }
+
     fn generation() -> Generation {
         Generation { decoder_start_token_id: 0, forced_bos_token_id: None, eos_token_ids: vec![2], max_length: None }
     }
@@ -216,24 +231,22 @@ mod tests {
 
     #[test]
     fn greedy_appends_eos_and_stops() {
-        let sequence =
-            greedy(&generation(), 10, |_, step| Ok(if step == 2 { vec![0.0, 0.0, 1.0] } else { vec![0.0, 1.0, 0.0] }));
-        assert_eq!(sequence.unwrap(), vec![0, 1, 2]);
+        let logits = |_: &[i64], step| Ok(if step == 2 { vec![0.0, 0.0, 1.0] } else { vec![0.0, 1.0, 0.0] });
+        assert_eq!(greedy(&generation(), &request(10), logits).unwrap(), vec![0, 1, 2]);
+        let ignoring_eos = Request { ignore_eos: true, ..request(4) };
+        assert_eq!(greedy(&generation(), &ignoring_eos, logits).unwrap(), vec![0, 1, 2, 1, 1]);
     }
 
     #[test]
     fn greedy_forces_the_first_token_and_honours_max_length() {
         let generation = Generation { forced_bos_token_id: Some(7), max_length: Some(3), ..generation() };
-        let sequence = greedy(&generation, 10, |_, _| Ok(vec![0.0, 1.0])).unwrap();
+        let sequence = greedy(&generation, &request(10), |_, _| Ok(vec![0.0, 1.0])).unwrap();
         assert_eq!(sequence, vec![0, 7, 1]);
     }
 
     #[test]
     fn arguments_default_to_the_shared_source_ids() {
-        let request = parse_args(["--max-new-tokens".into(), "4".into(), "m".into()]).unwrap();
-        assert_eq!(
-            request,
-            Request { model_dir: "m".into(), source_ids: DEFAULT_SOURCE_IDS.to_vec(), max_new_tokens: 4 }
-        );
+        let parsed = parse_args(["--max-new-tokens".into(), "4".into(), "m".into(), "--ignore-eos".into()]).unwrap();
+        assert_eq!(parsed, Request { source_ids: DEFAULT_SOURCE_IDS.to_vec(), ignore_eos: true, ..request(4) });
     }
 }

@@ -39,7 +39,7 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
     // ort 1.16 hands outputs back as Value<'static>, while an input Value<'v> borrows its array (invariantly over
     // 'v): the two cannot go into one run, so each present is copied into an array that the next step borrows.
     let mut presents: HashMap<String, ArrayD<f32>> = HashMap::new();
-    contract::greedy(&generation, request.max_new_tokens, |sequence, step| {
+    contract::greedy(&generation, request, |sequence, step| {
         let at = Stage::DecoderStep(step);
         let use_cache = mode == Mode::Cached && step > 1;
         let fed = if mode == Mode::Cached { &sequence[sequence.len() - 1..] } else { sequence };

@@ -42,7 +42,7 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
         .collect();
 
     let mut presents: HashMap<String, DynValue> = HashMap::new();
-    contract::greedy(&generation, request.max_new_tokens, |sequence, step| {
+    contract::greedy(&generation, request, |sequence, step| {
         let at = Stage::DecoderStep(step);
         let use_cache = mode == Mode::Cached && step > 1;
         let fed = if mode == Mode::Cached { &sequence[sequence.len() - 1..] } else { sequence };
