@@ -204,7 +204,7 @@ def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(
     read = json.loads(proc.stdout)
     assert read == {**dataclasses.asdict(request), "batches": [1, 2], "source_lengths": [4]}
     assert set(read) == {"model", "model_with_past", "tolerance", "reference", "judge", "encoder", "encoder_feeds",
-                         "release", "steps", "batches", "source_lengths", "seed"}
+                         "release", "steps", "batches", "source_lengths", "seed", "pairwise"}
 
 
 def test_the_child_refuses_a_request_meant_for_another_release(marian_current, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from graphfix import check, repair, validate
 from graphfix.model.merged_decoder import find_merged_decoder
+from graphfix.proof.cases import STEPS
 
 from .conftest import result_lines, sha256
 
@@ -36,7 +37,7 @@ def test_repaired_sample_decodes_like_full_recompute(sample, repaired):
     assert result.ok, result.first_failure
     assert {c.batch for c in result.cases} == {1, 3}
     assert len({c.source_length for c in result.cases}) == 2
-    assert all(c.steps >= 8 for c in result.cases)
+    assert all(c.steps == STEPS for c in result.cases)  # every step of each case ran (proof/cases.py)
     assert result.max_abs_diff < 1e-4
     assert all(c.tokens_agree == c.tokens_total for c in result.cases)
 

@@ -345,9 +345,10 @@ def validate_command(
 ) -> int:
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
-    Inputs are synthesized from the model's own signature (no PyTorch, no original weights): 8 steps at batch 1
-    and 3 and two source lengths. A model directory is proven end to end: its encoder (encoder_model.onnx beside
-    each merged decoder) runs on synthesized token ids, pixel values or audio features and feeds the decoder.
+    Inputs are synthesized from the model's own signature (no PyTorch, no original weights): 3 steps at batch 1
+    with source length 5 and at batch 3 with 11. A model directory is proven end to end: its encoder
+    (encoder_model.onnx beside each merged decoder) runs on synthesized token ids, pixel values or audio features
+    and feeds the decoder.
 
     Exit 0 when it holds, 1 when it does not (naming the first step and output that diverged), 2 when the model
     cannot be read or loaded.

@@ -99,13 +99,31 @@ def load_session(path: str) -> Any:
         shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
 
 
+# Below this many bytes of model (and its external data), one thread runs a step faster than a pool does (its
+# start-up and hand-offs cost more than a small MatMul); above it, the machine's cores, as the user's session has:
+# issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads against 0.34 s on one.
+_ONE_THREAD_BELOW = 256 << 20
+
+
+def _threads_for(path: str) -> int:
+    """intra_op_num_threads for the model at `path`: 1 for a small model, 0 (onnxruntime's default: one per
+    physical core) for a large one. Its external data counts when it sits beside it under an exporter's name."""
+    size = 0
+    for candidate in (path, path + ".data", path + "_data", os.path.splitext(path)[0] + ".onnx_data"):
+        try:
+            size += os.stat(candidate).st_size
+        except OSError:
+            continue
+    return 1 if size < _ONE_THREAD_BELOW else 0
+
+
 def _session(path: str, shown_as: str) -> Any:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # errors come back as exceptions; ORT's own log would repeat them on stderr
     options = ort.SessionOptions()
     options.log_severity_level = 4
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = _threads_for(path)
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
@@ -317,8 +335,10 @@ class PlainClient:
 
     def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int,
                     judged: bool = False) -> CaseResult:
-        """The loop against full recompute, step by step; stops at the first divergence. `judged` runs the
-        original's Optimum loop beside it (after a divergence, when there is a judge to ask)."""
+        """The loop against full recompute: `steps` cached steps, then one run without past over the final tokens,
+        whose logits at every position are what full recompute gives at that step (the decoder is causal); the
+        first step that differs is the failure. `judged` runs the original's Optimum loop beside it (after a
+        divergence, when there is a judge to ask)."""
         case = CaseResult(batch=batch, source_length=source_length)
         optimum = OptimumLoop(self.judge) if judged and self.judge is not None else None
         rng = np.random.default_rng(seed)
@@ -329,57 +349,92 @@ class PlainClient:
             encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
         past: Feeds | None = None
+        loop: list[np.ndarray] = []  # the cached loop's last logits, per step
+        theirs: list[np.ndarray] = []  # the original's, driven as Optimum drives it (judged only)
+        crash: str | None = None
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
             model = self.first if past is None else self.later
             if past is not None and (missing := self._missing_past(past)):
-                case.failure = f"step {step}: {missing}"
-                return case
+                crash = f"step {step}: {missing}"
+                break
             try:
                 cached = model.run(tokens if past is None else tokens[:, -1:], encoder, past, step - 1)
             except BadInputError:  # an input the loop cannot synthesize: the model, not the proof, is at fault
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 where = "the present->past loop" if self.first is self.later else model.name
-                case.failure = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
-                return case
+                crash = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
+                break
+            loop.append(_last_logits(cached))
+            if optimum is not None:
+                theirs.append(optimum.step(tokens, encoder, step))
+            past = {name.replace("present", "past_key_values", 1): value
+                    for name, value in cached.items() if PRESENT.match(name)}
+        if loop:
             try:
-                full = cached if step == 1 else self.first.run(tokens, encoder)
+                full = self._full_recompute(prefix[:, :len(loop)], encoder)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
-                case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
+                case.failure = f"step {len(loop)}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
-            got, want = _last_logits(cached), _last_logits(full)
+            if (failure := self._compare_steps(case, loop, theirs, full, tolerance, judged)) is not None:
+                if failure == "judge":
+                    return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
+                case.failure = failure
+                return case
+            self._compare_reference(prefix[:, :len(loop)], encoder, full, tolerance * self._scale(full), batch,
+                                    source_length, len(loop))
+        case.failure = crash or self._unusable_presents(past or {}, batch, steps)
+        return case
+
+    def _full_recompute(self, tokens: np.ndarray, encoder: Feeds) -> Feeds:
+        """One run without past over `tokens`: its logits at position k are full recompute's at step k + 1 (the
+        decoder is causal). A model that returns fewer positions than it was given is run once per step instead."""
+        full = self.first.run(tokens, encoder)
+        logits = full["logits"]
+        if logits.ndim == 3 and logits.shape[1] == tokens.shape[1]:
+            return full
+        last = [self.first.run(tokens[:, :k], encoder)["logits"][:, -1, :] for k in range(1, tokens.shape[1] + 1)]
+        return {**full, "logits": np.stack(last, axis=1)}
+
+    @staticmethod
+    def _scale(full: Feeds) -> float:
+        return max(1.0, float(np.max(np.abs(full["logits"].astype(np.float64)))))
+
+    def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray], full: Feeds,
+                       tolerance: float, judged: bool) -> str | None:
+        """Each step's cached logits against full recompute's at that position, in order: the first divergence's
+        message, "judge" when the judge should be asked first, None when every step held."""
+        logits = full["logits"]
+        batch = logits.shape[0]
+        for step, got in enumerate(loop, start=1):
+            want = logits[:, step - 1, :].astype(np.float64)
             diff = float(np.max(np.abs(got - want)))
             case.steps, case.max_abs_diff = step, max(case.max_abs_diff, diff)
             case.tokens_total += batch
             case.tokens_agree += int(np.sum(got.argmax(-1) == want.argmax(-1)))
             scale = max(1.0, float(np.max(np.abs(want))))
-            theirs = optimum.step(tokens, encoder, step) if optimum is not None else None
-            if not np.isfinite(diff) or diff > tolerance * scale:
-                if theirs is None and not judged and self._load_judge():
-                    return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
-                wiring = float(np.max(np.abs(got - theirs))) if theirs is not None else None
-                if wiring is not None and wiring <= FLOAT_PRECISION * scale:
-                    case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
-                else:
-                    case.failure = (f"step {step}: logits differ from full recompute by {diff:.3g} "
-                                    f"(tolerance {tolerance * scale:.3g})"
-                                    + (f" and from the original driven as Optimum drives it by {wiring:.3g}"
-                                       if wiring is not None else ""))
-                    return case
-            self._compare_reference(tokens, encoder, full, tolerance * scale, batch, source_length, step)
-            past = {name.replace("present", "past_key_values", 1): value
-                    for name, value in cached.items() if PRESENT.match(name)}
-        case.failure = self._unusable_presents(past or {}, batch, steps)
-        return case
+            if np.isfinite(diff) and diff <= tolerance * scale:
+                continue
+            if not theirs and not judged and self._load_judge():
+                return "judge"
+            wiring = float(np.max(np.abs(got - theirs[step - 1]))) if theirs else None
+            if wiring is not None and wiring <= FLOAT_PRECISION * scale:
+                case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
+                continue
+            return (f"step {step}: logits differ from full recompute by {diff:.3g} (tolerance {tolerance * scale:.3g})"
+                    + (f" and from the original driven as Optimum drives it by {wiring:.3g}"
+                       if wiring is not None else ""))
+        return None
 
     def _compare_reference(self, tokens: np.ndarray, encoder: Feeds, full: Feeds, tolerance: float,
                            batch: int, source_length: int, step: int) -> None:
-        """Full recompute must equal the reference's: the repair or split left the no-cache path alone."""
+        """Full recompute must equal the reference's at every position: the repair or split left the no-cache path
+        alone. One run of the reference over the final tokens."""
         record = self.against_reference
         if self.reference is None or record["failure"] or not self.reference.accepts(batch, source_length):
             return
-        where = f"batch {batch}, source length {source_length}, step {step}"
+        where = f"batch {batch}, source length {source_length}, steps 1-{step}"
         try:
             theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
         except Exception as err:
@@ -436,8 +491,12 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
         source_lengths = (fixed,)
     elif client.encoder is not None and client.encoder.fixed_length:
         source_lengths = source_lengths[:1]  # a fixed image or audio window: every case would be the same length
-    cases = [client.decode_case(batch, source_length, request.steps, request.tolerance, request.seed + 10 * i + j)
-             for i, batch in enumerate(request.batches) for j, source_length in enumerate(source_lengths)]
+    if request.pairwise:  # each batch with one source length (the last one again where fewer lengths apply)
+        pairs = [(i, batch, min(i, len(source_lengths) - 1)) for i, batch in enumerate(request.batches)]
+    else:
+        pairs = [(i, batch, j) for i, batch in enumerate(request.batches) for j in range(len(source_lengths))]
+    cases = [client.decode_case(batch, source_lengths[j], request.steps, request.tolerance, request.seed + 10 * i + j)
+             for i, batch, j in pairs]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
             "original": client.against_reference if request.reference else None}
 

@@ -68,10 +68,12 @@ def tolerance_for(model: onnx.ModelProto) -> float:
 
 def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
-           batches: Sequence[int], source_lengths: Sequence[int], seed: int, ort_version: TargetRuntime | str | None,
-           encoder: str | os.PathLike[str] | None = None,
+           batches: Sequence[int] | None, source_lengths: Sequence[int] | None, seed: int,
+           ort_version: TargetRuntime | str | None, encoder: str | os.PathLike[str] | None = None,
            judge: str | os.PathLike[str] | None = None) -> ValidationResult:
     runtime = as_target(ort_version)
+    pairwise = batches is None and source_lengths is None  # the default cases, in pairs (cases.py)
+    batches, source_lengths = batches or BATCHES, source_lengths or SOURCE_LENGTHS
     paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p)]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
@@ -85,7 +87,8 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     request = ProofRequest(model=os.path.abspath(model), model_with_past=os.path.abspath(model_with_past),
                            tolerance=tolerance, reference=absolute(reference), judge=absolute(judge),
                            encoder=absolute(encoder), encoder_feeds=feeds, release=runtime.release if runtime else None,
-                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed)
+                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed,
+                           pairwise=pairwise)
     from .runtimes import run_in_runtime
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
@@ -97,7 +100,7 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
-             batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
+             batches: Sequence[int] | None = None, source_lengths: Sequence[int] | None = None, seed: int = 0,
              ort_version: TargetRuntime | str | None = None, encoder: str | os.PathLike[str] | None = None,
              judge: str | os.PathLike[str] | None = None) -> ValidationResult:
     """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
@@ -105,13 +108,15 @@ def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | N
     encoder_model.onnx), fed by that encoder's output, end to end. `judge` (the unrepaired model; `original`
     serves too) is asked only when the loop differs from full recompute: if it, driven as Optimum drives it, gives
     the loop's very numbers, the difference is the model's own and the case holds (`original_differs`). Returns
-    the figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
+    the figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded.
+    Without `batches` and `source_lengths` the cases are cases.py's pairs (batch 1 with source length 5, batch 3
+    with 11); given either, every combination of them is run."""
     return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge)
 
 
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
                    merged: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
-                   batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS,
+                   batches: Sequence[int] | None = None, source_lengths: Sequence[int] | None = None,
                    seed: int = 0, ort_version: TargetRuntime | str | None = None) -> ValidationResult:
     """The same proof for a split pair: `decoder` at step 1 and for full recompute, `decoder_with_past` after it;
     with `merged`, the pair's logits are also compared with that merged decoder's."""
