@@ -1,0 +1,145 @@
+"""What the proof and `check` cost next to their floor, per model size (issue 31): `make bench` runs it on the
+benchmark's models after run.py's copy figures; `python bench/proof_costs.py --smoke` runs it on the committed
+6-layer sample only (no exporter needed: a check that the bench works, not a figure to quote).
+
+"bare" is the floor of any proof: one onnxruntime InferenceSession of the repaired decoder (default options) plus
+one decode step, in a fresh Python. Every figure is a child process's wall time (perf_counter) and peak RSS (wait4),
+median of RUNS; ratios are medians of per-round ratios, the two sides of each started in alternating order.
+
+- repair / bare: the default (proven) repair against bare;
+- validate / bare: `graphfix validate` of the repaired file against bare;
+- check per model: the unrepaired file (findings: answered from the skeleton), the repaired one on a first run
+  (fresh verdict cache) and a second (the verdict cache as the first left it);
+- check --target-ort 1.16 / check, on the unrepaired float32 model;
+- peak RSS of the default repair against bare's;
+- the growth exponent of each time in bytes (least squares of log time on log size), with two sizes or more.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GRAPHFIX = str(BIN / "graphfix")
+RUNS = 3
+MB = 1 << 20
+
+BARE = """import sys
+import onnxruntime as ort
+from graphfix.proof import client_loop
+client_loop._session = lambda path, shown: ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+import numpy as np
+session = client_loop.DecoderSession(sys.argv[1])
+rng = np.random.default_rng(0)
+session.run(np.array([[5]], dtype=np.int64), session.encoder_inputs(rng, 1, 5))
+"""
+
+
+def measure(argv: list[str], env: dict[str, str] | None = None, exit_codes: tuple[int, ...] = (0,)) -> tuple[float, int]:
+    """Wall seconds and peak RSS bytes of one child process; it must exit with one of `exit_codes`."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in exit_codes:
+        raise SystemExit(f"{' '.join(argv)} failed: {child.stderr.read().decode().strip()}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def _size(model: Path) -> int:
+    data = [p for p in model.parent.iterdir() if p.name.startswith(model.name) and p != model]
+    return model.stat().st_size + sum(p.stat().st_size for p in data)
+
+
+def costs(label: str, model: Path, work: Path) -> dict[str, object]:
+    """Every figure of one model (see the module docstring)."""
+    repaired = work / "fixed" / "decoder_model_merged.onnx"
+    shutil.rmtree(repaired.parent, ignore_errors=True)
+    repaired.parent.mkdir(parents=True)
+    subprocess.run([GRAPHFIX, "repair", "--no-validate", "--quiet", str(model), str(repaired)], check=True)
+    out = work / "out"
+    rounds: dict[str, list[tuple[float, int]]] = {k: [] for k in ("bare", "repair", "validate")}
+    for run in range(RUNS):
+        sides = ["bare", "repair", "validate"]
+        for side in sides[run % 3:] + sides[:run % 3]:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            argv = {"bare": [sys.executable, "-c", BARE, str(repaired)],
+                    "repair": [GRAPHFIX, "repair", str(model), str(out / "fixed.onnx")],
+                    "validate": [GRAPHFIX, "validate", str(repaired)]}[side]
+            rounds[side].append(measure(argv))
+    bare = [t for t, _ in rounds["bare"]]
+
+    def ratio(side: str) -> float:
+        return statistics.median(t / b for (t, _), b in zip(rounds[side], bare))
+
+    checks: dict[str, list[float]] = {k: [] for k in ("unrepaired", "first", "second", "target")}
+    for _ in range(RUNS):
+        cache = tempfile.mkdtemp(prefix="graphfix-bench-verdicts-")
+        env = {"GRAPHFIX_CACHE": cache}
+        checks["unrepaired"].append(measure([GRAPHFIX, "check", "--quiet", str(model)], env, (0, 1))[0])
+        checks["target"].append(measure([GRAPHFIX, "check", "--quiet", "--target-ort", "1.16", str(model)], env,
+                                        (0, 1))[0])
+        checks["first"].append(measure([GRAPHFIX, "check", "--quiet", str(repaired)], env)[0])
+        checks["second"].append(measure([GRAPHFIX, "check", "--quiet", str(repaired)], env)[0])
+        shutil.rmtree(cache, ignore_errors=True)
+    median = {k: statistics.median(v) for k, v in checks.items()}
+    return {"label": label, "size": _size(model), "bare": statistics.median(bare),
+            "repair": statistics.median(t for t, _ in rounds["repair"]), "repair/bare": ratio("repair"),
+            "validate": statistics.median(t for t, _ in rounds["validate"]), "validate/bare": ratio("validate"),
+            "bare_rss": max(r for _, r in rounds["bare"]), "repair_rss": max(r for _, r in rounds["repair"]),
+            "check": median,
+            "target/check": statistics.median(t / c for t, c in zip(checks["target"], checks["unrepaired"]))}
+
+
+def growth(rows: list[dict[str, object]], key: str) -> float | None:
+    """Least-squares slope of log(time) on log(bytes): 1 is linear in the model's size."""
+    points = [(math.log(float(r["size"])), math.log(float(r[key]))) for r in rows]  # type: ignore[arg-type]
+    if len(points) < 2:
+        return None
+    mx, my = statistics.mean(p[0] for p in points), statistics.mean(p[1] for p in points)
+    spread = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / spread if spread else None
+
+
+def report(rows: list[dict[str, object]]) -> None:
+    print(f"\nproof and check against the floor (bare = one default InferenceSession + one decode step in a fresh "
+          f"Python); median of {RUNS}, ratios = median of per-round ratios\n")
+    print("| model | size | bare | default repair | repair / bare | validate | validate / bare | repair RSS / bare RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {float(r['size']) / MB:.1f} MB | {r['bare']:.3f} s | {r['repair']:.3f} s | "  # type: ignore[arg-type]
+              f"{r['repair/bare']:.2f} | {r['validate']:.3f} s | {r['validate/bare']:.2f} | "
+              f"{r['repair_rss'] / MB:.0f} / {r['bare_rss'] / MB:.0f} MB |")  # type: ignore[operator]
+    print("\n| model | check unrepaired | check repaired, 1st run | 2nd run | check --target-ort 1.16 / check |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        c = r["check"]
+        print(f"| {r['label']} | {c['unrepaired'] * 1000:.0f} ms | {c['first'] * 1000:.0f} ms | "  # type: ignore[index]
+              f"{c['second'] * 1000:.0f} ms | {r['target/check']:.2f} |")  # type: ignore[index]
+    for key in ("bare", "repair", "validate"):
+        if (slope := growth(rows, key)) is not None:
+            print(f"growth exponent of {key} time in bytes: {slope:.2f}")
+
+
+def main(models: dict[str, Path]) -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory(prefix="graphfix-bench-proof-") as work:
+        rows = [costs(label, path, Path(work)) for label, path in models.items()]
+    report(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--smoke"]:
+        raise SystemExit("usage: python bench/proof_costs.py --smoke  (make bench runs the full sizes)")
+    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"})
