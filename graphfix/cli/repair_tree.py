@@ -44,6 +44,7 @@ def repair_tree_command(source: Path, out: Path, jobs: int, options: RepairOptio
         emit_json("repair", {"ok": result.exit_code == 0, **result.to_dict()})
         return result.exit_code
     if output.verbosity is not Verbosity.QUIET:
+        say(f"{result.input} -> {result.output}")  # not the table's title: rich would wrap it to the table's width
         try:
             table.print_table(tree_table(result))
         except OSError as err:
@@ -59,8 +60,7 @@ def tree_table(result: TreeRepairResult) -> Table:
 
     from .app import undecodable_escaped
 
-    title = undecodable_escaped(f"{result.input} -> {result.output}")
-    drawn = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    drawn = Table(box=box.SIMPLE_HEAD)
     for column in ("model", "outcome", "findings", "oldest onnxruntime", "time"):
         drawn.add_column(column, justify="right" if column in ("findings", "time") else "left", no_wrap=True)
     for model in result.models:
