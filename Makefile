@@ -212,6 +212,20 @@ $(REPAIR_STATE)/done: $(REPAIR_STATE)/made-with $(shell find $(MODELS) -type f -
 	mv $(REPORT).new $(REPORT); \
 	if [ $$code = 0 ]; then touch $@; else echo "make repair: graphfix exited $$code; see $(REPORT)" >&2; exit $$code; fi
 
+# The sdist and wheel a release ships, checked as PyPI would (twine check --strict): CI runs it. In a venv of its own,
+# so that `python -m build` and twine never touch .venv; build makes its own isolated environment for setuptools.
+DIST_VENV := .venv-dist
+.PHONY: dist
+$(DIST_VENV)/.installed:
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet --disable-pip-version-check build==1.6.1 twine==7.0.0
+	touch $@
+
+dist: $(DIST_VENV)/.installed
+	rm -rf dist
+	$(DIST_VENV)/bin/python -m build --outdir dist .
+	$(DIST_VENV)/bin/twine check --strict dist/*
+
 # Fuzzing beyond `make test`'s fixed few hundred cases: thousands of random mutations of every sample (random each
 # run; a failure prints the reproducing blob). FUZZ_ARGS passes pytest options, e.g. FUZZ_ARGS=-x.
 .PHONY: fuzz
