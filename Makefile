@@ -174,6 +174,13 @@ test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(C
 # with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.
 bench: install $(EXPORT_CURRENT)/.installed
 	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py
+	$(BIN)/python bench/tree.py
+
+# The tree repair alone: 50 model folders copied from sample_models/exports (2 broken), `repair TREE OUT --jobs 2`
+# against the sum of the single repairs / 2 (+20 % allowed). Needs no exporter venv.
+.PHONY: bench-tree
+bench-tree: install
+	$(BIN)/python bench/tree.py
 
 # Batch repair, a thin wrapper over one `graphfix repair MODELS OUT` (a tree of model folders, or one model folder):
 #   make repair MODELS=models OUT=models-fixed [ARGS="--target-ort 1.16"] [JOBS=4] [REPORT=path.json]

@@ -13,6 +13,7 @@ the run.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import GraphfixError
+from ..errors import BadInputError, GraphfixError
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
 _STOP_GRACE_SECONDS = 10.0
@@ -55,7 +56,8 @@ class ChildFailed(GraphfixError):
 class _Children:
     """The running children, and whether the run is stopping (then no new one starts)."""
 
-    def __init__(self) -> None:
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
         self.lock = threading.Lock()
         self.running: set[subprocess.Popen[bytes]] = set()
         self.stopping = False
@@ -68,8 +70,13 @@ class _Children:
         with self.lock:
             if self.stopping:
                 return Outcome(error=ChildFailed("not started: the run was stopping"))
-            proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, **group)
+            try:
+                proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **group)
+            except OSError as err:
+                if err.errno == errno.EAGAIN:  # fork's answer at RLIMIT_NPROC
+                    raise _process_limit(self.jobs) from None
+                raise
             self.running.add(proc)
         try:
             stdout, stderr = proc.communicate(pickle.dumps(task))
@@ -101,6 +108,11 @@ class _Children:
             proc.wait()
 
 
+def _process_limit(jobs: int) -> BadInputError:
+    return BadInputError(f"cannot start {jobs} --jobs worker processes: the process limit is reached (ulimit -u, "
+                         "which counts threads too); use fewer --jobs or raise it")
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:
         if os.name == "posix":
@@ -115,10 +127,15 @@ def run_tasks(tasks: Sequence[Task], jobs: int, on_outcome: Callable[[int, Outco
     """Run the tasks, `jobs` at once in child processes, calling on_outcome(index, outcome) in this thread as each
     finishes. Any way out before every task has finished (an error, on_outcome's included, or Ctrl-C) stops every
     child first."""
-    children = _Children()
+    children = _Children(jobs)
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="graphfix-jobs")
     try:
-        pending: dict[Future[Outcome], int] = {pool.submit(children.run, task): i for i, task in enumerate(tasks)}
+        pending: dict[Future[Outcome], int] = {}
+        for i, task in enumerate(tasks):
+            try:
+                pending[pool.submit(children.run, task)] = i
+            except RuntimeError:  # submit starts the pool's threads: a fresh pool refuses nothing else
+                raise _process_limit(jobs) from None
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
