@@ -52,6 +52,7 @@ def main() -> int:
     shutil.rmtree(singles, ignore_errors=True)
     total, failed = 0.0, []
     for name in names:  # what a shell loop over the folders costs, one graphfix run each
+        (singles / name).parent.mkdir(parents=True, exist_ok=True)
         seconds, done = timed([str(GRAPHFIX), "repair", str(tree / name), str(singles / name)])
         total += seconds
         if done.returncode != 0:

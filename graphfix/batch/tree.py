@@ -152,6 +152,7 @@ def repair_tree(source: str | os.PathLike[str], out: str | os.PathLike[str], opt
     prepare_runtimes(options, on_install=on_install, on_wait=on_wait)
     relative = [folder.relative_to(source).as_posix() for folder in folders]
     targets = [source / name if options.in_place else out / name for name in relative]
+    made = _make_parents(targets)  # here, before any repair: no child removes what another is landing in
     outcomes: dict[int, ModelOutcome] = {}
 
     def record(index: int, outcome: ModelOutcome) -> None:
@@ -159,22 +160,48 @@ def repair_tree(source: str | os.PathLike[str], out: str | os.PathLike[str], opt
         if on_model is not None:
             on_model(outcome)
 
-    if jobs == 1 or len(folders) == 1:
-        for i, (name, folder, target) in enumerate(zip(relative, folders, targets)):
-            record(i, repair_model_folder(name, folder, target, options, validator))
-    else:
-        from .parallel import Outcome as ChildOutcome
-        from .parallel import Task, run_tasks
+    try:
+        if jobs == 1 or len(folders) == 1:
+            for i, (name, folder, target) in enumerate(zip(relative, folders, targets)):
+                record(i, repair_model_folder(name, folder, target, options, validator))
+        else:
+            from .parallel import Outcome as ChildOutcome
+            from .parallel import Task, run_tasks
 
-        def collect(index: int, child: ChildOutcome) -> None:
-            if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
-                record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
-            else:
-                record(index, child.value)
+            def collect(index: int, child: ChildOutcome) -> None:
+                if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
+                    record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
+                else:
+                    record(index, child.value)
 
-        run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
-                   for name, folder, target in zip(relative, folders, targets)], jobs, collect)
+            run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
+                       for name, folder, target in zip(relative, folders, targets)], jobs, collect)
+    finally:
+        for folder in made:  # the parents only failed folders would have gone into: nothing of them is left
+            _remove_if_empty(folder)
     return TreeRepairResult(input=source, output=out, models=[outcomes[i] for i in range(len(folders))])
+
+
+def _make_parents(targets: list[Path]) -> list[Path]:
+    """The folders that hold the targets, made; those this made, deepest first."""
+    made: list[Path] = []
+    for target in targets:
+        missing = [parent for parent in target.parents if not parent.exists()]
+        for parent in reversed(missing):
+            try:
+                parent.mkdir()
+            except OSError as err:
+                raise BadInputError(f"cannot make {parent}: {err.strerror or err}") from None
+            made.append(parent)
+    return sorted(made, key=lambda folder: len(folder.parts), reverse=True)
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except OSError:  # not empty: a folder landed in it
+        return False
 
 
 def repair_model_folder(name: str, folder: Path, out: Path, options: RepairOptions,
@@ -182,7 +209,6 @@ def repair_model_folder(name: str, folder: Path, out: Path, options: RepairOptio
     """One folder of a tree: its outcome, never its error (a KeyboardInterrupt still ends the run)."""
     started = time.perf_counter()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         result = repair_directory(folder, out, options, validator=validator)
     except Exception as err:  # (recorded: the tree goes on to the next folder)
         return _failed(name, folder, out, err, time.perf_counter() - started)
