@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
-from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
+from ..process import interrupts
 from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def export_floor(directory: Path) -> str | None:
     """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included), by
     graphfix's measured tables."""
     from ..io.read import read_model
-    from ..release_floor import newest_of, oldest_release
+    from ..targets.release_floor import newest_of, oldest_release
     from .layouts import directory_files
 
     models = [name for name in directory_files(directory) if name.endswith(".onnx")]

@@ -209,7 +209,7 @@ def run_tasks(tasks: Sequence[Task], jobs: int, on_outcome: Callable[[int, Outco
 
 def child_main() -> int:
     """The child: pickled Tasks on stdin, one pickled Outcome on stdout for each, until stdin ends."""
-    from ..io import interrupts
+    from ..process import interrupts
 
     interrupts.install()
     if hasattr(signal, "pthread_sigmask"):  # started from a thread that may have held them blocked

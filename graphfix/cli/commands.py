@@ -314,7 +314,7 @@ def check_command(
 
 def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
     """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
-    from ..release_floor import ReleaseFloor, newest_of
+    from ..targets.release_floor import ReleaseFloor, newest_of
 
     floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
     plural = len(floors) > 1
@@ -414,7 +414,7 @@ def split_command(
     Examples:
       graphfix split decoder_model_merged.onnx split/
     """
-    from ..batch.split import DECODER, DECODER_WITH_PAST, split
+    from ..split_decoder import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
     _use_runtime_python(runtime_python)
@@ -479,7 +479,7 @@ def describe_command(
       graphfix describe decoder_model_merged.onnx
       graphfix describe --json opus-mt-en-de/
     """
-    from ..client_contract import describe
+    from ..export_contract import describe
 
     description = describe(model)
     if output.json:
