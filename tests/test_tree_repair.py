@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from graphfix import RepairOptions
-from graphfix.batch.tree import ModelOutcome, TreeRepairResult, repair_tree
+from graphfix import ModelOutcome, RepairOptions, TreeRepairResult, repair_tree
 
 from .conftest import ROOT
 from .test_json_and_hook import DOCUMENTS, conforms
