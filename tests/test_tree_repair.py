@@ -231,3 +231,29 @@ def test_make_repair_is_one_run_with_one_report_and_an_args_change_rebuilds(tmp_
     assert retarget.returncode == 0 and "graphfix repair" in retarget.stdout, retarget.stderr
     assert onnx.load(out / "group" / "marian" / "decoder_model_merged.onnx").opset_import[0].version <= 19
     assert json.loads(report.read_text())["exit_code"] == 0
+
+
+def test_a_command_that_finds_the_install_under_way_says_it_waits_instead_of_installing(cli, tmp_path, monkeypatch):
+    from graphfix.errors import BadInputError
+    from graphfix.proof import runtimes
+
+    monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
+    home = runtimes.runtime_home("1.16.3")
+    home.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | "
+                               "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+                               "sys.stdin.read()", str(home.parent / f".lock-{home.name}")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+
+        def offline(version: str, **notices) -> Path:  # what waiting would end in is not this test's business
+            raise BadInputError(f"cannot install onnxruntime=={version}: offline")
+
+        monkeypatch.setattr(runtimes, "runtime_python", offline)
+        lines = cli("validate", EXPORTS / "current-trocr" / "decoder_model_merged.onnx", "--ort-version",
+                    "1.16").stderr.splitlines()
+        assert lines[0] == f"waiting for another graphfix process installing onnxruntime 1.16.3 into {home}"
+        assert not any(line.startswith("installing") for line in lines)
+    finally:
+        holder.communicate("")

@@ -69,7 +69,7 @@ def _use_runtime_python(path: Path | None) -> None:
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
     """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
     the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
-    from ..proof.runtimes import runtime_home, runtime_installed
+    from ..proof.runtimes import install_in_progress, runtime_home, runtime_installed
 
     for release in dict.fromkeys(r.release for r in releases if r is not None):
         try:
@@ -78,7 +78,9 @@ def _announce_first_use(*releases: TargetRuntime | None) -> None:
             home = runtime_home(release)
         except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
-        if _may_create(home):  # else the install cannot start: the run's one error line names the cache
+        if install_in_progress(home):  # the run waits for that install instead of making its own
+            typer.echo(report.waiting_line(release, home), err=True)
+        elif _may_create(home):  # else the install cannot start: the run's one error line names the cache
             typer.echo(report.first_use_line(release, home), err=True)
 
 

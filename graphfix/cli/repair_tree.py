@@ -12,7 +12,7 @@ import typer
 from ..options import RepairOptions
 from . import table
 from .app import Output, StdoutFailed, Verbosity, emit_json, escaped, run, say
-from .report import first_use_line
+from .report import first_use_line, waiting_line
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -26,7 +26,7 @@ def _installing(release: str, home: Path) -> None:
 
 
 def _waiting(release: str, home: Path) -> None:
-    typer.echo(f"waiting for another graphfix process installing onnxruntime {release} into {home}", err=True)
+    typer.echo(waiting_line(release, home), err=True)
 
 
 def repair_tree_command(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,

@@ -159,6 +159,26 @@ def _install_lock(version: str, home: Path, on_wait: InstallNotice | None) -> It
         os.close(fd)  # the lock goes with the descriptor
 
 
+def install_in_progress(home: Path) -> bool:
+    """Whether another process holds the install lock of the venv at `home` right now (for saying so: the run then
+    waits for it in runtime_python)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(home.parent / f".lock-{home.name}", os.O_RDONLY)
+    except OSError:  # no lock file: nobody has started installing it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _make_runtime(home: Path, version: str, interpreter: Interpreter) -> Path:
     try:
         _remove_abandoned_builds(home.parent)
@@ -318,4 +338,5 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     return version
 
 
-__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_home", "runtime_installed", "runtime_python"]
+__all__ = ["cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime", "runtime_home",
+           "runtime_installed", "runtime_python"]
