@@ -66,7 +66,8 @@ def costs(label: str, model: Path, work: Path) -> dict[str, object]:
     repaired = work / "fixed" / "decoder_model_merged.onnx"
     shutil.rmtree(repaired.parent, ignore_errors=True)
     repaired.parent.mkdir(parents=True)
-    subprocess.run([GRAPHFIX, "repair", "--no-validate", "--quiet", str(model), str(repaired)], check=True)
+    subprocess.run([GRAPHFIX, "repair", "--no-validate", "--quiet", str(model), str(repaired)], check=True,
+                   stdout=subprocess.DEVNULL)
     out = work / "out"
     rounds: dict[str, list[tuple[float, int]]] = {k: [] for k in ("bare", "repair", "validate")}
     for run in range(RUNS):
