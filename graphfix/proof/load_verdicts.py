@@ -1,9 +1,11 @@
 """onnxruntime's load verdicts, remembered per file content and runtime: `check` of an unchanged model that only a
 session can judge (proof/loadable.py `undecided`) costs a hash of its bytes on the next run, not a session.
 
-Key: sha256 of the model file's bytes and of each external-data file's bytes (by its location as the model names
-it), with the onnxruntime release that judged them. Sizes and mtimes take no part: a file rewritten with the same
-bytes keeps its verdict, a file with one byte changed is judged again. Each verdict is one JSON file in
+Key: sha256 of the model's skeleton (io/read.py: the graph with each large payload replaced by its byte range, so
+every shape, type, size and external-data reference is in it) with the onnxruntime release that judged it; hashing
+it costs what parsing did, whatever the weights weigh. Mtimes take no part: a file rewritten with the same bytes
+keeps its verdict; a changed graph, tensor type, shape or size is judged again. The values of large weights are not
+in the key: onnxruntime's loader does not judge them. Each verdict is one JSON file in
 `<graphfix cache>/load-verdicts/` (directory 0700, file 0600), written to a temporary name and renamed into place;
 an entry that is not ours, not a regular file, not readable or not a verdict for this very key is ignored (the
 session decides, as if nothing were remembered). The cache is an optimisation only: any OSError using it is
@@ -26,7 +28,6 @@ from ..errors import BadInputError
 from ..io.read import LoadedModel
 
 FORMAT = 1
-_CHUNK = 1 << 20
 
 
 @functools.cache
@@ -45,23 +46,13 @@ def installed_release() -> str:
     return str(onnxruntime.__version__)
 
 
-def _digest_fd(fd: int, digest: Any) -> None:
-    offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-
-
-def content_key(loaded: LoadedModel, release: str) -> str | None:
-    """The verdict's key: the model's bytes, each external-data file's bytes and `release`; None when a file is
-    not open (nothing to hash from: no verdict is remembered)."""
-    if loaded.file is None:
-        return None
+def content_key(loaded: LoadedModel, release: str) -> str:
+    """The verdict's key: the skeleton's bytes (the whole graph, every small tensor's value, every large payload's
+    type, shape and byte range, every external-data location, offset and length) and `release`. What the key leaves
+    out, the values of the large payloads, onnxruntime's loader never judges; that every external-data file exists
+    and is long enough, read_model checks on every run."""
     digest = hashlib.sha256(f"graphfix load verdict {FORMAT}\0onnxruntime {release}\0".encode())
-    _digest_fd(loaded.file.fd, digest)
-    for location in sorted(loaded.data):
-        digest.update(b"\0external\0" + location.encode("utf-8", "surrogateescape") + b"\0")
-        _digest_fd(loaded.data[location].fd, digest)
+    digest.update(loaded.model.SerializeToString(deterministic=True))
     return digest.hexdigest()
 
 
@@ -146,7 +137,7 @@ def load_remembered(loaded: LoadedModel, load: Callable[[], None], *, ask_anyway
     release = installed_release()
     key = content_key(loaded, release)
     name = loaded.path.name
-    if key is not None and not ask_anyway and (known := remembered(key)) is not None:
+    if not ask_anyway and (known := remembered(key)) is not None:
         loads, message = known
         if loads:
             return
@@ -154,10 +145,10 @@ def load_remembered(loaded: LoadedModel, load: Callable[[], None], *, ask_anyway
     try:
         load()
     except BadInputError as err:
-        if key is not None and _unchanged(loaded):
+        if _unchanged(loaded):
             remember(key, False, str(err).replace(f"cannot load {name}:", "cannot load \0NAME\0:", 1))
         raise
-    if key is not None and _unchanged(loaded):
+    if _unchanged(loaded):
         remember(key, True)
 
 
