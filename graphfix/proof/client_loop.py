@@ -99,9 +99,10 @@ def load_session(path: str) -> Any:
         shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
 
 
-# Below this many bytes of model (and its external data), one thread runs a step faster than a pool does (its
-# start-up and hand-offs cost more than a small MatMul); above it, the machine's cores, as the user's session has:
-# issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads against 0.34 s on one.
+# Below this many bytes of model (and its external data), one thread: on the 0.9 MB 6-layer sample the two proof
+# cases took 105-109 ms on one thread against 148-167 ms on two (a loaded 2-core machine). Above it, the machine's
+# cores, as the user's session has: issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads
+# against 0.34 s on one. The threshold between them is a guess, not measured.
 _ONE_THREAD_BELOW = 256 << 20
 
 
