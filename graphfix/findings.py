@@ -239,5 +239,5 @@ EXPLANATIONS = {
         example="GF401 decoder_model_merged.onnx: a split export: decoder_model.onnx + decoder_with_past_model.onnx "
                 "and no decoder_model_merged.onnx; ... -> merge them into decoder_model_merged.onnx: one If on "
                 "use_cache_branch, the encoder KV passed through; the pair is carried over unchanged",
-        summary="split pair -> merged decoder"),
+        summary="split export (decoder_model + decoder_with_past_model) -> merged into it"),
 }

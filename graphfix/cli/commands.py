@@ -16,7 +16,7 @@ from ..batch.layouts import CheckTarget, encoder_for, find_merged_decoders
 from ..errors import BadInputError, NotAMergedDecoderError
 from ..findings import CODES, EXPLANATIONS
 from ..options import DataMode, RepairOptions
-from ..pipeline import CheckResult, RepairResult, Validator, check, check_target, repair
+from ..pipeline import CheckResult, RepairResult, Validator, check_target, repair
 from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report, table

@@ -58,7 +58,8 @@ class ValidationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "ok": self.ok, "onnxruntime": self.onnxruntime, "tolerance": self.tolerance,
                 "max_abs_diff": self.max_abs_diff, "first_failure": self.first_failure,
-                "cases": [asdict(c) for c in self.cases], "original": self.original, "encoder": self.encoder, "pair": self.pair}
+                "cases": [asdict(c) for c in self.cases], "original": self.original, "encoder": self.encoder,
+                "pair": self.pair}
 
 
 def tolerance_for(model: onnx.ModelProto) -> float:
