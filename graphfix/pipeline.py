@@ -4,7 +4,7 @@
                        ->  prove the staged files (proof/)  ->  land them in one rename block
 
 `repair` runs all of it; `check` stops after the passes, on a model it never writes, so its findings are exactly
-the changes `repair` would make; `split` (batch/split.py) turns the repaired model into two and hands both to the
+the changes `repair` would make; `split` (split_decoder.py) turns the repaired model into two and hands both to the
 same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder.
 """
 
@@ -116,7 +116,7 @@ def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *, any_model
 
 def oldest_release_of(model: onnx.ModelProto) -> str | None:
     """X.Y of the oldest onnxruntime release that loads `model`, by the measured tables; None when none does."""
-    from .release_floor import oldest_release
+    from .targets.release_floor import oldest_release
 
     return oldest_release(model).release
 
@@ -187,7 +187,7 @@ def check_target(target: CheckTarget, target_ort: TargetRuntime | None, *,
     would make of it, in memory."""
     if target.split_pair is not None and target.model_directory is not None:
         from .batch.split_pairs import check_split_pair
-        from .release_floor import ReleaseFloor, newest_of
+        from .targets.release_floor import ReleaseFloor, newest_of
 
         pair = target.split_pair
         floors = [ReleaseFloor(oldest_release_of(read_model(target.model_directory / name).model))
