@@ -221,3 +221,48 @@ def test_an_onnxruntime_converter_decoder_is_named_with_how_its_own_client_drive
     assert "a decoder without past" not in message
     result = cli("check", path)
     assert result.exit_code == 2 and "onnxruntime's own converter" in result.stderr
+
+
+def test_a_quantized_split_pair_merges_into_the_quantized_merged_decoder(tmp_path):
+    """onnxruntime's quantize_dynamic on each file of the pair, as users quantize split exports; the variant keeps
+    its suffix and is fed by the export's encoder."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(EXPORTS / "current-marian" / "encoder_model.onnx", export)
+    for name in PAIR:
+        quantize_dynamic(EXPORTS / "current-marian" / name, export / name.replace(".onnx", "_quantized.onnx"),
+                         weight_type=QuantType.QInt8)
+    result = repair_directory(export, tmp_path / "out")
+    merged = next(m for m in result.models if m.path == "decoder_model_merged_quantized.onnx")
+    assert merged.result.changes[0].code == "GF401" and merged.encoder == "encoder_model.onnx"
+    assert merged.result.validation.ok and merged.result.validation.pair["failure"] is None, \
+        merged.result.validation.first_failure
+
+
+def test_weights_too_large_for_one_file_go_to_one_data_file_and_decode_the_same(tmp_path):
+    """The 2 GB switch, at a limit of 0 bytes (a >2 GB pair is not made in `make test`): the same merge, every weight
+    in decoder_model_merged.onnx_data, the same logits as the single-file merge."""
+    from graphfix.io.merged_pair import write_merged_pair
+    from graphfix.io.read import read_model
+
+    export = EXPORTS / "current-marian"
+    paths = {}
+    for limit in (None, 0):
+        out = tmp_path / f"limit-{limit}" / MERGED
+        out.parent.mkdir()
+        pair = [read_model(export / name) for name in PAIR]
+        write_merged_pair(*pair, out, **({} if limit is None else {"inline_limit": limit}))
+        paths[limit] = out
+    assert not (tmp_path / "limit-None" / f"{MERGED}_data").exists()
+    assert (tmp_path / "limit-0" / f"{MERGED}_data").stat().st_size > 100_000
+    onnx.checker.check_model(str(paths[0]), full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 96, (2, 3)).astype(np.int64),
+             "encoder_hidden_states": rng.standard_normal((2, 5, 32)).astype(np.float32),
+             "encoder_attention_mask": np.ones((2, 5), np.int64), CACHE_FLAG: np.array([False])}
+    feeds.update({f"past_key_values.{layer}.{kind}.{part}": np.zeros((2, 4, 0, 8), np.float32)
+                  for layer in range(2) for kind in ("decoder", "encoder") for part in ("key", "value")})
+    one, split = (ort.InferenceSession(str(paths[limit])).run(["logits"], feeds)[0] for limit in (None, 0))
+    np.testing.assert_array_equal(one, split)
