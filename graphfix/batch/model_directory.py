@@ -359,10 +359,10 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         drafts = {pair.merged: MergedDraft(source, pair, staging) for pair in plan.pairs}
         encoders = {name: encoder_for(source, name) for name in plan.decoders + list(drafts)}
         work = [(name, drafts[name].path if name in drafts else source / name, staging / name,
-                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others),
-                             split_pair=((source / drafts[name].pair.decoder, source / drafts[name].pair.with_past)
-                                         if name in drafts else None)))
+                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
                 for name in plan.decoders + list(drafts)]
+        work = [(name, draft, out, drafts[name].repair_options(opts) if name in drafts else opts)
+                for name, draft, out, opts in work]
         models = _repair_all(work, jobs, on_progress, validator) + others
         for draft in drafts.values():  # the merge is the first change; the repair reads the draft, gone now
             draft.discard()

@@ -20,6 +20,7 @@ from ..io.merged_pair import INLINE_LIMIT, write_merged_pair
 from ..io.read import read_model
 from ..model.decoder_pair import MergedPair, merge_pair
 from ..model.merged_decoder import find_merged_decoder
+from ..options import RepairOptions
 from ..passes import pipeline, run_passes
 from ..targets import TargetRuntime
 from .layouts import SplitPair
@@ -48,11 +49,22 @@ class MergedDraft:
     `discard`, or with staging): the source of the repair that lands `pair.merged`."""
 
     def __init__(self, source: Path, pair: SplitPair, staging: Path, inline_limit: int = INLINE_LIMIT):
-        self.pair = pair
+        self.source, self.pair = source, pair
         self.directory = Path(tempfile.mkdtemp(prefix=".graphfix-merge-", dir=staging))
         self.path = self.directory / Path(pair.merged).name
         self.merged: MergedPair = write_merged_pair(read_model(source / pair.decoder),
                                                     read_model(source / pair.with_past), self.path, inline_limit)
+
+    def repair_options(self, options: RepairOptions) -> RepairOptions:
+        """The options the draft's repair runs with: its proof compares with the pair; its external data (one
+        file of every weight) is hardlinked into the output, not copied a second time: the draft's name goes with
+        `discard`, before anything lands, so the landed data file has one link, as onnx >= 1.23 requires."""
+        return options.but(split_pair=(self.source / self.pair.decoder, self.source / self.pair.with_past),
+                           data_mode="link" if self.external else options.data_mode)
+
+    @property
+    def external(self) -> bool:
+        return self.path.with_name(f"{self.path.name}_data").exists()
 
     @property
     def finding(self) -> Finding:
