@@ -137,8 +137,8 @@ def test_repairing_a_repaired_split_export_again_changes_nothing(merged_exports,
     assert check(out).findings == []
 
 
-def test_a_split_export_merges_and_decodes_in_onnxruntime_1_16(tmp_path):
-    export = EXPORTS / "current-m2m100-split"
+@pytest.mark.parametrize("export", SPLIT_EXPORTS, ids=lambda p: p.name)
+def test_a_split_export_merges_and_decodes_like_its_pair_in_onnxruntime_1_16(export, tmp_path):
     result = repair_directory(export, tmp_path / "out", target_ort="1.16", validate_on_target=True)
     validation = _merged_result(result).result.validation
     assert validation.ok and validation.onnxruntime == "1.16.3", validation.first_failure
