@@ -129,6 +129,10 @@ def write_merged_pair(decoder: LoadedModel, with_past: LoadedModel, out: Path,
     loaded = [decoder, with_past]
     with _opened(loaded) as sources:
         pair = merge_pair(decoder.model, with_past.model, sources.digest)
+        functions = onnx.ModelProto(functions=pair.model.functions)  # all_tensors walks a model's functions
+        if any(protowire.payload_ranges(t) is not None for t in all_tensors(functions)):
+            raise BadInputError(f"cannot merge {decoder.path.name} and {with_past.path.name}: a model-local "
+                                "function holds a tensor of 1 KB or more, which graphfix does not carry over")
         external = any(source.data for source in loaded) or \
             _payload_size(pair.model, sources, pair.origin) > inline_limit
         if external:
