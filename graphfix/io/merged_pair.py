@@ -55,7 +55,7 @@ class _Sources:
         self.maps.append(stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ)) if size else None)
 
     def buffer(self, index: int, location: str = "") -> mmap.mmap:
-        mapped = self.maps[list(self.base).index((index, location))]
+        mapped = self.maps[self._slot(index, location)]
         assert mapped is not None, "payload ranges point into a non-empty file"
         return mapped
 
@@ -85,18 +85,23 @@ class _Sources:
             hashed.update(b"inline" + bare.SerializeToString())
             return hashed.digest()
         if ranges is not None:
-            buffer, spans = self.buffer(index), ranges
+            fd, spans = self.files[self._slot(index, "")][0], ranges
             hashed.update(b"field")  # the field as written: raw_data and float_data of equal values differ here
         else:
             location = external_location(tensor)
             found = self.raw(index, tensor)
             assert found is not None
             base = self.base[(index, location)]
-            buffer, spans = self.buffer(index, location), [protowire.SourceRange(found.start - base, found.end - base)]
+            fd, spans = self.files[self._slot(index, location)][0], [protowire.SourceRange(found.start - base,
+                                                                                             found.end - base)]
+        # Read in chunks (not through the mapping, whose pages would all count as this process's memory).
         for span in spans:
             for start in range(span.start, span.end, _CHUNK):
-                hashed.update(memoryview(buffer)[start:min(span.end, start + _CHUNK)])
+                hashed.update(os.pread(fd, min(span.end - start, _CHUNK), start))
         return hashed.digest()
+
+    def _slot(self, index: int, location: str) -> int:
+        return list(self.base).index((index, location))
 
 
 @contextmanager
