@@ -269,3 +269,29 @@ def test_weights_too_large_for_one_file_go_to_one_data_file_and_decode_the_same(
                   for layer in range(2) for kind in ("decoder", "encoder") for part in ("key", "value")})
     one, split = (ort.InferenceSession(str(paths[limit])).run(["logits"], feeds)[0] for limit in (None, 0))
     np.testing.assert_array_equal(one, split)
+
+
+def _tiny_decoder(outputs: list[str], past: bool) -> onnx.ModelProto:
+    """A decoder with the given outputs, each an Identity of input_ids as float (an edge case built here)."""
+    inputs = [helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, ["batch", "new"])]
+    if past:
+        inputs.append(helper.make_tensor_value_info("past_key_values.0.decoder.key", onnx.TensorProto.FLOAT,
+                                                    ["batch", 1, "past", 1]))
+    nodes = [helper.make_node("Cast", ["input_ids"], [name], to=onnx.TensorProto.FLOAT) for name in outputs]
+    values = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs]
+    graph = helper.make_graph(nodes, "decoder", inputs, values)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_pair_that_is_not_one_decoder_split_in_two_is_refused_naming_the_pair_and_the_condition(tmp_path, cli):
+    export = tmp_path / "export"
+    export.mkdir()
+    onnx.save(_tiny_decoder(["logits", "present.0.decoder.key"], past=False), export / "decoder_model.onnx")
+    onnx.save(_tiny_decoder(["logits", "present.0.decoder.key", "attentions"], past=True),
+              export / "decoder_with_past_model.onnx")
+    result = cli("repair", export, tmp_path / "out")
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.strip() == (
+        "error: decoder_model.onnx + decoder_with_past_model.onnx: cannot merge the split decoders: "
+        "decoder_with_past_model.onnx outputs 'attentions', which decoder_model.onnx does not")
+    assert not any(p.name.startswith(".graphfix-") for p in tmp_path.iterdir())  # no staging debris

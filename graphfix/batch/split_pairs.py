@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import GraphfixError
 from ..findings import SPLIT_EXPORT, Finding
 from ..io.merged_pair import INLINE_LIMIT, write_merged_pair
 from ..io.read import read_model
@@ -40,7 +41,10 @@ def check_split_pair(directory: Path, pair: SplitPair, target: TargetRuntime | N
     """GF401, then what the repair of the merged decoder would change (the passes run on the merged skeleton in
     memory: nothing is written, no weight is read)."""
     decoder, with_past = read_model(directory / pair.decoder), read_model(directory / pair.with_past)
-    merged = merge_pair(decoder.model, with_past.model, lambda index, tensor: f"{index}:{tensor.name}".encode())
+    try:
+        merged = merge_pair(decoder.model, with_past.model, lambda index, tensor: f"{index}:{tensor.name}".encode())
+    except GraphfixError as err:
+        raise err.with_context(f"{pair.decoder} + {pair.with_past}: ") from None
     return [merge_finding(pair), *run_passes(find_merged_decoder(merged.model), pipeline(target))]
 
 
@@ -52,8 +56,11 @@ class MergedDraft:
         self.source, self.pair = source, pair
         self.directory = Path(tempfile.mkdtemp(prefix=".graphfix-merge-", dir=staging))
         self.path = self.directory / Path(pair.merged).name
-        self.merged: MergedPair = write_merged_pair(read_model(source / pair.decoder),
-                                                    read_model(source / pair.with_past), self.path, inline_limit)
+        try:
+            self.merged: MergedPair = write_merged_pair(read_model(source / pair.decoder),
+                                                        read_model(source / pair.with_past), self.path, inline_limit)
+        except GraphfixError as err:  # say which pair of the folder, as for any decoder of a directory
+            raise err.with_context(f"{pair.decoder} + {pair.with_past}: ") from None
 
     def repair_options(self, options: RepairOptions) -> RepairOptions:
         """The options the draft's repair runs with: its proof compares with the pair; its external data (one
