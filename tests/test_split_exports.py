@@ -21,7 +21,8 @@ from graphfix.signature import CACHE_FLAG, PAST, PRESENT
 from .conftest import ROOT, sha256
 
 EXPORTS = ROOT / "sample_models" / "exports"
-SPLIT_EXPORTS = [EXPORTS / "current-marian", EXPORTS / "current-t5-split", EXPORTS / "current-m2m100-split"]
+SPLIT_EXPORTS = [EXPORTS / "current-marian", EXPORTS / "current-t5-split", EXPORTS / "current-m2m100-split",
+                 EXPORTS / "legacy-marian-split", EXPORTS / "legacy-whisper-split"]
 PAIR = ("decoder_model.onnx", "decoder_with_past_model.onnx")
 MERGED = "decoder_model_merged.onnx"
 
@@ -45,6 +46,10 @@ def test_a_split_export_repairs_into_a_merged_decoder_that_decodes_like_its_pair
     out, result = merged_exports[export.name]
     merged = _merged_result(result)
     assert merged.result.changes[0].code == "GF401" and merged.result.input == export / "decoder_model.onnx"
+    # The legacy exporter's signature names the encoder length apart from the states' and declares the decoder's
+    # present length as past + 1: the merged decoder is repaired like Optimum's own (GF103, GF104).
+    legacy = {"GF103", "GF104"} <= {c.code for c in merged.result.changes}
+    assert legacy == export.name.startswith("legacy-")
     validation = merged.result.validation
     assert validation.ok, validation.first_failure
     assert validation.encoder == str(out / "encoder_model.onnx")  # fed by the export's own encoder
