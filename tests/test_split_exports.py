@@ -300,3 +300,21 @@ def test_a_pair_that_is_not_one_decoder_split_in_two_is_refused_naming_the_pair_
         "error: decoder_model.onnx + decoder_with_past_model.onnx: cannot merge the split decoders: "
         "decoder_with_past_model.onnx outputs 'attentions', which decoder_model.onnx does not")
     assert not any(p.name.startswith(".graphfix-") for p in tmp_path.iterdir())  # no staging debris
+
+
+def test_check_reports_exactly_the_changes_repair_makes_of_a_split_export(merged_exports):
+    export = EXPORTS / "legacy-marian-split"
+    _, result = merged_exports[export.name]
+    checked = check(export)
+    assert [f.code for f in checked.findings] == [c.code for c in _merged_result(result).result.changes]
+    assert checked.models[0].path == export / MERGED  # what repair will write, said where it will be
+
+
+def test_a_tree_of_model_folders_counts_a_split_export_as_a_model_folder(tmp_path):
+    tree = tmp_path / "models"
+    shutil.copytree(EXPORTS / "current-t5-split", tree / "t5")
+    shutil.copytree(EXPORTS / "current-marian-opset21", tree / "marian")
+    checked = check(tree)
+    assert [m.path.relative_to(tree).as_posix() for m in checked.models] == [
+        "marian/decoder_model_merged.onnx", "t5/decoder_model_merged.onnx"]
+    assert checked.models[1].findings[0].code == "GF401"
