@@ -318,3 +318,23 @@ def test_a_tree_of_model_folders_counts_a_split_export_as_a_model_folder(tmp_pat
     assert [m.path.relative_to(tree).as_posix() for m in checked.models] == [
         "marian/decoder_model_merged.onnx", "t5/decoder_model_merged.onnx"]
     assert checked.models[1].findings[0].code == "GF401"
+
+
+def test_a_merge_over_the_file_size_limit_is_one_error_line_exit_2_and_leaves_nothing(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    limit = 250 * 1024  # above each file carried over, below the merged decoder (about 300 KB)
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    export = EXPORTS / "current-marian"
+    result = subprocess.run([sys.executable, "-m", "graphfix", "repair", str(export), str(tmp_path / "out")],
+                            capture_output=True, text=True, preexec_fn=apply)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        f"error: cannot write {tmp_path / 'out' / MERGED} (merging decoder_model.onnx + decoder_with_past_model.onnx): "
+        "File too large"]
+    assert list(tmp_path.iterdir()) == []  # no OUT, no staging directory

@@ -356,7 +356,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         # The encoders are retargeted first: a decoder's proof is then fed by the encoder as it will be deployed.
         others = _repair_all([(name, source / name, staging / name, options.but(any_model=True))
                               for name in plan.others], jobs, on_progress, validator)
-        drafts = {pair.merged: MergedDraft(source, pair, staging) for pair in plan.pairs}
+        drafts = {pair.merged: MergedDraft(source, pair, staging, out) for pair in plan.pairs}
         encoders = {name: encoder_for(source, name) for name in plan.decoders + list(drafts)}
         work = [(name, drafts[name].path if name in drafts else source / name, staging / name,
                  options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import GraphfixError
+from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..findings import SPLIT_EXPORT, Finding
 from ..io.merged_pair import INLINE_LIMIT, write_merged_pair
 from ..io.read import read_model
@@ -50,9 +50,9 @@ def check_split_pair(directory: Path, pair: SplitPair, target: TargetRuntime | N
 
 class MergedDraft:
     """The merged decoder of `pair`, written unrepaired into a hidden directory under `staging` (removed by
-    `discard`, or with staging): the source of the repair that lands `pair.merged`."""
+    `discard`, or with staging): the source of the repair that lands `pair.merged` in `out`."""
 
-    def __init__(self, source: Path, pair: SplitPair, staging: Path, inline_limit: int = INLINE_LIMIT):
+    def __init__(self, source: Path, pair: SplitPair, staging: Path, out: Path, inline_limit: int = INLINE_LIMIT):
         self.source, self.pair = source, pair
         self.directory = Path(tempfile.mkdtemp(prefix=".graphfix-merge-", dir=staging))
         self.path = self.directory / Path(pair.merged).name
@@ -61,6 +61,10 @@ class MergedDraft:
                                                         read_model(source / pair.with_past), self.path, inline_limit)
         except GraphfixError as err:  # say which pair of the folder, as for any decoder of a directory
             raise err.with_context(f"{pair.decoder} + {pair.with_past}: ") from None
+        except OSError as err:  # a full disk, a quota: the output's story, in one line
+            raise_if_exhausted(err)
+            raise BadInputError(f"cannot write {out / pair.merged} (merging {pair.decoder} + {pair.with_past}): "
+                                f"{err.strerror or err}") from None
 
     def repair_options(self, options: RepairOptions) -> RepairOptions:
         """The options the draft's repair runs with: its proof compares with the pair; its external data (one
