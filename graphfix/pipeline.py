@@ -5,7 +5,8 @@
 
 `repair` runs all of it; `check` stops after the passes, on a model it never writes, so its findings are exactly
 the changes `repair` would make; `split` (split_decoder.py) turns the repaired model into two and hands both to the
-same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder.
+same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder, and per
+split pair on the merged decoder made of it first (batch/split_pairs.py).
 """
 
 from __future__ import annotations

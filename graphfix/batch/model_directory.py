@@ -358,11 +358,12 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                               for name in plan.others], jobs, on_progress, validator)
         drafts = {pair.merged: MergedDraft(source, pair, staging, out) for pair in plan.pairs}
         encoders = {name: encoder_for(source, name) for name in plan.decoders + list(drafts)}
-        work = [(name, drafts[name].path if name in drafts else source / name, staging / name,
-                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
-                for name in plan.decoders + list(drafts)]
-        work = [(name, draft, out, drafts[name].repair_options(opts) if name in drafts else opts)
-                for name, draft, out, opts in work]
+        work: list[Job] = []
+        for name in plan.decoders + list(drafts):  # a split pair's merged draft is repaired like any merged decoder
+            fed = options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others))
+            draft = drafts.get(name)
+            work.append((name, draft.path, staging / name, draft.repair_options(fed)) if draft is not None
+                        else (name, source / name, staging / name, fed))
         models = _repair_all(work, jobs, on_progress, validator) + others
         for draft in drafts.values():  # the merge is the first change; the repair reads the draft, gone now
             draft.discard()
