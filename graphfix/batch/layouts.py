@@ -64,7 +64,9 @@ def find_merged_decoders(directory: str | os.PathLike[str], *, split_pairs_too: 
     if not found and not (split_pairs_too and find_split_pairs(directory)):
         pairs = find_split_pairs(directory)
         holds = (f"; it holds the split decoders {pairs[0].decoder} + {pairs[0].with_past}: `graphfix repair "
-                 f"{directory} OUT` merges them into {pairs[0].merged}" if pairs else "")
+                 f"{directory} OUT` merges them into {pairs[0].merged}" if pairs else
+                 "; give the folder of an export Optimum merged (optimum-cli export onnx writes it), or a folder of "
+                 "such folders")
         raise BadInputError(f"no merged decoder in directory {directory} (looked for {MERGED_STEM}.onnx and "
                             f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx){holds}")
     return found
