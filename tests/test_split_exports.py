@@ -311,6 +311,8 @@ def test_check_reports_exactly_the_changes_repair_makes_of_a_split_export(merged
 
 
 def test_a_tree_of_model_folders_counts_a_split_export_as_a_model_folder(tmp_path):
+    from graphfix.batch.tree import repair_tree
+
     tree = tmp_path / "models"
     shutil.copytree(EXPORTS / "current-t5-split", tree / "t5")
     shutil.copytree(EXPORTS / "current-marian-opset21", tree / "marian")
@@ -318,6 +320,10 @@ def test_a_tree_of_model_folders_counts_a_split_export_as_a_model_folder(tmp_pat
     assert [m.path.relative_to(tree).as_posix() for m in checked.models] == [
         "marian/decoder_model_merged.onnx", "t5/decoder_model_merged.onnx"]
     assert checked.models[1].findings[0].code == "GF401"
+    repaired = repair_tree(tree, tmp_path / "out")
+    outcomes = {m.folder: m for m in repaired.models}
+    assert outcomes["t5"].outcome == "repaired" and (tmp_path / "out" / "t5" / MERGED).is_file()
+    assert _merged_result(outcomes["t5"].result).result.changes[0].code == "GF401"
 
 
 def test_a_merge_over_the_file_size_limit_is_one_error_line_exit_2_and_leaves_nothing(tmp_path):
