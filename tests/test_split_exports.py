@@ -171,6 +171,7 @@ def test_a_split_pair_with_external_data_merges_into_one_data_file_as_optimum_la
     assert locations == {"decoder_model_merged.onnx_data"}
     # Hardlinked from the merge's draft, not copied twice; one link left, which onnx >= 1.23's loader requires.
     assert (out / "decoder_model_merged.onnx_data").stat().st_nlink == 1
+    assert (out / "decoder_model_merged.onnx_data").stat().st_mode & 0o777 == (export / PAIR[0]).stat().st_mode & 0o777
     onnx.checker.check_model(onnx.load(out / MERGED), full_check=True)
     for name in PAIR:
         assert sha256(out / name) == sha256(export / name) and sha256(out / f"{name}_data") == sha256(

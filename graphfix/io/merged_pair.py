@@ -144,7 +144,9 @@ def write_merged_pair(decoder: LoadedModel, with_past: LoadedModel, out: Path,
             _write_external(pair, sources, out)
         else:
             _write_inline(pair, sources, out)
-    os.chmod(out, decoder.mode)
+    for written in (out, out.with_name(f"{out.name}_data")):  # the decoder's permission bits, as any output's
+        if written.exists():
+            os.chmod(written, decoder.mode)
     return pair
 
 
