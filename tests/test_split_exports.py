@@ -58,6 +58,7 @@ def test_a_split_export_repairs_into_a_merged_decoder_that_decodes_like_its_pair
     assert pair["max_abs_diff"] <= validation.tolerance
     for name in PAIR:  # carried over unchanged
         assert sha256(out / name) == sha256(export / name)
+    assert (out / MERGED).stat().st_mode & 0o777 == (export / PAIR[0]).stat().st_mode & 0o777
 
 
 def _run(session, feeds):
