@@ -257,30 +257,52 @@ def _decoder_findings(path: Path) -> list[Finding]:
 
 def _export_files(path: Path) -> list[tuple[Path, str, str]]:
     """(file, shown name, kind) for a model file, or for every merged decoder of a directory and its encoder."""
-    from .batch.layouts import encoder_for, find_merged_decoders
+    from .batch.layouts import encoder_for, find_merged_decoders, find_split_pairs
 
     if not path.is_dir():
         if not path.is_file():
             raise BadInputError(f"no such file or directory: {path}")
         return [(path, str(path), "merged decoder")]
     files: list[tuple[Path, str, str]] = []
-    for name in find_merged_decoders(path):
-        files.append((path / name, name, "merged decoder"))
+    pairs = find_split_pairs(path)
+    for name in find_merged_decoders(path, split_pairs_too=True) + [pair.merged for pair in pairs]:
+        pair = next((p for p in pairs if p.merged == name), None)
+        if pair is None:
+            files.append((path / name, name, "merged decoder"))
+        else:  # what the folder holds; the merged decoder is what repair will make of it
+            files += [(path / pair.decoder, pair.decoder, SPLIT_DECODER),
+                      (path / pair.with_past, pair.with_past, SPLIT_DECODER_WITH_PAST)]
         encoder = encoder_for(path, name)
         if encoder and all(shown != encoder for _, shown, _ in files):
             files.append((path / encoder, encoder, "encoder"))
     return files
 
 
+SPLIT_DECODER = "split decoder without past"
+SPLIT_DECODER_WITH_PAST = "split decoder with past"
+
+
+def _split_pair_findings(directory: Path, decoder: str) -> list[Finding]:
+    """GF401 and what repairing the merged decoder would change, for the pair whose decoder_model is `decoder`."""
+    from .batch.layouts import find_split_pairs
+    from .batch.split_pairs import check_split_pair
+
+    pair = next(p for p in find_split_pairs(directory) if p.decoder == decoder)
+    return check_split_pair(directory, pair, None)
+
+
 def describe(path: str | os.PathLike[str]) -> Description:
     """The client contract of a merged decoder file or of an export directory (its merged decoders and
-    encoders). A file that is not a merged decoder (an encoder) is described without a decode loop."""
+    encoders). A file that is not a merged decoder (an encoder) is described without a decode loop; so is a split
+    export's pair (both files listed, GF401 saying repair merges them), whose loop is the merged decoder's."""
     path = Path(path)
     models: list[ModelContract] = []
     findings: list[Finding] = []
     decoder: ModelContract | None = None
     for file, shown, kind in _export_files(path):
         contract, model = _contract_of(file, shown, kind)
+        if kind == SPLIT_DECODER:
+            findings += _split_pair_findings(path, shown)
         if kind == "merged decoder":
             try:
                 findings += _decoder_findings(file)

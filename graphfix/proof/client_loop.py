@@ -310,6 +310,25 @@ class OptimumLoop:
         return _last_logits(out)
 
 
+class PairLoop:
+    """A split pair driven as Optimum drives it: decoder_model.onnx over the prompt, then decoder_with_past_model.onnx
+    on one token at a time, fed its own presents and the encoder KV of step 1 (it returns no encoder presents)."""
+
+    def __init__(self, decoder: DecoderSession, with_past: DecoderSession):
+        self.decoder, self.with_past = decoder, with_past
+        self.past: Feeds | None = None
+        self.encoder_kv: Feeds = {}
+
+    def step(self, tokens: np.ndarray, encoder: Feeds, step: int) -> np.ndarray:
+        if self.past is None:
+            out = self.decoder.run(tokens, encoder)
+            self.encoder_kv = {_as_past(n): v for n, v in out.items() if PRESENT.match(n) and ".encoder." in n}
+        else:
+            out = self.with_past.run(tokens[:, -1:], encoder, self.past, step - 1)
+        self.past = {**self.encoder_kv, **{_as_past(n): v for n, v in out.items() if PRESENT.match(n)}}
+        return _last_logits(out)
+
+
 def _as_past(present: str) -> str:
     return present.replace("present", "past_key_values", 1)
 
@@ -333,6 +352,9 @@ class PlainClient:
         self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
         self.judge_path = judge
         self.judge: DecoderSession | None = None
+        self.pair: tuple[DecoderSession, DecoderSession] | None = None
+        self.against_pair: dict[str, Any] = {"max_abs_diff": 0.0, "tokens_agree": 0, "tokens_total": 0,
+                                             "failure": None}
 
     def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int,
                     judged: bool = False) -> CaseResult:
@@ -352,6 +374,8 @@ class PlainClient:
         past: Feeds | None = None
         loop: list[np.ndarray] = []  # the cached loop's last logits, per step
         theirs: list[np.ndarray] = []  # the original's, driven as Optimum drives it (judged only)
+        pair = PairLoop(*self.pair) if self.pair is not None and not judged else None
+        paired: list[np.ndarray | str] = []  # the split pair's logits per step, or how it failed
         crash: str | None = None
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
@@ -370,6 +394,11 @@ class PlainClient:
             loop.append(_last_logits(cached))
             if optimum is not None:
                 theirs.append(optimum.step(tokens, encoder, step))
+            if pair is not None and not (paired and isinstance(paired[-1], str)):
+                try:
+                    paired.append(pair.step(tokens, encoder, step))
+                except Exception as err:
+                    paired.append(f"the split pair fails in onnxruntime: {ort_reason(err)}")
             past = {name.replace("present", "past_key_values", 1): value
                     for name, value in cached.items() if PRESENT.match(name)}
         if loop:
@@ -378,9 +407,12 @@ class PlainClient:
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
                 case.failure = f"step {len(loop)}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
-            if (failure := self._compare_steps(case, loop, theirs, full, tolerance, judged)) is not None:
-                if failure == "judge":
-                    return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
+            failure = self._compare_steps(case, loop, theirs, full, tolerance, judged)
+            if failure == "judge":
+                return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
+            held = len(loop) if failure is None else case.steps - 1
+            self._compare_pair(paired[:held], loop, full, tolerance, batch, source_length)
+            if failure is not None:
                 case.failure = failure
                 return case
             self._compare_reference(prefix[:, :len(loop)], encoder, full, tolerance * self._scale(full), batch,
@@ -452,6 +484,26 @@ class PlainClient:
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
+    def _compare_pair(self, paired: list[np.ndarray | str], loop: list[np.ndarray], full: Feeds, tolerance: float,
+                      batch: int, source_length: int) -> None:
+        """The loop's logits must be the split pair's it was merged from, and pick the same tokens, at each step
+        that held against full recompute."""
+        record = self.against_pair
+        for step, (theirs, got) in enumerate(zip(paired, loop), start=1):
+            if record["failure"]:
+                return
+            where = f"batch {batch}, source length {source_length}, step {step}"
+            if isinstance(theirs, str):
+                record["failure"] = f"{where}: {theirs}"
+                return
+            scale = max(1.0, float(np.max(np.abs(full["logits"][:, step - 1, :].astype(np.float64)))))
+            diff = float(np.max(np.abs(got - theirs)))
+            record["max_abs_diff"] = max(record["max_abs_diff"], diff)
+            record["tokens_total"] += batch
+            record["tokens_agree"] += int(np.sum(got.argmax(-1) == theirs.argmax(-1)))
+            if not np.isfinite(diff) or diff > tolerance * scale:
+                record["failure"] = f"{where}: logits differ from the split pair's by {diff:.3g}"
+
     def _load_judge(self) -> bool:
         if self.judge is None and self.judge_path is not None:
             self.judge = DecoderSession(self.judge_path)
@@ -485,6 +537,8 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
                          DecoderSession(request.reference) if request.reference else None,
                          EncoderSession(request.encoder, request.encoder_feeds) if request.encoder else None,
                          request.judge)
+    if request.pair is not None:
+        client.pair = (DecoderSession(request.pair[0]), DecoderSession(request.pair[1]))
     source_lengths: tuple[int, ...] = request.source_lengths
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = (0,)  # a decoder-only model: no encoder to vary
@@ -493,13 +547,14 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
     elif client.encoder is not None and client.encoder.fixed_length:
         source_lengths = source_lengths[:1]  # a fixed image or audio window: every case would be the same length
     if request.pairwise:  # each batch with one source length (the last one again where fewer lengths apply)
-        pairs = [(i, batch, min(i, len(source_lengths) - 1)) for i, batch in enumerate(request.batches)]
+        chosen = [(i, batch, min(i, len(source_lengths) - 1)) for i, batch in enumerate(request.batches)]
     else:
-        pairs = [(i, batch, j) for i, batch in enumerate(request.batches) for j in range(len(source_lengths))]
+        chosen = [(i, batch, j) for i, batch in enumerate(request.batches) for j in range(len(source_lengths))]
     cases = [client.decode_case(batch, source_lengths[j], request.steps, request.tolerance, request.seed + 10 * i + j)
-             for i, batch, j in pairs]
+             for i, batch, j in chosen]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
-            "original": client.against_reference if request.reference else None}
+            "original": client.against_reference if request.reference else None,
+            "pair": client.against_pair if request.pair else None}
 
 
 def answer(request: Request) -> dict[str, Any]:
