@@ -145,3 +145,11 @@ def test_a_domain_or_release_the_tables_do_not_cover_is_left_to_onnxruntime(monk
     plain = ROOT / "sample_models" / "current" / "marian.onnx"
     monkeypatch.setattr(load_verdicts, "installed_release", lambda: "1.13.1")
     assert "older than the tables" in (loadable.undecided(read_model(plain)) or "")
+
+
+def test_the_command_line_check_takes_load(cli, sessions, repaired):
+    fixed = repaired(ROOT / "sample_models" / "current" / "marian.onnx")
+    assert cli("check", fixed).exit_code == 0 and sessions == []
+    result = cli("check", "--load", fixed)
+    assert result.exit_code == 0, result.output
+    assert sessions == [str(fixed)]
