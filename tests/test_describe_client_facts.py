@@ -13,7 +13,7 @@ import pytest
 
 from graphfix import describe
 from graphfix.cli.report import describe_lines
-from graphfix.client_contract import token_warnings
+from graphfix.export_contract import token_warnings
 from graphfix.io import onnx_proto as onnx
 
 from .conftest import ROOT
