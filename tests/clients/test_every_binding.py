@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..test_examples import full_recompute_tokens
+from ..test_examples import full_recompute_tokens, generation_config
 from .conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -140,6 +140,9 @@ def test_the_example_decodes_the_repaired_export_like_python_and_full_recompute(
 
     assert printed == recompute
     assert printed == python
+    forced = generation_config(folder).get("forced_bos_token_id")
+    if forced is not None:  # M2M100's target language, whatever its logits prefer
+        assert printed[1] == forced
 
 
 @pytest.mark.parametrize(("binding", "family"), CASES, ids=CASE_IDS)
