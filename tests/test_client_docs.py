@@ -22,12 +22,13 @@ CSHARP_TYPES = {"long": "int64", "float": "float32", "bool": "bool", "int": "int
 
 
 def region(path: Path, name: str) -> str:
-    """The lines between the `[docs:NAME]` and `[/docs:NAME]` marker lines of a source file, dedented."""
+    """The lines between the `[docs:NAME]` and `[/docs:NAME]` marker lines of a source file, dedented, without
+    leading or trailing blank lines."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if f"[docs:{name}]" in line]
     ends = [i for i, line in enumerate(lines) if f"[/docs:{name}]" in line]
     assert len(starts) == 1 and len(ends) == 1 and starts[0] < ends[0], f"{path}: no single region [docs:{name}]"
-    return textwrap.dedent("".join(lines[starts[0] + 1:ends[0]]))
+    return textwrap.dedent("".join(lines[starts[0] + 1:ends[0]])).strip("\n") + "\n"
 
 
 def quoted(page: str) -> list[tuple[str, str, str]]:
