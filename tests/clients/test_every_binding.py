@@ -73,9 +73,10 @@ CASES = [(binding, family) for binding in BINDINGS for family in FAMILIES]
 CASE_IDS = [f"{binding}-{family}" for binding, family in CASES]
 
 
-def run_example(binding: Binding, model_dir: Path) -> subprocess.CompletedProcess[str]:
-    """`examples/<lang>/run --ort RELEASE MODEL_DIR`, as a user types it: default source ids and length."""
-    return subprocess.run([str(binding.run), "--ort", binding.release, str(model_dir)], capture_output=True,
+def run_example(binding: Binding, model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`examples/<lang>/run --ort RELEASE [ARGS] MODEL_DIR`, as a user types it: default source ids and length
+    unless ARGS say otherwise."""
+    return subprocess.run([str(binding.run), "--ort", binding.release, *args, str(model_dir)], capture_output=True,
                           text=True, timeout=TIMEOUT, cwd=ROOT)
 
 
@@ -151,3 +152,14 @@ def test_the_example_fails_with_onnxruntimes_error_on_the_unrepaired_export(bind
 
     assert done.returncode != 0, f"decoded the unrepaired export: {done.stdout[-500:]}"
     assert RUNTIME_ERROR.search(done.stderr), done.stderr[-4000:]
+
+
+@pytest.mark.parametrize("binding", BINDINGS, ids=map(str, BINDINGS))
+def test_the_example_encodes_the_given_source_ids_and_stops_at_max_new_tokens(binding, repaired):
+    folder = repaired("current-marian", binding.release)
+    source_ids = [30, 64, 12, 7, 0]
+
+    done = subprocess.run([str(binding.run), "--ort", binding.release, "--max-new-tokens", "5", str(folder),
+                           *map(str, source_ids)], capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+
+    assert printed_sequence(done) == full_recompute_tokens(folder, source_ids, 5)
