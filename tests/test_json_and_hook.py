@@ -35,6 +35,7 @@ HEADER = {"schema": str, "command": str, "ok": bool}
 RELEASE_FLOOR = {"release": OPTIONAL_STR, "refused_by": OPTIONAL_STR, "measured": bool}
 TENSOR = {"name": str, "dtype": str, "shape": list, "dims": [str]}
 DESCRIBE = {"path": str, "needs_repair": bool, "loads_on": RELEASE_FLOOR, "findings": [FINDING], "tokens": dict,
+            "warnings": [str],
             "models": [{"path": str, "kind": str, "versions": str, "loads_on": RELEASE_FLOOR, "inputs": [TENSOR],
                         "outputs": [TENSOR]}],
             "steps": [{"steps": str, "then": str, "feeds": [{"input": str, "dtype": str, "shape": str,
