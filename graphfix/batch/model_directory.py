@@ -24,12 +24,12 @@ from typing import Any
 
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io.datacopy import copy_data_file
-from ..io.native_libraries import address_space_limit, address_space_used
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from ..process import interrupts
+from ..process.limits import address_space_limit
 from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
@@ -158,7 +158,7 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
     return done
 
 
-_POOL_THREAD_STACK, _POOL_HEADROOM = 2 * 2**20, 32 * 2**20
+_POOL_THREAD_STACK = 2 * 2**20
 
 
 @contextmanager
@@ -170,9 +170,6 @@ def _room_for_pool_threads() -> Iterator[None]:
     if limit is None:
         yield
         return
-    if (used := address_space_used()) is not None and limit - used < _POOL_HEADROOM:
-        raise MemoryError(f"no room to start the --jobs pool's threads within the address-space limit of "
-                          f"{limit // 2**20} MB")
     previous = threading.stack_size(_POOL_THREAD_STACK)
     try:
         yield

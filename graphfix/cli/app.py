@@ -24,8 +24,7 @@ import typer
 from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
-from ..io import native_libraries
+from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, is_out_of_memory, one_line
 from ..passes.contract import CHECK_PASSES
 from ..process import interrupts
 
@@ -155,15 +154,12 @@ _OUT_OF_FILES = "too many open files"
 
 
 def resource_exhausted(err: BaseException) -> str | None:
-    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug: memory
-    (MemoryError, or a C++ std::bad_alloc surfacing as ImportError/RuntimeError, or ENOMEM) or file descriptors
-    (EMFILE, ENFILE), as the start of the one line; else None."""
-    if isinstance(err, MemoryError):
+    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug, as the start
+    of the one line: memory (errors.is_out_of_memory) or file descriptors (EMFILE, ENFILE); else None."""
+    if is_out_of_memory(err):
         return _OUT_OF_MEMORY
     if isinstance(err, OSError) and err.errno in EXHAUSTED_ERRNOS:
-        return _OUT_OF_MEMORY if err.errno == errno.ENOMEM else _OUT_OF_FILES
-    if isinstance(err, (ImportError, RuntimeError)) and says_out_of_memory(str(err)):
-        return _OUT_OF_MEMORY
+        return _OUT_OF_FILES
     return None
 
 
@@ -177,7 +173,7 @@ def exhausted_message(err: BaseException) -> str | None:
     if exhausted is None:
         return None
     detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-              else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
+              else one_line(str(err), limit=200))  # what ran out of it: the proof, onnxruntime's words
     return f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
 
 
@@ -201,6 +197,9 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         if isinstance(err, MissingParameter) and param is not None and param.param_type_name == "argument":
             message = f"missing argument {param.human_readable_name.upper()}"
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
+    elif isinstance(err, ImportError):  # a dependency that cannot load: a broken install, a library the loader
+        # cannot map (a noexec mount, an address-space limit); named as such, not as graphfix's bug
+        message, code = import_failure(err), 2
     else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
         message = (f"unexpected {type(err).__name__}: {one_line(str(err))}"
                    " (rerun with --debug for the traceback)")
@@ -211,6 +210,16 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
                                           "validation": validation.to_dict() if validation is not None else None})
     typer.echo(f"error: {escaped(message)}", err=True)
     return code
+
+
+def import_failure(err: ImportError) -> str:
+    """`cannot import MODULE: the loader's reason`, from the first ImportError of the chain (numpy re-raises its
+    extension's failure inside a page of advice)."""
+    first: BaseException = err
+    while isinstance(first.__cause__ or first.__context__, ImportError):
+        first = first.__cause__ or first.__context__  # type: ignore[assignment]
+    name = getattr(first, "name", None) or err.name or "a module"
+    return f"cannot import {name}: {one_line(str(first))}"
 
 
 class StdoutFailed(Exception):
@@ -270,7 +279,6 @@ def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> 
             if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
                 os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
             try:
-                native_libraries.load_within_address_space_limit()
                 code = fn(*args, output=Output.from_flags(**given), **kwargs)
             except typer.Exit:
                 raise

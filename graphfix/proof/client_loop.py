@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, one_line
+from ..errors import BadInputError, is_out_of_memory, one_line
 from ..signature import CACHE_FLAG, PAST, PRESENT
 from .cases import SOURCE, CaseResult, Dim, EncoderFeeds, LoadRequest, ProofRequest, Request, request_from_json
 
@@ -36,6 +36,12 @@ Feeds = dict[str, np.ndarray]
 
 
 ORT_REASON_LIMIT = 800
+
+
+def raise_if_out_of_memory(err: BaseException) -> None:
+    """Memory that ran out is the machine's limit, never the model's failure (a verdict) or fault (a refusal)."""
+    if is_out_of_memory(err):
+        raise MemoryError(ort_reason(err)) from None
 
 
 def ort_reason(err: BaseException) -> str:
@@ -109,6 +115,7 @@ def _session(path: str, shown_as: str) -> Any:
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
+        raise_if_out_of_memory(err)
         raise BadInputError(f"onnxruntime {ort.__version__} cannot load {shown_as}: "
                             f"{ort_reason(err)}") from None
 
@@ -250,6 +257,7 @@ class EncoderSession:
         try:
             hidden = self.session.run(["last_hidden_state"], feeds)[0]
         except Exception as err:  # the export's own encoder refuses what its config says it takes
+            raise_if_out_of_memory(err)
             shapes = ", ".join(f"{n} {list(v.shape)} (from {self.said_by.get(n, 'the signature')})"
                                for n, v in feeds.items() if n in self.shapes)
             raise BadInputError(f"{self.name} fails in onnxruntime on {shapes or 'its inputs'}: "
@@ -340,12 +348,14 @@ class PlainClient:
             except BadInputError:  # an input the loop cannot synthesize: the model, not the proof, is at fault
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
+                raise_if_out_of_memory(err)
                 where = "the present->past loop" if self.first is self.later else model.name
                 case.failure = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
                 return case
             try:
                 full = cached if step == 1 else self.first.run(tokens, encoder)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
+                raise_if_out_of_memory(err)
                 case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             got, want = _last_logits(cached), _last_logits(full)
@@ -383,6 +393,7 @@ class PlainClient:
         try:
             theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
         except Exception as err:
+            raise_if_out_of_memory(err)
             record["failure"] = f"{where}: the reference fails in onnxruntime: {ort_reason(err)}"
             record["max_abs_diff"] = None
             return
@@ -460,6 +471,10 @@ def main(request: str) -> int:
         print(json.dumps({"result": answer(request_from_json(request))}))
     except BadInputError as err:
         print(json.dumps({"error": str(err)}))
+    except MemoryError as err:
+        print(json.dumps({"error": one_line(str(err)) or "MemoryError", "out_of_memory": True}))
+    except ImportError as err:  # a broken or unloadable onnxruntime (a noexec mount, a missing library)
+        print(json.dumps({"error": f"cannot import {err.name or 'a module'}: {one_line(str(err))}"}))
     return 0
 
 

@@ -18,15 +18,16 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
-from ..io.native_libraries import address_space_limit
+from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted
 from ..process.children import run_child
+from ..process.limits import address_space_limit, on_noexec_mount
 from .cases import LoadRequest, Request
 from .interpreters import Interpreter, find_interpreter
 
@@ -239,22 +240,36 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-        if says_out_of_memory(proc.stderr):
-            raise MemoryError(f"{where}: {tail}")
-        if proc.returncode < 0 and (limit := address_space_limit()):
-            # Killed by a signal with nothing said, under an address-space limit: onnxruntime's allocations failing
-            # inside C++ end that way (SIGSEGV, SIGABRT), and no bug of the model's kills the process silently.
-            raise MemoryError(f"the proof's process died ({signal.Signals(-proc.returncode).name}) under an "
-                              f"address-space limit of {limit // 2**20} MB")
-        raise BadInputError(f"the decode loop failed to run in {where}: {tail}")
+        raise _child_failure(proc, where, python if version else None)
     answer: dict[str, Any] = json.loads(lines[-1])
+    if answer.get("out_of_memory"):
+        raise MemoryError(f"{where}: {answer['error']}")
     if "error" in answer:
-        if says_out_of_memory(answer["error"]):  # onnxruntime's session could not allocate: the limit, not the model
-            raise MemoryError(f"{where}: {answer['error']}")
+        if version and on_noexec_mount(python.parent):
+            raise _noexec_error(python.parent.parent)
         raise BadInputError(answer["error"])
     result: dict[str, Any] = answer["result"]
     return result
+
+
+def _child_failure(proc: subprocess.CompletedProcess[str], where: str, cached: Path | None) -> Exception:
+    """What ended the proof's process, named from its exit status: killed by SIGKILL under an address-space limit
+    (what the kernel does for memory) is out of memory; a runtime on a noexec mount is that; anything else is the
+    signal or exit status, with the last line the process wrote."""
+    tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
+    if proc.returncode == -signal.SIGKILL and (limit := address_space_limit()) is not None:
+        return MemoryError(f"the proof's process was killed under the address-space limit of {limit // 2**20} MB")
+    if cached is not None and on_noexec_mount(cached.parent):
+        return _noexec_error(cached.parent.parent)
+    if proc.returncode < 0:
+        return BadInputError(f"the decode loop's process in {where} died of "
+                             f"{signal.Signals(-proc.returncode).name}: {tail}")
+    return BadInputError(f"the decode loop failed to run in {where}: {tail}")
+
+
+def _noexec_error(home: Path) -> BadInputError:
+    return BadInputError(f"the onnxruntime cache {home} is on a filesystem mounted noexec, where onnxruntime's "
+                         f"library cannot be loaded; {_SET_CACHE}")
 
 
 def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
