@@ -133,7 +133,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
            on_step: StepCallback | None = None, validator: Validator | None = None,
            **keywords: object) -> RepairResult:
     """Repair the merged decoder at `source` into `out` as `options` say (see options.RepairOptions; keywords
-    change single fields: `repair(a, b, run_validation=False, target_ort="1.16")`). Raises a GraphfixError
+    change single fields: `repair(a, b, validate=False, target_ort="1.16")`). Raises a GraphfixError
     subclass; writes nothing then.
 
     With a target (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded in
@@ -153,7 +153,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     check_output_file(out, replace=options.force or options.in_place)
     step("repairing")
     before = versions_of(loaded.model)
-    subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model,
+    subject, changes = find_and_fix(loaded, options.target_ort, any_model=options.any_model,
                                     infer_types=options.validate)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)},

@@ -249,3 +249,20 @@ def test_repair_without_validation_imports_neither_numpy_nor_onnx_proper(tmp_pat
 def test_the_package_tree_shows_the_stages():
     stages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     assert stages == ["batch", "cli", "io", "model", "passes", "process", "proof", "targets"]
+
+
+def test_no_module_imports_a_private_name_from_a_dependency():
+    """typer._click, concurrent.futures' internals and the like tie graphfix to one release of a dependency."""
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
+                names = [*node.module.split("."), *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [part for alias in node.names for part in alias.name.split(".")]
+            else:
+                continue
+            if any(name.startswith("_") and not name.startswith("__") for name in names) and \
+                    not (isinstance(node, ast.Import) and node.names[0].name == "_thread"):
+                private.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert private == []

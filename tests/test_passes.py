@@ -156,6 +156,6 @@ def test_nothing_to_repair_writes_a_byte_identical_copy(tmp_path):
     _run_all(model)
     src = tmp_path / "clean.onnx"
     src.write_bytes(model.SerializeToString())
-    result = repair(src, tmp_path / "copy.onnx", run_validation=False)
+    result = repair(src, tmp_path / "copy.onnx", validate=False)
     assert not result.changed
     assert (tmp_path / "copy.onnx").read_bytes() == src.read_bytes()

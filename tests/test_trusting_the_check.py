@@ -82,7 +82,7 @@ def test_summaries_name_the_oldest_release_that_loads_the_output_and_suggest_tar
 def test_a_repair_result_carries_the_oldest_release_that_loads_its_output(marian_legacy, tmp_path):
     from graphfix import repair
 
-    assert repair(marian_legacy, tmp_path / "fixed.onnx", run_validation=False).oldest_onnxruntime == "1.15"
+    assert repair(marian_legacy, tmp_path / "fixed.onnx", validate=False).oldest_onnxruntime == "1.15"
 
 
 def test_validate_on_1_16_3_keeps_onnxruntimes_reason_to_the_release_it_runs(cli):

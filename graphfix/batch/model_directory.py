@@ -333,7 +333,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         if source.resolve() != out.resolve():
             raise BadInputError("--in-place needs the output to be the input")
         return _repair_in_place(source, jobs, on_progress, options, validator)
-    plan = plan_directory(source, retarget=options.target is not None)
+    plan = plan_directory(source, retarget=options.target_ort is not None)
     check_output_directory(out, source=source)
     data_mode = options.data_mode
     linked = plan.links if data_mode == "link" else []
@@ -385,7 +385,7 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     names = find_merged_decoders(directory)
     # With a target, the export's other models (encoder, split decoders) are retargeted in place too, as into a
     # new folder: the user deploys the whole export.
-    others = plan_directory(directory, retarget=True).others if options.target is not None else []
+    others = plan_directory(directory, retarget=True).others if options.target_ort is not None else []
     # Refuse before the first model is replaced, not halfway through the directory.
     for name in others + names:
         if InPlaceBackup(directory / name).blocked():

@@ -21,8 +21,12 @@ from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report, table
 from .app import (
+    DebugFlag,
+    JsonFlag,
     Output,
+    QuietFlag,
     StdoutFailed,
+    VerboseFlag,
     Verbosity,
     app,
     emit_json,
@@ -150,8 +154,10 @@ def repair_command(
         "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
 
@@ -177,6 +183,7 @@ def repair_command(
       graphfix repair --verbose --no-validate decoder_model_merged.onnx unproven.onnx
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
@@ -184,7 +191,7 @@ def repair_command(
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
-    options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
+    options = RepairOptions(validate=not no_validate, target_ort=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
                             force=force and not is_directory)
     _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
@@ -226,7 +233,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
             raise StdoutFailed(err) from None
     say(report.directory_summary(result, time.monotonic() - started))
     if output.verbosity is not Verbosity.QUIET:
-        say(report.release_line(_export_floor(result.output), options.target,
+        say(report.release_line(_export_floor(result.output), options.target_ort,
                                 subject="its models", plural=True))
     return 0
 
@@ -249,8 +256,10 @@ def check_command(
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
@@ -264,6 +273,7 @@ def check_command(
       graphfix check models/*/decoder_model_merged.onnx
       graphfix check --quiet fixed.onnx opus-mt-en-de-fixed/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     started = time.monotonic()
     results: list[CheckResult] = []
     targets = _check_targets(paths, target_ort, results)
@@ -336,8 +346,10 @@ def validate_command(
                                                      "this model's (the unrepaired original) at every step.")] = None,
     ort_version: ProofReleaseOption = None,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
@@ -355,6 +367,7 @@ def validate_command(
       graphfix validate fixed.onnx --original decoder_model_merged.onnx
       graphfix validate fixed.onnx --ort-version 1.16.3
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     from ..proof.validation import validate  # only this command proves without writing
 
     _use_runtime_python(runtime_python)
@@ -390,8 +403,10 @@ def split_command(
     ort_version: ProofReleaseOption = None,
     target_ort: TargetOption = None,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
 
@@ -404,13 +419,15 @@ def split_command(
     Examples:
       graphfix split decoder_model_merged.onnx split/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     from ..split_decoder import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     _announce_first_use(ort_version if not no_validate else None, target_ort)
-    result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
+    options = RepairOptions(validate=not no_validate, target_ort=target_ort, ort_version=ort_version)
+    result = split(merged, out_dir, options)
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
@@ -426,8 +443,8 @@ def _complete_code(incomplete: str) -> list[str]:
 def explain_command(
     code: Annotated[Optional[str], typer.Argument(help="A finding code (GF101 ...); without it, every code.",
                                                   autocompletion=_complete_code)] = None,
-    *,
-    output: Output,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Explain a finding code: what breaks, which exporters write it, what the fix does and why it is safe.
 
@@ -437,6 +454,7 @@ def explain_command(
       graphfix explain GF101
       graphfix explain
     """
+    output = Output.from_flags(as_json=as_json, debug=debug)
     if code is not None and code.upper() not in CODES:
         raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
     codes = [code.upper()] if code is not None else list(CODES)
@@ -454,8 +472,8 @@ def explain_command(
 def describe_command(
     model: Annotated[Path, typer.Argument(help="A merged decoder, or an export directory (its merged decoders and "
                                           "encoders, config.json and generation_config.json).")],
-    *,
-    output: Output,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Show the client contract of an export: what to feed at each step of the plain present->past loop.
 
@@ -469,6 +487,7 @@ def describe_command(
       graphfix describe decoder_model_merged.onnx
       graphfix describe --json opus-mt-en-de/
     """
+    output = Output.from_flags(as_json=as_json, debug=debug)
     from ..export_contract import describe
 
     description = describe(model)
