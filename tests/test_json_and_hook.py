@@ -20,7 +20,8 @@ EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 # The schema, as docs/json-schema.md documents it: key -> type (a dict is a nested object, a list a
 # list of such objects, a tuple several allowed types). Keys must match exactly: an undocumented key fails here.
 OPTIONAL_STR = (str, type(None))
-FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str}
+FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str, "before": OPTIONAL_STR,
+           "after": OPTIONAL_STR, "pass": OPTIONAL_STR}
 CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float, "tokens_agree": int,
         "tokens_total": int, "failure": OPTIONAL_STR, "original_differs": (float, int, type(None))}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}

@@ -313,7 +313,8 @@ class GraphfixGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        if not argv:  # bare `graphfix`: the help, on stderr, exit 2
+        completing = os.environ.get(complete_var or "_GRAPHFIX_COMPLETE")  # the shell asks for completions
+        if not argv and not completing:  # bare `graphfix`: the help, on stderr, exit 2
             with self.make_context(prog_name or "graphfix", [], resilient_parsing=True) as ctx:
                 typer.echo(ctx.get_help(), err=True)
             code = 2

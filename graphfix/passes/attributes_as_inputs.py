@@ -83,4 +83,4 @@ def _move(node: onnx.NodeProto, name: str, constant: str, since: int, position: 
     return Finding(code=ATTRIBUTE_NOW_AN_INPUT, node=node.name or node.op_type,
                    message=f"{node.op_type} sets attribute {name!r}, an input since opset {since} (the model's is "
                            f"{opset}): older onnxruntime releases refuse to load it",
-                   fix=f"{name} {values} as a constant input")
+                   fix=f"{name} {values} as a constant input", before=name, after="a constant input")

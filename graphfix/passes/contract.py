@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Final, Literal, Union, overload
 
 from ..errors import GraphfixError, PassCrashedError
@@ -157,7 +157,7 @@ def run_passes(subject: Subject, passes: Sequence[RepairPass], *, check_changes:
         breach = _broken_contract(found, after != before if compare else None, repair)
         if breach is not None:
             raise PassCrashedError(repair.name, ran, BrokenContract(breach))
-        findings += found
+        findings += [replace(finding, pass_name=repair.name) for finding in found]
         ran.append(repair.name)
         before = after
     return findings

@@ -29,6 +29,11 @@ def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -
     return f"a dummy {node.op_type}{shape}"
 
 
+def _dummy_shape(node: onnx.NodeProto | None) -> str | None:
+    value = attribute(node, "value") if node is not None else None
+    return str(tuple(value.t.dims)) if value is not None else None
+
+
 @repair_pass(DUMMY_ENCODER_KV)
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
@@ -49,7 +54,8 @@ def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
             code=DUMMY_ENCODER_KV, tensor=present, node=node.name if node is not None else None,
             message=f"cache branch returns {_describe(branch, output, node)} instead of {past.name}; "
                     "a client feeding presents back as past fails at step 3",
-            fix=f"{present} = Identity({past.name}) in the cache branch"))
+            fix=f"{present} = Identity({past.name}) in the cache branch", before=_dummy_shape(node),
+            after=f"Identity({past.name})"))
         dummies.append((slot, past.name, present, nodes))
     if dummies:
         _pass_through(decoder, dummies)

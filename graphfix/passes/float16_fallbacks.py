@@ -99,7 +99,8 @@ def float16_fallbacks(target: TargetRuntime) -> RepairPass:
                     code=FLOAT16_FALLBACK, node=node.name or node.op_type,
                     message=f"float16 {node.op_type}: onnxruntime {target.release} has no float16 CPU kernel for it "
                             "and its fallback fails to load",
-                    fix="compute it in float32 between two Casts (differs by float16 rounding)"))
+                    fix="compute it in float32 between two Casts (differs by float16 rounding)",
+                    before=node.op_type, after="float32"))
             if len(nodes) != len(graph.node):
                 del graph.node[:]
                 graph.node.extend(nodes)

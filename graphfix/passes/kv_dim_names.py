@@ -39,7 +39,7 @@ def kv_dim_names(decoder: MergedDecoder) -> list[Finding]:
             code=UNBINDABLE_DIM_NAME, tensor=name,
             message=f"encoder KV length is named {name!r} in {len(dims)} declarations, "
                     f"unrelated to encoder_hidden_states' {truth!r}",
-            fix=f"rename {name!r} to {truth!r}"))
+            fix=f"rename {name!r} to {truth!r}", before=name, after=truth))
         for dim in dims:
             dim.dim_param = truth
     return findings

@@ -52,7 +52,8 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
             findings.append(Finding(
                 code=OPSET_ABOVE_TARGET, tensor=None, node=None,
                 message=f"ai.onnx opset {opset} is above {max_opset}, the highest onnxruntime {target.release} runs",
-                fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)"))
+                fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)",
+                before=str(opset), after=f"{max_opset} ({converted} nodes converted)"))
         if model.ir_version <= max_ir:
             return findings
         need, why = min_ir_version(model)
@@ -62,7 +63,8 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
         finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
                           message=f"IR version {model.ir_version} is refused by onnxruntime {target.release} "
                                   f"(max IR {max_ir})",
-                          fix=f"lower ir_version to {need}, the lowest its contents need")
+                          fix=f"lower ir_version to {need}, the lowest its contents need",
+                          before=str(model.ir_version), after=str(need))
         model.ir_version = need
         return findings + [finding]
 

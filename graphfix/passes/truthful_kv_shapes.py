@@ -56,7 +56,8 @@ def truthful_kv_shapes(decoder: MergedDecoder) -> list[Finding]:
         findings.append(Finding(
             code=code, tensor=name,
             message=f"declared {_dims(wrong[0])}, but the model returns {expected}",
-            fix=f"declare {expected} on the output and both If branches"))
+            fix=f"declare {expected} on the output and both If branches", before=str(_dims(wrong[0])),
+            after=str(expected)))
         for value in wrong:
             _set_dims(value, expected)
     return findings
