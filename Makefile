@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
+.PHONY: install demo test test-fast lint check samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ demo: install
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
+
+# The inner loop: every module's behaviour without the slow tier (wheel installs, other Pythons and onnxruntime
+# releases, signal and limit suites, fuzzing, big models), which `make test` adds.
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff and mypy, configured in pyproject.toml; CI runs this after `make test`.
 lint: $(VENV)/.dev-installed

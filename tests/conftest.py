@@ -45,6 +45,25 @@ def marian_current() -> Path:
 
 
 @pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this tree, built once per session by pip from a copy of the sources, as any installer builds it
+    (pip fetches the build backend); every test that installs or inspects the wheel shares it."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path_factory.mktemp("wheel-source")
+    shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    dist = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
+                           "-w", str(dist), str(source)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return next(dist.glob("graphfix-*.whl"))
+
+
+@pytest.fixture(scope="session")
 def repaired_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("repaired")
 

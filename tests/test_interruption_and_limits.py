@@ -34,6 +34,8 @@ from onnx import numpy_helper
 
 from .conftest import ROOT, sha256
 
+pytestmark = pytest.mark.slow  # signals and limits at many points of real runs: make test
+
 SOURCE = ROOT / "sample_models" / "legacy" / "marian.onnx"
 PADDING_TENSORS, PADDING_FLOATS = 8, 4_000_000  # 8 x 16 MB
 INPUT_MODE = 0o640

@@ -71,6 +71,7 @@ def heavy_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # writes a 128 MB model
 def test_a_limit_the_repair_runs_into_is_one_out_of_memory_line_and_leaves_nothing(heavy_model, tmp_path):
     digest = sha256(heavy_model)
     result = graphfix_under_limit(200, "repair", heavy_model, tmp_path / "out.onnx")

@@ -23,6 +23,8 @@ from graphfix.io.read import read_model
 
 from .conftest import sha256
 
+pytestmark = pytest.mark.slow  # big models: make test
+
 PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 GIB = 1 << 30
 
