@@ -8,7 +8,9 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from graphfix.cli import app
@@ -22,6 +24,45 @@ SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((R
 FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
 assert SAMPLES, "sample_models/ is empty: run `make samples`"
+
+
+# --- the toy merged decoder, built with onnx.helper -----------------------------------------------------------------
+
+TOY_KV = ["batch", 2, "enc_len", 4]
+
+
+def toy_value(name, elem=TensorProto.FLOAT, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape if shape is not None else TOY_KV)
+
+
+def toy_decoder(dummy_nodes, dummy_output="dummy", *, swap=False, flag="use_cache_branch", layers=(0,),
+             extra_initializers=(), branch_initializers=(), present_names=None):
+    """The one toy merged decoder of the pass tests (test_passes, test_pass_contract): one layer (or `layers`), whose
+    cache branch returns `dummy_output` for present.0.encoder.key."""
+    present_names = present_names or [f"present.{layer}.encoder.key" for layer in layers]
+    past_inputs = [toy_value(f"past_key_values.{layer}.encoder.key") for layer in layers]
+    outputs = [toy_value(name) for name in present_names]
+    with_past = helper.make_graph(
+        # The Add reads the past, which is what marks this branch as the cache branch.
+        list(dummy_nodes) + [helper.make_node("Add", ["past_key_values.0.encoder.key"] * 2, ["touch"])],
+        "with_past", [], [toy_value(dummy_output if i == 0 else f"d{i}") for i in range(len(outputs))],
+        initializer=list(branch_initializers))
+    for i in range(1, len(outputs)):
+        with_past.node.append(helper.make_node("Constant", [], [f"d{i}"], value=numpy_helper.from_array(
+            np.zeros((0, 2, 1, 4), np.float32))))
+    no_past = helper.make_graph(
+        [helper.make_node("Identity", ["encoder_hidden_states"], [f"real{i}"]) for i in range(len(outputs))],
+        "no_past", [], [toy_value(f"real{i}") for i in range(len(outputs))])
+    then_branch, else_branch = (no_past, with_past) if swap else (with_past, no_past)
+    condition = helper.make_node("Not", [flag], ["not_flag"]) if swap else None
+    if_node = helper.make_node("If", ["not_flag" if swap else flag], present_names, name="my_if",
+                               then_branch=then_branch, else_branch=else_branch)
+    graph = helper.make_graph(
+        ([condition] if condition else []) + [if_node], "decoder",
+        [toy_value(flag, TensorProto.BOOL, [1]), toy_value("encoder_hidden_states")] + past_inputs, outputs,
+        initializer=list(extra_initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
 
 
 def sha256(path: Path) -> str:

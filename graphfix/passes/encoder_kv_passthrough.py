@@ -14,7 +14,7 @@ from ..findings import DUMMY_ENCODER_KV, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import ancestors, attribute, node_reads, producers
 from ..model.merged_decoder import MergedDecoder, matching_past
-from .contract import repair_pass
+from .contract import ENCODER_KV_PASSED_THROUGH, repair_pass
 
 # A present the cache branch fakes: (its slot among the If's outputs, the past it must pass, its name, the nodes
 # that compute the dummy)
@@ -34,7 +34,7 @@ def _dummy_shape(node: onnx.NodeProto | None) -> str | None:
     return str(tuple(value.t.dims)) if value is not None else None
 
 
-@repair_pass(DUMMY_ENCODER_KV)
+@repair_pass(DUMMY_ENCODER_KV, ensures=(ENCODER_KV_PASSED_THROUGH,))
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
     made_by = producers(branch)  # once: a 6-layer decoder has thousands of nodes and 12 encoder presents

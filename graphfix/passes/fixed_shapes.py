@@ -16,7 +16,7 @@ from ..io import onnx_proto as onnx
 from ..model.graph import all_graphs, attribute, node_reads, producers
 from ..model.merged_decoder import MergedDecoder
 from ..signature import PAST, PRESENT
-from .contract import repair_pass
+from .contract import SYMBOLIC_DIMS, repair_pass
 
 BATCH, ENCODER_LENGTH, DECODER_LENGTH, PAST_LENGTH = (
     "batch_size", "encoder_sequence_length", "decoder_sequence_length", "past_decoder_sequence_length")
@@ -33,7 +33,7 @@ def _semantic_axes(name: str) -> dict[int, str]:
             "encoder_attention_mask": {0: BATCH, 1: ENCODER_LENGTH}}.get(name, {})
 
 
-@repair_pass(STATIC_SIGNATURE_DIM, BAKED_RESHAPE_SHAPE)
+@repair_pass(STATIC_SIGNATURE_DIM, BAKED_RESHAPE_SHAPE, ensures=(SYMBOLIC_DIMS,))
 def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     graph = decoder.model.graph
     # Only the signature says what the export fixed; branch outputs may carry other static shapes (the dummy's,
