@@ -200,7 +200,7 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     elif _is_usage_error(err):
         message, code = one_line(err.format_message(), limit=None), 2  # type: ignore[attr-defined]
         if _is_missing_argument(err):
-            message = f"missing argument {err.param.human_readable_name.upper()}"  # type: ignore[attr-defined]
+            message = f"missing argument {(err.param.name or '').upper()}"  # type: ignore[attr-defined]
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
     elif isinstance(err, ImportError):  # a dependency that cannot load: a broken install, a library the loader
         # cannot map (a noexec mount, an address-space limit); named as such, not as graphfix's bug
