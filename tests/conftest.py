@@ -69,7 +69,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@pytest.fixture(params=SAMPLES, ids=SAMPLE_IDS)
+# The fast tier (make test-fast) runs the per-sample tests on one sample of each exporter generation; make test on all.
+FAST_SAMPLES = {"legacy-marian", "current-t5"}
+
+
+@pytest.fixture(params=[pytest.param(path, marks=() if name in FAST_SAMPLES else pytest.mark.slow)
+                        for path, name in zip(SAMPLES, SAMPLE_IDS)], ids=SAMPLE_IDS)
 def sample(request) -> Path:
     """Every committed merged decoder, exactly as its exporter wrote it."""
     return request.param

@@ -44,7 +44,7 @@ DOCUMENTS = {
     "repair directory": {**HEADER, "input": str, "output": str, "changed": bool, "linked": [str], "copied": [str],
                          "retargeted": [str],
                          "models": [{"path": str, "seconds": (float, int), "encoder": OPTIONAL_STR, **REPAIR}]},
-    "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
+    "check": {**HEADER, "exit_code": int, "error": OPTIONAL_STR, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
                                      "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
     "describe": {**HEADER, **DESCRIBE},
     "validate file": {**HEADER, **VALIDATION},
@@ -106,6 +106,10 @@ def test_every_command_prints_one_document_of_the_documented_schema(marian_legac
         "error": cli("repair", tmp_path / "missing.onnx", tmp_path / "x.onnx", "--json"),
     }
     exit_codes = {"check": 1, "validate file": 1, "error": 2}
+    unreadable = cli("check", marian_legacy, tmp_path / "missing.onnx", "--json")  # exit 2: says why, as any failure
+    conforms(document(unreadable), DOCUMENTS["check"])
+    assert unreadable.exit_code == 2 and document(unreadable)["exit_code"] == 2
+    assert "missing.onnx" in document(unreadable)["error"]
     for kind, result in runs.items():
         assert result.exit_code == exit_codes.get(kind, 0), (kind, result.stderr)
         parsed = document(result)

@@ -232,3 +232,10 @@ def test_a_jobs_batch_leaves_hooks_and_signal_handlers_untouched_during_and_afte
                               on_progress=lambda *_: seen.append(process_wide_state()))
     assert seen and all(state == before for state in seen)
     assert process_wide_state() == before
+
+
+@pytest.mark.parametrize("arguments", [{"batches": ()}, {"source_lengths": ()}, {"steps": 1}, {"batches": (0,)}],
+                         ids=["no-batch", "no-source-length", "one-step", "batch-0"])
+def test_a_proof_that_would_prove_nothing_is_a_value_error(marian_legacy, arguments):
+    with pytest.raises(ValueError, match="a proof needs"):
+        graphfix.validate(marian_legacy, **arguments)

@@ -90,6 +90,7 @@ def _subject(path: Path) -> Subject:
     return find_subject(read_model(path).model, any_model=True)
 
 
+@pytest.mark.slow  # every committed export, twice per pass
 @pytest.mark.parametrize("target", [None, "1.16"], ids=lambda t: f"target-{t}")
 def test_every_pass_of_the_pipeline_changes_nothing_the_second_time_on_every_export(target):
     """As `repair` runs them (in order, on the skeleton it reads), each pass is run twice in a row: the second run

@@ -302,7 +302,9 @@ def check_command(
         if not output.json:
             _echo(report.check_lines(result, output.verbosity))
     if output.json:
-        emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
+        first_error = next((r.error for r in results if r.error), None) if exit_code == 2 else None
+        emit_json("check", {"ok": exit_code == 0, "exit_code": exit_code, "error": first_error,
+                            "results": [r.to_dict() for r in results]})
     else:
         say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):

@@ -71,6 +71,10 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            batches: Sequence[int], source_lengths: Sequence[int], seed: int, ort_version: TargetRuntime | str | None,
            encoder: str | os.PathLike[str] | None = None,
            judge: str | os.PathLike[str] | None = None) -> ValidationResult:
+    if steps < 2 or not batches or not source_lengths or min(*batches, *source_lengths) < 1:
+        # a proof of the cache needs a cached step (step 2), and a case to run it in: anything less proves nothing
+        raise ValueError(f"a proof needs steps >= 2 and at least one batch and source length >= 1, not "
+                         f"steps={steps}, batches={tuple(batches)}, source_lengths={tuple(source_lengths)}")
     runtime = as_target(ort_version)
     paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p)]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
