@@ -53,7 +53,8 @@ def _declares_float16(model: onnx.ModelProto) -> bool:
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == float16:
                     return True
-                if attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT and attribute.i == float16:
+                if (attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT
+                        and attribute.i == float16):
                     return True
     return False
 
