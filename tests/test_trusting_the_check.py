@@ -58,8 +58,9 @@ def test_check_json_keeps_its_shape_when_a_path_holds_no_model(cli, tmp_path):
 
     assert result.exit_code == 2
     document = json.loads(result.stdout)
-    assert set(document) == {"schema", "command", "ok", "results"}
+    assert set(document) == {"schema", "command", "ok", "exit_code", "error", "results"}
     first, second = document["results"]
+    assert document["exit_code"] == 2 and document["error"] == first["error"]
     assert first["error"].startswith("no merged decoder in directory") and second["findings"]
 
 
