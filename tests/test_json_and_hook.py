@@ -156,6 +156,7 @@ def _git(cwd: Path, *args: str) -> None:
                     "-c", "commit.gpgsign=false", *args], cwd=cwd, check=True, capture_output=True)
 
 
+@pytest.mark.slow  # pre-commit builds its hook environment
 def test_the_pre_commit_hook_fails_on_a_broken_decoder_and_passes_once_it_is_repaired(marian_legacy, repaired,
                                                                                     tmp_path):
     """pre-commit itself installs the hook from this repository (pip: the test needs PyPI or a warm pip cache) and

@@ -275,6 +275,7 @@ def _examples(command: str) -> list[str]:
     return [line for line in lines[start:lines.index("", start)]]
 
 
+@pytest.mark.slow  # every help example, run
 def test_every_help_example_runs_on_real_samples(tmp_path, marian_legacy):
     commands = ["repair", "check", "describe", "validate", "split", "explain"]  # in the order a user goes through them
     from typer.main import get_command
@@ -299,6 +300,7 @@ def test_every_help_example_runs_on_real_samples(tmp_path, marian_legacy):
                 (example, ran.stdout)
 
 
+@pytest.mark.slow  # a six-layer export
 def test_a_six_layer_real_export_prints_as_many_lines_as_a_two_layer_one(cli, tmp_path, monkeypatch):
     """sample_models/deep/: the legacy exporter's Marian at opus-mt's depth (6 decoder layers, same tiny widths):
     the grouped output has the two-layer sample's line count, every line within 100 columns; --verbose has a line

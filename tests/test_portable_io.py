@@ -96,6 +96,7 @@ def test_directory_repair_writes_the_same_tree_without_the_linux_apis(tmp_path):
     assert_same_outcome(fast, hidden, tmp_path)
 
 
+@pytest.mark.slow  # every verdict twice
 def test_check_and_validate_give_the_same_verdicts_without_the_linux_apis(tmp_path, repaired):
     fixed = repaired(LEGACY_MARIAN)
     for args, code in [(("check", LEGACY_MARIAN), 1), (("check", fixed), 0), (("validate", fixed), 0),
