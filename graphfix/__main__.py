@@ -13,12 +13,14 @@ def main() -> None:
     from .process import interrupts
 
     interrupts.install()  # first: a Ctrl-C while the CLI imports is one line too
+    started = False
     try:
         from .cli import app
 
+        started = True
         app()
     except KeyboardInterrupt:  # escaped every command's own handler (importing, typer parsing)
-        sys.stderr.write(f"error: {interrupts.message()}\n")
+        sys.stderr.write(f"error: {interrupts.message()}{'' if started else '; nothing was written'}\n")
         raise SystemExit(interrupts.exit_status()) from None
     except MemoryError:  # a limit (ulimit -v) below what importing the command line itself needs
         sys.stderr.write("error: out of memory (starting graphfix); raise the memory limit (ulimit -v) "

@@ -219,8 +219,6 @@ def test_the_library_api_leaves_hooks_and_signal_handlers_untouched_during_and_a
     assert process_wide_state() == before
 
 
-@pytest.mark.xfail(strict=True, reason="the ProcessPoolExecutor pool sets threading.excepthook; the batch helper's "
-                   "pool (graphfix/batch/) removes it: drop this mark when it lands")
 def test_a_jobs_batch_leaves_hooks_and_signal_handlers_untouched_during_and_after_it(tmp_path):
     before = process_wide_state()
     seen: list[tuple[object, ...]] = []

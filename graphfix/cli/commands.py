@@ -73,7 +73,7 @@ def _use_runtime_python(path: Path | None) -> None:
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
     """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
     the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
-    from ..proof.runtimes import runtime_home, runtime_installed
+    from ..proof.runtimes import install_in_progress, runtime_home, runtime_installed
 
     for release in dict.fromkeys(r.release for r in releases if r is not None):
         try:
@@ -82,7 +82,9 @@ def _announce_first_use(*releases: TargetRuntime | None) -> None:
             home = runtime_home(release)
         except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
-        if _may_create(home):  # else the install cannot start: the run's one error line names the cache
+        if install_in_progress(home):  # the run waits for that install instead of making its own
+            typer.echo(report.waiting_line(release, home), err=True)
+        elif _may_create(home):  # else the install cannot start: the run's one error line names the cache
             typer.echo(report.first_use_line(release, home), err=True)
 
 
@@ -127,15 +129,15 @@ def _size(path: Path) -> int:
 @graphfix_command(app, "repair")
 def repair_command(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), or a model "
-                                           "directory (Optimum or onnx-community layout).")],
+    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), a model "
+                                           "directory (Optimum or onnx-community layout), or a tree of them.")],
     out: Annotated[Path, typer.Argument(help="Where to write the repaired model, or the new directory (never the "
                                         "input, unless --in-place).")],
     no_validate: NoValidateOption = False,
     in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first (of each decoder "
                                            "of a directory).")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory at "
-                                      "once, in separate processes.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory, or "
+                                      "model folders of a tree, at once, in separate processes.")] = 1,
     target_ort: TargetOption = None,
     validate_on_target: Annotated[bool, typer.Option(
         "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
@@ -151,7 +153,8 @@ def repair_command(
         "output then shares storage with the input. onnx >= 1.23 refuses to load or check a data file with several "
         "links; onnxruntime loads it.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
+        "--force", "-f", help="Replace OUT if it exists (a regular file; for directories, an output model folder, "
+        "replaced once its new version is complete). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
     verbose: VerboseFlag = False,
@@ -172,7 +175,13 @@ def repair_command(
     _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
     (copied, a reflink where the filesystem can; hardlinked only with --link-data), so OUT is a drop-in replacement
     that shares no storage with the input. OUT must not exist (or be
-    empty); it appears in one rename once every decoder has passed.
+    empty; --force replaces it); it appears in one rename once every decoder has passed.
+
+    A tree of model folders (models/<name>/..., any depth, as `check` walks it): every model folder becomes the
+    same relative folder under OUT, each landed whole or not at all. A folder that fails is named with its error
+    and the run goes on; one table (or with --json one document) ends the run. Exit 0 when every folder was
+    repaired, 3 when some failed and some did not, 1 or 2 when none was (1: each failed its proof). --jobs N
+    repairs N folders at once; an onnxruntime release is installed once, before the first.
 
     Prints one line per finding code (count, tensor pattern, what was done) and a summary line: what was written,
     what was proven, in which onnxruntime, how long. `--verbose` prints every change; `graphfix explain CODE`
@@ -182,18 +191,24 @@ def repair_command(
       graphfix repair decoder_model_merged.onnx fixed.onnx
       graphfix repair --verbose --no-validate decoder_model_merged.onnx unproven.onnx
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
+      graphfix repair --jobs 2 --target-ort 1.16 models/ models-fixed/
     """
     output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
-    watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
     options = RepairOptions(validate=not no_validate, target_ort=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
-                            force=force and not is_directory)
+                            force=force)
+    if is_directory and (tree := _model_folders_of_tree(source)):
+        from .repair_tree import repair_tree_command
+
+        watch_outputs([(source if in_place else out) / folder.relative_to(source) for folder in tree])
+        return repair_tree_command(source, out, jobs, options, _validator(ctx), output, started)
+    watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
@@ -215,6 +230,13 @@ def repair_command(
     return 0
 
 
+def _model_folders_of_tree(source: Path) -> list[Path]:
+    """The model folders under `source` when it is a tree of them (not itself a model folder), else none."""
+    from ..batch.tree import is_model_folder, model_folders
+
+    return [] if is_model_folder(source) else model_folders(source)
+
+
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
@@ -233,19 +255,9 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
             raise StdoutFailed(err) from None
     say(report.directory_summary(result, time.monotonic() - started))
     if output.verbosity is not Verbosity.QUIET:
-        say(report.release_line(_export_floor(result.output), options.target_ort,
+        say(report.release_line(result.oldest_onnxruntime, options.target_ort,
                                 subject="its models", plural=True))
     return 0
-
-
-def _export_floor(directory: Path) -> str | None:
-    """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included)."""
-    from ..batch.layouts import directory_files
-    from ..io.read import read_model
-    from ..targets.release_floor import newest_of, oldest_release
-
-    models = [name for name in directory_files(directory) if name.endswith(".onnx")]
-    return newest_of([oldest_release(read_model(directory / name).model) for name in models]).release
 
 
 @graphfix_command(app, "check")

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,8 +104,16 @@ def runtime_installed(version: str) -> bool:
     return venv_python(runtime_home(version)) is not None
 
 
-def runtime_python(version: str) -> Path:
-    """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
+# Told where the venv is being made: `on_install` when this process makes it, `on_wait` when it waits for another
+# process making it (a --jobs run, make -j, two terminals): the install happens once, the others wait for it.
+InstallNotice = Callable[[str, Path], None]  # (release, where its venv goes)
+
+
+def runtime_python(version: str, *, on_install: InstallNotice | None = None,
+                   on_wait: InstallNotice | None = None) -> Path:
+    """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused. Concurrent
+    callers (threads, processes) take the release's install lock in turn: the first installs, the others wait and
+    then find it made."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
     interpreter = find_interpreter(version)
@@ -112,6 +122,66 @@ def runtime_python(version: str) -> Path:
         return python
     try:
         home.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
+    with _install_lock(version, home, on_wait):
+        if _trusted(home) and (python := venv_python(home)) is not None:
+            return python  # made by the process this one waited for
+        if on_install is not None:
+            on_install(version, home)
+        return _make_runtime(home, version, interpreter)
+
+
+@contextmanager
+def _install_lock(version: str, home: Path, on_wait: InstallNotice | None) -> Iterator[None]:
+    """An exclusive flock on `.lock-<venv name>` in the cache, held while the venv is made; the kernel drops it
+    when its holder dies, however it dies. Where there are no flock locks (Windows), concurrent installs each build
+    and the first rename wins (_install_runtime)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(home.parent / f".lock-{home.name}", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(version, home)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a signal meanwhile raises here (the handler runs on EINTR)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with the descriptor
+
+
+def install_in_progress(home: Path) -> bool:
+    """Whether another process holds the install lock of the venv at `home` right now (for saying so: the run then
+    waits for it in runtime_python)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(home.parent / f".lock-{home.name}", os.O_RDONLY)
+    except OSError:  # no lock file: nobody has started installing it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _make_runtime(home: Path, version: str, interpreter: Interpreter) -> Path:
+    try:
         _remove_abandoned_builds(home.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     except OSError as err:
@@ -283,4 +353,5 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     return version
 
 
-__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_home", "runtime_installed", "runtime_python"]
+__all__ = ["cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime", "runtime_home",
+           "runtime_installed", "runtime_python"]
