@@ -142,13 +142,13 @@ def test_the_buffered_copy_writes_the_bytes_of_the_kernel_copy(tmp_path, monkeyp
     pieces = [b"head", SourceRange(7, (2 << 20) + 3), b"middle", SourceRange(3 << 20, source.stat().st_size), b"end"]
     fd = os.open(source, os.O_RDONLY)
     try:
-        datacopy.copy_file(source, tmp_path / "fast-copy", "copy")
+        datacopy.copy_fd(fd, tmp_path / "fast-copy", "copy")
         datacopy.write_pieces(pieces, fd, tmp_path / "fast-pieces")
         with monkeypatch.context() as m:
             for name in hidden:
                 m.delattr(os, name)
             m.setattr(datacopy, "_BUFFER", 1 << 20)
-            datacopy.copy_file(source, tmp_path / "portable-copy", "copy")
+            datacopy.copy_fd(fd, tmp_path / "portable-copy", "copy")
             datacopy.write_pieces(pieces, fd, tmp_path / "portable-pieces")
     finally:
         os.close(fd)
