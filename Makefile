@@ -155,7 +155,7 @@ CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
 # The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).
 CLIENTS_JS_ORT116 := tests/clients/js-ort116
-.PHONY: test-clients test-examples
+.PHONY: test-clients test-native-examples test-examples
 
 $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CLIENTS_VENV)
@@ -184,7 +184,12 @@ $(EXAMPLE_JS)/node_modules/.installed: $(EXAMPLE_JS)/package.json $(EXAMPLE_JS)/
 	cd $(EXAMPLE_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test-clients: test-examples $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed \
+# Each example's own test runner (cargo test on ort 1.16.3 and ort 2 — the seed's own success test —, mvn test on
+# onnxruntime 1.16.3 and current, go test, examples/c/test), on the sample exports repaired by this graphfix.
+test-native-examples: $(VENV)/.test-installed
+	examples/test-native $(abspath $(GRAPHFIX)) $(abspath $(BIN)/python)
+
+test-clients: test-examples test-native-examples $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed \
 		$(CLIENTS_JS)/node_modules/.installed $(CLIENTS_JS_ORT116)/node_modules/.installed \
 		$(EXAMPLE_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients \
