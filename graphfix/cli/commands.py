@@ -303,10 +303,11 @@ def check_command(
 
 
 def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
-    """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
+    """Which onnxruntime releases take every file checked, as they are, those passed over included (nothing when
+    none could be read)."""
     from ..release_floor import ReleaseFloor, newest_of
 
-    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
+    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None]
     plural = len(floors) > 1
     subject = "as they are, they" if plural else "as it is, it"
     return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
