@@ -185,9 +185,10 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
     ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
     `any_model`, or whenever there is a `target_ort`, it is checked for what that release needs (retargeting only):
-    a hook that hands an export's encoder to `check --target-ort` must hear that the release refuses it. A directory, as on the command line,
-    stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
-    model of the export too: one result each in `models`, their findings together in `findings`."""
+    a hook that hands an export's encoder to `check --target-ort` must hear that the release refuses it. A
+    directory, as on the command line, stands for its merged decoders (of every model directory under it), and with
+    `target_ort` for every other ONNX model of the export too: one result each in `models`, their findings together
+    in `findings`."""
     path, target = Path(path), as_target(target_ort)
     if path.is_dir():
         from .batch.layouts import check_targets

@@ -32,6 +32,7 @@ from .app import (
     report_failure,
     run,
     say,
+    tell,
     watch_outputs,
 )
 from .progress import progress_wanted, terminal_progress
@@ -79,7 +80,7 @@ def _announce_first_use(*releases: TargetRuntime | None) -> None:
         except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
         if _may_create(home):  # else the install cannot start: the run's one error line names the cache
-            typer.echo(report.first_use_line(release, home), err=True)
+            tell(report.first_use_line(release, home))
 
 
 def _may_create(path: Path) -> bool:
