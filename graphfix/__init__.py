@@ -23,9 +23,9 @@ _EXPORTS = {
     "GraphfixError": "errors", "BadInputError": "errors", "NotAMergedDecoderError": "errors",
     "RepairRefusedError": "errors", "ValidationFailedError": "errors", "PassCrashedError": "errors",
     "repair_directory": "batch.model_directory", "DirectoryRepairResult": "batch.model_directory",
-    "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "batch.split",
-    "SplitResult": "batch.split", "validate_split": "proof.validation", "CaseResult": "proof.cases",
-    "describe": "client_contract", "Description": "client_contract",
+    "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "split_decoder",
+    "SplitResult": "split_decoder", "validate_split": "proof.validation", "CaseResult": "proof.cases",
+    "describe": "export_contract", "Description": "export_contract",
     "RepairOptions": "options", "TargetRuntime": "targets", "parse_release": "targets",
 }
 # Spelled out so that linters and type checkers read it; a test keeps it equal to _EXPORTS.
@@ -40,8 +40,6 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept equal to _EXPORTS by a test)
     from .batch.layouts import find_merged_decoders
     from .batch.model_directory import DirectoryRepairResult, ModelRepair, repair_directory
-    from .batch.split import SplitResult, split
-    from .client_contract import Description, describe
     from .errors import (
         BadInputError,
         GraphfixError,
@@ -50,11 +48,13 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept 
         RepairRefusedError,
         ValidationFailedError,
     )
+    from .export_contract import Description, describe
     from .findings import Finding
     from .options import RepairOptions
     from .pipeline import CheckResult, RepairResult, check, repair
     from .proof.cases import CaseResult
     from .proof.validation import ValidationResult, validate, validate_split
+    from .split_decoder import SplitResult, split
     from .targets import TargetRuntime, parse_release
 
 

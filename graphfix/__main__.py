@@ -14,8 +14,8 @@ from typing import NoReturn
 # inherited by the proof's subprocess and --jobs workers.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .io import interrupts
 from .io.native_libraries import address_space_limit
+from .process import interrupts
 
 
 def _out_of_memory_starting(err: Exception) -> NoReturn:
@@ -29,7 +29,7 @@ def _out_of_memory_starting(err: Exception) -> NoReturn:
 
 
 # A --jobs worker re-imports this entry point; it starts with Ctrl-C and SIGHUP ignored and keeps them so: its parent
-# reports them (and stops it with SIGTERM, which its pool initializer routes, see io/interrupts.install_in_worker).
+# reports them (and stops it with SIGTERM, which its pool initializer routes, see process/interrupts.install_in_worker).
 worker = "__mp_main__" in sys.modules
 if not worker:
     interrupts.install()

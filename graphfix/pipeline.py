@@ -4,7 +4,7 @@
                        ->  prove the staged files (proof/)  ->  land them in one rename block
 
 `repair` runs all of it; `check` stops after the passes, on a model it never writes, so its findings are exactly
-the changes `repair` would make; `split` (batch/split.py) turns the repaired model into two and hands both to the
+the changes `repair` would make; `split` (split_decoder.py) turns the repaired model into two and hands both to the
 same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder.
 """
 
@@ -115,7 +115,7 @@ def find_and_fix(loaded: LoadedModel, target: TargetRuntime | None, *, any_model
 
 def oldest_release_of(model: onnx.ModelProto) -> str | None:
     """X.Y of the oldest onnxruntime release that loads `model`, by the measured tables; None when none does."""
-    from .release_floor import oldest_release
+    from .targets.release_floor import oldest_release
 
     return oldest_release(model).release
 

@@ -248,4 +248,4 @@ def test_repair_without_validation_imports_neither_numpy_nor_onnx_proper(tmp_pat
 
 def test_the_package_tree_shows_the_stages():
     stages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
-    assert stages == ["batch", "cli", "io", "model", "passes", "proof", "targets"]
+    assert stages == ["batch", "cli", "io", "model", "passes", "process", "proof", "targets"]

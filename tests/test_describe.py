@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from graphfix import describe, repair, repair_directory
-from graphfix.client_contract import Description, Step, TensorContract
+from graphfix.export_contract import Description, Step, TensorContract
 
 from .conftest import FIXED_SHAPE_SAMPLES, ROOT, SAMPLES
 

@@ -270,6 +270,45 @@ def test_a_float16_layer_normalization_is_found_whatever_the_other_branch_calls_
     assert run_passes(PlainModel(model), [float16_fallbacks(parse_release("1.16"))]) == []  # a second run changes nothing
 
 
+def _layer_normalization(dtype: int, *, cast_to: int | None = None):
+    """x -> [Cast to `cast_to`] -> LayerNormalization(scale): a float32 model unless a type or a Cast says float16."""
+    from onnx import helper
+
+    nodes, normalized = [], "x"
+    if cast_to is not None:
+        nodes.append(helper.make_node("Cast", ["x"], ["x_cast"], to=cast_to))
+        normalized = "x_cast"
+    element = cast_to if cast_to is not None else dtype
+    scale = helper.make_tensor("scale", element, [4], [1.0] * 4)
+    nodes.append(helper.make_node("LayerNormalization", [normalized, "scale"], ["y"], axis=-1))
+    graph = helper.make_graph(nodes, "main", [helper.make_tensor_value_info("x", dtype, [2, 4])],
+                              [helper.make_tensor_value_info("y", element, [2, 4])], [scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_the_float16_fallback_pass_does_no_inference_on_a_float32_model(monkeypatch):
+    from graphfix.model.merged_decoder import PlainModel
+    from graphfix.passes import float16_fallbacks as module
+    from graphfix.passes import run_passes
+
+    def no_inference(model):
+        raise AssertionError("shape inference ran on a model without float16")
+
+    monkeypatch.setattr(module, "_types_by_graph", no_inference)
+    model = _layer_normalization(onnx.TensorProto.FLOAT)
+    assert run_passes(PlainModel(model), [module.float16_fallbacks(parse_release("1.16"))]) == []
+
+
+def test_a_float16_reached_only_through_a_cast_is_still_found():
+    from graphfix.model.merged_decoder import PlainModel
+    from graphfix.passes import run_passes
+    from graphfix.passes.float16_fallbacks import float16_fallbacks
+
+    model = _layer_normalization(onnx.TensorProto.FLOAT, cast_to=onnx.TensorProto.FLOAT16)
+    findings = run_passes(PlainModel(model), [float16_fallbacks(parse_release("1.16"))])
+    assert [f.code for f in findings] == ["GF305"]
+
+
 def test_a_config_above_a_top_level_export_is_not_read_as_its_own(tmp_path):
     """Only onnx/ (onnx-community's layout) looks one folder up: above an Optimum export is the user's folder."""
     folder = _export_without_configs("current-trocr", tmp_path)

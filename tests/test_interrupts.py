@@ -13,7 +13,7 @@ from importlib.machinery import ExtensionFileLoader
 
 import pytest
 
-from graphfix.io import interrupts
+from graphfix.process import interrupts
 
 
 @pytest.fixture
@@ -315,7 +315,7 @@ def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent(
 
     code = ("import os, signal, time\n"
             "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})\n"
-            "from graphfix.io import interrupts\n"
+            "from graphfix.process import interrupts\n"
             "interrupts.install_in_worker()\n"
             "os.kill(os.getpid(), signal.SIGHUP); os.kill(os.getpid(), signal.SIGINT)\n"
             f"interrupts._working = {busy}\n"

@@ -154,17 +154,6 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
     return plan
 
 
-def expand_model_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; a directory becomes the merged decoders in it (refused when it holds none)."""
-    expanded: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            expanded += [path / name for name in find_merged_decoders(path)]
-        else:
-            expanded.append(path)
-    return expanded
-
-
 def holds_merged_decoder(directory: Path) -> bool:
     return any((directory / name).is_file() for name in merged_decoder_names())
 

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
-from ..io import interrupts
 from ..io.datacopy import copy_data_file
 from ..io.native_libraries import address_space_limit, address_space_used
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
+from ..process import interrupts
 from .layouts import encoder_for, find_merged_decoders, plan_directory
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or

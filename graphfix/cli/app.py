@@ -25,8 +25,9 @@ from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHe
 from typer.core import TyperGroup
 
 from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
-from ..io import interrupts, native_libraries
+from ..io import native_libraries
 from ..passes.contract import CHECK_PASSES
+from ..process import interrupts
 from .shown import shown
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
@@ -322,7 +323,7 @@ class GraphfixGroup(TyperGroup):
 class GraphfixApp(typer.Typer):
     """The process entry point. SIGXFSZ is ignored so that a write over RLIMIT_FSIZE fails with EFBIG (reported,
     temp files removed) instead of killing the process mid-write; Ctrl-C, SIGTERM and SIGHUP are routed through
-    io/interrupts.py."""
+    process/interrupts.py."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         run.interrupt_reported = False

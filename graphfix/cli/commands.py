@@ -236,7 +236,7 @@ def _export_floor(directory: Path) -> str | None:
     """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included)."""
     from ..batch.layouts import directory_files
     from ..io.read import read_model
-    from ..release_floor import newest_of, oldest_release
+    from ..targets.release_floor import newest_of, oldest_release
 
     models = [name for name in directory_files(directory) if name.endswith(".onnx")]
     return newest_of([oldest_release(read_model(directory / name).model) for name in models]).release
@@ -306,7 +306,7 @@ def check_command(
 def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
     """Which onnxruntime releases take every file checked, as they are, those passed over included (nothing when
     none could be read)."""
-    from ..release_floor import ReleaseFloor, newest_of
+    from ..targets.release_floor import ReleaseFloor, newest_of
 
     floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None]
     plural = len(floors) > 1
@@ -406,7 +406,7 @@ def split_command(
     Examples:
       graphfix split decoder_model_merged.onnx split/
     """
-    from ..batch.split import DECODER, DECODER_WITH_PAST, split
+    from ..split_decoder import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
     _use_runtime_python(runtime_python)
@@ -471,7 +471,7 @@ def describe_command(
       graphfix describe decoder_model_merged.onnx
       graphfix describe --json opus-mt-en-de/
     """
-    from ..client_contract import describe
+    from ..export_contract import describe
 
     description = describe(model)
     if output.json:

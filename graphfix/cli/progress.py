@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..batch.layouts import directory_files
-from ..io import interrupts
+from ..process import interrupts
 from .shown import shown
 
-if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw something
+if TYPE_CHECKING:  # rich is slow to import: loaded only by runs that draw something
     from rich.progress import Progress
 
 

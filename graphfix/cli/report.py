@@ -21,11 +21,11 @@ from .layout import WIDTH, fit, name_patterns, output_width, shortened, value_se
 
 if TYPE_CHECKING:
     from ..batch.model_directory import DirectoryRepairResult
-    from ..batch.split import SplitResult
-    from ..client_contract import Description, TensorContract
+    from ..export_contract import Description, TensorContract
     from ..pipeline import CheckResult
     from ..proof.cases import CaseResult
     from ..proof.validation import ValidationResult
+    from ..split_decoder import SplitResult
     from ..targets import TargetRuntime
 
 OLDEST_KNOWN = "1.14"  # the oldest release of the measured tables: nothing older to suggest

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 from .layout import columns_asked, wrapped
 from .shown import shown
 
-if TYPE_CHECKING:  # rich costs ~35 ms to import: loaded only by runs that draw a table
+if TYPE_CHECKING:  # rich is slow to import: loaded only by runs that draw a table
     from rich.table import Table
 
     from ..batch.model_directory import DirectoryRepairResult

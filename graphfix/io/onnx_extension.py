@@ -1,6 +1,6 @@
 """onnx's C++ extension (checker, shape inference) loaded alone.
 
-`import onnx` loads numpy and onnx's Python modules too: about 0.2 s idle and over a second on a busy machine, which
+`import onnx` loads numpy and onnx's Python modules too (a large share of a short run: `make bench`), which
 neither `check`, `repair --no-validate` nor `validate` should pay for a question the C++ code answers by itself.
 The extension is loaded under its real name, so a later `import onnx` reuses it (as io/onnx_proto.py does for the
 protobuf classes).

@@ -1,6 +1,6 @@
 """The onnx API, with its protobuf classes available without importing `onnx` itself.
 
-`import onnx` costs about 0.15 s (it imports numpy and onnx's C++ extension), as much as copying a 350 MB model,
+`import onnx` imports numpy and onnx's C++ extension, costing as much as copying a large model (`make bench`),
 and `repair --no-validate` needs only the generated message classes. They are loaded here from onnx's own
 `onnx_ml_pb2.py` under its real module name, so when something later does import onnx (the checker, shape
 inference, validation), onnx reuses this very module and its classes: there is one ModelProto, not two.

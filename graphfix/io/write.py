@@ -22,11 +22,11 @@ from typing import Protocol
 from google.protobuf.message import EncodeError
 
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
+from ..process.interrupts import held_for_main_thread
 from . import onnx_proto as onnx
 from . import portable, protowire
 from .datacopy import DATA_MODES, copy_data_file, copy_fd, write_pieces
 from .external_data import external_location, external_tensors, set_external_location
-from .interrupts import held_for_main_thread
 from .read import LoadedModel, file_stamp
 
 

@@ -11,9 +11,8 @@ findings but changed nothing, is a bug of that pass (PassCrashedError, naming it
 refusal a pass raises keeps its type and is prefixed with the pass's name.
 
 "Changed" is judged on the serialized skeleton (model_fingerprint: weight payloads stay in the file, but a 6-layer
-decoder's structure alone is 0.6 MB). Measured on sample_models/deep (opus-mt's depth, so the node count of the
-352 MB model of `make bench`): 1.5-3 ms per serialization, 10-17 ms per repair, against 0.4 s for `repair
---no-validate` of the bench model, 3-4% of the fastest path. So the emptiness checks run where bugs are hunted:
+decoder's structure alone is large, and serializing it after every pass is a measurable share of the fastest path:
+`make bench` has the figure). So the emptiness checks run where bugs are hunted:
 in the tests (conftest.py sets GRAPHFIX_CHECK_PASSES=1) and under `--debug`; the declared-codes check always runs.
 """
 

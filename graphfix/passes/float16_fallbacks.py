@@ -39,11 +39,32 @@ def _scoped_types(graph: onnx.GraphProto, outer: Types) -> Types:
     return types
 
 
+def _declares_float16(model: onnx.ModelProto) -> bool:
+    """Whether float16 can occur anywhere: a declared type, a weight, a constant or a cast to it. Every other value
+    is computed from these, so without one no node sees float16 and shape inference would find nothing."""
+    float16 = onnx.TensorProto.FLOAT16
+    for graph, _ in all_graphs(model.graph):
+        values = list(graph.input) + list(graph.output) + list(graph.value_info)
+        if any(value.type.tensor_type.elem_type == float16 for value in values):
+            return True
+        if any(tensor.data_type == float16 for tensor in graph.initializer):
+            return True
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == float16:
+                    return True
+                if attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT and attribute.i == float16:
+                    return True
+    return False
+
+
 def _types_by_graph(model: onnx.ModelProto) -> list[Types]:
     """One scoped type table per graph, in all_graphs order (shape inference keeps the graph structure)."""
-    from onnx import shape_inference  # only runs that retarget an fp16 model for an old release get here
+    from ..io.onnx_extension import onnx_extension  # the C++ inference alone: `import onnx` costs more than it
 
-    inferred = shape_inference.infer_shapes(model, data_prop=False)
+    inferred = onnx.ModelProto()  # onnx.shape_inference.infer_shapes(model, data_prop=False)
+    inferred.ParseFromString(onnx_extension("shape_inference").infer_shapes(model.SerializeToString(), False,
+                                                                             False, False))
     tables: list[Types] = []
     todo: list[tuple[onnx.GraphProto, Types]] = [(inferred.graph, {})]
     while todo:  # the order of model.graph.all_graphs: depth first, in document order
@@ -74,7 +95,7 @@ def float16_fallbacks(target: TargetRuntime) -> RepairPass:
         model = subject.model
         candidates = [n for g, _ in all_graphs(model.graph) for n in g.node
                       if n.op_type in ops and n.domain in AI_ONNX]
-        if not candidates:
+        if not candidates or not _declares_float16(model):
             return []
         tables = _types_by_graph(model)
         findings: list[Finding] = []

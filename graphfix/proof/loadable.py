@@ -1,6 +1,6 @@
 """Would onnxruntime load this model? Asked cheaply of the skeleton first, of onnxruntime only when in doubt.
 
-A full load reads every weight (about 2 s on a 352 MB decoder, ten times what `check` costs), so `check`, `repair`
+A full load reads every weight (many times what `check` costs: `make bench`), so `check`, `repair`
 and `split` first put to the weightless skeleton read_model holds the questions onnxruntime's loader asks before
 it runs anything:
 

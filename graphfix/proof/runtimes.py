@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
-from ..io.interrupts import held_for_main_thread
 from ..io.native_libraries import address_space_limit
+from ..process.children import run_child
 from .cases import LoadRequest, Request
 from .interpreters import Interpreter, find_interpreter
 
@@ -67,44 +66,6 @@ def _requirements(version: str) -> list[str]:
     # onnxruntime wheels before 1.19 were built against numpy 1.x and fail to import beside numpy 2.
     major, minor = (int(x) for x in version.split(".")[:2])
     return [f"onnxruntime=={version}"] + (["numpy<2"] if (major, minor) < (1, 19) else ["numpy"])
-
-
-def run_child(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """subprocess.run(command, capture_output=True, text=True), ended with everything it started.
-
-    The child leads a process group of its own and is started with signals held, so that an interruption never
-    falls between its start and this function knowing its pid; on any way out but its end (Ctrl-C, SIGTERM, SIGHUP,
-    an error) the whole group is killed: ensurepip's own pip child, pip's, the proof's. Its own group also keeps a
-    terminal's Ctrl-C to graphfix, which alone reports it (the child inherits the held signals blocked, and is
-    ended with SIGKILL, which nothing blocks)."""
-    group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
-                             else {"preexec_fn": os.setpgrp})
-    proc: subprocess.Popen[str] | None = None
-    try:
-        with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env, **group)
-        stdout, stderr = proc.communicate()
-    except BaseException:
-        if proc is not None:
-            with held_for_main_thread():
-                _kill_group(proc)
-        raise
-    finally:
-        if proc is not None:
-            _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)
-        elif proc.poll() is None:
-            proc.kill()
-    except (ProcessLookupError, PermissionError):  # the group is gone (PermissionError: macOS, a zombie leader)
-        pass
-    proc.wait()
 
 
 def _cache_error(path: Path, err: OSError) -> BadInputError:

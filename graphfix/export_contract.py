@@ -3,7 +3,7 @@
 What a client author needs before writing the loop in Rust `ort`, C#, C++ or Java: each input and output with its
 dtype and shape (every dim named for what it is), what to feed at step 1 and at every step after, the start/end/pad
 tokens from config.json and generation_config.json, whether the export needs `graphfix repair` first (its
-findings) and the oldest onnxruntime release that loads it (release_floor.py, from the measured tables).
+findings) and the oldest onnxruntime release that loads it (targets/release_floor.py, from the measured tables).
 Nothing is written and no weight is read.
 """
 
@@ -19,8 +19,8 @@ from .errors import BadInputError, NotAMergedDecoderError
 from .findings import DUMMY_ENCODER_KV, Finding
 from .io import onnx_proto as onnx
 from .io.read import read_model
-from .release_floor import ReleaseFloor, newest_of, oldest_release
 from .signature import CACHE_FLAG, PAST, PRESENT
+from .targets.release_floor import ReleaseFloor, newest_of, oldest_release
 
 DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",

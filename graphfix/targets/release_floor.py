@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .io import onnx_proto as onnx
-from .model.graph import all_graphs
-from .targets import TargetRuntime, known_releases
+from ..io import onnx_proto as onnx
+from ..model.graph import all_graphs
+from .ort_targets import TargetRuntime, known_releases
 
 ML, MS = "ai.onnx.ml", "com.microsoft"
 # 1.14 has no wheel for the Python the tables were measured with: its row is the published one.
@@ -69,8 +69,8 @@ def _has_float16(model: onnx.ModelProto) -> bool:
 
 
 def _float16_refusal(model: onnx.ModelProto, target: TargetRuntime) -> str | None:
-    from .model.merged_decoder import PlainModel
-    from .passes.float16_fallbacks import float16_fallbacks
+    from ..model.merged_decoder import PlainModel
+    from ..passes.float16_fallbacks import float16_fallbacks
 
     ops = target.float16_gaps
     if not ops or not _has_float16(model) or \

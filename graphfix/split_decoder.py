@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, NotAMergedDecoderError
-from ..findings import Finding
-from ..io import onnx_proto as onnx
-from ..io.read import read_model
-from ..io.write import check_output_directory, write_models
-from ..model.graph import ancestors, outer_reads, producers
-from ..model.merged_decoder import MergedDecoder
-from ..options import RepairOptions
-from ..pipeline import find_and_fix
-from ..proof.gates import Evidence, SplitDecodeGate, proof_gates
-from ..proof.validation import ValidationResult
+from .errors import BadInputError, NotAMergedDecoderError
+from .findings import Finding
+from .io import onnx_proto as onnx
+from .io.read import read_model
+from .io.write import check_output_directory, write_models
+from .model.graph import ancestors, outer_reads, producers
+from .model.merged_decoder import MergedDecoder
+from .options import RepairOptions
+from .pipeline import find_and_fix
+from .proof.gates import Evidence, SplitDecodeGate, proof_gates
+from .proof.validation import ValidationResult
 
 DECODER = "decoder_model.onnx"
 DECODER_WITH_PAST = "decoder_with_past_model.onnx"
