@@ -68,27 +68,13 @@ def _use_runtime_python(path: Path | None) -> None:
 
 
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
-    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
-    the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
-    from ..proof.runtimes import runtime_home, runtime_installed
+    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said when the
+    install starts (runtimes.py tells this process's listener), on a terminal and in pipes alike, so that a run that
+    seems stuck says why, and a run refused before it needs the release says nothing of it."""
+    from ..proof import runtimes
 
-    for release in dict.fromkeys(r.release for r in releases if r is not None):
-        try:
-            if runtime_installed(release):
-                continue
-            home = runtime_home(release)
-        except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
-            continue
-        if _may_create(home):  # else the install cannot start: the run's one error line names the cache
-            tell(report.first_use_line(release, home))
-
-
-def _may_create(path: Path) -> bool:
-    """Whether this user may create `path`: its nearest existing ancestor is a directory they may write to."""
-    for ancestor in (path, *path.parents):
-        if ancestor.exists():
-            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
-    return False
+    if any(r is not None for r in releases):
+        runtimes.install_listener = lambda release, home: tell(report.first_use_line(release, home))
 
 
 def _version(value: bool) -> None:
