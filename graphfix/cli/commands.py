@@ -279,7 +279,10 @@ def check_command(
         if not output.json:
             _echo(report.check_lines(result, output.verbosity))
     if output.json:
-        emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
+        failed = next((r.error for r in results if r.error is not None), None) if exit_code == 2 else None
+        emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results],
+                            # exit 2 is a failure like any other command's: its keys too (docs/json-schema.md)
+                            **({"error": failed, "exit_code": 2, "validation": None} if failed else {})})
     else:
         say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
