@@ -132,7 +132,8 @@ class DecoderSession:
         if unknown:
             raise BadInputError(f"cannot synthesize a value for input {unknown[0]!r} of {self.name}")
         logits = self.session.get_outputs()[self.outputs.index("logits")]
-        self.declared_vocab: int | None = logits.shape[-1] if isinstance(logits.shape[-1], int) else None
+        declared = list(logits.shape or [])  # none at all where the export declares no shape (onnxruntime < 1.17)
+        self.declared_vocab: int | None = declared[-1] if declared and isinstance(declared[-1], int) else None
         self.vocab = self.declared_vocab or 2
 
     @property
@@ -456,7 +457,7 @@ class PlainClient:
             if _NUMPY.get(spec.type) not in (None, value.dtype.type):
                 return (f"{present} of dtype {value.dtype} is fed back as {name}, which takes "
                         f"{spec.type[len('tensor('):-1]}")
-            if len(spec.shape) != value.ndim:
+            if spec.shape and len(spec.shape) != value.ndim:
                 return f"{present} of shape {tuple(value.shape)} is fed back as {name}, of rank {len(spec.shape)}"
         return None
 
