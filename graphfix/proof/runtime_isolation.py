@@ -60,7 +60,7 @@ def install_environment(temp: Path) -> dict[str, str]:
 
 
 def pip_install_command(python: Path, requirements: list[str]) -> list[str]:
-    return [str(python), "-I", "-m", "pip", "--isolated", "install", "--quiet", "--disable-pip-version-check",
+    return [str(python), "-I", "-m", "pip", "install", "--isolated", "--quiet", "--disable-pip-version-check",
             "--no-input", *_source_options(), *requirements]
 
 
