@@ -174,51 +174,64 @@ test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(C
 # with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.
 bench: install $(EXPORT_CURRENT)/.installed
 	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py
+	$(BIN)/python bench/tree.py
 
-# Batch repair of model directories: `make -j4 repair MODELS=models OUT=fixed` repairs every model directory under
-# MODELS (each holding decoder_model_merged.onnx or onnx/decoder_model_merged*.onnx; MODELS itself may be one) into
-# OUT/<name>, one target per model, so -j parallelises and a re-run redoes only models with a newer file. A model is
-# repaired into OUT/<name>.new and only then replaces OUT/<name>, so a failed re-run leaves the previous output.
-# ARGS passes options to every `graphfix repair` (ARGS="--target-ort 1.16"); a model that fails is named by its folder.
-# GRAPHFIX=path/to/graphfix uses that installation instead of installing .venv.
-REPAIR_IN := $(patsubst %/,%,$(MODELS))
-REPAIR_FOUND := $(wildcard $(REPAIR_IN)/decoder_model_merged*.onnx $(REPAIR_IN)/onnx/decoder_model_merged*.onnx \
-	$(REPAIR_IN)/*/decoder_model_merged*.onnx $(REPAIR_IN)/*/onnx/decoder_model_merged*.onnx)
-REPAIR_DIRS := $(sort $(patsubst %/,%,$(patsubst %/onnx/,%/,$(dir $(REPAIR_FOUND)))))
-# MODELS holding a merged decoder itself is one model (OUT is its repaired copy); else each subdirectory is one.
-REPAIR_TARGETS := $(if $(OUT),$(if $(filter $(REPAIR_IN),$(REPAIR_DIRS)),$(OUT),$(patsubst $(REPAIR_IN)/%,$(OUT)/%,$(REPAIR_DIRS))))
-REPAIR_SOURCE = $(if $(filter $(OUT),$@),$(REPAIR_IN),$(REPAIR_IN)/$(patsubst $(OUT)/%,%,$@))
+# The tree repair alone: 50 model folders copied from sample_models/exports (2 broken), `repair TREE OUT --jobs 2`
+# against the sum of the single repairs / 2 (+20 % allowed). Needs no exporter venv.
+.PHONY: bench-tree
+bench-tree: install
+	$(BIN)/python bench/tree.py
+
+# Batch repair, a thin wrapper over one `graphfix repair MODELS OUT` (a tree of model folders, or one model folder):
+#   make repair MODELS=models OUT=models-fixed [ARGS="--target-ort 1.16"] [JOBS=4] [REPORT=path.json]
+# graphfix goes on past a model folder that fails (nothing of it is written), and writes one JSON report (default
+# OUT-report.json) with every folder's result. The run is redone when an input file changed, or when ARGS, MODELS or
+# graphfix's version did: a stamp under build/make-repair/ records them. A folder already in OUT is replaced once its
+# new version is complete (--force); one that fails keeps its previous output, and make fails with graphfix's exit
+# code (3: some failed, see the report), so the next `make repair` runs again. GRAPHFIX=path/to/graphfix uses an
+# existing installation instead of installing .venv.
+JOBS ?= 1
+REPORT ?= $(patsubst %/,%,$(OUT))-report.json
+REPAIR_STATE = build/make-repair/$(subst /,_,$(abspath $(OUT)))
 REPAIR_NEEDS := $(if $(filter command line environment,$(origin GRAPHFIX)),,install)
-.PHONY: repair
+.PHONY: repair FORCE
 
-# Refused before any recipe runs: outputs are replaced wholesale, so OUT must be apart from MODELS.
 ifneq ($(filter repair,$(MAKECMDGOALS)),)
+ifeq ($(filter command line environment,$(origin MODELS)),)
+$(error usage: make repair MODELS=<model folder or folder of model folders> OUT=<output folder>)
+endif
 ifeq ($(strip $(OUT)),)
-$(error usage: make repair MODELS=<model dir or dir of model dirs> OUT=<output dir>)
-endif
-REPAIR_IN_ABS := $(or $(realpath $(REPAIR_IN)),$(abspath $(REPAIR_IN)))
-REPAIR_OUT_ABS := $(or $(realpath $(OUT)),$(abspath $(OUT)))
-ifneq ($(filter $(REPAIR_IN_ABS) $(REPAIR_IN_ABS)/%,$(REPAIR_OUT_ABS))$(filter $(REPAIR_OUT_ABS)/%,$(REPAIR_IN_ABS)),)
-$(error OUT=$(OUT) overlaps MODELS=$(MODELS); pick an output directory outside it)
-endif
-ifeq ($(REPAIR_TARGETS),)
-$(error no merged decoder under MODELS=$(MODELS))
+$(error usage: make repair MODELS=<model folder or folder of model folders> OUT=<output folder>)
 endif
 endif
 
-repair: $(REPAIR_TARGETS)
-	@echo "repaired models are in $(OUT)"
+repair: $(REPAIR_STATE)/done
 
-.SECONDEXPANSION:
-$(REPAIR_TARGETS): $$(shell find $$(if $$(filter $(OUT),$$@),$(REPAIR_IN),$(REPAIR_IN)/$$(patsubst $(OUT)/%,%,$$@)) \
-		-type f -not -path '*/.graphfix-*') | $(REPAIR_NEEDS)
+# What the outputs were made with, rewritten only when it changes: its time says when ARGS or graphfix changed.
+$(REPAIR_STATE)/made-with: FORCE | $(REPAIR_NEEDS)
 	@mkdir -p $(@D)
-	@rm -rf $@.new
-	@echo "$(strip $(GRAPHFIX) repair $(ARGS) $(REPAIR_SOURCE) $@.new)"
-	@$(GRAPHFIX) repair $(ARGS) $(REPAIR_SOURCE) $@.new || \
-		{ code=$$?; echo "make repair: model $(REPAIR_SOURCE) failed (exit $$code); $@ left as it was" >&2; \
-		  rm -rf $@.new; exit $$code; }
-	@rm -rf $@ && mv $@.new $@
+	@echo '$(shell $(GRAPHFIX) --version) ARGS=$(ARGS) MODELS=$(abspath $(MODELS))' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(REPAIR_STATE)/done: $(REPAIR_STATE)/made-with $(shell find $(MODELS) -type f -not -path '*/.graphfix-*' 2>/dev/null)
+	@echo "$(GRAPHFIX) repair --force --jobs $(JOBS) $(ARGS) $(MODELS) $(OUT) (report: $(REPORT))"
+	@code=0; $(GRAPHFIX) repair --force --json --jobs $(JOBS) $(ARGS) $(MODELS) $(OUT) > $(REPORT).new || code=$$?; \
+	mv $(REPORT).new $(REPORT); \
+	if [ $$code = 0 ]; then touch $@; else echo "make repair: graphfix exited $$code; see $(REPORT)" >&2; exit $$code; fi
+
+# The sdist and wheel a release ships, checked as PyPI would (twine check --strict): CI runs it. In a venv of its own,
+# so that `python -m build` and twine never touch .venv; build makes its own isolated environment for setuptools.
+DIST_VENV := .venv-dist
+.PHONY: dist
+$(DIST_VENV)/.installed:
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet --disable-pip-version-check build==1.6.1 twine==7.0.0
+	touch $@
+
+dist: $(DIST_VENV)/.installed
+	rm -rf dist
+	$(DIST_VENV)/bin/python -m build --outdir dist .
+	$(DIST_VENV)/bin/twine check --strict dist/*
 
 # Fuzzing beyond `make test`'s fixed few hundred cases: thousands of random mutations of every sample (random each
 # run; a failure prints the reproducing blob). FUZZ_ARGS passes pytest options, e.g. FUZZ_ARGS=-x.

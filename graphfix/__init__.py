@@ -1,6 +1,6 @@
 """graphfix: repair Optimum merged decoders so any runtime can drive their KV cache.
 
-    from graphfix import repair, check, validate, describe, repair_directory, split
+    from graphfix import repair, check, validate, describe, repair_directory, repair_tree, split
 
 Imports are lazy: `graphfix.proof.client_loop` runs in environments holding only numpy and onnxruntime, and a
 command imports only the stages it runs. The package tree is the pipeline: io/ (read, write, stage, land),
@@ -23,6 +23,7 @@ _EXPORTS = {
     "GraphfixError": "errors", "BadInputError": "errors", "NotAMergedDecoderError": "errors",
     "RepairRefusedError": "errors", "ValidationFailedError": "errors", "PassCrashedError": "errors",
     "repair_directory": "batch.model_directory", "DirectoryRepairResult": "batch.model_directory",
+    "repair_tree": "batch.tree", "TreeRepairResult": "batch.tree", "ModelOutcome": "batch.tree",
     "ModelRepair": "batch.model_directory", "find_merged_decoders": "batch.layouts", "split": "split_decoder",
     "SplitResult": "split_decoder", "validate_split": "proof.validation", "CaseResult": "proof.cases",
     "describe": "export_contract", "Description": "export_contract",
@@ -31,15 +32,16 @@ _EXPORTS = {
 # Spelled out so that linters and type checkers read it; a test keeps it equal to _EXPORTS.
 __all__ = [
     "BadInputError", "CaseResult", "CheckResult", "Description", "DirectoryRepairResult", "Finding", "GraphfixError",
-    "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairOptions", "RepairRefusedError",
-    "RepairResult", "SplitResult", "TargetRuntime", "ValidationFailedError", "ValidationResult", "__version__", "check",
-    "describe", "find_merged_decoders", "parse_release", "repair", "repair_directory", "split", "validate",
-    "validate_split",
+    "ModelOutcome", "ModelRepair", "NotAMergedDecoderError", "PassCrashedError", "RepairOptions", "RepairRefusedError",
+    "RepairResult", "SplitResult", "TargetRuntime", "TreeRepairResult", "ValidationFailedError", "ValidationResult",
+    "__version__", "check", "describe", "find_merged_decoders", "parse_release", "repair", "repair_directory",
+    "repair_tree", "split", "validate", "validate_split",
 ]
 
 if TYPE_CHECKING:  # what type checkers see: the real signatures, not Any (kept equal to _EXPORTS by a test)
     from .batch.layouts import find_merged_decoders
     from .batch.model_directory import DirectoryRepairResult, ModelRepair, repair_directory
+    from .batch.tree import ModelOutcome, TreeRepairResult, repair_tree
     from .errors import (
         BadInputError,
         GraphfixError,

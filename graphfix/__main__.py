@@ -28,16 +28,11 @@ def _out_of_memory_starting(err: Exception) -> NoReturn:
     raise SystemExit(2) from None
 
 
-# A --jobs worker re-imports this entry point; it starts with Ctrl-C and SIGHUP ignored and keeps them so: its parent
-# reports them (and stops it with SIGTERM, which its pool initializer routes, see process/interrupts.install_in_worker).
-worker = "__mp_main__" in sys.modules
-if not worker:
-    interrupts.install()
+interrupts.install()
 try:
     from .cli import app
 except KeyboardInterrupt:
-    if not worker:
-        sys.stderr.write(f"error: {interrupts.message()}; nothing was written\n")
+    sys.stderr.write(f"error: {interrupts.message()}; nothing was written\n")
     raise SystemExit(interrupts.exit_status()) from None
 except Exception as err:
     _out_of_memory_starting(err)

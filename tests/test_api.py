@@ -122,5 +122,5 @@ def test_the_wheel_ships_py_typed_and_every_module(tmp_path):
                        "Operating System :: Microsoft :: Windows", "Programming Language :: Python :: 3.10",
                        "Programming Language :: Python :: 3.13", "Typing :: Typed"):
         assert f"Classifier: {classifier}" in metadata
-    assert "Project-URL: Changelog," in metadata
+    assert "OWNER" not in metadata  # no invented URL: the repository has no public home yet
     assert "Provides-Extra: dev" in metadata

@@ -496,7 +496,8 @@ def test_an_in_place_directory_repair_failing_on_its_third_decoder_puts_the_firs
     result = cli("repair", source, source, "--in-place", validator=third_fails)
     assert result.exit_code == 1, result.stderr
     line = assert_one_error_line(result)
-    assert line.startswith(f"error: {names[2]}: ") and f"put back from their .bak: {names[0]}, {names[1]}" in line
+    assert line.startswith(f"error: {source / names[2]}: ")  # the decoder named with its model folder
+    assert f"put back from their .bak: {names[0]}, {names[1]}" in line
     assert tree(tmp_path) == before  # every decoder the original again, no .bak left
 
 

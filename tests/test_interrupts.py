@@ -83,27 +83,6 @@ def test_a_library_caller_keeps_its_own_signal_handlers():
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def ignored_signals(pid: int) -> int:
-    status = open(f"/proc/{pid}/status").read()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
-
-
-def test_children_started_for_jobs_ignore_ctrl_c_from_birth_and_the_parent_still_gets_it(installed):
-    import subprocess
-
-    with pytest.raises(KeyboardInterrupt):  # delivered on leaving the block, where the main thread can report it
-        with interrupts.ignored_by_children():
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-            signal.raise_signal(signal.SIGINT)
-            assert not interrupts.received, "held while children are being started"
-    try:
-        assert ignored_signals(child.pid) & (1 << (signal.SIGINT - 1))
-    finally:
-        child.kill()
-        child.wait()
-    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the handler ran: cleanup is now shielded
-
-
 def test_threads_started_while_held_never_take_ctrl_c():
     import threading
 
@@ -304,29 +283,6 @@ def test_a_ctrl_c_as_a_repaired_directory_lands_says_it_was_written(tmp_path, ma
     assert result.exit_code == 130
     assert result.stderr == f"error: interrupted; already written in full: {out}\n"
     assert cli("check", out / "decoder_model_merged.onnx").exit_code == 0
-
-
-@pytest.mark.parametrize("busy", [True, False], ids=["repairing", "idle"])
-def test_a_jobs_worker_takes_sigterm_and_leaves_ctrl_c_and_sighup_to_its_parent(busy):
-    """Started with its parent's held signals blocked (they survive exec): SIGTERM from the parent must still stop
-    it at once, unwinding a repair under way (its proof child and staging go with it) or, idle, ending it without
-    a traceback; a terminal's group-wide Ctrl-C and SIGHUP are its parent's to report."""
-    import subprocess
-
-    code = ("import os, signal, time\n"
-            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})\n"
-            "from graphfix.process import interrupts\n"
-            "interrupts.install_in_worker()\n"
-            "os.kill(os.getpid(), signal.SIGHUP); os.kill(os.getpid(), signal.SIGINT)\n"
-            f"interrupts._working = {busy}\n"
-            "try:\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    time.sleep(30)\n"
-            "except KeyboardInterrupt:\n"
-            "    print('unwound', interrupts.exit_status())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    expected = (0, "unwound 143\n", "") if busy else (143, "", "")
-    assert (done.returncode, done.stdout, done.stderr) == expected
 
 
 def test_without_interval_timers_or_signal_masks_a_held_back_ctrl_c_is_still_delivered(installed, monkeypatch):

@@ -38,11 +38,18 @@ DESCRIBE = {"path": str, "needs_repair": bool, "loads_on": RELEASE_FLOOR, "findi
                         "outputs": [TENSOR]}],
             "steps": [{"steps": str, "then": str, "feeds": [{"input": str, "dtype": str, "shape": str,
                                                             "value": str}]}]}
+REPAIR_DIRECTORY = {"input": str, "output": str, "changed": bool, "linked": [str], "copied": [str], "retargeted": [str],
+                    "oldest_onnxruntime": OPTIONAL_STR,
+                    "models": [{"path": str, "seconds": (float, int), "encoder": OPTIONAL_STR, **REPAIR}]}
 DOCUMENTS = {
     "repair file": {**HEADER, **REPAIR},
-    "repair directory": {**HEADER, "input": str, "output": str, "changed": bool, "linked": [str], "copied": [str],
-                         "retargeted": [str],
-                         "models": [{"path": str, "seconds": (float, int), "encoder": OPTIONAL_STR, **REPAIR}]},
+    "repair directory": {**HEADER, **REPAIR_DIRECTORY},
+    "repair tree": {**HEADER, "input": str, "output": str, "exit_code": int,
+                    "summary": {"models": int, "repaired": int, "nothing_to_repair": int, "failed": int},
+                    "models": [{"folder": str, "input": str, "output": str, "outcome": str, "ok": bool,
+                                "findings": int, "oldest_onnxruntime": OPTIONAL_STR, "seconds": (float, int),
+                                "error": OPTIONAL_STR, "exit_code": int,
+                                "result": (REPAIR_DIRECTORY, type(None))}]},
     "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
                                      "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
     "describe": {**HEADER, **DESCRIBE},

@@ -62,3 +62,18 @@ def test_check_accepts_a_model_directory_like_the_cli():
     assert [m.path.name for m in result.models] == ["decoder_model_merged.onnx"]
     assert {f.code for f in result.findings} == {"GF101"}
     assert result.to_dict()["models"][0]["findings"]
+
+
+def test_the_readme_installs_from_what_exists_and_its_hook_pins_a_commit_of_this_repository():
+    readme = (ROOT / "README.md").read_text()
+    pages = [readme, (ROOT / "docs" / "commands.md").read_text(), (ROOT / "pyproject.toml").read_text()]
+    assert not any("OWNER" in page for page in pages)  # no placeholder or invented URL
+    assert "pip install ./graphfix" in readme and f"graphfix-{graphfix.__version__}-py3-none-any.whl" in readme
+    snippet = next(body for body in re.findall(r"^```yaml\n(.*?)^```", readme, re.M | re.S) if "graphfix-check" in body)
+    rev = re.search(r"^\s*rev: ([0-9a-f]{40})$", snippet, re.M)
+    assert rev and re.search(r'args: \[--target-ort, "1\.16"\]', snippet)
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True)
+    if shallow.returncode != 0 or shallow.stdout.strip() == "true":
+        pytest.skip("a shallow or git-less checkout does not hold the pinned commit")
+    hooks = subprocess.run(["git", "show", f"{rev[1]}:.pre-commit-hooks.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert hooks.returncode == 0 and "id: graphfix-check" in hooks.stdout, hooks.stderr

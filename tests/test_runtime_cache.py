@@ -105,7 +105,7 @@ def test_nothing_but_the_runtime_cache_needs_a_home_directory(args, shared):
 
 
 @pytest.mark.parametrize("limit", [3, 6])
-def test_jobs_under_a_process_limit_is_one_line_and_leaves_nothing(limit, shared):
+def test_jobs_under_a_process_limit_succeeds_or_is_one_line_and_leaves_nothing(limit, shared):
     import resource
 
     model = shared / "model"
@@ -117,6 +117,9 @@ def test_jobs_under_a_process_limit_is_one_line_and_leaves_nothing(limit, shared
                      {"HOME": "/nonexistent"}, shared,
                      preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit)))
     lines = result.stderr.splitlines()
+    if limit > 3 and result.returncode == 0:  # room enough for two workers (nothing is counted up front)
+        assert (shared / "fixed" / "onnx" / "decoder_model_merged_quantized.onnx").is_file()
+        return
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: cannot start 2 --jobs worker processes: the process limit"), lines[0]
     assert sorted(p.name for p in shared.iterdir()) == ["model"]

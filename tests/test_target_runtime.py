@@ -107,7 +107,8 @@ def test_an_op_that_cannot_go_below_the_target_opset_is_refused_with_nothing_wri
               export / "encoder_model.onnx")
     refused = cli("repair", export, tmp_path / "out", "--target-ort", "1.15")
     assert refused.exit_code == 2 and len(refused.stderr.splitlines()) == 1
-    assert refused.stderr.startswith("error: encoder_model.onnx: retarget_versions: op Pad at node 'wrap_pad'")
+    assert refused.stderr.startswith(f"error: {export / 'encoder_model.onnx'}: retarget_versions: op Pad at node "
+                                     "'wrap_pad'")  # named with its model folder
     assert "> target 18" in refused.stderr
     assert not (tmp_path / "out").exists()
 
@@ -232,7 +233,8 @@ def test_nothing_lands_that_the_target_release_cannot_load(tmp_path, cli, seeds_
     export = _export_with_encoder(tmp_path, encoder)
     refused = cli("repair", export, tmp_path / "out", "--target-ort", "1.16")
     assert refused.exit_code == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
-    assert refused.stderr.startswith("error: encoder_model.onnx: onnxruntime 1.16.3 cannot load encoder_model.onnx: ")
+    assert refused.stderr.startswith(f"error: {export / 'encoder_model.onnx'}: onnxruntime 1.16.3 cannot load "
+                                     "encoder_model.onnx: ")
     assert "com.example:Frobnicate(-1) is not a registered function/op" in refused.stderr
     assert not (tmp_path / "out").exists()
     # Skipping the load on the target leaves the proof in the installed onnxruntime, which refuses it too.

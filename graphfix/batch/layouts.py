@@ -36,7 +36,9 @@ def find_merged_decoders(directory: str | os.PathLike[str]) -> list[str]:
     found = [name for name in merged_decoder_names() if (directory / name).is_file()]
     if not found:
         raise BadInputError(f"no merged decoder in directory {directory} (looked for {MERGED_STEM}.onnx and "
-                            f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx)")
+                            f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx); give the folder "
+                            "of an export Optimum merged (optimum-cli export onnx writes it), or a folder of such "
+                            "folders")
     return found
 
 

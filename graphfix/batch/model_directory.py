@@ -9,28 +9,27 @@ External data of other models is always copied, see layouts.plan_directory.
 
 from __future__ import annotations
 
-import errno
-import gc
 import os
+import shutil
 import stat
-import sys
-import threading
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io.datacopy import copy_data_file
-from ..io.native_libraries import address_space_limit, address_space_used
 from ..io.path_safety import open_inside
 from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from ..process import interrupts
 from .layouts import encoder_for, find_merged_decoders, plan_directory
+
+if TYPE_CHECKING:
+    from ..proof.runtimes import InstallNotice
 
 # on_progress(relative path, step, bytes done with): step is "copying", a repair step (see pipeline.repair) or
 # "done"; bytes are reported once per file, when it is done.
@@ -59,6 +58,7 @@ class DirectoryRepairResult:
     linked: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
     retargeted: list[str] = field(default_factory=list)  # ONNX models other than merged decoders (--target-ort)
+    oldest_onnxruntime: str | None = None  # the oldest release that loads every ONNX model of the output
 
     @property
     def changed(self) -> bool:
@@ -67,7 +67,7 @@ class DirectoryRepairResult:
     def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.input), "output": str(self.output), "changed": self.changed,
                 "models": [m.to_dict() for m in self.models], "linked": self.linked, "copied": self.copied,
-                "retargeted": self.retargeted}
+                "retargeted": self.retargeted, "oldest_onnxruntime": self.oldest_onnxruntime}
 
 
 def _repair_one(source: Path, out: Path, options: RepairOptions, name: str = "",
@@ -76,11 +76,10 @@ def _repair_one(source: Path, out: Path, options: RepairOptions, name: str = "",
     started = time.perf_counter()
     step = (lambda what: on_progress(name, what, 0)) if on_progress else None
     try:
-        with interrupts.working():
-            result = repair(source, out, options, on_step=step, validator=validator)
+        result = repair(source, out, options, on_step=step, validator=validator)
     except GraphfixError as err:
-        # Say which decoder of the directory failed; the type (and so the exit code) stays.
-        err.with_context(f"{name}: " if name else "")
+        # Say which decoder of which model folder failed; the type (and so the exit code) stays.
+        err.with_context(f"{source}: " if name and str(source) not in str(err) else "")
         raise
     return result, time.perf_counter() - started
 
@@ -98,189 +97,49 @@ Job = tuple[str, Path, Path, RepairOptions]  # (relative name, source, out, its 
 
 def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | None,
                 validator: Validator | None) -> list[ModelRepair]:
-    """Repair each (name, source, out); results in input order whatever order the workers finish in."""
-    done: list[ModelRepair] = []
+    """Repair each (name, source, out); results in input order whatever order the workers finish in. With more
+    than one worker, each repair runs in a child process (batch/parallel.py); the first failure stops the rest."""
     if workers <= 1 or len(jobs) <= 1:
+        done: list[ModelRepair] = []
         for name, source, out, options in jobs:
             result, seconds = _repair_one(source, out, options, name, on_progress, validator)
             done.append(ModelRepair(name, result, seconds))
             if on_progress:
                 on_progress(name, "done", _size(source))
         return done
-    import multiprocessing  # only --jobs runs pay for process pools
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    from .parallel import Outcome, Task, run_tasks
 
-    # Processes, not threads: the passes hold the GIL. "spawn" because onnxruntime's thread pools do not survive fork.
-    # Workers, and the resource tracker the pool's queues start, ignore Ctrl-C and SIGHUP (a terminal sends them to
-    # the whole group): the parent alone reports them, once, stops the workers with SIGTERM (which unwinds a worker
-    # like an interruption: its proof child killed, its staging removed) and cleans up.
-    _require_process_headroom(workers)
-    failure: OSError | None = None
-    try:
-        with interrupts.ignored_by_children():
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=interrupts.install_in_worker)
-    except OSError as err:  # out of descriptors (or processes) before the pool could start
-        failure = OSError(err.errno, err.strerror)
-    if failure is not None:
-        # Raised without the half-built pool's frames: collected now, its pipes close, and the staging directory
-        # can be removed (removing a directory tree takes descriptors too).
-        gc.collect()
-        raise failure
-    with pool, _room_for_pool_threads(), _failures_of_pool_threads() as thread_failures:
-        try:
-            with interrupts.ignored_by_children():
-                try:
-                    futures = [pool.submit(_repair_one, source, out, options, name, None, validator)
-                               for name, source, out, options in jobs]
-                except (OSError, RuntimeError) as err:
-                    _raise_if_out_of_processes(err, workers)
-                    raise
-            for (name, source, _, _), future in zip(jobs, futures):
-                if on_progress:
-                    on_progress(name, "repairing", 0)
-                try:
-                    result, seconds = _result_unless_pool_thread_failed(future, thread_failures, workers)
-                except BrokenProcessPool:  # the worker was killed (the kernel's OOM killer, a kill -9): no traceback
-                    if (limit := address_space_limit()) is not None:  # or ended by the loader, unable to map a library
-                        raise MemoryError(f"a --jobs worker process died under the address-space limit of "
-                                          f"{limit // 2**20} MB") from None
-                    raise GraphfixError("a --jobs worker process died (killed, e.g. out of memory) while repairing; "
-                                        "nothing was written") from None
-                done.append(ModelRepair(name, result, seconds))
-                if on_progress:
-                    on_progress(name, "done", _size(source))
-        except BaseException:
-            _stop_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return done
+    prepare_runtimes(jobs[0][3])  # installed once here, not once per worker
+    finished: dict[int, ModelRepair] = {}
+
+    def collect(index: int, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            raise outcome.error
+        name, source = jobs[index][0], jobs[index][1]
+        result, seconds = outcome.value
+        finished[index] = ModelRepair(name, result, seconds)
+        if on_progress:
+            on_progress(name, "done", _size(source))
+
+    if on_progress:
+        for name, *_ in jobs:
+            on_progress(name, "repairing", 0)
+    run_tasks([Task(_repair_one, (source, out, options, name, None, validator))
+               for name, source, out, options in jobs], workers, collect)
+    return [finished[i] for i in range(len(jobs))]
 
 
-_POOL_THREAD_STACK, _POOL_HEADROOM = 2 * 2**20, 32 * 2**20
+def prepare_runtimes(options: RepairOptions, *, on_install: InstallNotice | None = None,
+                     on_wait: InstallNotice | None = None) -> None:
+    """Install (or wait for another process installing) every onnxruntime release the repairs will run in, before
+    they start: in one process, so that parallel repairs never each install it."""
+    from ..proof.runtimes import runtime_python
 
-
-@contextmanager
-def _room_for_pool_threads() -> Iterator[None]:
-    """Under an address-space limit, the pool's own threads (its manager, the queue feeder) start with small stacks,
-    and only with room left for them: near the limit a thread can fail before it has said it started, and
-    Thread.start then waits for it for ever (in the main thread too, where nothing could notice)."""
-    limit = address_space_limit()
-    if limit is None:
-        yield
-        return
-    if (used := address_space_used()) is not None and limit - used < _POOL_HEADROOM:
-        raise MemoryError(f"no room to start the --jobs pool's threads within the address-space limit of "
-                          f"{limit // 2**20} MB")
-    previous = threading.stack_size(_POOL_THREAD_STACK)
-    try:
-        yield
-    finally:
-        threading.stack_size(previous)
-
-
-@contextmanager
-def _failures_of_pool_threads() -> Iterator[list[BaseException]]:
-    """What kills the executor's own threads in this process (its manager thread, the queue feeder it starts),
-    collected instead of printed: under a memory or process limit such a thread dies with "can't start new thread"
-    or "can't allocate lock", or fails in its own start-up (which Python reports as unraisable), and the futures it
-    would have fed never finish."""
-    failures: list[BaseException] = []
-    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
-
-    def collect(args: threading.ExceptHookArgs | sys.UnraisableHookArgs) -> None:
-        if args.exc_value is not None:
-            failures.append(args.exc_value)
-
-    threading.excepthook, sys.unraisablehook = collect, collect
-    try:
-        yield failures
-    finally:
-        threading.excepthook, sys.unraisablehook = previous_thread_hook, previous_unraisable_hook
-
-
-def _result_unless_pool_thread_failed(future: Any, thread_failures: list[BaseException], workers: int) -> Any:
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    while True:
-        try:
-            return future.result(timeout=0.25)
-        except FutureTimeout:
-            if thread_failures:
-                failure = thread_failures[0]
-                _raise_if_out_of_processes(failure, workers)
-                if (limit := address_space_limit()) is not None:  # whatever it died of, the limit is why
-                    raise MemoryError(f"a thread of the --jobs pool failed within the address-space limit of "
-                                      f"{limit // 2**20} MB ({failure!r})") from None
-                raise failure from None
-
-
-# What a pool of n workers adds to the tasks RLIMIT_NPROC counts (threads too), measured with slack: each worker's
-# process and its threads, the resource tracker, the executor's threads in this process.
-_TASKS_PER_WORKER, _TASKS_PER_POOL = 3, 3
-
-
-def _require_process_headroom(workers: int) -> None:
-    """Refuse up front, in one line, a pool the process limit cannot hold: past it, thread and process starts fail
-    in the pool's own threads and in half-started workers, each with a traceback of its own."""
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
-    if soft == resource.RLIM_INFINITY or os.geteuid() == 0 or not os.path.isdir("/proc/self/task"):
-        return  # no limit, or one root is exempt from, or no /proc to count with (not Linux)
-    needed = _tasks_of_this_user() + workers * _TASKS_PER_WORKER + _TASKS_PER_POOL
-    if needed > soft:
-        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit (ulimit -u {soft}) "
-                            f"is too low for them; use fewer --jobs or raise it")
-
-
-def _tasks_of_this_user() -> int:
-    uid, count = str(os.getuid()), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status") as status:
-                fields = dict(line.split(":", 1) for line in status if ":" in line)
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if fields.get("Uid", "").split()[:1] == [uid]:
-            count += int(fields.get("Threads", "1").strip() or 1)
-    return count
-
-
-def _raise_if_out_of_processes(err: BaseException, workers: int) -> None:
-    """A pool that cannot start its workers or its threads (fork's EAGAIN, "can't start new thread"): the process
-    limit (RLIMIT_NPROC, which counts threads too), said in one line."""
-    if "start new thread" in str(err) and (limit := address_space_limit()) is not None:
-        raise MemoryError(f"cannot start the --jobs pool's threads within the address-space limit of "
-                          f"{limit // 2**20} MB") from None
-    if (isinstance(err, OSError) and err.errno == errno.EAGAIN) or "start new thread" in str(err):
-        raise BadInputError(f"cannot start {workers} --jobs worker processes: the process limit is reached "
-                            "(ulimit -u); use fewer --jobs or raise it") from None
-
-
-def _stop_workers(pool: Any, grace: float = 10.0) -> None:
-    """SIGTERM to each worker still running: the batch has failed or been interrupted, and what a worker is
-    repairing lands in the staging directory that is about to be removed. A worker still alive after `grace`
-    seconds is killed: terminating one that holds the pool's call-queue lock leaves the others blocked on that lock
-    for ever (multiprocessing's documented queue corruption), and the pool's shutdown would wait on them."""
-    processes = list(dict(getattr(pool, "_processes", None) or {}).values())  # the executor's own table
-    for process in processes:
-        try:
-            process.terminate()
-        except (OSError, ValueError):  # already gone, or already closed
-            pass
-    deadline = time.monotonic() + grace
-    for process in processes:
-        try:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-        except (OSError, ValueError, AssertionError):  # closed, or not a child of this process
-            pass
+    releases = [options.target if options.target is not None and (options.load_on_target or
+                                                                  options.validate_on_target) else None,
+                options.proof_runtime if options.validate else None]
+    for release in dict.fromkeys(r.release for r in releases if r is not None):
+        runtime_python(release, on_install=on_install, on_wait=on_wait)
 
 
 def _chmod_directory(path: Path, mode: int) -> None:
@@ -337,7 +196,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
             raise BadInputError("--in-place needs the output to be the input")
         return _repair_in_place(source, jobs, on_progress, options, validator)
     plan = plan_directory(source, retarget=options.target is not None)
-    check_output_directory(out, source=source)
+    replacing = options.force and out.is_dir() and not out.is_symlink() and any(out.iterdir())
+    check_output_directory(out, source=source, must_be_empty=not replacing)
     data_mode = options.data_mode
     linked = plan.links if data_mode == "link" else []
     copied = plan.copies + [name for name in plan.links if name not in linked]
@@ -367,9 +227,44 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
                 model.result.validation.model = str(out / model.path)
                 if model.encoder is not None:
                     model.result.validation.encoder = str(out / model.encoder)
-        land([(staging, out)], before=lambda: out.rmdir() if out.exists() else None)  # checked empty above
+        _land_directory(staging, out, replacing)
     return DirectoryRepairResult(input=source, output=out, models=models, linked=linked, copied=copied,
-                                 retargeted=plan.others)
+                                 retargeted=plan.others, oldest_onnxruntime=export_floor(out))
+
+
+def export_floor(directory: Path) -> str | None:
+    """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included), by
+    graphfix's measured tables."""
+    from ..io.read import read_model
+    from ..targets.release_floor import newest_of, oldest_release
+    from .layouts import directory_files
+
+    models = [name for name in directory_files(directory) if name.endswith(".onnx")]
+    return newest_of([oldest_release(read_model(directory / name).model) for name in models]).release
+
+
+def _land_directory(staging: Path, out: Path, replacing: bool) -> None:
+    """The staged directory renamed to `out` (checked empty above, or with --force an existing output directory,
+    which is moved aside first and removed once the new one is in place; put back if the rename fails)."""
+    aside: Path | None = None
+
+    def clear() -> None:
+        nonlocal aside
+        if replacing and out.exists():
+            aside = Path(tempfile.mkdtemp(prefix=".graphfix-previous-", dir=out.parent)) / out.name
+            os.rename(out, aside)
+        elif out.exists():
+            out.rmdir()
+
+    try:
+        land([(staging, out)], before=clear)
+    except BaseException:
+        if aside is not None and not out.exists():
+            os.rename(aside, out)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside.parent, ignore_errors=True)
 
 
 def _encoder_path(source: Path, staging: Path, encoder: str | None, retargeted: list[str]) -> Path | None:
@@ -409,7 +304,8 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
         if restored and isinstance(err, GraphfixError):
             err.with_context(suffix=f"; put back from their .bak: {', '.join(restored)}")
         raise
-    return DirectoryRepairResult(input=directory, output=directory, models=models + retargeted, retargeted=others)
+    return DirectoryRepairResult(input=directory, output=directory, models=models + retargeted, retargeted=others,
+                                 oldest_onnxruntime=export_floor(directory))
 
 
 def _put_back(directory: Path, names: list[str]) -> list[str]:

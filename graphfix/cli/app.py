@@ -30,8 +30,9 @@ from ..passes.contract import CHECK_PASSES
 from ..process import interrupts
 from .shown import shown
 
-EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 128+n interrupted "
-              "by signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
+EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 3 a tree repair in "
+              "which some model folders failed and others were repaired; 128+n interrupted by signal n (130 Ctrl-C, "
+              "143 SIGTERM, 129 SIGHUP).")
 JSON_SCHEMA = "graphfix/1"
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -70,11 +70,20 @@ def _use_runtime_python(path: Path | None) -> None:
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
     """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said when the
     install starts (runtimes.py tells this process's listener), on a terminal and in pipes alike, so that a run that
-    seems stuck says why, and a run refused before it needs the release says nothing of it."""
+    seems stuck says why, and a run refused before it needs the release says nothing of it. A run that will wait
+    for another process's install of it says so up front."""
     from ..proof import runtimes
 
-    if any(r is not None for r in releases):
+    wanted = list(dict.fromkeys(r.release for r in releases if r is not None))
+    if wanted:
         runtimes.install_listener = lambda release, home: tell(report.first_use_line(release, home))
+    for release in wanted:
+        try:
+            home = runtimes.runtime_home(release)
+        except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
+            continue
+        if runtimes.install_in_progress(home):  # the run waits for that install instead of making its own
+            tell(report.waiting_line(release, home))
 
 
 def _version(value: bool) -> None:
@@ -110,15 +119,15 @@ def _size(path: Path) -> int:
 @graphfix_command(app, "repair")
 def repair_command(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), or a model "
-                                           "directory (Optimum or onnx-community layout).")],
+    source: Annotated[Path, typer.Argument(help="The merged decoder to repair (decoder_model_merged.onnx), a model "
+                                           "directory (Optimum or onnx-community layout), or a tree of them.")],
     out: Annotated[Path, typer.Argument(help="Where to write the repaired model, or the new directory (never the "
                                         "input, unless --in-place).")],
     no_validate: NoValidateOption = False,
     in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first (of each decoder "
                                            "of a directory).")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory at "
-                                      "once, in separate processes.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory, or "
+                                      "model folders of a tree, at once, in separate processes.")] = 1,
     target_ort: TargetOption = None,
     validate_on_target: Annotated[bool, typer.Option(
         "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
@@ -134,7 +143,8 @@ def repair_command(
         "output then shares storage with the input. onnx >= 1.23 refuses to load or check a data file with several "
         "links; onnxruntime loads it.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", "-f", help="Replace OUT if it exists (a regular file). Without it an existing OUT is refused: "
+        "--force", "-f", help="Replace OUT if it exists (a regular file; for directories, an output model folder, "
+        "replaced once its new version is complete). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
     *,
@@ -153,7 +163,13 @@ def repair_command(
     _fp16,_int8,_uint8,_q4,_q4f16,_bnb4}.onnx) is repaired and every other file is carried over unchanged
     (copied, a reflink where the filesystem can; hardlinked only with --link-data), so OUT is a drop-in replacement
     that shares no storage with the input. OUT must not exist (or be
-    empty); it appears in one rename once every decoder has passed.
+    empty; --force replaces it); it appears in one rename once every decoder has passed.
+
+    A tree of model folders (models/<name>/..., any depth, as `check` walks it): every model folder becomes the
+    same relative folder under OUT, each landed whole or not at all. A folder that fails is named with its error
+    and the run goes on; one table (or with --json one document) ends the run. Exit 0 when every folder was
+    repaired, 3 when some failed and some did not, 1 or 2 when none was (1: each failed its proof). --jobs N
+    repairs N folders at once; an onnxruntime release is installed once, before the first.
 
     Prints one line per finding code (count, tensor pattern, what was done) and a summary line: what was written,
     what was proven, in which onnxruntime, how long. `--verbose` prints every change; `graphfix explain CODE`
@@ -163,17 +179,23 @@ def repair_command(
       graphfix repair decoder_model_merged.onnx fixed.onnx
       graphfix repair --verbose --no-validate decoder_model_merged.onnx unproven.onnx
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
+      graphfix repair --jobs 2 --target-ort 1.16 models/ models-fixed/
     """
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
-    watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
     options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
-                            force=force and not is_directory)
+                            force=force)
+    if is_directory and (tree := _model_folders_of_tree(source)):
+        from .repair_tree import repair_tree_command
+
+        watch_outputs([(source if in_place else out) / folder.relative_to(source) for folder in tree])
+        return repair_tree_command(source, out, jobs, options, _validator(ctx), output, started)
+    watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
     _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
@@ -195,6 +217,13 @@ def repair_command(
     return 0
 
 
+def _model_folders_of_tree(source: Path) -> list[Path]:
+    """The model folders under `source` when it is a tree of them (not itself a model folder), else none."""
+    from ..batch.tree import is_model_folder, model_folders
+
+    return [] if is_model_folder(source) else model_folders(source)
+
+
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
@@ -213,19 +242,9 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
             raise StdoutFailed(err) from None
     say(report.directory_summary(result, time.monotonic() - started))
     if output.verbosity is not Verbosity.QUIET:
-        say(report.release_line(_export_floor(result.output), options.target,
+        say(report.release_line(result.oldest_onnxruntime, options.target,
                                 subject="its models", plural=True))
     return 0
-
-
-def _export_floor(directory: Path) -> str | None:
-    """The oldest onnxruntime release that loads every ONNX model of a written export (encoders included)."""
-    from ..batch.layouts import directory_files
-    from ..io.read import read_model
-    from ..targets.release_floor import newest_of, oldest_release
-
-    models = [name for name in directory_files(directory) if name.endswith(".onnx")]
-    return newest_of([oldest_release(read_model(directory / name).model) for name in models]).release
 
 
 @graphfix_command(app, "check")

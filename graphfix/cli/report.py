@@ -204,6 +204,10 @@ def first_use_line(release: str, home: Path) -> str:
     return f"installing onnxruntime {release} into {home} (first use)"
 
 
+def waiting_line(release: str, home: Path) -> str:
+    return f"waiting for another graphfix process installing onnxruntime {release} into {home}"
+
+
 def repair_summary(output: str, changes: int, validation: ValidationResult | None, loaded_on: str | None,
                    seconds: float, backup: Path | None = None, landed: bool = True) -> str:
     """The one line a repair ends with: what was written, what was proven, in which onnxruntime, how long."""

@@ -102,12 +102,14 @@ def _parse(path: Path, fd: int) -> LoadedModel:
         raise_if_exhausted(err)
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
     except protowire.WireError as err:
-        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None
+        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err}); copy or export it "
+                            "again") from None
     model = onnx.ModelProto()
     try:
         model.ParseFromString(skeleton)
     except (DecodeError, RuntimeError, ValueError) as err:
-        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err})") from None
+        raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err}); copy or export it "
+                            "again") from None
     # Protobuf happily parses many random byte strings into an empty-looking message.
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
         raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")

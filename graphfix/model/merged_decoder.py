@@ -104,6 +104,11 @@ def what_it_is(graph: onnx.GraphProto) -> str:
     return "a model with neither past_key_values inputs nor logits"
 
 
+# What to do with a decoder graphfix cannot take as Optimum's merged one.
+_REEXPORT = ("re-export it with Optimum (optimum-cli export onnx, without --no-post-process, writes "
+             "decoder_model_merged.onnx), which graphfix repairs")
+
+
 def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     graph = model.graph
     flag = next((v for v in graph.input if v.name == CACHE_FLAG), None)
@@ -115,7 +120,7 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
            if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]
     if len(ifs) != 1:
         raise NotAMergedDecoderError(
-            f"not a merged decoder: expected one If conditioned on {CACHE_FLAG!r}, found {len(ifs)}")
+            f"not a merged decoder: expected one If conditioned on {CACHE_FLAG!r}, found {len(ifs)}; {_REEXPORT}")
     if_node = ifs[0]
 
     past = {}
@@ -123,7 +128,8 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
         if match := PAST.match(value.name):
             past[kv_key(match)] = value
     if not past:
-        raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.[encoder.|decoder.](key|value) inputs")
+        raise NotAMergedDecoderError("not a merged decoder: no past_key_values.N.[encoder.|decoder.](key|value) "
+                                     f"inputs; {_REEXPORT}")
 
     branches = {a.name: a.g for a in if_node.attribute if a.name in ("then_branch", "else_branch")}
     past_names = {v.name for v in past.values()}
@@ -131,20 +137,21 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
                if any(read in past_names for n in branch.node for read in node_reads(n))]
     if len(readers) != 1:
         raise NotAMergedDecoderError(
-            f"not a merged decoder: {len(readers)} branches of If {if_node.name!r} read past_key_values (want 1)")
+            f"not a merged decoder: {len(readers)} branches of If {if_node.name!r} read past_key_values (want 1); "
+            f"{_REEXPORT}")
 
     present = {}
     for slot, name in enumerate(if_node.output):
         if match := PRESENT.match(name):
             key = kv_key(match)
             if key in present:
-                raise RepairRefusedError(f"ambiguous: If {if_node.name!r} outputs {name!r} twice")
+                raise RepairRefusedError(f"ambiguous: If {if_node.name!r} outputs {name!r} twice; {_REEXPORT}")
             present[key] = slot
     for name in ("then_branch", "else_branch"):  # the passes read both branches slot by slot
         if name not in branches or len(branches[name].output) != len(if_node.output):
             returns = f"returns {len(branches[name].output)}" if name in branches else "is missing"
             raise NotAMergedDecoderError(f"not a merged decoder: If {if_node.name!r} has {len(if_node.output)} "
-                                         f"outputs but its {name} {returns}")
+                                         f"outputs but its {name} {returns}; {_REEXPORT}")
     return MergedDecoder(model=model, if_node=if_node, cache_attr=readers[0], past=past, present=present)
 
 
@@ -153,5 +160,6 @@ def matching_past(decoder: MergedDecoder, key: KVKey) -> onnx.ValueInfoProto:
     past = decoder.past.get(key)
     if past is None:
         raise RepairRefusedError(
-            f"cannot map {decoder.kv_name('present', key)}: no input {decoder.kv_name('past_key_values', key)}")
+            f"cannot map {decoder.kv_name('present', key)}: no input {decoder.kv_name('past_key_values', key)}; "
+            f"{_REEXPORT}")
     return past

@@ -43,7 +43,8 @@ def attributes_as_inputs(subject: Subject) -> list[Finding]:
             for name, (since, position) in attrs:
                 if len(node.input) > position and node.input[position]:
                     raise RepairRefusedError(f"{node.op_type} node {node.name!r} ({where}) has both the attribute "
-                                             f"{name!r} and its input; which one it means is a guess")
+                                             f"{name!r} and its input; which one it means is a guess: re-export "
+                                             "the model")
                 nodes.append(_constant(node, name, names))
                 findings.append(_move(node, name, nodes[-1].output[0], since, position, opset))
             nodes.append(node)

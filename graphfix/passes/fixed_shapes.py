@@ -45,7 +45,8 @@ def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
             if axis < len(dims) and not dims[axis].dim_param and dims[axis].dim_value > 0:
                 if exported.setdefault(symbol, dims[axis].dim_value) != dims[axis].dim_value:
                     raise RepairRefusedError(f"{value.name} fixes {symbol} to {dims[axis].dim_value}, "
-                                             f"other declarations to {exported[symbol]}")
+                                             f"other declarations to {exported[symbol]}; re-export with every "
+                                             "axis dynamic (Optimum's defaults)")
     # Branch outputs mean what the If output in their slot means, whatever they are called.
     declared = [(v, v.name) for v in list(graph.input) + list(graph.output)]
     declared += [(branch.output[slot], name) for branch in (decoder.cache_branch, decoder.no_cache_branch)
@@ -110,7 +111,8 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
             allowzero = attribute(node, "allowzero")
             if allowzero is not None and allowzero.i == 1:
                 raise RepairRefusedError(f"Reshape {node.name!r} bakes {data_dims[baked[0]]} but sets allowzero=1, "
-                                         "so 0 cannot copy the dim")
+                                         "so 0 cannot copy the dim; re-export with every axis dynamic "
+                                         "(Optimum's defaults)")
             fixed = shape.copy()
             fixed[baked] = 0
             findings.append(Finding(

@@ -49,7 +49,7 @@ def retarget_domains(target: TargetRuntime) -> RepairPass:
                         op, node_name, _ = used[ML][0]
                         raise RepairRefusedError(f"{ML} opset {opset.version} is above {highest}, the highest "
                                                  f"onnxruntime {limits.release} runs, and node {node_name!r} uses "
-                                                 f"{ML}.{op}")
+                                                 f"{ML}.{op}; deploy a newer onnxruntime or export without it")
                     findings.append(Finding(code=DOMAIN_ABOVE_TARGET, tensor=domain,
                                             message=f"{domain} opset {opset.version} is above {highest}, the highest "
                                                     f"onnxruntime {limits.release} runs",

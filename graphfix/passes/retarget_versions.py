@@ -58,7 +58,8 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
         need, why = min_ir_version(model)
         if need > max_ir:
             raise RepairRefusedError(f"IR version {need} is needed by {why}, "
-                                     f"above IR {max_ir} of onnxruntime {target.release}")
+                                     f"above IR {max_ir} of onnxruntime {target.release}; deploy a newer "
+                                     "onnxruntime (a later --target-ort)")
         finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
                           message=f"IR version {model.ir_version} is refused by onnxruntime {target.release} "
                                   f"(max IR {max_ir})",

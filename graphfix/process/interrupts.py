@@ -12,13 +12,12 @@ failed") and a weakref callback or __del__ (Python prints "Exception ignored" an
 holds a Ctrl-C back until the extension's init has returned, and delivers a lost one again. The few file steps
 that must happen together run inside `held_for_main_thread`, which takes a Ctrl-C only at its end.
 
-A terminal sends Ctrl-C to the whole process group: --jobs workers start with it ignored, and helper threads never
-take it, so that the main thread alone reports it, once.
+A terminal sends Ctrl-C to the whole process group: child processes (the proof's, --jobs workers) lead groups of
+their own, and helper threads never take it, so that the main thread alone reports it, once.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -37,9 +36,6 @@ _RETRY_SIGNAL: int | None = getattr(signal, "SIGALRM", None) or getattr(signal, 
 # The signals that end a run the way Ctrl-C does.
 STOPPING: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                                   if hasattr(signal, name))  # Windows has no SIGHUP
-# What a terminal (Ctrl-C) or a hangup sends to a whole process group: --jobs workers ignore them and are
-# stopped by the parent instead (SIGTERM), which reports once and cleans up after them.
-GROUP_SIGNALS: tuple[int, ...] = tuple(sig for sig in STOPPING if sig != signal.SIGTERM)
 
 received = False
 signal_received: int = signal.SIGINT
@@ -47,13 +43,13 @@ _holds = 0  # depth of held_for_main_thread blocks in the main thread
 _held = False  # a Ctrl-C (or its retry) came in during them
 
 
-def install(ignored: tuple[int, ...] = ()) -> None:
-    """Route Ctrl-C, SIGTERM and SIGHUP (those not `ignored`) through `_interrupted` for the rest of the process;
-    the CLI's entry point calls this first (and each --jobs worker, see `install_in_worker`)."""
+def install() -> None:
+    """Route Ctrl-C, SIGTERM and SIGHUP through `_interrupted` for the rest of the process; the CLI's entry point
+    calls this first (and each --jobs worker, batch/parallel.py, which its parent stops with SIGTERM)."""
     global received, signal_received
     received, signal_received = False, signal.SIGINT
-    for sig in STOPPING:  # an ignored one never passes through the handler, not even for an instant
-        signal.signal(sig, signal.SIG_IGN if sig in ignored else _interrupted)
+    for sig in STOPPING:
+        signal.signal(sig, _interrupted)
     if _RETRY_SIGNAL is not None:  # the retry of a Ctrl-C held back during an extension's init
         signal.signal(_RETRY_SIGNAL, _interrupted)
     sys.unraisablehook = _redeliver_lost_interrupt
@@ -69,47 +65,6 @@ def _retry_soon() -> None:
         timer = threading.Timer(RETRY_SECONDS, _thread.interrupt_main, args=(_RETRY_SIGNAL,))
         timer.daemon = True
         timer.start()
-
-
-def install_in_worker() -> None:
-    """A --jobs worker: SIGTERM (from its parent, or systemd's whole-cgroup stop) unwinds a repair under way like an
-    interruption, so that its proof child is killed and its staging directory removed, and ends an idle worker at
-    once; the group-wide Ctrl-C and SIGHUP are left to the parent, which then terminates its workers."""
-    install(ignored=GROUP_SIGNALS)
-    signal.signal(signal.SIGTERM, _worker_stopped)
-    # Started inside held_for_main_thread, the worker inherited its parent's blocked mask across exec: unblocked,
-    # so that the parent's SIGTERM stops it now rather than after the decoder it is repairing.
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOPPING))
-
-
-_working = False  # a --jobs worker is inside a repair (see `working`)
-_stopped_while_working = False
-
-
-@contextmanager
-def working() -> Iterator[None]:
-    """A --jobs worker's repair: a SIGTERM inside unwinds it; outside, the worker has nothing to clean up.
-
-    A worker stopped inside a repair exits once that repair has unwound, rather than send its outcome back: the
-    batch has failed, and the pool's result queue may be locked for ever by another worker that was ended while
-    sending (a SIGTERM outside a repair ends a worker at once, whatever lock it holds)."""
-    global _working
-    _working = True
-    try:
-        yield
-    finally:
-        _working = False
-        if _stopped_while_working:
-            os._exit(128 + signal.SIGTERM)
-
-
-def _worker_stopped(signum: int, frame: FrameType | None) -> None:
-    global _stopped_while_working
-    if not _working:  # starting up or between repairs: exit quietly (a traceback here would reach the user)
-        os._exit(128 + signum)
-    _stopped_while_working = True
-    _interrupted(signum, frame)
 
 
 def exit_status() -> int:
@@ -197,20 +152,3 @@ def held_for_main_thread() -> Iterator[None]:
             if swapped:
                 raise KeyboardInterrupt  # what the library caller's default handler would have done
             _interrupted(signal_received, None)
-
-
-@contextmanager
-def ignored_by_children() -> Iterator[None]:
-    """Processes started inside ignore Ctrl-C and SIGHUP from their first instruction (SIG_IGN survives exec, a
-    handler does not); for this process a signal meanwhile is held, not lost (Linux never discards a blocked
-    signal)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    with held_for_main_thread():
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in GROUP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)

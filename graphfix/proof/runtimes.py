@@ -21,7 +21,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +117,6 @@ def _usable(home: Path, version: str) -> Path | None:
     return python
 
 
-# Told `(release, home)` just before an install starts (the CLI says so on stderr: it takes half a minute).
-install_listener: Callable[[str, Path], None] | None = None
-
-
 def venv_python(home: Path) -> Path | None:
     """The interpreter of the venv at `home`: bin/python on POSIX, Scripts/python.exe on Windows."""
     return next((p for p in (home / "bin" / "python", home / "Scripts" / "python.exe") if p.exists()), None)
@@ -135,8 +132,19 @@ def runtime_installed(version: str) -> bool:
     return venv_python(runtime_home(version)) is not None
 
 
-def runtime_python(version: str) -> Path:
-    """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused."""
+# Told where the venv is being made: `on_install` when this process makes it, `on_wait` when it waits for another
+# process making it (a --jobs run, make -j, two terminals): the install happens once, the others wait for it.
+InstallNotice = Callable[[str, Path], None]  # (release, where its venv goes)
+# Told when an install starts where the caller gave no `on_install`: the CLI says so on stderr (it takes half a
+# minute), and only then, so that a run refused before it needs the release says nothing of an install.
+install_listener: InstallNotice | None = None
+
+
+def runtime_python(version: str, *, on_install: InstallNotice | None = None,
+                   on_wait: InstallNotice | None = None) -> Path:
+    """The python of a venv holding exactly onnxruntime==version; made once, atomically, then reused. Concurrent
+    callers (threads, processes) take the release's install lock in turn: the first installs, the others wait and
+    then find it made."""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
     interpreter = find_interpreter(version)
@@ -146,7 +154,67 @@ def runtime_python(version: str) -> Path:
         return python
     try:
         home.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        refuse_if_shared(home.parent)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
+    refuse_if_shared(home.parent)
+    with _install_lock(version, home, on_wait):
+        if (python := _usable(home, version)) is not None:
+            return python  # made by the process this one waited for
+        if (notice := on_install or install_listener) is not None:
+            notice(version, home)
+        return _make_runtime(home, version, interpreter)
+
+
+@contextmanager
+def _install_lock(version: str, home: Path, on_wait: InstallNotice | None) -> Iterator[None]:
+    """An exclusive flock on `.lock-<venv name>` in the cache, held while the venv is made; the kernel drops it
+    when its holder dies, however it dies. Where there are no flock locks (Windows), concurrent installs each build
+    and the first rename wins (_install_runtime)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(home.parent / f".lock-{home.name}", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise_if_exhausted(err)
+        raise _cache_error(home.parent, err) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(version, home)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a signal meanwhile raises here (the handler runs on EINTR)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with the descriptor
+
+
+def install_in_progress(home: Path) -> bool:
+    """Whether another process holds the install lock of the venv at `home` right now (for saying so: the run then
+    waits for it in runtime_python)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(home.parent / f".lock-{home.name}", os.O_RDONLY)
+    except OSError:  # no lock file: nobody has started installing it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _make_runtime(home: Path, version: str, interpreter: Interpreter) -> Path:
+    try:
         _remove_abandoned_builds(home.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".onnxruntime-{version}-", dir=home.parent))
     except OSError as err:
@@ -154,8 +222,6 @@ def runtime_python(version: str) -> Path:
     building = None
     try:
         building = _hold_build_mark(staging)
-        if install_listener is not None:
-            install_listener(version, home)
         _build_runtime(staging, version, interpreter)
         _install_runtime(staging, home)
         (home / BUILDING).unlink(missing_ok=True)
@@ -307,4 +373,5 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     return version
 
 
-__all__ = ["cache_dir", "load_in_onnxruntime", "run_in_runtime", "runtime_home", "runtime_installed", "runtime_python"]
+__all__ = ["cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime", "runtime_home",
+           "runtime_installed", "runtime_python"]

@@ -156,7 +156,9 @@ def convert_down(model: onnx.ModelProto, target: int) -> int:
             else:
                 raise RepairRefusedError(
                     f"op {node.op_type} at node {node.name or index!r} ({where}) needs opset "
-                    f"{_schema(node.op_type, source).since_version} > target {target}: it {problem}")
+                    f"{_schema(node.op_type, source).since_version} > target {target}: it {problem}; deploy a newer "
+                    f"onnxruntime (a later --target-ort), or re-export at opset {target} "
+                    f"(optimum-cli export onnx --opset {target})")
     names = {o for g, _ in all_graphs(model.graph) for n in g.node for o in n.output}
     counter = iter(range(1 << 30))
 
