@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
+.PHONY: install demo test lint check samples client-samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
 
 install: $(VENV)/.installed
 
@@ -86,6 +86,13 @@ deep-samples: $(EXPORT_LEGACY)/.installed
 	cp build/deep/marian.onnx sample_models/deep/legacy-marian-6-layers.onnx
 	cp build/deep/manifest.json sample_models/deep/manifest.json
 
+# The export folders the example clients are tested on (sample_models/exports/: encoder, merged decoder, configs
+# only): Marian from the legacy exporter, T5 and M2M100 from the current one; the current Marian is
+# exports/current-marian-opset21 (variant-samples).
+client-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
+	$(EXPORT_LEGACY)/bin/python sample_models/make_samples.py --exporter legacy --out sample_models/exports --keep-all --client-files --only marian
+	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out sample_models/exports --keep-all --client-files --only t5 m2m100
+
 # Decoders exported with one axis left out of the dynamic axes (the exporter fixes it at the dummy's size).
 fixed-shape-samples: $(EXPORT_LEGACY)/.installed $(EXPORT_CURRENT)/.installed
 	$(EXPORT_CURRENT)/bin/python sample_models/make_samples.py --exporter current --out build/fixed/current-batch --only marian --static-axis batch_size
@@ -128,16 +135,22 @@ verify-ort-table: install
 verify-ort-domains: install
 	$(BIN)/python scripts/probe_ort_domains.py $(ORT_RELEASES)
 
-# Real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain present->past loop on
-# onnxruntime-node on the newest release and on 1.16.3, onnxruntime-web, OpenVINO and tract), checked token for
-# token against PyTorch. Needs torch and node, so it has its own venv and tests/clients/js{,-ort116}/node_modules
-# instead of slowing `make test`. The npm installs skip onnxruntime-node's postinstall (it only fetches GPU
-# providers): the CPU library ships in the package.
+# Every example client (examples/<lang>/run, the contract of examples/README.md) in every onnxruntime release it
+# binds, on the committed repaired sample exports, against examples/python and graphfix's full recompute, and on the
+# originals. No torch: it runs in the test venv; each example builds itself and fetches its runtime on first use.
+test-examples: $(VENV)/.test-installed
+	GRAPHFIX_CLIENT_TESTS=1 $(BIN)/python -m pytest -v -p no:cacheprovider tests/clients/test_every_binding.py
+
+# Then the other real clients on repaired exports (Optimum ORTModelForSeq2SeqLM, transformers.js, a plain
+# present->past loop on onnxruntime-node on the newest release and on 1.16.3, onnxruntime-web, OpenVINO and tract),
+# checked token for token against PyTorch. Needs torch and node, so it has its own venv and
+# tests/clients/js{,-ort116}/node_modules instead of slowing `make test`. The npm installs skip onnxruntime-node's
+# postinstall (it only fetches GPU providers): the CPU library ships in the package.
 CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
 # The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).
 CLIENTS_JS_ORT116 := tests/clients/js-ort116
-.PHONY: test-clients
+.PHONY: test-clients test-examples
 
 $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CLIENTS_VENV)
@@ -166,9 +179,11 @@ $(EXAMPLE_JS)/node_modules/.installed: $(EXAMPLE_JS)/package.json $(EXAMPLE_JS)/
 	cd $(EXAMPLE_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test-clients: $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed $(CLIENTS_JS)/node_modules/.installed \
-		$(CLIENTS_JS_ORT116)/node_modules/.installed $(EXAMPLE_JS)/node_modules/.installed
-	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients
+test-clients: test-examples $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed \
+		$(CLIENTS_JS)/node_modules/.installed $(CLIENTS_JS_ORT116)/node_modules/.installed \
+		$(EXAMPLE_JS)/node_modules/.installed
+	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients \
+		--ignore=tests/clients/test_every_binding.py
 
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
 # with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.

@@ -93,6 +93,37 @@ def measure_model(label: str, model: Path, baseline: bool, portable: bool) -> di
             "portable_ratio": ratio.get("portable")}
 
 
+SPLIT = CACHE / "split"
+SPLIT_FILES = ("config.json", "generation_config.json", "encoder_model.onnx", "decoder_model.onnx",
+               "decoder_with_past_model.onnx")
+
+
+def split_merge(runs: int = 3) -> dict:
+    """A split export (the export's encoder and decoder pair, no merged decoder): `repair --no-validate DIR OUT`,
+    which merges the pair (GF401), against `cp -r DIR`, in alternating rounds; and the merged decoder's size against
+    the pair's (shared weights stored once)."""
+    if not all((SPLIT / name).exists() for name in SPLIT_FILES):
+        SPLIT.mkdir(parents=True, exist_ok=True)
+        for name in SPLIT_FILES:
+            shutil.copyfile(EXPORT / name, SPLIT / name)
+    argv = {"cp": lambda out: ["cp", "-r", str(SPLIT), str(out / "model")],
+            "repair": lambda out: [str(BIN / "graphfix"), "repair", "--no-validate", str(SPLIT), str(out / "model")]}
+    times: dict[str, list[float]] = {"cp": [], "repair": []}
+    peaks = []
+    for run in range(runs):
+        for name in (["cp", "repair"] if run % 2 == 0 else ["repair", "cp"]):
+            subprocess.run(["sync"], check=True)
+            seconds, peak = measure(argv[name](fresh_out()))
+            times[name].append(seconds)
+            if name == "repair":
+                peaks.append(peak)
+                merged = (OUT / "model" / "decoder_model_merged.onnx").stat().st_size
+    pair = sum((SPLIT / name).stat().st_size for name in SPLIT_FILES[3:])
+    return {"cp": statistics.median(times["cp"]), "repair": statistics.median(times["repair"]),
+            "ratio": statistics.median(r / c for r, c in zip(times["repair"], times["cp"])), "rss": max(peaks),
+            "merged": merged, "pair": pair}
+
+
 def proof_overhead(model: Path, runs: int = 3) -> dict:
     """What the default (proven) repair costs next to its parts done by hand: `repair --no-validate`, then
     `graphfix validate` of that output. The proof gates (checker, decode loop) should add nothing beyond the
@@ -144,6 +175,7 @@ def main() -> int:
     validation = measure([str(BIN / "graphfix"), "validate", str(repaired)])
     check_cost = check_costs(models["embedded"], repaired)
     overhead = proof_overhead(models["embedded"])
+    merge = split_merge()
     import decode_compare  # onnxruntime: only now, after every RSS measurement
 
     decode = decode_compare.compare(EXPORT, repaired)
@@ -174,6 +206,10 @@ def main() -> int:
     print(f"default repair (checker + decode proof, embedded model): {overhead['default']:.2f} s; "
           f"repair --no-validate + validate of its output: {overhead['parts']:.2f} s; "
           f"ratio {overhead['ratio']:.3f} (median of 3 alternating runs)")
+    print(f"split export (encoder + decoder_model + decoder_with_past_model, {merge['pair'] / MB:.0f} MB of decoders): "
+          f"repair --no-validate DIR OUT (merges the pair, GF401) {merge['repair']:.2f} s, cp -r {merge['cp']:.2f} s, "
+          f"ratio {merge['ratio']:.1f}x, peak RSS {merge['rss'] / MB:.0f} MB; merged decoder {merge['merged'] / MB:.0f} MB "
+          f"({merge['merged'] / merge['pair']:.2f} of the pair)")
     print("\ndecode 64 tokens greedy, batch 1, source 16 tokens (median of 9, interleaved in alternating order):")
     print(f"  repaired merged, plain present->past loop: {decode['merged_64']:.3f} s")
     print(f"  Optimum split decoders (encoder KV kept from step 1): {decode['split_64']:.3f} s  "
@@ -196,6 +232,9 @@ def main() -> int:
         (f"64 tokens merged within 5 % of split ({(decode['merged_over_split'] - 1) * 100:+.1f} %)",
          decode["merged_over_split"] <= 1.05),
         ("64 tokens identical to split", decode["tokens_identical"]),
+        (f"split export repair peak RSS <= 200 MB ({merge['rss'] / MB:.0f} MB)", merge["rss"] <= 200 * MB),
+        (f"merged decoder of a split pair <= 0.55 of the pair: weights once ({merge['merged'] / merge['pair']:.2f})",
+         merge["merged"] <= 0.55 * merge["pair"]),
     ]
     print()
     for text, ok in targets:

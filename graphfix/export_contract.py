@@ -136,6 +136,7 @@ class Description:
     steps: list[Step]
     tokens: dict[str, Any] = field(default_factory=dict)  # decoder_start/eos/pad... and where each came from
     findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a client would get wrong following the table as it is
 
     @property
     def needs_repair(self) -> bool:
@@ -147,7 +148,7 @@ class Description:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "needs_repair": self.needs_repair, "loads_on": self.loads_on.to_dict(),
-                "findings": [f.to_dict() for f in self.findings], "tokens": self.tokens,
+                "findings": [f.to_dict() for f in self.findings], "tokens": self.tokens, "warnings": self.warnings,
                 "models": [m.to_dict() for m in self.models], "steps": [s.to_dict() for s in self.steps]}
 
 
@@ -239,7 +240,45 @@ def plan_steps(decoder: ModelContract, tokens: dict[str, Any], passes_encoder_kv
         later.append(Feed("past_key_values.*", past[0].dtype, " or ".join(shapes), feedback))
     stop = _token(tokens, "eos_token_id", "the end-of-sequence token (config.json)")
     then = f"pick the next token from logits[:, -1, :]; stop at {stop} or your length limit"
-    return [Step("1", tuple(first), then), Step("2, 3, ...", tuple(later), then)]
+    forced = tokens.get("forced_bos_token_id")
+    # M2M100, NLLB and mBART-50 name the target language this way: generate() forces it whatever the logits say.
+    first_then = (f"the next token is {_token(tokens, 'forced_bos_token_id', '')}, whatever logits say (the "
+                  f"first generated token is forced); stop at {stop} or your length limit") if forced else then
+    return [Step("1", tuple(first), first_then), Step("2, 3, ...", tuple(later), then)]
+
+
+def _vocabulary(decoder: ModelContract | None, model_file: Path) -> tuple[int, str] | None:
+    """(size, where it comes from): the logits' declared last dim, else config.json's vocab_size."""
+    logits = next((t for t in decoder.outputs if t.name == "logits"), None) if decoder else None
+    if logits and logits.shape and isinstance(logits.shape[-1], int):
+        return logits.shape[-1], "the logits' declared vocabulary dim"
+    for folder in _config_dirs(model_file):
+        try:
+            size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size, "config.json's vocab_size"
+    return None
+
+
+def token_warnings(tokens: dict[str, Any], vocabulary: tuple[int, str] | None) -> list[str]:
+    """The token ids a client starts from, forces or stops at that are no token of the model's vocabulary: a
+    table that says `start from 1000000000` would be followed to an index error or a loop that never stops."""
+    if vocabulary is None:
+        return []
+    size, source = vocabulary
+    warnings = []
+    for key in ("decoder_start_token_id", "forced_bos_token_id", "eos_token_id"):
+        entry = tokens.get(key)
+        if entry is None:
+            continue
+        values = entry["value"] if isinstance(entry["value"], list) else [entry["value"]]
+        outside = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < size]
+        if outside:
+            warnings.append(f"{key} {', '.join(map(str, outside))} ({entry['from']}) is outside the vocabulary "
+                            f"0..{size - 1} ({source}): check {entry['from']} before writing the loop from it")
+    return warnings
 
 
 def _contract_of(path: Path, shown: str, kind: str) -> tuple[ModelContract, onnx.ModelProto]:
@@ -255,30 +294,52 @@ def _decoder_findings(path: Path) -> list[Finding]:
 
 def _export_files(path: Path) -> list[tuple[Path, str, str]]:
     """(file, shown name, kind) for a model file, or for every merged decoder of a directory and its encoder."""
-    from .batch.layouts import encoder_for, find_merged_decoders
+    from .batch.layouts import encoder_for, find_merged_decoders, find_split_pairs
 
     if not path.is_dir():
         if not path.is_file():
             raise BadInputError(f"no such file or directory: {path}")
         return [(path, str(path), "merged decoder")]
     files: list[tuple[Path, str, str]] = []
-    for name in find_merged_decoders(path):
-        files.append((path / name, name, "merged decoder"))
+    pairs = find_split_pairs(path)
+    for name in find_merged_decoders(path, split_pairs_too=True) + [pair.merged for pair in pairs]:
+        pair = next((p for p in pairs if p.merged == name), None)
+        if pair is None:
+            files.append((path / name, name, "merged decoder"))
+        else:  # what the folder holds; the merged decoder is what repair will make of it
+            files += [(path / pair.decoder, pair.decoder, SPLIT_DECODER),
+                      (path / pair.with_past, pair.with_past, SPLIT_DECODER_WITH_PAST)]
         encoder = encoder_for(path, name)
         if encoder and all(shown != encoder for _, shown, _ in files):
             files.append((path / encoder, encoder, "encoder"))
     return files
 
 
+SPLIT_DECODER = "split decoder without past"
+SPLIT_DECODER_WITH_PAST = "split decoder with past"
+
+
+def _split_pair_findings(directory: Path, decoder: str) -> list[Finding]:
+    """GF401 and what repairing the merged decoder would change, for the pair whose decoder_model is `decoder`."""
+    from .batch.layouts import find_split_pairs
+    from .batch.split_pairs import check_split_pair
+
+    pair = next(p for p in find_split_pairs(directory) if p.decoder == decoder)
+    return check_split_pair(directory, pair, None)
+
+
 def describe(path: str | os.PathLike[str]) -> Description:
     """The client contract of a merged decoder file or of an export directory (its merged decoders and
-    encoders). A file that is not a merged decoder (an encoder) is described without a decode loop."""
+    encoders). A file that is not a merged decoder (an encoder) is described without a decode loop; so is a split
+    export's pair (both files listed, GF401 saying repair merges them), whose loop is the merged decoder's."""
     path = Path(path)
     models: list[ModelContract] = []
     findings: list[Finding] = []
     decoder: ModelContract | None = None
     for file, shown, kind in _export_files(path):
         contract, model = _contract_of(file, shown, kind)
+        if kind == SPLIT_DECODER:
+            findings += _split_pair_findings(path, shown)
         if kind == "merged decoder":
             try:
                 findings += _decoder_findings(file)
@@ -294,7 +355,8 @@ def describe(path: str | os.PathLike[str]) -> Description:
     tokens = read_tokens(model_file)
     passes_kv = not any(f.code == DUMMY_ENCODER_KV for f in findings)
     steps = plan_steps(decoder, tokens, passes_kv) if decoder is not None else []
-    return Description(path=path, models=models, steps=steps, tokens=tokens, findings=findings)
+    warnings = token_warnings(tokens, _vocabulary(decoder, model_file))
+    return Description(path=path, models=models, steps=steps, tokens=tokens, findings=findings, warnings=warnings)
 
 
 __all__ = ["Description", "Feed", "ModelContract", "Step", "TensorContract", "describe", "read_tokens"]

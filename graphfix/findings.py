@@ -17,6 +17,7 @@ OPSET_ABOVE_TARGET = "GF302"
 ATTRIBUTE_NOW_AN_INPUT = "GF303"
 DOMAIN_ABOVE_TARGET = "GF304"
 FLOAT16_FALLBACK = "GF305"
+SPLIT_EXPORT = "GF401"
 
 CODES = {
     DUMMY_ENCODER_KV: "cache branch emits a dummy instead of the encoder KV it was given",
@@ -30,6 +31,7 @@ CODES = {
     ATTRIBUTE_NOW_AN_INPUT: "an attribute that became an input at the model's opset, which older loaders refuse",
     DOMAIN_ABOVE_TARGET: "a domain import (ai.onnx.ml, com.microsoft, unused ones) above what the target runs",
     FLOAT16_FALLBACK: "a float16 op the target has no kernel for and whose fallback it cannot load",
+    SPLIT_EXPORT: "a split export (decoder_model + decoder_with_past_model) with no merged decoder",
 }
 
 
@@ -217,4 +219,25 @@ EXPLANATIONS = {
                 "float16 CPU kernel for it and its fallback fails to load -> compute it in float32 between two "
                 "Casts (differs by float16 rounding)",
         summary="float16 {op} -> in float32", detail=r"^float16 (?P<op>\w+)"),
+    SPLIT_EXPORT: Explanation(
+        breaks="A model folder holds decoder_model.onnx and decoder_with_past_model.onnx but no "
+               "decoder_model_merged.onnx. The decoder with past returns only the self-attention presents, so a "
+               "client that feeds every present.* back as past_key_values.* has no present.N.encoder.* to feed "
+               "and fails at step 2; one that loads only merged decoders finds none.",
+        exporters="optimum-onnx 0.1 with ORTModelForSeq2SeqLM.from_pretrained(export=True, use_cache=True) and "
+                  "optimum-cli export onnx --no-post-process; any Optimum export above 2 GB, where merging fails "
+                  "(\"Unable to merge decoders\").",
+        fix="repair writes decoder_model_merged.onnx beside the pair: one If on use_cache_branch (bool, shape [1]), "
+            "the no-past branch the decoder's graph, the with-past branch the decoder with past's graph returning "
+            "each present.N.encoder.* as an Identity of its past_key_values.N.encoder.*; the inputs are the "
+            "union (as Optimum's merged decoder declares them), weights equal in both stored once in the outer "
+            "graph, external data above 2 GB in one decoder_model_merged.onnx_data. It is then repaired and "
+            "retargeted like any merged decoder.",
+        safe="Each branch is the exporter's own graph, unchanged; the proof drives the merged decoder with the "
+             "plain loop and the pair as Optimum drives it, and requires the same logits and tokens at every "
+             "step. The pair itself is carried over byte for byte.",
+        example="GF401 decoder_model_merged.onnx: a split export: decoder_model.onnx + decoder_with_past_model.onnx "
+                "and no decoder_model_merged.onnx; ... -> merge them into decoder_model_merged.onnx: one If on "
+                "use_cache_branch, the encoder KV passed through; the pair is carried over unchanged",
+        summary="split export (decoder_model + decoder_with_past_model) -> merged into it"),
 }

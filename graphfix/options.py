@@ -39,6 +39,9 @@ class RepairOptions:
     in_place: bool = False
     force: bool = False  # replace an existing OUT file (never a device, FIFO or socket)
     encoder: Path | None = None
+    # The split pair (decoder_model, decoder_with_past_model) a merged decoder was made from: its proof compares
+    # the merged decoder's loop with the pair's decoding.
+    split_pair: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         if self.validate_on_target and self.target is None:

@@ -5,7 +5,8 @@
 
 `repair` runs all of it; `check` stops after the passes, on a model it never writes, so its findings are exactly
 the changes `repair` would make; `split` (split_decoder.py) turns the repaired model into two and hands both to the
-same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder.
+same write/prove/land path. Model directories (batch/model_directory.py) call `repair` per merged decoder, and per
+split pair on the merged decoder made of it first (batch/split_pairs.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .proof.loadable import require_loadable, require_loadable_if_doubtful
 from .targets import TargetRuntime, as_target
 
 if TYPE_CHECKING:
+    from .batch.layouts import CheckTarget
     from .proof.validation import ValidationResult
 
 StepCallback = Callable[[str], None]
@@ -164,7 +166,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     outputs = {out: subject.model if changes else None}
     evidence = Evidence()
     decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator,
-                         encoder=options.encoder) if isinstance(subject, MergedDecoder) else None)
+                         encoder=options.encoder, pair=options.split_pair)
+              if isinstance(subject, MergedDecoder) else None)
     gates = proof_gates(options, loaded, outputs, decode, evidence)
     step("writing")
     backup = InPlaceBackup(source) if options.in_place else None
@@ -177,6 +180,24 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
         raise
     result.validation, result.loaded_on = evidence.validation, evidence.loaded_on
     return result
+
+
+def check_target(target: CheckTarget, target_ort: TargetRuntime | None, *,
+                 ignore_other_models: bool = False) -> CheckResult:
+    """One file a check covers (batch/layouts.check_targets): a split pair is checked as the merged decoder repair
+    would make of it, in memory."""
+    if target.split_pair is not None and target.model_directory is not None:
+        from .batch.split_pairs import check_split_pair
+        from .targets.release_floor import ReleaseFloor, newest_of
+
+        pair = target.split_pair
+        floors = [ReleaseFloor(oldest_release_of(read_model(target.model_directory / name).model))
+                  for name in (pair.decoder, pair.with_past)]
+        return CheckResult(path=target.path, findings=check_split_pair(target.model_directory, pair,
+                                                                       as_target(target_ort)),
+                           oldest_onnxruntime=newest_of(floors).release)
+    return check(target.path, target_ort=target_ort, ignore_other_models=ignore_other_models,
+                 any_model=not target.merged_decoder)
 
 
 def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | None = None,
@@ -194,8 +215,7 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     if path.is_dir():
         from .batch.layouts import check_targets
 
-        models = [check(t.path, target_ort=target, any_model=not t.merged_decoder)
-                  for t in check_targets(path, every_model=target is not None)]
+        models = [check_target(t, target) for t in check_targets(path, every_model=target is not None)]
         return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     loaded = read_model(path)
     oldest = oldest_release_of(loaded.model)  # as it is, before the passes edit it

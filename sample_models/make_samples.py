@@ -8,6 +8,10 @@ Run inside an exporter venv (see `make samples`), never by the tests:
 Every model is a tiny random-weight config (the model hub is unreachable), seeded so that a rerun with the
 same pinned versions gives the same graph. Only `decoder_model_merged.onnx` is kept, renamed to `<arch>.onnx`;
 pass --keep-all to keep the whole export directory (encoder, split decoders) for client tests and benchmarks.
+--client-files (with --keep-all) keeps only what a client of the merged decoder reads, in OUT/<exporter>-<arch>/:
+
+    python sample_models/make_samples.py --exporter current --out sample_models/exports --keep-all --client-files \
+        --only t5 m2m100
 """
 
 from __future__ import annotations
@@ -82,6 +86,37 @@ def _configs() -> dict[str, tuple[str, str, dict]]:
     }
 
 
+# What examples/*/run reads from an export folder (docs/clients.md): no split decoders, no PyTorch weights.
+CLIENT_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx", "config.json", "generation_config.json")
+# The client exports' M2M100 names a target-language token, as M2M100/NLLB/mBART-50 configs do: a client must force
+# it as the first generated token (forced_bos_token_id), so the examples are tested on honouring it. At the default
+# init scale these tiny models generate the same ids from any source (a client feeding the wrong encoder output
+# would still print the right ids): the T5 weights drawn 5 times wider generate source-dependent ids, Marian's
+# at std 0.05 partly so; wider still, every model repeats one token, which would exercise the cache less.
+CLIENT_CONFIG_OVERRIDES = {"m2m100": dict(forced_bos_token_id=5), "marian": dict(init_std=0.05),
+                           "t5": dict(initializer_factor=5.0)}
+
+
+def export_client_files(arch: str, exporter: str, out_dir: Path) -> dict:
+    """The four files of an export folder a client needs, in OUT/<exporter>-<arch>/ (sample_models/exports/)."""
+    config_class, task, kwargs = _configs()[arch]
+    config = getattr(transformers, config_class)(**kwargs, **CLIENT_CONFIG_OVERRIDES.get(arch, {}))
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(config).eval()
+    folder = out_dir / f"{exporter}-{arch}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exported = Path(tmp) / "pt", Path(tmp) / "onnx"
+        model.save_pretrained(src)
+        main_export(str(src), output=str(exported), task=task, do_validation=False)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for name in CLIENT_FILES:
+            shutil.copyfile(exported / name, folder / name)
+    return {"arch": f"{exporter}-{arch}", "config": config_class, "task": task,
+            "bytes": sum((folder / name).stat().st_size for name in CLIENT_FILES)}
+
+
 def export_one(arch: str, out_dir: Path, keep_all: bool, decoder_layers: int | None = None) -> dict:
     config_class, task, kwargs = _configs()[arch]
     if decoder_layers:  # a deep decoder (the depth users' opus-mt / NLLB exports have), same tiny widths
@@ -108,6 +143,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="architectures to export (default: all)")
     parser.add_argument("--keep-all", action="store_true")
+    parser.add_argument("--client-files", action="store_true",
+                        help="with --keep-all: only encoder, merged decoder and configs, in OUT/<exporter>-<arch>/")
     parser.add_argument("--decoder-layers", type=int, help="decoder depth instead of 2 (sample_models/deep/)")
     parser.add_argument("--static-axis", action="append", default=[],
                         help="export with this axis fixed at the dummy size (e.g. batch_size), as a misconfigured "
@@ -119,6 +156,14 @@ def main() -> int:
 
     optimum_dist = "optimum" if args.exporter == "legacy" else "optimum-onnx"
     versions = {name: md.version(name) for name in (optimum_dist, "transformers", "torch", "onnx")}
+    if args.client_files:  # folders of both exporters side by side: the versions go with each folder
+        made = [dict(export_client_files(arch, args.exporter, args.out), versions=versions)
+                for arch in (args.only or _configs())]
+        manifest = args.out / "client-exports.json"
+        previous = json.loads(manifest.read_text()) if manifest.exists() else {}
+        manifest.write_text(json.dumps(previous | {m["arch"]: m for m in made}, indent=2, sort_keys=True) + "\n")
+        print(json.dumps(made, indent=2))
+        return 0
     made = [export_one(arch, args.out, args.keep_all, args.decoder_layers) for arch in (args.only or _configs())]
     manifest = args.out / "manifest.json"
     previous = json.loads(manifest.read_text())["models"] if manifest.exists() else []

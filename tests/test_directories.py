@@ -128,7 +128,8 @@ def test_a_failing_decoder_leaves_no_output_directory_and_names_the_file(tmp_pat
 
 
 def test_a_directory_without_a_merged_decoder_is_bad_input(tmp_path, cli):
-    source = make_model_dir(tmp_path / "encoder-only", {})
+    source = make_model_dir(tmp_path / "encoder-only", {"encoder_model.onnx": EXPORT / "encoder_model.onnx"},
+                            with_export=False)  # with the split pair beside it, repair would merge it (GF401)
     for command in (("repair", source, tmp_path / "out"), ("check", source), ("validate", source)):
         result = cli(*command)
         assert result.exit_code == 2, command

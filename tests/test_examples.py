@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -46,24 +47,37 @@ def run_example(folder: Path, *args: str, python: str = sys.executable) -> subpr
                            "--json"], capture_output=True, text=True, timeout=300)
 
 
+def generation_config(folder: Path) -> dict[str, Any]:
+    """The example contract's reading (examples/README.md): generation_config.json over config.json; eos_token_id an
+    int or a list; forced_bos_token_id and max_length when set."""
+    config: dict[str, Any] = {}
+    for name in ("config.json", "generation_config.json"):
+        if (folder / name).is_file():
+            config.update({k: v for k, v in json.loads((folder / name).read_text()).items() if v is not None})
+    eos = config.get("eos_token_id", [])
+    config["eos_token_id"] = [eos] if isinstance(eos, int) else list(eos)
+    return config
+
+
 def full_recompute_tokens(folder: Path, source_ids: list[int], max_new_tokens: int = MAX_NEW_TOKENS,
                           stop_at_eos: bool = True) -> list[int]:
-    """graphfix's reference: at every step the no-cache branch over the whole prefix, greedy, same stop rule."""
-    config: dict[str, int] = {}
-    for name in ("config.json", "generation_config.json"):  # the example's rule: the later file wins
-        if (folder / name).is_file():
-            config.update(json.loads((folder / name).read_text()))
+    """graphfix's reference: at every step the no-cache branch over the whole prefix, greedy, the contract's rules
+    (forced first token, stop at any eos id or at max_length)."""
+    config = generation_config(folder)
     encoder = ort.InferenceSession(str(folder / "encoder_model.onnx"), providers=["CPUExecutionProvider"])
     ids = np.array([source_ids], dtype=np.int64)
     mask = np.ones_like(ids)
     (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
     decoder = DecoderSession(str(folder / "decoder_model_merged.onnx"))
     tokens = [config["decoder_start_token_id"]]
-    for _ in range(max_new_tokens):
+    for step in range(1, max_new_tokens + 1):
         logits = decoder.run(np.array([tokens], dtype=np.int64),
                              {"encoder_hidden_states": hidden, "encoder_attention_mask": mask})["logits"]
-        tokens.append(int(logits[0, -1].argmax()))
-        if stop_at_eos and tokens[-1] == config["eos_token_id"]:
+        forced = config.get("forced_bos_token_id") if step == 1 else None
+        tokens.append(int(logits[0, -1].argmax()) if forced is None else forced)
+        if stop_at_eos and tokens[-1] in config["eos_token_id"]:
+            break
+        if len(tokens) >= config.get("max_length", len(tokens) + 1):
             break
     return tokens
 

@@ -24,9 +24,10 @@ FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL
 CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float, "tokens_agree": int,
         "tokens_total": int, "failure": OPTIONAL_STR, "original_differs": (float, int, type(None))}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}
+PAIR_COMPARISON = {"max_abs_diff": (float, int), "tokens_agree": int, "tokens_total": int, "failure": OPTIONAL_STR}
 VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, "max_abs_diff": (float, int),
               "first_failure": OPTIONAL_STR, "cases": [CASE], "original": (COMPARISON, type(None)),
-              "encoder": OPTIONAL_STR}
+              "encoder": OPTIONAL_STR, "pair": (PAIR_COMPARISON, type(None))}
 REPAIR = {"input": str, "output": str, "changed": bool, "changes": [FINDING], "backup": OPTIONAL_STR,
           "validation": (VALIDATION, type(None)), "loaded_on": OPTIONAL_STR,
           "versions": {"before": str, "after": str}, "oldest_onnxruntime": OPTIONAL_STR, "written": bool}
@@ -34,6 +35,7 @@ HEADER = {"schema": str, "command": str, "ok": bool}
 RELEASE_FLOOR = {"release": OPTIONAL_STR, "refused_by": OPTIONAL_STR, "measured": bool}
 TENSOR = {"name": str, "dtype": str, "shape": list, "dims": [str]}
 DESCRIBE = {"path": str, "needs_repair": bool, "loads_on": RELEASE_FLOOR, "findings": [FINDING], "tokens": dict,
+            "warnings": [str],
             "models": [{"path": str, "kind": str, "versions": str, "loads_on": RELEASE_FLOOR, "inputs": [TENSOR],
                         "outputs": [TENSOR]}],
             "steps": [{"steps": str, "then": str, "feeds": [{"input": str, "dtype": str, "shape": str,

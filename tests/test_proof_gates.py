@@ -192,7 +192,7 @@ def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(
     request = ProofRequest(model="/m/decoder.onnx", model_with_past="/m/decoder_with_past.onnx", tolerance=1e-2,
                            reference="/m/merged.onnx", judge="/m/original.onnx", encoder="/m/encoder.onnx",
                            encoder_feeds=feeds, release="1.16.3", steps=3, batches=(1, 2), source_lengths=(4,),
-                           seed=7)
+                           seed=7, pair=("/m/decoder_model.onnx", "/m/decoder_with_past_model.onnx"))
     assert request_from_json(request.to_json()) == request
     assert request_from_json(LoadRequest("/m/encoder.onnx", "1.16.3").to_json()) == LoadRequest("/m/encoder.onnx",
                                                                                                "1.16.3")
@@ -202,9 +202,10 @@ def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(
     proc = subprocess.run([sys.executable, "-I", "-c", script, request.to_json()], capture_output=True, text=True,
                           check=True)
     read = json.loads(proc.stdout)
-    assert read == {**dataclasses.asdict(request), "batches": [1, 2], "source_lengths": [4]}
+    assert read == {**dataclasses.asdict(request), "batches": [1, 2], "source_lengths": [4],
+                    "pair": ["/m/decoder_model.onnx", "/m/decoder_with_past_model.onnx"]}
     assert set(read) == {"model", "model_with_past", "tolerance", "reference", "judge", "encoder", "encoder_feeds",
-                         "release", "steps", "batches", "source_lengths", "seed"}
+                         "release", "steps", "batches", "source_lengths", "seed", "pair"}
 
 
 def test_the_child_refuses_a_request_meant_for_another_release(marian_current, tmp_path):

@@ -47,6 +47,7 @@ static void *allocate(size_t size) {
     return memory;
 }
 
+/* [docs:load] */
 static const OrtApi *load_onnxruntime(const char *library) {
     void *handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
     if (handle == NULL) die(2, dlerror());
@@ -64,6 +65,7 @@ static const OrtApi *load_onnxruntime(const char *library) {
     fprintf(stderr, "onnxruntime %s from %s, C API level %u\n", version, library, level);
     return api;
 }
+/* [/docs:load] */
 
 typedef struct {
     OrtSession *session;
@@ -148,6 +150,7 @@ static OrtValue *run_encoder(OrtEnv *env, const char *path, OrtAllocator *alloca
     return hidden;
 }
 
+/* [docs:empty-past] */
 /* Step 1's past for decoder input i: shape (1, heads, 0, head_dim), heads and head_dim as the decoder declares. */
 static OrtValue *empty_past(model *decoder, size_t i, OrtAllocator *allocator) {
     OrtTypeInfo *type_info;
@@ -170,6 +173,7 @@ static OrtValue *empty_past(model *decoder, size_t i, OrtAllocator *allocator) {
     check(ort->CreateTensorAsOrtValue(allocator, shape, 4, type, &value));
     return value;
 }
+/* [/docs:empty-past] */
 
 static int64_t argmax_last_position(OrtValue *logits) {
     OrtTensorTypeAndShapeInfo *info;
@@ -278,6 +282,7 @@ int main(int argc, char **argv) {
         use_cache_branch = step > 1;
         OrtValue *token_value = tensor_over(memory, &token, sizeof token, token_shape, 2,
                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64);
+        /* [docs:feeds] */
         OrtValue *flag_value = tensor_over(memory, &use_cache_branch, sizeof use_cache_branch, flag_shape, 1,
                                            ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL);
         OrtValue *mask_value = tensor_over(memory, mask, length * sizeof *mask, (int64_t[]){1, (int64_t)length}, 2,
@@ -299,6 +304,7 @@ int main(int argc, char **argv) {
         check(ort->Run(decoder.session, NULL, (const char *const *)decoder.input_names,
                        (const OrtValue *const *)feeds, decoder.input_count,
                        (const char *const *)decoder.output_names, decoder.output_count, results));
+        /* [/docs:feeds] */
         ort->ReleaseValue(token_value);
         ort->ReleaseValue(flag_value);
         ort->ReleaseValue(mask_value);

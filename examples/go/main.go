@@ -220,6 +220,8 @@ func infoNames(infos []ort.InputOutputInfo) []string {
 	return names
 }
 
+// [docs:empty-past]
+
 // emptyPast is step 1's past: every past_key_values.* of shape (1, heads, 0, head_dim), heads and head_dim as
 // the decoder declares them. onnxruntime_go accepts zero-size dimensions from v1.21.0 on (the pinned version is
 // newer), so the past is truly empty; with use_cache_branch false the merged decoder ignores it anyway.
@@ -255,11 +257,14 @@ func emptyTensor(shape ort.Shape, dataType ort.TensorElementDataType) (ort.Value
 	return nil, fmt.Errorf("unsupported element type %v", dataType)
 }
 
+// [/docs:empty-past]
+
 // step runs the decoder once and returns the logits and the present.* outputs renamed past_key_values.*.
 func (d *decoderSession) step(token int64, useCache bool, hidden, mask ort.Value,
 	past map[string]ort.Value) (*ort.Tensor[float32], map[string]ort.Value, error) {
 	created := []ort.Value{}
 	defer func() { destroyAll(created) }()
+	// [docs:feeds]
 	feeds := make([]ort.Value, len(d.inputs))
 	for i, input := range d.inputs {
 		var err error
@@ -287,6 +292,7 @@ func (d *decoderSession) step(token int64, useCache bool, hidden, mask ort.Value
 	if err := d.session.Run(feeds, results); err != nil {
 		return nil, nil, err
 	}
+	// [/docs:feeds]
 	var logits *ort.Tensor[float32]
 	present := map[string]ort.Value{}
 	for i, output := range d.outputs {

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import BadInputError, raise_if_exhausted
 from ..io.path_safety import trusted_roots
 from ..io.read import read_model
+from ..model.decoder_pair import DECODER_STEM, WITH_PAST_STEM
 
 MERGED_STEM = "decoder_model_merged"
 # The precisions transformers.js knows (its `dtype` option); the order is the order results are reported in.
@@ -27,18 +28,47 @@ def merged_decoder_names() -> list[str]:
     return [f"{folder}/{MERGED_STEM}{variant}.onnx".lstrip("/") for folder in LAYOUT_DIRS for variant in VARIANTS]
 
 
-def find_merged_decoders(directory: str | os.PathLike[str]) -> list[str]:
+@dataclass(frozen=True)
+class SplitPair:
+    """A split export's two decoders (relative POSIX paths) with no merged decoder beside them: `repair` merges
+    them into `merged` (model/decoder_pair.py) and carries both over unchanged."""
+
+    decoder: str
+    with_past: str
+    merged: str
+
+
+def find_split_pairs(directory: str | os.PathLike[str]) -> list[SplitPair]:
+    """decoder_model{variant}.onnx + decoder_with_past_model{variant}.onnx in `directory` (or its onnx/) with no
+    decoder_model_merged{variant}.onnx beside them, in layout order."""
+    directory = Path(directory)
+    pairs = []
+    for folder in LAYOUT_DIRS:
+        for variant in VARIANTS:
+            decoder, with_past, merged = (f"{folder}/{stem}{variant}.onnx".lstrip("/")
+                                          for stem in (DECODER_STEM, WITH_PAST_STEM, MERGED_STEM))
+            if (directory / decoder).is_file() and (directory / with_past).is_file() and \
+                    not (directory / merged).is_file():
+                pairs.append(SplitPair(decoder, with_past, merged))
+    return pairs
+
+
+def find_merged_decoders(directory: str | os.PathLike[str], *, split_pairs_too: bool = False) -> list[str]:
     """Relative paths (POSIX) of the merged decoders in `directory`, in layout order; refuses a directory without
-    one."""
+    one. With `split_pairs_too`, a directory holding only split pairs (find_split_pairs) is accepted and the list
+    may be empty."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BadInputError(f"no such directory: {directory}")
     found = [name for name in merged_decoder_names() if (directory / name).is_file()]
-    if not found:
+    if not found and not (split_pairs_too and find_split_pairs(directory)):
+        pairs = find_split_pairs(directory)
+        holds = (f"; it holds the split decoders {pairs[0].decoder} + {pairs[0].with_past}: `graphfix repair "
+                 f"{directory} OUT` merges them into {pairs[0].merged}" if pairs else
+                 "; give the folder of an export Optimum merged (optimum-cli export onnx writes it), or a folder of "
+                 "such folders")
         raise BadInputError(f"no merged decoder in directory {directory} (looked for {MERGED_STEM}.onnx and "
-                            f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx); give the folder "
-                            "of an export Optimum merged (optimum-cli export onnx writes it), or a folder of such "
-                            "folders")
+                            f"onnx/{MERGED_STEM}{{,{','.join(v for v in VARIANTS if v)}}}.onnx){holds}")
     return found
 
 
@@ -117,6 +147,7 @@ class DirectoryPlan:
     links: list[str] = field(default_factory=list)  # copied (reflink where possible); hardlinked with --link-data
     copies: list[str] = field(default_factory=list)  # external data of other models: always copied
     rewritten: list[str] = field(default_factory=list)  # external data of the decoders: the repair writes it
+    pairs: list[SplitPair] = field(default_factory=list)  # merged into a new merged decoder; the pair is carried over
 
 
 def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False) -> DirectoryPlan:
@@ -126,7 +157,9 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
     External data is copied, never hardlinked: onnx >= 1.23 refuses to load a data file with several links
     ("potential hardlink attack"), so a linked copy would not be a drop-in replacement."""
     directory = Path(directory)
-    plan = DirectoryPlan(decoders=find_merged_decoders(directory))
+    plan = DirectoryPlan(decoders=find_merged_decoders(directory, split_pairs_too=True),
+                         pairs=find_split_pairs(directory))
+    carried = {name for pair in plan.pairs for name in (pair.decoder, pair.with_past)}  # unchanged, whatever target
     decoder_data: set[str] = set()
     other_data: set[str] = set()
     for name in directory_files(directory):
@@ -140,9 +173,9 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
             continue  # not a model we can read: carried over as an opaque file
         base = Path(name).parent
         data = {(base / location).as_posix() for location in loaded.external_files}
-        rewritten = name in plan.decoders or retarget
+        rewritten = name in plan.decoders or (retarget and name not in carried)
         (decoder_data if rewritten else other_data).update(data)
-        if retarget and name not in plan.decoders:
+        if retarget and name not in plan.decoders and name not in carried:
             plan.others.append(name)
     for name in directory_files(directory):
         if name in plan.decoders or name in plan.others:
@@ -157,7 +190,8 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
 
 
 def holds_merged_decoder(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in merged_decoder_names())
+    """A model directory: a merged decoder, or a split pair graphfix merges into one."""
+    return any((directory / name).is_file() for name in merged_decoder_names()) or bool(find_split_pairs(directory))
 
 
 def model_directories(root: Path) -> list[Path]:
@@ -185,6 +219,8 @@ class CheckTarget:
 
     path: Path
     merged_decoder: bool = True
+    split_pair: SplitPair | None = None  # path is then where the pair's merged decoder will be (model_directory/merged)
+    model_directory: Path | None = None  # the folder the split pair's names are relative to
 
 
 def check_targets(path: Path, *, every_model: bool = False) -> list[CheckTarget]:
@@ -200,5 +236,8 @@ def check_targets(path: Path, *, every_model: bool = False) -> list[CheckTarget]
             targets += [CheckTarget(directory / name) for name in plan.decoders]
             targets += [CheckTarget(directory / name, merged_decoder=False) for name in plan.others]
         else:
-            targets += [CheckTarget(directory / name) for name in find_merged_decoders(directory)]
+            targets += [CheckTarget(directory / name)
+                        for name in find_merged_decoders(directory, split_pairs_too=True)]
+        targets += [CheckTarget(directory / pair.merged, split_pair=pair, model_directory=directory)
+                    for pair in find_split_pairs(directory)]
     return targets

@@ -27,6 +27,7 @@ from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from ..process import interrupts
 from .layouts import encoder_for, find_merged_decoders, plan_directory
+from .split_pairs import MergedDraft
 
 if TYPE_CHECKING:
     from ..proof.runtimes import InstallNotice
@@ -215,11 +216,20 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         # The encoders are retargeted first: a decoder's proof is then fed by the encoder as it will be deployed.
         others = _repair_all([(name, source / name, staging / name, options.but(any_model=True))
                               for name in plan.others], jobs, on_progress, validator)
-        encoders = {name: encoder_for(source, name) for name in plan.decoders}
-        work = [(name, source / name, staging / name,
-                 options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others)))
-                for name in plan.decoders]
+        drafts = {pair.merged: MergedDraft(source, pair, staging, out) for pair in plan.pairs}
+        encoders = {name: encoder_for(source, name) for name in plan.decoders + list(drafts)}
+        work: list[Job] = []
+        for name in plan.decoders + list(drafts):  # a split pair's merged draft is repaired like any merged decoder
+            fed = options.but(encoder=_encoder_path(source, staging, encoders[name], plan.others))
+            draft = drafts.get(name)
+            work.append((name, draft.path, staging / name, draft.repair_options(fed)) if draft is not None
+                        else (name, source / name, staging / name, fed))
         models = _repair_all(work, jobs, on_progress, validator) + others
+        for draft in drafts.values():  # the merge is the first change; the repair reads the draft, gone now
+            draft.discard()
+            merged = next(m for m in models if m.path == draft.pair.merged)
+            merged.result.changes.insert(0, draft.finding)
+            merged.result.input = source / draft.pair.decoder
         for model in models:  # the paths the user will see, not the staging ones
             model.result.output = out / model.path
             if model.result.validation is not None:  # without a proof (--no-validate) no encoder fed anything

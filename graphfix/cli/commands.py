@@ -12,11 +12,11 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from ..batch.layouts import encoder_for, find_merged_decoders
+from ..batch.layouts import CheckTarget, encoder_for, find_merged_decoders
 from ..errors import BadInputError, NotAMergedDecoderError
 from ..findings import CODES, EXPLANATIONS
 from ..options import DataMode, RepairOptions
-from ..pipeline import CheckResult, RepairResult, Validator, check, repair
+from ..pipeline import CheckResult, RepairResult, Validator, check_target, repair
 from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report, table
@@ -277,9 +277,10 @@ def check_command(
     for unusable in results:
         if not output.json:
             typer.echo(f"error: {escaped(unusable.error or '')}", err=True)
-    for path, any_model in targets:
+    for target in targets:
+        path = target.path
         try:
-            result = check(path, target_ort=target_ort, ignore_other_models=ignore_other_models, any_model=any_model)
+            result = check_target(target, target_ort, ignore_other_models=ignore_other_models)
         except Exception as err:  # reported, and the next file is still checked
             if output.debug:
                 report_failure("check", err, as_json=False, debug=True)
@@ -323,16 +324,16 @@ def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
 
 
 def _check_targets(paths: list[Path], target_ort: TargetRuntime | None,
-                   results: list[CheckResult]) -> list[tuple[Path, bool]]:
+                   results: list[CheckResult]) -> list[CheckTarget]:
     """(file, is it an export's other model) for every file the paths stand for. A path that stands for nothing
     (no merged decoder anywhere under a directory) is a result of its own with its error, so that `--json` keeps
     one shape whatever fails."""
     from ..batch.layouts import check_targets
 
-    targets: list[tuple[Path, bool]] = []
+    targets: list[CheckTarget] = []
     for path in paths:
         try:
-            targets += [(t.path, not t.merged_decoder) for t in check_targets(path, every_model=target_ort is not None)]
+            targets += check_targets(path, every_model=target_ort is not None)
         except BadInputError as err:
             results.append(CheckResult(path=path, error=str(err)))
     return targets

@@ -340,17 +340,19 @@ def explain_index() -> list[str]:
 # --- describe --------------------------------------------------------------------------------------------------------
 
 def describe_lines(description: Description) -> list[str]:
-    """`graphfix describe`: verdict, tokens, each model's signature, then the loop as a step table."""
+    """`graphfix describe`: verdict, tokens, each model's signature in the model's order, then the loop as a step
+    table."""
     lines = [f"{description.path}: " + (f"needs repair ({code_counts(description.findings)}): graphfix repair "
                                         f"{description.path} OUT" if description.needs_repair else "no repair needed"),
              f"loads in {description.loads_on}"]
     lines += grouped_lines(description.findings, indent="  ")
     tokens = ", ".join(f"{key} {entry['value']}" for key, entry in description.tokens.items())
     lines.append(f"tokens: {tokens or 'no config.json / generation_config.json beside the model'}")
+    lines += [f"warning: {warning}" for warning in description.warnings]
     for model in description.models:
         lines.append(f"{model.path} ({model.kind}; {model.versions}; loads in {model.loads_on}):")
         for direction, tensors in (("in ", model.inputs), ("out", model.outputs)):
-            lines += [f"  {direction} {name}: {signature}" for name, signature in _signature_lines(tensors)]
+            lines += [f"  {direction} {row}" for row in _signature_rows(tensors)]
     for step in description.steps:
         lines.append(f"step {step.steps}:")
         lines += [f"  {feed.input} {feed.dtype} {feed.shape} = {feed.value}" for feed in step.feeds]
@@ -363,15 +365,50 @@ def _dims(tensor: TensorContract) -> str:
     return f"[{', '.join(map(str, tensor.shape))}] ({', '.join(tensor.dims)})"
 
 
-def _signature_lines(tensors: Sequence[TensorContract]) -> list[tuple[str, str]]:
-    """(name, dtype and dims) per tensor; the KV tensors folded into one pattern per distinct signature."""
-    rows: list[tuple[str, str]] = []
-    kv: dict[str, list[str]] = {}
-    for tensor in tensors:
-        if PAST.match(tensor.name) or PRESENT.match(tensor.name):
-            kv.setdefault(f"{tensor.dtype} {_dims(tensor)}", []).append(tensor.name)
-        else:
-            rows.append((tensor.name, f"{tensor.dtype} {_dims(tensor)}"))
-    for signature, names in kv.items():
-        rows += [(pattern, signature) for pattern in name_patterns(names)]
+_LAYER = re.compile(r"^(past_key_values|present)\.(\d+)\.(.+)$")
+
+
+def _signature_rows(tensors: Sequence[TensorContract]) -> list[str]:
+    """`name: dtype dims` per tensor, in the model's order (a binding whose run() is positional, such as Rust ort
+    1.16.3, feeds and reads them in exactly this order); each run of KV tensors folded layer by layer."""
+    rows: list[str] = []
+    run: list[TensorContract] = []
+    for tensor in [*tensors, None]:
+        if tensor is not None and (PAST.match(tensor.name) or PRESENT.match(tensor.name)):
+            run.append(tensor)
+            continue
+        if run:
+            rows += _kv_rows(run)
+            run = []
+        if tensor is not None:
+            rows.append(f"{tensor.name}: {tensor.dtype} {_dims(tensor)}")
     return rows
+
+
+def _kv_rows(run: list[TensorContract]) -> list[str]:
+    """`for each layer N in 0, 1, in this order:` and one row per same-signature span of a layer's tensors, when
+    every layer repeats the first one's names and signatures in order; else one row per tensor."""
+    matches = [_LAYER.match(t.name) for t in run]
+    layers = list(dict.fromkeys(m[2] for m in matches if m))
+    width = len(run) // max(len(layers), 1)
+    first = run[:width]
+
+    def same_as_first(index: int, tensor: TensorContract) -> bool:
+        match, model = matches[index], _LAYER.match(first[index % width].name)
+        return bool(match and model and match[1] == model[1] and match[3] == model[3]
+                    and match[2] == layers[index // width] and _dims(tensor) == _dims(first[index % width])
+                    and tensor.dtype == first[index % width].dtype)
+
+    if not layers or width * len(layers) != len(run) or not all(same_as_first(i, t) for i, t in enumerate(run)):
+        return [f"{t.name}: {t.dtype} {_dims(t)}" for t in run]
+    spans: list[tuple[str, list[str]]] = []
+    for tensor in first:
+        match = _LAYER.match(tensor.name)
+        assert match is not None
+        signature, name = f"{tensor.dtype} {_dims(tensor)}", f"{match[1]}.N.{match[3]}"
+        if spans and spans[-1][0] == signature:
+            spans[-1][1].append(name)
+        else:
+            spans.append((signature, [name]))
+    rows = [f"for each layer N in {value_set(layers)}, in this order:"]
+    return rows + [f"  {pattern}: {signature}" for signature, names in spans for pattern in name_patterns(names)]

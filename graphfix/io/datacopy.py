@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import portable
@@ -197,6 +197,17 @@ def copy_data_file(src_fd: int, src: Path, dst: Path, mode: str = "clone") -> No
 
 def write_pieces(pieces: Iterable[Piece], src_fd: int, dst: Path, mode: int = 0o644) -> None:
     """Write literal bytes and ranges of src_fd, in order, into the new file dst (permission bits `mode`)."""
+    write_pieces_from(pieces, [(src_fd, -1)], dst, mode)
+
+
+def write_pieces_from(pieces: Iterable[Piece], sources: Sequence[tuple[int, int]], dst: Path,
+                      mode: int = 0o644) -> None:
+    """write_pieces with ranges of several files: `sources` are (descriptor, size) and a range addresses their
+    concatenation, in order (a merged model's weights come from two files); the last size may be -1 (unbounded)."""
+    bases, base = [], 0
+    for src_fd, size in sources:
+        bases.append((base, src_fd))
+        base += size
     fd = os.open(dst, portable.CREATE_FLAGS, 0o600)
     try:
         portable.set_mode(fd, dst, mode)
@@ -209,7 +220,8 @@ def write_pieces(pieces: Iterable[Piece], src_fd: int, dst: Path, mode: int = 0o
                 _write_all(fd, b"".join(pending))
                 pending = []
             if isinstance(piece, SourceRange):
-                _copy_range(src_fd, fd, piece.start, len(piece))
+                start, src_fd = next((start, src) for start, src in reversed(bases) if piece.start >= start)
+                _copy_range(src_fd, fd, piece.start - start, len(piece))
     finally:
         os.close(fd)
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Union
 if TYPE_CHECKING:
     import mmap
 
+    from . import onnx_proto as onnx
+
 # Field numbers from onnx.proto; only the messages on the path from ModelProto to a TensorProto matter.
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR = range(5)
 _CHILDREN = {
@@ -215,3 +217,30 @@ def join(skeleton: bytes) -> list[Piece]:
 
 def is_payload_marker(location: str) -> bool:
     return location == PAYLOAD_LOCATION
+
+
+def payload_ranges(tensor: onnx.TensorProto) -> list[SourceRange] | None:
+    """The byte ranges of the source file holding a skeleton tensor's payload (whole protobuf fields: tag, length
+    and value); None for a tensor whose payload is in the skeleton or in external data."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    if entries.get("location") != PAYLOAD_LOCATION or _RANGES_KEY not in entries:
+        return None
+    return [SourceRange(int(s), int(e)) for s, e in (r.split(":") for r in entries[_RANGES_KEY].split(","))]
+
+
+def move_payload(tensor: onnx.TensorProto, by: int) -> None:
+    """Shift a skeleton tensor's payload ranges by `by` bytes: its source is now read at that offset of several
+    files joined (a merged model's two sources, see datacopy.write_pieces_from)."""
+    for entry in tensor.external_data:
+        if entry.key == _RANGES_KEY:
+            entry.value = ",".join(f"{r.start + by}:{r.end + by}" for r in payload_ranges(tensor) or [])
+
+
+def payload_value(buf: Buffer, field: SourceRange) -> tuple[int, SourceRange]:
+    """The field number and value bytes of one payload field (a length-delimited one: raw_data or a packed repeated
+    field) at `field` of `buf`."""
+    for number, wire, _, value_start, value_end in fields(buf, field.start, field.end):
+        if wire != _LEN or value_end != field.end:
+            break
+        return number, SourceRange(value_start, value_end)
+    raise WireError(f"bytes {field.start}:{field.end} are not one length-delimited field")

@@ -11,6 +11,7 @@ duplicates the weights of a merged decoder.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import NotAMergedDecoderError, RepairRefusedError
@@ -91,17 +92,32 @@ def _condition_source(graph: onnx.GraphProto, name: str) -> str:
     return name
 
 
-def what_it_is(graph: onnx.GraphProto) -> str:
-    """What a model without `use_cache_branch` is, by Optimum's input and output names: the other files of an
-    export are what users most often hand to check by mistake (an encoder, the two decoders of a split export)."""
+_ORT_CONVERTER_PAST = re.compile(r"^past_(key|value)_(self|cross)_\d+$")
+_SPLIT_NEXT = ("run `graphfix repair` on its model folder (graphfix repair FOLDER OUT), which merges "
+               "decoder_model.onnx and decoder_with_past_model.onnx into decoder_model_merged.onnx")
+
+
+def what_it_is(graph: onnx.GraphProto) -> tuple[str, str]:
+    """What a model without `use_cache_branch` is, by its input and output names, and what to do next: the other
+    files of an export are what users most often hand to check by mistake (an encoder, the two decoders of a split
+    export), and onnxruntime's own converters write decoders of another protocol."""
     inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
+    if any(_ORT_CONVERTER_PAST.match(name) for name in inputs):
+        return ("a decoder from onnxruntime's own converter (onnxruntime.transformers.models.t5 / whisper "
+                "convert_to_onnx: past_key_self_* / past_key_cross_* inputs)",
+                "its client feeds present_key_self_N back as past_key_self_N and keeps past_key_cross_N from the "
+                "encoder-decoder-init model's present_key_cross_N (onnxruntime's BeamSearch op, from "
+                "convert_generation, drives it so); graphfix repairs Optimum exports: for a plain present->past "
+                "client, export with `optimum-cli export onnx` and repair that")
     if any(PAST.match(name) for name in inputs):
-        return "a decoder with past, as split exports have it"
+        return "a decoder with past, as split exports have it", _SPLIT_NEXT
     if "logits" in outputs:
-        return "a decoder without past, as split exports have it"
+        if any(PRESENT.match(name) for name in outputs):
+            return "a decoder without past, as split exports have it", _SPLIT_NEXT
+        return "a decoder without past or present outputs (no KV cache)", "nothing to repair"
     if "last_hidden_state" in outputs:
-        return "an encoder"
-    return "a model with neither past_key_values inputs nor logits"
+        return "an encoder", "nothing to repair"
+    return "a model with neither past_key_values inputs nor logits", "nothing to repair"
 
 
 # What to do with a decoder graphfix cannot take as Optimum's merged one.
@@ -113,8 +129,8 @@ def find_merged_decoder(model: onnx.ModelProto) -> MergedDecoder:
     graph = model.graph
     flag = next((v for v in graph.input if v.name == CACHE_FLAG), None)
     if flag is None or flag.type.tensor_type.elem_type != onnx.TensorProto.BOOL:
-        raise NotAMergedDecoderError(f"not a merged decoder ({what_it_is(graph)}, no boolean input {CACHE_FLAG!r}): "
-                                     "nothing to repair")
+        what, then = what_it_is(graph)
+        raise NotAMergedDecoderError(f"not a merged decoder ({what}, no boolean input {CACHE_FLAG!r}): {then}")
     # An If without its condition input is malformed (found by fuzzing); it conditions on nothing.
     ifs = [n for n in graph.node
            if n.op_type == "If" and n.input and _condition_source(graph, n.input[0]) == CACHE_FLAG]

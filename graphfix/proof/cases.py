@@ -58,6 +58,9 @@ class ProofRequest:
     batches: tuple[int, ...] = BATCHES
     source_lengths: tuple[int, ...] = SOURCE_LENGTHS
     seed: int = 0
+    # The split pair (decoder_model.onnx, decoder_with_past_model.onnx) the model under proof was merged from: the
+    # loop's logits must equal the pair's, driven as Optimum drives a pair, at every step.
+    pair: tuple[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"proof": asdict(self)})
@@ -66,7 +69,8 @@ class ProofRequest:
     def from_json(cls, fields: dict[str, Any]) -> ProofRequest:
         feeds = fields.get("encoder_feeds")
         return cls(**{**fields, "batches": tuple(fields["batches"]), "source_lengths": tuple(fields["source_lengths"]),
-                      "encoder_feeds": EncoderFeeds(**feeds) if feeds is not None else None})
+                      "encoder_feeds": EncoderFeeds(**feeds) if feeds is not None else None,
+                      "pair": tuple(fields["pair"]) if fields.get("pair") else None})
 
 
 @dataclass(frozen=True)

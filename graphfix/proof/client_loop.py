@@ -313,6 +313,25 @@ class OptimumLoop:
         return _last_logits(out)
 
 
+class PairLoop:
+    """A split pair driven as Optimum drives it: decoder_model.onnx over the prompt, then decoder_with_past_model.onnx
+    on one token at a time, fed its own presents and the encoder KV of step 1 (it returns no encoder presents)."""
+
+    def __init__(self, decoder: DecoderSession, with_past: DecoderSession):
+        self.decoder, self.with_past = decoder, with_past
+        self.past: Feeds | None = None
+        self.encoder_kv: Feeds = {}
+
+    def step(self, tokens: np.ndarray, encoder: Feeds, step: int) -> np.ndarray:
+        if self.past is None:
+            out = self.decoder.run(tokens, encoder)
+            self.encoder_kv = {_as_past(n): v for n, v in out.items() if PRESENT.match(n) and ".encoder." in n}
+        else:
+            out = self.with_past.run(tokens[:, -1:], encoder, self.past, step - 1)
+        self.past = {**self.encoder_kv, **{_as_past(n): v for n, v in out.items() if PRESENT.match(n)}}
+        return _last_logits(out)
+
+
 def _as_past(present: str) -> str:
     return present.replace("present", "past_key_values", 1)
 
@@ -336,6 +355,9 @@ class PlainClient:
         self.against_reference: dict[str, Any] = {"max_abs_diff": 0.0, "failure": None}
         self.judge_path = judge
         self.judge: DecoderSession | None = None
+        self.pair: tuple[DecoderSession, DecoderSession] | None = None
+        self.against_pair: dict[str, Any] = {"max_abs_diff": 0.0, "tokens_agree": 0, "tokens_total": 0,
+                                             "failure": None}
 
     def decode_case(self, batch: int, source_length: int, steps: int, tolerance: float, seed: int,
                     judged: bool = False) -> CaseResult:
@@ -352,6 +374,7 @@ class PlainClient:
         prefix = _prefix(rng, self.first.vocab, batch, steps)
         past: Feeds | None = None
         vocab = self.first.declared_vocab  # else what step 1 gives: every later step must give the same
+        pair = PairLoop(*self.pair) if self.pair is not None and not judged else None
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
             model = self.first if past is None else self.later
@@ -399,6 +422,8 @@ class PlainClient:
                                        if wiring is not None else ""))
                     return case
             self._compare_reference(tokens, encoder, full, tolerance * scale, batch, source_length, step)
+            if pair is not None:
+                self._compare_pair(pair, tokens, encoder, got, tolerance * scale, batch, source_length, step)
             past = {name.replace("present", "past_key_values", 1): value
                     for name, value in cached.items() if PRESENT.match(name)}
         case.failure = self._unusable_presents(past or {}, batch, steps)
@@ -439,6 +464,25 @@ class PlainClient:
         except Exception:  # a judge that cannot run is no evidence either way
             return None
         return theirs if theirs.shape == shape else None
+
+    def _compare_pair(self, pair: PairLoop, tokens: np.ndarray, encoder: Feeds, got: np.ndarray, tolerance: float,
+                      batch: int, source_length: int, step: int) -> None:
+        """The loop's logits must be the split pair's it was merged from, and pick the same tokens."""
+        record = self.against_pair
+        if record["failure"]:
+            return
+        where = f"batch {batch}, source length {source_length}, step {step}"
+        try:
+            theirs = pair.step(tokens, encoder, step)
+        except Exception as err:
+            record["failure"] = f"{where}: the split pair fails in onnxruntime: {ort_reason(err)}"
+            return
+        diff = float(np.max(np.abs(got - theirs)))
+        record["max_abs_diff"] = max(record["max_abs_diff"], diff)
+        record["tokens_total"] += batch
+        record["tokens_agree"] += int(np.sum(got.argmax(-1) == theirs.argmax(-1)))
+        if not np.isfinite(diff) or diff > tolerance:
+            record["failure"] = f"{where}: logits differ from the split pair's by {diff:.3g}"
 
     def _load_judge(self) -> bool:
         if self.judge is None and self.judge_path is not None:
@@ -485,6 +529,8 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
                          DecoderSession(request.reference) if request.reference else None,
                          EncoderSession(request.encoder, request.encoder_feeds) if request.encoder else None,
                          request.judge)
+    if request.pair is not None:
+        client.pair = (DecoderSession(request.pair[0]), DecoderSession(request.pair[1]))
     source_lengths: tuple[int, ...] = request.source_lengths
     if "encoder_hidden_states" not in first_session.inputs:
         source_lengths = (0,)  # a decoder-only model: no encoder to vary
@@ -495,7 +541,8 @@ def run_proof(request: ProofRequest) -> dict[str, Any]:
     cases = [client.decode_case(batch, source_length, request.steps, request.tolerance, request.seed + 10 * i + j)
              for i, batch in enumerate(request.batches) for j, source_length in enumerate(source_lengths)]
     return {"onnxruntime": onnxruntime.__version__, "cases": [asdict(c) for c in cases],
-            "original": client.against_reference if request.reference else None}
+            "original": client.against_reference if request.reference else None,
+            "pair": client.against_pair if request.pair else None}
 
 
 def answer(request: Request) -> dict[str, Any]:

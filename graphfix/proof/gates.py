@@ -147,6 +147,7 @@ class DecodeGate:
     evidence: Evidence
     validator: Validator | None = None
     encoder: Path | None = None
+    pair: tuple[Path, Path] | None = None  # the split pair it was merged from: the loop must decode like it
     step: str = "validating"
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
@@ -156,7 +157,7 @@ class DecodeGate:
             from .validation import validate  # numpy + onnxruntime: only when validating
 
             validation = validate(staged[self.out], ort_version=self.runtime, judge=self.judge,
-                                  encoder=self.encoder)
+                                  encoder=self.encoder, pair=self.pair)
         self.evidence.validation = require_proof(validation, self.out,
                                                  "repaired model does not decode like full recompute")
         self.evidence.loaded_on = validation.onnxruntime

@@ -35,17 +35,20 @@ class ValidationResult:
     cases: list[CaseResult] = field(default_factory=list)
     original: dict[str, Any] | None = None  # against a reference model: max diff of full-recompute logits
     encoder: str | None = None  # the export's encoder that fed the decoder, when the proof ran end to end
+    # Against the split pair the model was merged from: max diff of logits, tokens agreeing, failure.
+    pair: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
-        return all(c.failure is None for c in self.cases) and not (self.original or {}).get("failure")
+        return (all(c.failure is None for c in self.cases) and not (self.original or {}).get("failure")
+                and not (self.pair or {}).get("failure"))
 
     @property
     def first_failure(self) -> str | None:
         for case in self.cases:
             if case.failure:
                 return f"batch {case.batch}, source length {case.source_length}: {case.failure}"
-        failure: str | None = (self.original or {}).get("failure")
+        failure: str | None = (self.original or {}).get("failure") or (self.pair or {}).get("failure")
         return failure
 
     @property
@@ -55,7 +58,8 @@ class ValidationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "ok": self.ok, "onnxruntime": self.onnxruntime, "tolerance": self.tolerance,
                 "max_abs_diff": self.max_abs_diff, "first_failure": self.first_failure,
-                "cases": [asdict(c) for c in self.cases], "original": self.original, "encoder": self.encoder}
+                "cases": [asdict(c) for c in self.cases], "original": self.original, "encoder": self.encoder,
+                "pair": self.pair}
 
 
 def tolerance_for(model: onnx.ModelProto) -> float:
@@ -80,11 +84,11 @@ def _require_cases(steps: int, batches: Sequence[int], source_lengths: Sequence[
 def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
            batches: Sequence[int], source_lengths: Sequence[int], seed: int, ort_version: TargetRuntime | str | None,
-           encoder: str | os.PathLike[str] | None = None,
-           judge: str | os.PathLike[str] | None = None) -> ValidationResult:
+           encoder: str | os.PathLike[str] | None = None, judge: str | os.PathLike[str] | None = None,
+           pair: tuple[Path, Path] | None = None) -> ValidationResult:
     _require_cases(steps, batches, source_lengths)
     runtime = as_target(ort_version)
-    paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p)]
+    paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p), *(pair or ())]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
     tolerance = tolerance_for(loaded[1].model)
@@ -97,7 +101,8 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     request = ProofRequest(model=os.path.abspath(model), model_with_past=os.path.abspath(model_with_past),
                            tolerance=tolerance, reference=absolute(reference), judge=absolute(judge),
                            encoder=absolute(encoder), encoder_feeds=feeds, release=runtime.release if runtime else None,
-                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed)
+                           steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed,
+                           pair=(os.path.abspath(pair[0]), os.path.abspath(pair[1])) if pair else None)
     from .runtimes import run_in_runtime
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
@@ -105,20 +110,23 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     answer = run_in_runtime(request)
     return ValidationResult(model=os.fspath(shown_as), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
                             cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
-                            encoder=os.fspath(encoder) if encoder else None)
+                            encoder=os.fspath(encoder) if encoder else None, pair=answer.get("pair"))
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
              batches: Sequence[int] = BATCHES, source_lengths: Sequence[int] = SOURCE_LENGTHS, seed: int = 0,
              ort_version: TargetRuntime | str | None = None, encoder: str | os.PathLike[str] | None = None,
-             judge: str | os.PathLike[str] | None = None) -> ValidationResult:
+             judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None) -> ValidationResult:
     """Prove that the plain present->past loop on the merged decoder `model` decodes like full recompute; with
     `original`, that full-recompute logits equal that model's at every step; with `encoder` (the export's
     encoder_model.onnx), fed by that encoder's output, end to end. `judge` (the unrepaired model; `original`
     serves too) is asked only when the loop differs from full recompute: if it, driven as Optimum drives it, gives
-    the loop's very numbers, the difference is the model's own and the case holds (`original_differs`). Returns
+    the loop's very numbers, the difference is the model's own and the case holds (`original_differs`). With
+    `pair` (decoder_model.onnx, decoder_with_past_model.onnx: what `model` was merged from), the loop's logits must
+    equal that pair's, driven as Optimum drives a pair, at every step. Returns
     the figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded."""
-    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge)
+    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge,
+                  pair)
 
 
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],

@@ -2,7 +2,9 @@
 on onnxruntime-node (the newest release, and 1.16.3 whose C library Rust ort 1.16.3 loads), each compared token for
 token with the PyTorch model the export came from.
 
-These need torch, the Optimum exporter and node, so `make test` (fast, no torch) does not collect them;
+test_every_binding.py (every examples/<lang>/run on the committed sample exports) needs no torch: `make
+test-examples` runs it in the test venv. The others need torch, the Optimum exporter and node, so `make test` (fast,
+no torch) does not collect them;
 `make test-clients` installs their stack (.venv-clients, tests/clients/js{,-ort116}/node_modules) and runs them with
 GRAPHFIX_CLIENT_TESTS=1. The exports are made fresh in every session by the real exporter
 (sample_models/make_samples.py --keep-all), so the tests also notice when the exporter's output changes.

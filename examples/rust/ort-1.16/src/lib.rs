@@ -44,7 +44,9 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
         let use_cache = mode == Mode::Cached && step > 1;
         let fed = if mode == Mode::Cached { &sequence[sequence.len() - 1..] } else { sequence };
         let input_ids = CowArray::from(Array::from_shape_vec((1, fed.len()), fed.to_vec()).unwrap().into_dyn());
+        // [docs:bool]
         let use_cache_branch = CowArray::from(ArrayD::from_elem(IxDyn(&[1]), use_cache)); // rank 1, shape [1]
+        // [/docs:bool]
         let (hidden, mask) = (CowArray::from(hidden.view()), CowArray::from(mask.view()));
         let mut past = HashMap::new();
         for (name, empty) in &empty_past {
@@ -52,6 +54,7 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
             past.insert(name.as_str(), CowArray::from(present.filter(|_| use_cache).unwrap_or(empty).view()));
         }
 
+        // [docs:positional-run]
         // Positional: run() sends this list under the names of `decoder.inputs`, in that order.
         let mut inputs = Vec::with_capacity(decoder.inputs.len());
         for input in &decoder.inputs {
@@ -78,6 +81,7 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
                 presents.insert(output.name.clone(), array);
             }
         }
+        // [/docs:positional-run]
         logits.ok_or_else(|| DecodeError { stage: at, message: "the decoder has no `logits` output".into() })
     })
 }
@@ -146,6 +150,7 @@ fn run_encoder(encoder: &Session, source_ids: &ArrayD<i64>, mask: &ArrayD<i64>) 
     Ok(owned)
 }
 
+// [docs:empty-past]
 /// Step 1's past: a zero-length tensor for every `past_key_values.*` input (onnxruntime 1.16.3 takes zero-size
 /// tensors, and ort 1.16 passes them through).
 fn empty_past(decoder: &Session) -> Result<HashMap<String, ArrayD<f32>>, String> {
@@ -157,3 +162,4 @@ fn empty_past(decoder: &Session) -> Result<HashMap<String, ArrayD<f32>>, String>
     }
     Ok(past)
 }
+// [/docs:empty-past]

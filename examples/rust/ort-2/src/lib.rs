@@ -46,12 +46,14 @@ pub fn decode(request: &Request, mode: Mode) -> Result<Vec<i64>, DecodeError> {
         let at = Stage::DecoderStep(step);
         let use_cache = mode == Mode::Cached && step > 1;
         let fed = if mode == Mode::Cached { &sequence[sequence.len() - 1..] } else { sequence };
+        // [docs:named-inputs]
         let mut inputs: Vec<(String, SessionInputValue)> = vec![
             ("input_ids".into(), Tensor::from_array(([1, fed.len()], fed.to_vec())).at(at)?.into()),
             ("encoder_hidden_states".into(), (&hidden).into()),
             ("encoder_attention_mask".into(), (&mask).into()),
             ("use_cache_branch".into(), Tensor::from_array(([1], vec![use_cache])).at(at)?.into()), // rank 1, shape [1]
         ];
+        // [/docs:named-inputs]
         for name in &past_names {
             let present = contract::present_for(name).and_then(|present| presents.remove(&present));
             let past = match present {

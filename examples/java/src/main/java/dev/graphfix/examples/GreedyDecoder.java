@@ -108,6 +108,7 @@ public final class GreedyDecoder implements AutoCloseable {
                     step++;
                     boolean cached = useCache && step > 1;
                     long[] decoderIds = useCache ? new long[] {sequence.get(sequence.size() - 1)} : toArray(sequence);
+                    // [docs:step]
                     OrtSession.Result result;
                     try (OnnxTensor inputIds = longTensor(decoderIds);
                             OnnxTensor useCacheBranch = OnnxTensor.createTensor(env, new boolean[] {cached})) {
@@ -115,6 +116,7 @@ public final class GreedyDecoder implements AutoCloseable {
                                 useCacheBranch, cached ? past : emptyPast);
                         result = decoder.run(feeds);
                     }
+                    // [/docs:step]
                     long next = step == 1 && tokens.forcedBos() != null
                             ? tokens.forcedBos() : lastArgmax((OnnxTensor) output(result, "logits", decoder));
                     sequence.add(next);
@@ -172,6 +174,7 @@ public final class GreedyDecoder implements AutoCloseable {
         return feeds;
     }
 
+    // [docs:empty-past]
     /**
      * Step 1's past: zero past tokens, heads and head_dim as the decoder declares them (fixed numbers in Optimum
      * exports). A FloatBuffer of capacity 0 makes a zero-size tensor in onnxruntime 1.16.3 and in current releases.
@@ -193,6 +196,7 @@ public final class GreedyDecoder implements AutoCloseable {
         }
         return past;
     }
+    // [/docs:empty-past]
 
     /** The whole cache for the next step: every present.X becomes past_key_values.X (owned by {@code result}). */
     private static Map<String, OnnxTensor> presentsAsPast(OrtSession.Result result) {
