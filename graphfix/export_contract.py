@@ -253,10 +253,7 @@ def _vocabulary(decoder: ModelContract | None, model_file: Path) -> tuple[int, s
     if logits and logits.shape and isinstance(logits.shape[-1], int):
         return logits.shape[-1], "the logits' declared vocabulary dim"
     for folder in _config_dirs(model_file):
-        try:
-            size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-        except (OSError, ValueError, AttributeError):
-            continue
+        size = read_config(folder / "config.json").get("vocab_size")  # read as every config is (io/config_files.py)
         if isinstance(size, int) and not isinstance(size, bool):
             return size, "config.json's vocab_size"
     return None
