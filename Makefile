@@ -263,3 +263,23 @@ dist: $(DIST_VENV)/.installed
 .PHONY: fuzz
 fuzz: $(VENV)/.test-installed
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
+
+# The declared dependency floors, tested: a venv holding the oldest release pyproject.toml allows of each dependency
+# (scripts/dependency_floors.py pins each `name>=X` to `name==X` and checks pip honoured it), and the core tests
+# that need no exporter in it (about a minute). `make test` and `make lint` run against the latest releases.
+FLOORS_VENV := .venv-floors
+FLOOR_TESTS ?= tests/test_api.py tests/test_passes.py tests/test_pass_contract.py tests/test_refused_models.py \
+	tests/test_decode_verdicts.py
+.PHONY: test-floors
+
+$(FLOORS_VENV)/.installed: pyproject.toml scripts/dependency_floors.py
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PYTHON) scripts/dependency_floors.py pyproject.toml > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/pip install --quiet --disable-pip-version-check -c $(FLOORS_VENV)/floors.txt \
+		-e '.[test]' --config-settings editable_mode=compat
+	$(FLOORS_VENV)/bin/python scripts/dependency_floors.py --check pyproject.toml
+	touch $@
+
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_VENV)/bin/python -m pytest -q $(FLOOR_TESTS)

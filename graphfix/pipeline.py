@@ -205,9 +205,12 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
     ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
-    `any_model` it is checked for what `target_ort` needs (retargeting only). A directory, as on the command line,
-    stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
-    model of the export too: one result each in `models`, their findings together in `findings`."""
+    `any_model` it is checked for what `target_ort` needs (retargeting only). With a `target_ort`, what that release
+    needs of such a model is reported as findings whatever the flags (a hook that hands an export's encoder to
+    `check --target-ort` must hear that the release refuses it); one it loads as it is keeps its verdict. A
+    directory, as on the command line, stands for its merged decoders (of every model directory under it), and with
+    `target_ort` for every other ONNX model of the export too: one result each in `models`, their findings together
+    in `findings`."""
     path, target = Path(path), as_target(target_ort)
     if path.is_dir():
         from .batch.layouts import check_targets
@@ -219,6 +222,11 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     try:
         _, findings = find_and_fix(loaded, target, any_model=any_model)
     except NotAMergedDecoderError as err:
+        # Not a merged decoder, but deployed with it: what the target release needs of it is a finding whatever
+        # the flags (a hook passes over other models); a model it loads as it is keeps its verdict.
+        needs = find_and_fix(loaded, target, any_model=True)[1] if target is not None else []
+        if needs:
+            return CheckResult(path=path, findings=needs, oldest_onnxruntime=oldest)
         if not ignore_other_models:
             raise
         return CheckResult(path=path, skipped=str(err), oldest_onnxruntime=oldest)

@@ -20,6 +20,10 @@ from graphfix.cli import app
 os.environ["GRAPHFIX_CHECK_PASSES"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's own onnxruntime cache, never the developer's ~/.cache/graphfix nor a GRAPHFIX_CACHE of their shell: a
+# test's outcome must not depend on what a user happens to have cached. GRAPHFIX_TEST_CACHE names a cache to share
+# between checkouts (each release costs a pip install once); tests about the cache itself make their own in tmp.
+os.environ["GRAPHFIX_CACHE"] = os.environ.get("GRAPHFIX_TEST_CACHE") or str(ROOT / "build" / "test-runtime-cache")
 SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((ROOT / "sample_models" / "current").glob("*.onnx"))
 FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]

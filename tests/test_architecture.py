@@ -175,17 +175,26 @@ def test_merged_decoder_passes_do_not_run_on_other_models_and_any_model_passes_d
     assert run_passes(encoder, [*PIPELINE, everywhere]) == [] and seen == ["everywhere"]
 
 
-def test_check_refuses_a_model_that_is_not_a_merged_decoder_with_or_without_target(tmp_path):
-    """One verdict per model: --target-ort used to turn "not a merged decoder" (exit 2) into "ok"."""
+def test_check_refuses_a_model_that_is_not_a_merged_decoder_unless_the_target_needs_something_of_it(tmp_path):
+    """One verdict per model: --target-ort used to turn "not a merged decoder" (exit 2) into "ok". A model the
+    target release loads as it is keeps that verdict; one it refuses (IR 10 in onnxruntime 1.16) is findings: the
+    file is deployed with the decoder, and "not a merged decoder" would hide that the release refuses it."""
     from graphfix import check
 
-    path = tmp_path / "encoder_model.onnx"
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "encoder",
-                                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), path)
+    def encoder(ir_version: int) -> Path:
+        path = tmp_path / f"encoder_ir{ir_version}.onnx"
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "encoder",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        onnx.save(helper.make_model(graph, ir_version=ir_version, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
     for target in (None, "1.16"):
         with pytest.raises(NotAMergedDecoderError):
-            check(path, target_ort=target)
+            check(encoder(8), target_ort=target)
+    with pytest.raises(NotAMergedDecoderError):
+        check(encoder(10))
+    assert check(encoder(10), target_ort="1.16").findings
 
 
 # --- one error layer ------------------------------------------------------------------------------------------------

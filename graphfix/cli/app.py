@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, is_out_of_memory, one_line
 from ..passes.contract import CHECK_PASSES
 from ..process import interrupts
+from .shown import shown
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 3 a tree repair in "
               "which some model folders failed and others were repaired; 128+n interrupted by signal n (130 Ctrl-C, "
@@ -36,18 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def escaped(text: str) -> str:
-    """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
-    return undecodable_escaped(text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r"))
-
-
-def undecodable_escaped(text: str) -> str:
-    """A name's bytes that are not UTF-8 (Python holds them as lone surrogates) shown as `\\xNN`, as `ls -b` does:
-    written raw they would make the whole line undecodable for a reader expecting UTF-8."""
-    try:  # the bytes back as they were, then decoded with each invalid one as \\xNN (no regex: this runs on errors,
-        # out of memory too, where compiling one can fail)
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte: nothing a file name holds
-        return text
+    """A message as one line whatever it quotes, every character kept and told apart (a backslash doubled)."""
+    return shown(text.replace("\\", "\\\\"))
 
 
 class Verbosity(Enum):
@@ -140,7 +131,9 @@ def _interrupted_message() -> str:
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
-    say(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
+    """The one JSON document of a command, names exact (json.dumps escapes every control character and, ASCII
+    only, every bidi override): not text, so not through `shown`."""
+    _write_stdout(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
 _OUT_OF_MEMORY = "out of memory"
@@ -237,10 +230,19 @@ class StdoutFailed(Exception):
         self.error = error
 
 
-def say(text: str) -> None:
-    """One result line (or document) on stdout."""
+def say(line: str) -> None:
+    """One result line on stdout, made safe for a terminal (shown.py): whatever it quotes stays on one line."""
+    _write_stdout(shown(line))
+
+
+def tell(line: str) -> None:
+    """One diagnostic line on stderr (an `error:` line, a first-use notice), made safe for a terminal."""
+    typer.echo(shown(line), err=True)
+
+
+def _write_stdout(text: str) -> None:
     try:
-        typer.echo(undecodable_escaped(text))
+        typer.echo(text)
     except OSError as err:
         raise StdoutFailed(err) from None
 

@@ -36,6 +36,7 @@ from .app import (
     report_failure,
     run,
     say,
+    tell,
     watch_outputs,
 )
 from .progress import progress_wanted, terminal_progress
@@ -71,29 +72,22 @@ def _use_runtime_python(path: Path | None) -> None:
 
 
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
-    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
-    the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
-    from ..proof.runtimes import install_in_progress, runtime_home, runtime_installed
+    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said when the
+    install starts (runtimes.py tells this process's listener), on a terminal and in pipes alike, so that a run that
+    seems stuck says why, and a run refused before it needs the release says nothing of it. A run that will wait
+    for another process's install of it says so up front."""
+    from ..proof import runtimes
 
-    for release in dict.fromkeys(r.release for r in releases if r is not None):
+    wanted = list(dict.fromkeys(r.release for r in releases if r is not None))
+    if wanted:
+        runtimes.install_listener = lambda release, home: tell(report.first_use_line(release, home))
+    for release in wanted:
         try:
-            if runtime_installed(release):
-                continue
-            home = runtime_home(release)
+            home = runtimes.runtime_home(release)
         except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
-        if install_in_progress(home):  # the run waits for that install instead of making its own
-            typer.echo(report.waiting_line(release, home), err=True)
-        elif _may_create(home):  # else the install cannot start: the run's one error line names the cache
-            typer.echo(report.first_use_line(release, home), err=True)
-
-
-def _may_create(path: Path) -> bool:
-    """Whether this user may create `path`: its nearest existing ancestor is a directory they may write to."""
-    for ancestor in (path, *path.parents):
-        if ancestor.exists():
-            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
-    return False
+        if runtimes.install_in_progress(home):  # the run waits for that install instead of making its own
+            tell(report.waiting_line(release, home))
 
 
 def _version(value: bool) -> None:
@@ -315,9 +309,11 @@ def check_command(
         if not output.json:
             _echo(report.check_lines(result, output.verbosity))
     if output.json:
-        first_error = next((r.error for r in results if r.error), None) if exit_code == 2 else None
+        first_error = next((r.error for r in results if r.error is not None), None) if exit_code == 2 else None
+        # exit 2 is a failure like any other command's: its keys too (docs/json-schema.md)
         emit_json("check", {"ok": exit_code == 0, "exit_code": exit_code, "error": first_error,
-                            "results": [r.to_dict() for r in results]})
+                            "results": [r.to_dict() for r in results],
+                            **({"validation": None} if first_error is not None else {})})
     else:
         say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
@@ -328,10 +324,11 @@ def check_command(
 
 
 def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
-    """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
+    """Which onnxruntime releases take every file checked, as they are, those passed over included (nothing when
+    none could be read)."""
     from ..targets.release_floor import ReleaseFloor, newest_of
 
-    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
+    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None]
     plural = len(floors) > 1
     subject = "as they are, they" if plural else "as it is, it"
     return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""

@@ -139,7 +139,9 @@ class DecoderSession:
         if unknown:
             raise BadInputError(f"cannot synthesize a value for input {unknown[0]!r} of {self.name}")
         logits = self.session.get_outputs()[self.outputs.index("logits")]
-        self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else 2
+        declared = list(logits.shape or [])  # none at all where the export declares no shape (onnxruntime < 1.17)
+        self.declared_vocab: int | None = declared[-1] if declared and isinstance(declared[-1], int) else None
+        self.vocab = self.declared_vocab or 2
 
     @property
     def fixed_source_length(self) -> int | None:
@@ -280,6 +282,26 @@ def _last_logits(outputs: Feeds) -> np.ndarray:
     return outputs["logits"][:, -1, :].astype(np.float64)
 
 
+def logits_problem(outputs: Feeds, batch: int, fed: int, vocab: int | None) -> str | None:
+    """What a client would see wrong in a step's logits, in words (None when they are floats of (batch, 1 or the
+    tokens fed, vocab) with finite last-token values): the verdict then names it instead of a numpy error."""
+    logits = outputs.get("logits")
+    if logits is None:
+        return "returned no logits"
+    if logits.dtype.kind != "f":
+        return f"returned logits of dtype {logits.dtype} (a client reads floats)"
+    shape = tuple(int(d) for d in logits.shape)
+    if logits.size == 0:
+        return f"returned empty logits of shape {shape}"
+    if len(shape) != 3 or shape[0] != batch or shape[1] not in (1, fed) or vocab not in (None, shape[2]):
+        return (f"returned logits of shape {shape} where ({batch}, {fed}, {vocab or 'vocab'}) was expected "
+                "(batch, tokens fed, vocabulary)")
+    last = logits[:, -1, :]
+    if not np.all(np.isfinite(last)):
+        return f"returned logits holding {'NaN' if np.isnan(last).any() else 'inf'}"
+    return None
+
+
 class OptimumLoop:
     """The original merged decoder driven as Optimum's own client drives it: its presents fed back as past, except
     the encoder KV, which is kept from step 1 (the original's cache branch returns dummies for it)."""
@@ -359,6 +381,7 @@ class PlainClient:
             encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
         past: Feeds | None = None
+        vocab = self.first.declared_vocab  # else what step 1 gives: every later step must give the same
         pair = PairLoop(*self.pair) if self.pair is not None and not judged else None
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
@@ -366,14 +389,18 @@ class PlainClient:
             if past is not None and (missing := self._missing_past(past)):
                 case.failure = f"step {step}: {missing}"
                 return case
+            where = "the present->past loop" if self.first is self.later else model.name
+            fed = step if past is None else 1
             try:
                 cached = model.run(tokens if past is None else tokens[:, -1:], encoder, past, step - 1)
             except BadInputError:  # an input the loop cannot synthesize: the model, not the proof, is at fault
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 raise_if_out_of_memory(err)
-                where = "the present->past loop" if self.first is self.later else model.name
                 case.failure = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
+                return case
+            if problem := logits_problem(cached, batch, fed, vocab):
+                case.failure = f"step {step}: {where} {problem}"
                 return case
             try:
                 full = cached if step == 1 else self.first.run(tokens, encoder)
@@ -381,13 +408,17 @@ class PlainClient:
                 raise_if_out_of_memory(err)
                 case.failure = f"step {step}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
+            vocab = vocab or int(cached["logits"].shape[-1])
+            if problem := logits_problem(full, batch, step, vocab):
+                case.failure = f"step {step}: full recompute (no past) {problem}"
+                return case
             got, want = _last_logits(cached), _last_logits(full)
             diff = float(np.max(np.abs(got - want)))
             case.steps, case.max_abs_diff = step, max(case.max_abs_diff, diff)
             case.tokens_total += batch
             case.tokens_agree += int(np.sum(got.argmax(-1) == want.argmax(-1)))
             scale = max(1.0, float(np.max(np.abs(want))))
-            theirs = optimum.step(tokens, encoder, step) if optimum is not None else None
+            theirs = self._judged_step(optimum, tokens, encoder, step, got.shape)
             if not np.isfinite(diff) or diff > tolerance * scale:
                 if theirs is None and not judged and self._load_judge():
                     return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
@@ -432,6 +463,19 @@ class PlainClient:
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
+    @staticmethod
+    def _judged_step(optimum: OptimumLoop | None, tokens: np.ndarray, encoder: Feeds, step: int,
+                     shape: tuple[int, ...]) -> np.ndarray | None:
+        """The original's logits at `step`, driven as Optimum drives it; None when there is no judge or it cannot
+        say (it fails, or gives logits of another shape): the loop's divergence then stands as it is."""
+        if optimum is None:
+            return None
+        try:
+            theirs = optimum.step(tokens, encoder, step)
+        except Exception:  # a judge that cannot run is no evidence either way
+            return None
+        return theirs if theirs.shape == shape else None
+
     def _compare_pair(self, pair: PairLoop, tokens: np.ndarray, encoder: Feeds, got: np.ndarray, tolerance: float,
                       batch: int, source_length: int, step: int) -> None:
         """The loop's logits must be the split pair's it was merged from, and pick the same tokens."""
@@ -457,8 +501,20 @@ class PlainClient:
         return self.judge is not None
 
     def _missing_past(self, past: Feeds) -> str | None:
+        """Why the presents of the step before cannot be fed as the past of this one: one missing, or of a dtype
+        or rank the past input does not take (said as a client meets it, not as onnxruntime's refusal)."""
         missing = [name for name in self.later.past if name not in past]
-        return f"{self.later.name} needs {missing[0]!r}, which no present.* provides" if missing else None
+        if missing:
+            return f"{self.later.name} needs {missing[0]!r}, which no present.* provides"
+        for name in self.later.past:
+            spec, value = self.later.inputs[name], past[name]
+            present = name.replace("past_key_values", "present", 1)
+            if _NUMPY.get(spec.type) not in (None, value.dtype.type):
+                return (f"{present} of dtype {value.dtype} is fed back as {name}, which takes "
+                        f"{spec.type[len('tensor('):-1]}")
+            if spec.shape and len(spec.shape) != value.ndim:
+                return f"{present} of shape {tuple(value.shape)} is fed back as {name}, of rank {len(spec.shape)}"
+        return None
 
     def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
         """The last presents are never fed back, so check them as the next step would need them."""

@@ -70,15 +70,23 @@ def tolerance_for(model: onnx.ModelProto) -> float:
     return 1e-2 if past is not None and past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 1e-4
 
 
+def _require_cases(steps: int, batches: Sequence[int], source_lengths: Sequence[int]) -> None:
+    """A proof of no step, no batch or no source length would hold while proving nothing: the caller's mistake."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:  # the cache is first read at step 2
+        raise ValueError(f"steps must be an integer >= 2 (a proof of {steps!r} steps proves nothing of the cache)")
+    for name, sizes in (("batches", batches), ("source_lengths", source_lengths)):
+        if isinstance(sizes, (str, bytes)) or not sizes or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"{name} must hold at least one integer >= 1, got {sizes!r} (a proof of no cases "
+                             "proves nothing)")
+
+
 def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
            batches: Sequence[int], source_lengths: Sequence[int], seed: int, ort_version: TargetRuntime | str | None,
            encoder: str | os.PathLike[str] | None = None, judge: str | os.PathLike[str] | None = None,
            pair: tuple[Path, Path] | None = None) -> ValidationResult:
-    if steps < 2 or not batches or not source_lengths or min(*batches, *source_lengths) < 1:
-        # a proof of the cache needs a cached step (step 2), and a case to run it in: anything less proves nothing
-        raise ValueError(f"a proof needs steps >= 2 and at least one batch and source length >= 1, not "
-                         f"steps={steps}, batches={tuple(batches)}, source_lengths={tuple(source_lengths)}")
+    _require_cases(steps, batches, source_lengths)
     runtime = as_target(ort_version)
     paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p), *(pair or ())]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
