@@ -7,7 +7,7 @@ SAMPLES := $(wildcard sample_models/legacy/*.onnx sample_models/current/*.onnx)
 REPAIRED := $(patsubst sample_models/%.onnx,build/repaired/%.onnx,$(SAMPLES))
 MODELS ?= $(REPAIRED)
 
-.PHONY: install demo test lint check samples client-samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
+.PHONY: install demo test test-fast lint check samples client-samples fixed-shape-samples deep-samples variant-samples clean verify-ort-table verify-ort-domains bench
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ demo: install
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
+
+# The inner loop: every module's behaviour without the slow tier (wheel installs, other Pythons and onnxruntime
+# releases, signal and limit suites, fuzzing, big models), which `make test` adds.
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff and mypy, configured in pyproject.toml; CI runs this after `make test`.
 lint: $(VENV)/.dev-installed
@@ -150,7 +155,7 @@ CLIENTS_VENV := .venv-clients
 CLIENTS_JS := tests/clients/js
 # The same plain client on onnxruntime-node 1.16.3 (bundles libonnxruntime.so.1.16.3, what Rust ort 1.16.3 loads).
 CLIENTS_JS_ORT116 := tests/clients/js-ort116
-.PHONY: test-clients test-examples
+.PHONY: test-clients test-native-examples test-examples
 
 $(CLIENTS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CLIENTS_VENV)
@@ -179,7 +184,12 @@ $(EXAMPLE_JS)/node_modules/.installed: $(EXAMPLE_JS)/package.json $(EXAMPLE_JS)/
 	cd $(EXAMPLE_JS) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test-clients: test-examples $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed \
+# Each example's own test runner (cargo test on ort 1.16.3 and ort 2 — the seed's own success test —, mvn test on
+# onnxruntime 1.16.3 and current, go test, examples/c/test), on the sample exports repaired by this graphfix.
+test-native-examples: $(VENV)/.test-installed
+	examples/test-native $(abspath $(GRAPHFIX)) $(abspath $(BIN)/python)
+
+test-clients: test-examples test-native-examples $(CLIENTS_VENV)/.installed $(CLIENTS_VENV)/.runtimes-installed \
 		$(CLIENTS_JS)/node_modules/.installed $(CLIENTS_JS_ORT116)/node_modules/.installed \
 		$(EXAMPLE_JS)/node_modules/.installed
 	GRAPHFIX_CLIENT_TESTS=1 $(CLIENTS_VENV)/bin/python -m pytest -q tests/clients \
@@ -253,3 +263,23 @@ dist: $(DIST_VENV)/.installed
 .PHONY: fuzz
 fuzz: $(VENV)/.test-installed
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
+
+# The declared dependency floors, tested: a venv holding the oldest release pyproject.toml allows of each dependency
+# (scripts/dependency_floors.py pins each `name>=X` to `name==X` and checks pip honoured it), and the core tests
+# that need no exporter in it (about a minute). `make test` and `make lint` run against the latest releases.
+FLOORS_VENV := .venv-floors
+FLOOR_TESTS ?= tests/test_api.py tests/test_passes.py tests/test_pass_contract.py tests/test_refused_models.py \
+	tests/test_decode_verdicts.py
+.PHONY: test-floors
+
+$(FLOORS_VENV)/.installed: pyproject.toml scripts/dependency_floors.py
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PYTHON) scripts/dependency_floors.py pyproject.toml > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/pip install --quiet --disable-pip-version-check -c $(FLOORS_VENV)/floors.txt \
+		-e '.[test]' --config-settings editable_mode=compat
+	$(FLOORS_VENV)/bin/python scripts/dependency_floors.py --check pyproject.toml
+	touch $@
+
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_VENV)/bin/python -m pytest -q $(FLOOR_TESTS)

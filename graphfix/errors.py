@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from typing import Any, TypeVar
 
 # OSErrors that are the machine's limit (ulimit -v, ulimit -n), not the path's fault: never reworded as bad input,
@@ -10,17 +11,30 @@ from typing import Any, TypeVar
 EXHAUSTED_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
-# How a failure out of address space reads: Python's words (also for a lock it cannot allocate), C++'s and
-# OpenBLAS's, the dynamic loader's when a shared library or its thread-local data cannot be mapped, and glibc's
-# abort when it cannot load the unwinder.
-_OUT_OF_MEMORY_WORDS = ("memoryerror", "bad_alloc", "memory allocation", "failed to map segment",
-                        "cannot allocate memory", "libgcc_s.so.1 must be installed", "can't allocate lock")
+# How onnxruntime's own message starts when it could not allocate: C++'s std::bad_alloc (GCC's and MSVC's
+# what()) or its arena's words, after ORT's header, the file it was loading and the stage it caught them in. A user's
+# words come before ORT's own: the path ("Load model from PATH failed:", up to the last " failed:") and a node's
+# name ("... running X node. Name:'...' Status Message: ", up to the last "Status Message: ").
+_ORT_ALLOCATION_FAILED = ("std::bad_alloc", "bad allocation", "Failed to allocate memory")
+_ORT_PREAMBLE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:Load model from .* failed:)?"
+                           r"(?:Exception during (?:loading|initialization): |Failed to load model with error: )?",
+                           re.DOTALL)
+_ORT_SOURCE_LOCATION = re.compile(r"^\S+\.(?:cc|h):\d+ [^()]*\([^()]*\) ")
 
 
-def says_out_of_memory(text: str) -> bool:
-    """Whether an error's text (an ImportError, onnxruntime's exception, a child process's stderr) is memory."""
-    text = text.lower()
-    return any(words in text for words in _OUT_OF_MEMORY_WORDS)
+def is_out_of_memory(err: BaseException) -> bool:
+    """Memory ran out: MemoryError (pybind11 turns a C++ std::bad_alloc into one too), errno ENOMEM, or
+    onnxruntime's own exception whose message starts with an allocation failure. Decided by the error's type, errno
+    and the start of the runtime's own text, never by a word found elsewhere: a file or node name may say anything."""
+    if isinstance(err, MemoryError):
+        return True
+    if isinstance(err, OSError):
+        return err.errno == errno.ENOMEM
+    if not type(err).__module__.startswith("onnxruntime"):
+        return False
+    text = _ORT_PREAMBLE.sub("", str(err).strip())
+    text = _ORT_SOURCE_LOCATION.sub("", text.rpartition("Status Message: ")[2])
+    return text.startswith(_ORT_ALLOCATION_FAILED)
 
 
 def raise_if_exhausted(err: OSError) -> None:

@@ -9,7 +9,6 @@ Nothing is written and no weight is read.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from .errors import BadInputError, NotAMergedDecoderError
 from .findings import DUMMY_ENCODER_KV, Finding
 from .io import onnx_proto as onnx
+from .io.config_files import read_config, token_id
 from .io.read import read_model
 from .signature import CACHE_FLAG, PAST, PRESENT
 from .targets.release_floor import ReleaseFloor, newest_of, oldest_release
@@ -173,17 +173,15 @@ def _config_dirs(model_file: Path) -> list[Path]:
 
 def read_tokens(model_file: Path) -> dict[str, Any]:
     """The special tokens a client needs, generation_config.json over config.json (as transformers reads them),
-    each with the file it came from. Absent files or keys are simply absent."""
+    each with the file it came from. Absent files or keys are simply absent; a config that is not one, or a token
+    that is not an id, is refused naming the file and key (io/config_files.py)."""
     tokens: dict[str, Any] = {}
     for folder in _config_dirs(model_file):
         for name in ("config.json", "generation_config.json"):  # the later file wins
-            try:
-                config = json.loads((folder / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
+            config = read_config(folder / name)
             for key in TOKEN_KEYS:
-                if isinstance(config, dict) and config.get(key) is not None:
-                    tokens[key] = {"value": config[key], "from": name}
+                if config.get(key) is not None:
+                    tokens[key] = {"value": token_id(config[key], f"{name} key {key!r}"), "from": name}
         if tokens:
             break
     return tokens
@@ -255,10 +253,7 @@ def _vocabulary(decoder: ModelContract | None, model_file: Path) -> tuple[int, s
     if logits and logits.shape and isinstance(logits.shape[-1], int):
         return logits.shape[-1], "the logits' declared vocabulary dim"
     for folder in _config_dirs(model_file):
-        try:
-            size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-        except (OSError, ValueError, AttributeError):
-            continue
+        size = read_config(folder / "config.json").get("vocab_size")  # read as every config is (io/config_files.py)
         if isinstance(size, int) and not isinstance(size, bool):
             return size, "config.json's vocab_size"
     return None

@@ -37,14 +37,24 @@ CODES = {
 
 @dataclass(frozen=True)
 class Finding:
+    """One thing that breaks a plain client, as data: its `code`, the `tensor` or `node` it concerns, the value
+    found (`before`) and the value the fix gives (`after`), the `pass` that found it (set by the pass runner), and
+    the one-line `message` and `fix` a reader sees. Text and tables are rendered from these fields; JSON emits them
+    as they are."""
+
     code: str
     message: str
     tensor: str | None = None
     node: str | None = None
     fix: str = ""
+    before: str | None = None
+    after: str | None = None
+    pass_name: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        fields = asdict(self)
+        fields["pass"] = fields.pop("pass_name")
+        return fields
 
     def __str__(self) -> str:
         where = self.tensor or self.node or "-"
@@ -54,9 +64,9 @@ class Finding:
 @dataclass(frozen=True)
 class Explanation:
     """What `graphfix explain CODE` says about a code: the README's findings table, offline. `summary` is the short
-    form the grouped text output shows after the tensor pattern: a template whose `{name}` fields are filled from
-    the findings by `detail`, a regex with those named groups run on `message -> fix` (a field it cannot fill is
-    left out), so one line stands for every finding of the code."""
+    form the grouped text output shows after the tensor pattern: a template whose `{before}` and `{after}` are the
+    findings' own fields (every value they take, as a set; one no finding has is left out), so one line stands for
+    every finding of the code."""
 
     breaks: str
     exporters: str
@@ -64,7 +74,6 @@ class Explanation:
     safe: str
     example: str
     summary: str
-    detail: str = ""
 
     def entry(self) -> dict[str, str]:
         """What `graphfix explain --json` shows: the explanation, not the output template."""
@@ -92,7 +101,7 @@ EXPLANATIONS = {
         example="GF101 present.0.encoder.key: cache branch returns a dummy Constant of shape (0, 8, 1, 64) "
                 "instead of past_key_values.0.encoder.key -> present.0.encoder.key = "
                 "Identity(past_key_values.0.encoder.key) in the cache branch",
-        summary="dummy {shape} -> Identity(past)", detail=r"of shape (?P<shape>\([^)]*\))"),
+        summary="dummy {before} -> Identity(past)"),
     UNTRUTHFUL_ENCODER_KV_SHAPE: Explanation(
         breaks="The declared shape of present.N.encoder.* (on the model output or an If branch output) is not the "
                "shape of its past input, which is what the output is once the cache branch passes the encoder KV "
@@ -106,7 +115,7 @@ EXPLANATIONS = {
         example="GF102 present.0.encoder.key: declared [0, 4, 1, 8], but the model returns ['batch_size', 4, "
                 "'encoder_sequence_length', 8] -> declare ['batch_size', 4, 'encoder_sequence_length', 8] on the "
                 "output and both If branches",
-        summary="declared {declared} -> its past's dims", detail=r"declared (?P<declared>\[[^\]]*\]), but"),
+        summary="declared {before} -> its past's dims"),
     UNBINDABLE_DIM_NAME: Explanation(
         breaks="The encoder KV length is named by a symbol tied to nothing else in the signature "
                "(encoder_sequence_length_out), so no runtime, and no reader of the signature, can bind it to the "
@@ -118,7 +127,7 @@ EXPLANATIONS = {
         example="GF103 encoder_sequence_length_out: encoder KV length is named 'encoder_sequence_length_out' in "
                 "16 declarations, unrelated to encoder_hidden_states' 'encoder_sequence_length' -> rename "
                 "'encoder_sequence_length_out' to 'encoder_sequence_length'",
-        summary="bound to nothing -> {truth}", detail=r" to '(?P<truth>[^']+)'$"),
+        summary="bound to nothing -> {after}"),
     UNTRUTHFUL_DECODER_KV_SHAPE: Explanation(
         breaks="present.N.decoder.* declares its length as past_decoder_sequence_length + 1: false at step 1 "
                "(no past, a prefix of any length) and for a client that feeds several tokens in one step, so "
@@ -143,8 +152,7 @@ EXPLANATIONS = {
              "and 3 and two source lengths.",
         example="GF201 batch_size: batch_size is fixed to 2 in 35 declarations (e.g. encoder_attention_mask), so "
                 "onnxruntime refuses any other size -> declare it as the symbol 'batch_size'",
-        summary="fixed to {size} in {declarations} declarations -> symbolic",
-        detail=r"fixed to (?P<size>\d+) in (?P<declarations>\d+) declarations"),
+        summary="fixed to {before} -> symbolic"),
     BAKED_RESHAPE_SHAPE: Explanation(
         breaks="A Reshape's constant shape holds the exported batch or sequence length, so the graph computes "
                "wrong shapes (or fails) at any other size even once the signature is symbolic.",
@@ -156,7 +164,7 @@ EXPLANATIONS = {
              "new constant (the old one may be shared); 0 then yields the same value at the exported size.",
         example="GF202 shape_const: Reshape shape [2, 16, 4, 8] bakes batch_size=2 -> shape [0, 16, 4, 8] "
                 "(0 copies the input's dim)",
-        summary="Reshape bakes {baked} -> 0 (copy the input's dim)", detail=r"bakes (?P<baked>.*?) ->"),
+        summary="Reshape bakes {before} -> 0 (copy the input's dim)"),
     IR_ABOVE_TARGET: Explanation(
         breaks="With --target-ort: the IR version is above what that onnxruntime loads, so it refuses the whole "
                "model (onnxruntime 1.16, linked by Rust ort 1.16.3, loads IR 9 at most).",
@@ -167,7 +175,7 @@ EXPLANATIONS = {
              "nothing, and the output is loaded in that very release before it lands.",
         example="GF301 -: IR version 10 is refused by onnxruntime 1.16 (max IR 9) -> lower ir_version to 8, the "
                 "lowest its contents need",
-        summary="IR {ir} -> IR {need}", detail=r"IR version (?P<ir>\d+) .* to (?P<need>\d+)"),
+        summary="IR {before} -> IR {after}"),
     OPSET_ABOVE_TARGET: Explanation(
         breaks="With --target-ort: the ai.onnx opset is above what that onnxruntime runs, so it refuses the "
                "model.",
@@ -179,8 +187,7 @@ EXPLANATIONS = {
              "target release before it lands.",
         example="GF302 -: ai.onnx opset 21 is above 19, the highest onnxruntime 1.16 runs -> convert to opset 19 "
                 "(692 nodes relabelled or decomposed, all subgraphs)",
-        summary="opset {opset} -> {target} ({nodes} nodes converted)",
-        detail=r"opset (?P<opset>\d+) is above .*convert to opset (?P<target>\d+) \((?P<nodes>\d+) nodes"),
+        summary="opset {before} -> {after}"),
     ATTRIBUTE_NOW_AN_INPUT: Explanation(
         breaks="With --target-ort: a node still sets an attribute that its opset turned into an input (ReduceMean "
                "axes at 18; Squeeze/Unsqueeze/ReduceSum axes and Split split at 13). Recent onnxruntime tolerates "
@@ -192,7 +199,7 @@ EXPLANATIONS = {
         example="GF303 /model/decoder/layer_norm/ReduceMean: ReduceMean sets attribute 'axes', an input since "
                 "opset 18 (the model's is 18): older onnxruntime releases refuse to load it -> axes [-1] as a "
                 "constant input",
-        summary="attribute '{attribute}' -> a constant input", detail=r"sets attribute '(?P<attribute>[^']+)'"),
+        summary="attribute '{before}' -> a constant input"),
     DOMAIN_ABOVE_TARGET: Explanation(
         breaks="With --target-ort: a domain import (ai.onnx.ml, com.microsoft, or one no node uses) is above what "
                "that onnxruntime runs; onnxruntime 1.16 refuses a model importing ai.onnx.ml above 3, used or "
@@ -205,7 +212,7 @@ EXPLANATIONS = {
              "runs the same kernels (measured table, ort_domains.json).",
         example="GF304 ai.onnx.ml: ai.onnx.ml opset 5 is imported but no node uses it; onnxruntime 1.16.3 runs up "
                 "to 3 -> drop the unused ai.onnx.ml import",
-        summary="{action} import", detail=r"-> (?P<action>drop the unused|import \S+ at opset \d+)"),
+        summary="{after} import"),
     FLOAT16_FALLBACK: Explanation(
         breaks="With --target-ort 1.14-1.16: a Softmax or LayerNormalization with any float16 input (a float16 X, "
                "or a float16 scale beside a float32 X) has no CPU kernel there; the release expands it into its "
@@ -218,7 +225,7 @@ EXPLANATIONS = {
         example="GF305 /model/decoder/layers.0/self_attn/Softmax: float16 Softmax: onnxruntime 1.16 has no "
                 "float16 CPU kernel for it and its fallback fails to load -> compute it in float32 between two "
                 "Casts (differs by float16 rounding)",
-        summary="float16 {op} -> in float32", detail=r"^float16 (?P<op>\w+)"),
+        summary="float16 {before} -> in float32"),
     SPLIT_EXPORT: Explanation(
         breaks="A model folder holds decoder_model.onnx and decoder_with_past_model.onnx but no "
                "decoder_model_merged.onnx. The decoder with past returns only the self-attention presents, so a "

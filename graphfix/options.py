@@ -14,26 +14,26 @@ from .targets import TargetRuntime, as_target
 
 # How external data lands beside an output (io/write.py): a reflink where the filesystem can, a copy, a hardlink.
 DataMode = Literal["clone", "copy", "link"]
-# The keyword spellings the library API has always taken, for the fields they set.
-_KEYWORDS = {"run_validation": "validate", "target_ort": "target", "ort_version": "validate_in"}
 
 
 @dataclass(frozen=True)
 class RepairOptions:
-    """`validate`: prove the staged output (checker, then the decode loop, or a load for a model with no loop of
-    its own) before it lands. `target`: retarget versions for that onnxruntime release and load the staged output
-    in it before it lands, unless `load_on_target` is False; `validate_on_target` runs the decode proof there too,
-    and `validate_in` runs it in another release without retargeting (split --ort-version). `any_model` accepts
-    any ONNX model of an export (an encoder) and only retargets it; `in_place` allows the output to be the input;
-    `force` allows an existing OUT file to be replaced. `encoder`: the export's encoder (encoder_model.onnx),
-    whose output feeds the decode proof instead of synthesized encoder states, so the export is proven end to
-    end."""
+    """One name per idea, the same in the API, on the command line and in JSON.
+
+    `validate` (--no-validate): prove the staged output (checker, then the decode loop, or a load for a model with
+    no loop of its own) before it lands. `target_ort` (--target-ort): retarget versions for that onnxruntime
+    release and load the staged output in it before it lands, unless `load_on_target` is False
+    (--skip-target-load); `validate_on_target` runs the decode proof there too, and `ort_version` (--ort-version)
+    runs it in another release without retargeting. `any_model` accepts any ONNX model of an export (an encoder)
+    and only retargets it; `in_place` allows the output to be the input; `force` allows an existing OUT file to be
+    replaced. `encoder`: the export's encoder (encoder_model.onnx), whose output feeds the decode proof instead of
+    synthesized encoder states, so the export is proven end to end."""
 
     validate: bool = True
-    target: TargetRuntime | None = None
+    target_ort: TargetRuntime | None = None
     validate_on_target: bool = False
     load_on_target: bool = True
-    validate_in: TargetRuntime | None = None
+    ort_version: TargetRuntime | None = None
     data_mode: DataMode = "clone"
     any_model: bool = False
     in_place: bool = False
@@ -44,21 +44,21 @@ class RepairOptions:
     split_pair: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
-        if self.validate_on_target and self.target is None:
+        if self.validate_on_target and self.target_ort is None:
             raise BadInputError("--validate-on-target needs --target-ort")
-        if self.validate_on_target and self.validate_in is not None:
+        if self.validate_on_target and self.ort_version is not None:
             raise BadInputError("--validate-on-target and --ort-version exclude each other")
 
     @property
     def proof_runtime(self) -> TargetRuntime | None:
         """The release the decode proof runs in; None: the installed onnxruntime."""
-        return self.target if self.validate_on_target else self.validate_in
+        return self.target_ort if self.validate_on_target else self.ort_version
 
     def but(self, **changes: object) -> RepairOptions:
-        """These options with some fields changed, by field name or by the library API's keyword spellings
-        (`run_validation`, `target_ort`, `ort_version`; a release may be given as text, the encoder as any path)."""
-        fields = {_KEYWORDS.get(name, name): value for name, value in changes.items()}
-        for name in ("target", "validate_in"):
+        """These options with some fields changed, by field name (a release may be given as text, the encoder as
+        any path)."""
+        fields = dict(changes)
+        for name in ("target_ort", "ort_version"):
             value = fields.get(name)
             if isinstance(value, str):
                 fields[name] = as_target(value)

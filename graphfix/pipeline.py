@@ -135,7 +135,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
            on_step: StepCallback | None = None, validator: Validator | None = None,
            **keywords: object) -> RepairResult:
     """Repair the merged decoder at `source` into `out` as `options` say (see options.RepairOptions; keywords
-    change single fields: `repair(a, b, run_validation=False, target_ort="1.16")`). Raises a GraphfixError
+    change single fields: `repair(a, b, validate=False, target_ort="1.16")`). Raises a GraphfixError
     subclass; writes nothing then.
 
     With a target (e.g. "1.16") versions are retargeted for that onnxruntime and the staged output is loaded in
@@ -155,7 +155,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     check_output_file(out, replace=options.force or options.in_place)
     step("repairing")
     before = versions_of(loaded.model)
-    subject, changes = find_and_fix(loaded, options.target, any_model=options.any_model,
+    subject, changes = find_and_fix(loaded, options.target_ort, any_model=options.any_model,
                                     infer_types=options.validate)
     result = RepairResult(input=source, output=out, changes=changes,
                           versions={"before": before, "after": versions_of(subject.model)},
@@ -205,9 +205,12 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     """Everything in `path` that would break a plain present->past client: the passes run on a model that is
     never written, so the findings are exactly the changes `repair` would make. With `ignore_other_models` a valid
     ONNX model that is not a merged decoder (an export's encoder) is passed over instead of refused; with
-    `any_model` it is checked for what `target_ort` needs (retargeting only). A directory, as on the command line,
-    stands for its merged decoders (of every model directory under it), and with `target_ort` for every other ONNX
-    model of the export too: one result each in `models`, their findings together in `findings`.
+    `any_model` it is checked for what `target_ort` needs (retargeting only). With a `target_ort`, what that release
+    needs of such a model is reported as findings whatever the flags (a hook that hands an export's encoder to
+    `check --target-ort` must hear that the release refuses it); one it loads as it is keeps its verdict. A
+    directory, as on the command line, stands for its merged decoders (of every model directory under it), and with
+    `target_ort` for every other ONNX model of the export too: one result each in `models`, their findings together
+    in `findings`.
 
     A file without findings is promised loadable by the installed onnxruntime: from its skeleton and the measured
     tables where they decide, else by a session whose verdict is remembered for those bytes (proof/loadable.py
@@ -223,6 +226,11 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     try:
         _, findings = find_and_fix(loaded, target, any_model=any_model)
     except NotAMergedDecoderError as err:
+        # Not a merged decoder, but deployed with it: what the target release needs of it is a finding whatever
+        # the flags (a hook passes over other models); a model it loads as it is keeps its verdict.
+        needs = find_and_fix(loaded, target, any_model=True)[1] if target is not None else []
+        if needs:
+            return CheckResult(path=path, findings=needs, oldest_onnxruntime=oldest)
         if not ignore_other_models:
             raise
         return CheckResult(path=path, skipped=str(err), oldest_onnxruntime=oldest)

@@ -101,13 +101,13 @@ def split(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], optio
           **keywords: object) -> SplitResult:
     """Write `decoder_model.onnx` and `decoder_with_past_model.onnx` from the merged decoder at `source` into
     `out_dir` (created if missing; existing files of those names are replaced), as `options` say (keywords change
-    single fields, e.g. `run_validation=False`, `ort_version="1.16"`: the release the proof runs in). Raises
+    single fields, e.g. `validate=False`, `ort_version="1.16"`: the release the proof runs in). Raises
     NotAMergedDecoderError on any other model and ValidationFailedError when the pair does not decode like full
     recompute; writes nothing then. With a target, both files are retargeted for it and loaded in it."""
     options = (options or RepairOptions()).but(**keywords)
     source, out_dir = Path(source), Path(out_dir)
     loaded = read_model(source)
-    decoder, changes = find_and_fix(loaded, options.target, infer_types=options.validate)
+    decoder, changes = find_and_fix(loaded, options.target_ort, infer_types=options.validate)
     assert isinstance(decoder, MergedDecoder)
     models = {out_dir / DECODER: branch_model(decoder, decoder.no_cache_branch, "decoder"),
               out_dir / DECODER_WITH_PAST: branch_model(decoder, decoder.cache_branch, "decoder_with_past")}

@@ -22,7 +22,11 @@ def findings_page() -> str:
     lines += ["", "The mapping from present to past is by layer index and kind (`present.3.encoder.value` -> "
               "`past_key_values.3.encoder.value`), never by position; a present without its past input is refused, "
               "naming the output. The cache branch is the `If` branch that reads `past_key_values.*`, whatever the "
-              "node or attribute is called."]
+              "node or attribute is called.", "",
+              "A finding is data first: `code`, `tensor` and `node` (what it concerns), `before` (the value found) and "
+              "`after` (the value the fix gives), `pass` (the repair pass that found it), `message` and `fix` (one line "
+              "each). `--json` emits these fields as they are; the grouped text line of each code below is rendered "
+              "from `before` and `after` (every value the findings take, as a set)."]
     for code, title in CODES.items():
         explanation = EXPLANATIONS[code]
         lines += ["", f"## {code}", "", f"**{title}.**", "",
@@ -30,6 +34,7 @@ def findings_page() -> str:
                   f"- **Who writes it:** {explanation.exporters}",
                   f"- **The fix:** {explanation.fix}",
                   f"- **Why it is safe:** {explanation.safe}",
+                  f"- **Grouped line:** `{code} xN  TENSORS: {explanation.summary}`",
                   "", "```text", explanation.example, "```"]
     return "\n".join(lines) + "\n"
 

@@ -8,7 +8,9 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from graphfix.cli import app
@@ -18,17 +20,65 @@ from graphfix.cli import app
 os.environ["GRAPHFIX_CHECK_PASSES"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's own onnxruntime cache, never the developer's ~/.cache/graphfix nor a GRAPHFIX_CACHE of their shell: a
+# test's outcome must not depend on what a user happens to have cached. GRAPHFIX_TEST_CACHE names a cache to share
+# between checkouts (each release costs a pip install once); tests about the cache itself make their own in tmp.
+os.environ["GRAPHFIX_CACHE"] = os.environ.get("GRAPHFIX_TEST_CACHE") or str(ROOT / "build" / "test-runtime-cache")
 SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((ROOT / "sample_models" / "current").glob("*.onnx"))
 FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
 assert SAMPLES, "sample_models/ is empty: run `make samples`"
 
 
+# --- the toy merged decoder, built with onnx.helper -----------------------------------------------------------------
+
+TOY_KV = ["batch", 2, "enc_len", 4]
+
+
+def toy_value(name, elem=TensorProto.FLOAT, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape if shape is not None else TOY_KV)
+
+
+def toy_decoder(dummy_nodes, dummy_output="dummy", *, swap=False, flag="use_cache_branch", layers=(0,),
+             extra_initializers=(), branch_initializers=(), present_names=None):
+    """The one toy merged decoder of the pass tests (test_passes, test_pass_contract): one layer (or `layers`), whose
+    cache branch returns `dummy_output` for present.0.encoder.key."""
+    present_names = present_names or [f"present.{layer}.encoder.key" for layer in layers]
+    past_inputs = [toy_value(f"past_key_values.{layer}.encoder.key") for layer in layers]
+    outputs = [toy_value(name) for name in present_names]
+    with_past = helper.make_graph(
+        # The Add reads the past, which is what marks this branch as the cache branch.
+        list(dummy_nodes) + [helper.make_node("Add", ["past_key_values.0.encoder.key"] * 2, ["touch"])],
+        "with_past", [], [toy_value(dummy_output if i == 0 else f"d{i}") for i in range(len(outputs))],
+        initializer=list(branch_initializers))
+    for i in range(1, len(outputs)):
+        with_past.node.append(helper.make_node("Constant", [], [f"d{i}"], value=numpy_helper.from_array(
+            np.zeros((0, 2, 1, 4), np.float32))))
+    no_past = helper.make_graph(
+        [helper.make_node("Identity", ["encoder_hidden_states"], [f"real{i}"]) for i in range(len(outputs))],
+        "no_past", [], [toy_value(f"real{i}") for i in range(len(outputs))])
+    then_branch, else_branch = (no_past, with_past) if swap else (with_past, no_past)
+    condition = helper.make_node("Not", [flag], ["not_flag"]) if swap else None
+    if_node = helper.make_node("If", ["not_flag" if swap else flag], present_names, name="my_if",
+                               then_branch=then_branch, else_branch=else_branch)
+    graph = helper.make_graph(
+        ([condition] if condition else []) + [if_node], "decoder",
+        [toy_value(flag, TensorProto.BOOL, [1]), toy_value("encoder_hidden_states")] + past_inputs, outputs,
+        initializer=list(extra_initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@pytest.fixture(params=SAMPLES, ids=SAMPLE_IDS)
+# The fast tier (make test-fast) runs the per-sample tests on one sample of each exporter generation; make test on all.
+FAST_SAMPLES = {"legacy-marian", "current-t5"}
+
+
+@pytest.fixture(params=[pytest.param(path, marks=() if name in FAST_SAMPLES else pytest.mark.slow)
+                        for path, name in zip(SAMPLES, SAMPLE_IDS)], ids=SAMPLE_IDS)
 def sample(request) -> Path:
     """Every committed merged decoder, exactly as its exporter wrote it."""
     return request.param
@@ -42,6 +92,25 @@ def marian_legacy() -> Path:
 @pytest.fixture
 def marian_current() -> Path:
     return ROOT / "sample_models" / "current" / "marian.onnx"
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel of this tree, built once per session by pip from a copy of the sources, as any installer builds it
+    (pip fetches the build backend); every test that installs or inspects the wheel shares it."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path_factory.mktemp("wheel-source")
+    shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    dist = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
+                           "-w", str(dist), str(source)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return next(dist.glob("graphfix-*.whl"))
 
 
 @pytest.fixture(scope="session")

@@ -175,17 +175,26 @@ def test_merged_decoder_passes_do_not_run_on_other_models_and_any_model_passes_d
     assert run_passes(encoder, [*PIPELINE, everywhere]) == [] and seen == ["everywhere"]
 
 
-def test_check_refuses_a_model_that_is_not_a_merged_decoder_with_or_without_target(tmp_path):
-    """One verdict per model: --target-ort used to turn "not a merged decoder" (exit 2) into "ok"."""
+def test_check_refuses_a_model_that_is_not_a_merged_decoder_unless_the_target_needs_something_of_it(tmp_path):
+    """One verdict per model: --target-ort used to turn "not a merged decoder" (exit 2) into "ok". A model the
+    target release loads as it is keeps that verdict; one it refuses (IR 10 in onnxruntime 1.16) is findings: the
+    file is deployed with the decoder, and "not a merged decoder" would hide that the release refuses it."""
     from graphfix import check
 
-    path = tmp_path / "encoder_model.onnx"
-    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "encoder",
-                                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), path)
+    def encoder(ir_version: int) -> Path:
+        path = tmp_path / f"encoder_ir{ir_version}.onnx"
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "encoder",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        onnx.save(helper.make_model(graph, ir_version=ir_version, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
     for target in (None, "1.16"):
         with pytest.raises(NotAMergedDecoderError):
-            check(path, target_ort=target)
+            check(encoder(8), target_ort=target)
+    with pytest.raises(NotAMergedDecoderError):
+        check(encoder(10))
+    assert check(encoder(10), target_ort="1.16").findings
 
 
 # --- one error layer ------------------------------------------------------------------------------------------------
@@ -249,3 +258,20 @@ def test_repair_without_validation_imports_neither_numpy_nor_onnx_proper(tmp_pat
 def test_the_package_tree_shows_the_stages():
     stages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     assert stages == ["batch", "cli", "io", "model", "passes", "process", "proof", "targets"]
+
+
+def test_no_module_imports_a_private_name_from_a_dependency():
+    """typer._click, concurrent.futures' internals and the like tie graphfix to one release of a dependency."""
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
+                names = [*node.module.split("."), *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [part for alias in node.names for part in alias.name.split(".")]
+            else:
+                continue
+            if any(name.startswith("_") and not name.startswith("__") for name in names) and \
+                    not (isinstance(node, ast.Import) and node.names[0].name == "_thread"):
+                private.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert private == []

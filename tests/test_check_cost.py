@@ -28,7 +28,6 @@ def sessions(monkeypatch, tmp_path) -> list[str]:
     import graphfix.proof.client_loop as client_loop
 
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loadable, "address_space_limit", lambda: None)  # the session in this process, counted
     created: list[str] = []
     real = client_loop.load_session
 
@@ -44,7 +43,7 @@ def sessions(monkeypatch, tmp_path) -> list[str]:
 def repaired_fp16(tmp_path_factory) -> Path:
     """A float16 merged decoder check calls clean: the tables do not list float16 kernels, so a session decides."""
     out = tmp_path_factory.mktemp("fp16") / "decoder_model_merged.onnx"
-    repair(VARIANTS / "marian-fp16.onnx", out, run_validation=False)
+    repair(VARIANTS / "marian-fp16.onnx", out, validate=False)
     return out
 
 

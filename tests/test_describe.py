@@ -120,7 +120,7 @@ def test_describe_names_every_input_and_output_with_dtype_and_what_each_dim_is(s
 @pytest.mark.parametrize("sample", MERGED, ids=MERGED_IDS)
 def test_a_client_written_from_the_description_decodes_the_repaired_sample(sample, tmp_path):
     out = tmp_path / "fixed.onnx"
-    repair(sample, out, run_validation=False)
+    repair(sample, out, validate=False)
     original, repaired = describe(sample), describe(out)
 
     assert original.needs_repair and original.findings
@@ -157,7 +157,7 @@ def test_the_oldest_release_that_loads_a_sample_comes_from_the_measured_tables(s
 
 def test_a_repaired_seed_export_retargeted_for_1_16_loads_on_1_16(tmp_path):
     out = tmp_path / "fixed"
-    repair_directory(OPSET21, out, target_ort="1.16", run_validation=False, load_on_target=False)
+    repair_directory(OPSET21, out, target_ort="1.16", validate=False, load_on_target=False)
 
     assert describe(out).loads_on.release == "1.16"
 

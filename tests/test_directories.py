@@ -54,6 +54,7 @@ def test_every_layout_and_variant_name_is_looked_for():
     assert {"_quantized", "_fp16", "_int8", "_uint8", "_q4", "_q4f16", "_bnb4"} <= set(VARIANTS)
 
 
+@pytest.mark.slow  # every variant of a directory
 def test_a_transformers_js_directory_with_every_variant_is_repaired_in_layout_order(tmp_path):
     # Each variant gets a different real sample, so a mix-up between files would show in the results.
     decoders = {f"onnx/decoder_model_merged{v}.onnx": SAMPLES[i] for i, v in enumerate(VARIANTS)}
@@ -103,6 +104,7 @@ def test_a_merged_decoder_with_external_data_gets_its_own_copy_of_the_data(tmp_p
     assert check(tmp_path / "out" / "decoder_model_merged.onnx").findings == []
 
 
+@pytest.mark.slow  # a directory twice
 def test_parallel_jobs_give_the_bytes_of_a_sequential_run(tmp_path):
     decoders = {"decoder_model_merged.onnx": SAMPLES[0], "onnx/decoder_model_merged.onnx": SAMPLES[9],
                 "onnx/decoder_model_merged_int8.onnx": SAMPLES[3]}
@@ -220,6 +222,7 @@ def test_progress_is_drawn_on_a_terminal_stderr_only(tmp_path, marian_legacy):
     assert b"\x1b[" not in proc.stdout and b"files" not in proc.stdout.split(b"\n")[-2]
 
 
+@pytest.mark.slow  # make over a tree
 def test_make_repair_is_one_graphfix_run_and_a_rerun_does_nothing_until_an_input_changes(tmp_path, marian_legacy):
     if shutil.which("make") is None:
         pytest.fail("make is needed for the batch target")

@@ -60,6 +60,7 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 DOCUMENTED = [page for page in PAGES if console_commands(page) or ci_commands(page)]
 
 
+@pytest.mark.slow  # every command of the docs, run
 @pytest.mark.parametrize("page", DOCUMENTED, ids=[p.name for p in DOCUMENTED])
 def test_every_command_shown_in_the_page_runs_as_documented(page, tmp_path):
     cwd = workspace(tmp_path / "work")

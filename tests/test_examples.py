@@ -31,14 +31,14 @@ MAX_NEW_TOKENS = 10
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("examples") / "fixed"
-    repair_directory(EXPORT, out, run_validation=False)  # the example's own decode is the proof here
+    repair_directory(EXPORT, out, validate=False)  # the example's own decode is the proof here
     return out
 
 
 @pytest.fixture(scope="module")
 def fixed_for_1_16(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("examples") / "fixed-1.16"
-    repair_directory(EXPORT, out, target_ort="1.16", run_validation=False)
+    repair_directory(EXPORT, out, target_ort="1.16", validate=False)
     return out
 
 

@@ -56,11 +56,11 @@ def test_validate_takes_quiet_and_verbose_like_the_other_commands(cli, marian_le
 def test_the_first_use_of_a_runtime_is_announced_on_stderr_in_a_pipe(cli, marian_current, tmp_path, monkeypatch):
     from graphfix.proof import runtimes
 
-    def offline(version: str) -> Path:  # the install itself is not this test's business: it fails at once
-        raise BadInputError(f"cannot install onnxruntime=={version}: offline")
+    def offline(staging: Path, version: str, interpreter: object) -> None:  # the install itself is not this
+        raise BadInputError(f"cannot install onnxruntime=={version}: offline")  # test's business: it fails at once
 
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(runtimes, "runtime_python", offline)
+    monkeypatch.setattr(runtimes, "_build_runtime", offline)
     home = runtimes.runtime_home("1.16.3")
     for args in (["validate", marian_current, "--ort-version", "1.16"],
                  ["repair", marian_current, tmp_path / "out.onnx", "--target-ort", "1.16"],

@@ -32,6 +32,8 @@ from graphfix import GraphfixError, check
 from . import protobuf_mutations as pm
 from .conftest import FIXED_SHAPE_SAMPLES, SAMPLES
 
+pytestmark = pytest.mark.slow  # fuzzing: make test
+
 # `cli` is a stateless CliRunner wrapper, safe to share between examples.
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True,

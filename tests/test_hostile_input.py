@@ -95,7 +95,7 @@ def test_a_data_file_swapped_for_a_symlink_outside_after_reading_never_reaches_o
 
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
-    repair(source, out, run_validation=False, on_step=swap)
+    repair(source, out, validate=False, on_step=swap)
     assert sha256(out.with_name("model.onnx_data")) == genuine
     assert b"SSSS" not in out.with_name("model.onnx_data").read_bytes()
 
@@ -107,7 +107,7 @@ def test_a_data_file_that_is_a_symlink_inside_the_directory_is_read_through(tmp_
     data.rename(tmp_path / "m" / "weights" / "real.bin")
     data.symlink_to("weights/real.bin")
     out = tmp_path / "out.onnx"
-    repair(source, out, run_validation=False)
+    repair(source, out, validate=False)
     assert sha256(tmp_path / "out.onnx_data") == sha256(tmp_path / "m" / "weights" / "real.bin")
 
 
@@ -198,7 +198,7 @@ def test_in_directory_data_in_every_tensor_place_is_carried_beside_out(place, tm
     (tmp_path / "m" / "extra.bin").write_bytes(b"E" * 8)
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
-    repair(source, out, run_validation=False)
+    repair(source, out, validate=False)
     written = locations(onnx.load(out, load_external_data=False))
     assert written == ["model.onnx_data"]
     assert (out.parent / "model.onnx_data").read_bytes() == b"E" * 8
@@ -259,7 +259,7 @@ def test_a_symlink_to_something_outside_the_model_directory_is_refused(target, c
 def test_a_symlink_inside_the_tree_is_carried_as_its_file(tmp_path):
     source = model_dir(tmp_path / "m")
     (source / "tokenizer.json").symlink_to("onnx/README.md")
-    repair_directory(source, tmp_path / "out", run_validation=False)
+    repair_directory(source, tmp_path / "out", validate=False)
     assert (tmp_path / "out" / "tokenizer.json").read_text() == "dummy\n"
 
 
@@ -410,7 +410,7 @@ def test_a_file_removed_from_the_model_directory_mid_run_is_one_line(tmp_path):
             (source / "onnx" / "README.md").unlink()
 
     with pytest.raises(BadInputError, match="onnx/README.md"):
-        repair_directory(source, tmp_path / "out", run_validation=False, on_progress=remove_the_readme)
+        repair_directory(source, tmp_path / "out", validate=False, on_progress=remove_the_readme)
     assert not (tmp_path / "out").exists() and debris(tmp_path) == []
 
 
@@ -424,7 +424,7 @@ def test_out_keeps_the_modes_of_the_model_and_of_its_data(tmp_path):
     out = tmp_path / "out.onnx"
     old = os.umask(0o022)
     try:
-        repair(source, out, run_validation=False)
+        repair(source, out, validate=False)
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o640
@@ -438,7 +438,7 @@ def test_a_model_directory_keeps_its_subdirectory_and_file_modes(tmp_path):
     onnx.save(onnx.load(MARIAN), source / "onnx" / "decoder_model_merged.onnx", save_as_external_data=True,
               location="decoder_model_merged.onnx_data", size_threshold=0)
     (source / "onnx" / "decoder_model_merged.onnx_data").chmod(0o600)
-    repair_directory(source, tmp_path / "out", run_validation=False)
+    repair_directory(source, tmp_path / "out", validate=False)
     out = tmp_path / "out"
     assert (out / "onnx").stat().st_mode & 0o777 == 0o700
     assert (out / "config.json").stat().st_mode & 0o777 == 0o600

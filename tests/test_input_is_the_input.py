@@ -45,7 +45,7 @@ def test_a_source_rewritten_while_it_is_copied_is_an_error_naming_it(shrink, tmp
 
     monkeypatch.setattr(write, "write_pieces", copy_while_someone_writes)
     with pytest.raises(BadInputError, match=f"{source} changed while it was being read"):
-        repair(source, out, run_validation=False)
+        repair(source, out, validate=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
 
 
@@ -76,7 +76,7 @@ def test_no_empty_unreferenced_data_file_is_written_beside_out(tmp_path, marian_
     (tmp_path / "in").mkdir(), (tmp_path / "out").mkdir()
     source = with_only_the_dummies_external(marian_current, tmp_path / "in")
     out = tmp_path / "out" / "fixed.onnx"
-    repair(source, out, run_validation=False)
+    repair(source, out, validate=False)
     assert sorted(p.name for p in out.parent.iterdir()) == ["fixed.onnx"], "a data file nothing reads beside OUT"
     onnx.checker.check_model(str(out), full_check=True)
 

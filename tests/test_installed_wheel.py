@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -15,19 +14,18 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the wheel installed into fresh venvs: make test
+
 SEEDS_RUNTIME = "1.16.3"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
+def installed(tmp_path_factory, built_wheel) -> Path:
     """The `graphfix` command of a fresh venv holding the wheel built from this tree and its dependencies."""
     home = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(home / "dist"), str(ROOT)], check=True, capture_output=True)
     venv.EnvBuilder(with_pip=True).create(home / "venv")
-    wheel = next((home / "dist").glob("graphfix-*.whl"))
     subprocess.run([str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True)
+                    "--disable-pip-version-check", str(built_wheel)], check=True, capture_output=True)
     return home / "venv" / "bin" / "graphfix"
 
 

@@ -34,6 +34,8 @@ from onnx import numpy_helper
 
 from .conftest import ROOT, sha256
 
+pytestmark = pytest.mark.slow  # signals and limits at many points of real runs: make test
+
 SOURCE = ROOT / "sample_models" / "legacy" / "marian.onnx"
 PADDING_TENSORS, PADDING_FLOATS = 8, 4_000_000  # 8 x 16 MB
 INPUT_MODE = 0o640
@@ -453,18 +455,9 @@ def test_an_interrupted_jobs_batch_leaves_no_output_directory_or_a_complete_one(
     assert sha256(source / "onnx" / "decoder_model_merged.onnx") == big.input_sha
 
 
-# --- memory and descriptor limits ---------------------------------------------------------------------------------
-#
-# A limit the machine sets (ulimit -v, ulimit -n) is one line saying what ran out, exit 2, nothing beside OUT. An
-# address-space limit can bite anywhere: in Python's start, while onnx and numpy load (where the dynamic loader
-# would end the process with exit 127 if a library's thread-local data could not be mapped), in the repair's own
-# allocations, in the proof's process, in a --jobs pool's threads. Rather than aim at each place with offsets that
-# shift with every build of a library, the limits below sweep across all of them: measured on x86-64 Linux,
-# graphfix's libraries need about 130 MB, the proof's onnxruntime about 170 MB, and a run of the small sample
-# succeeds from about 175 MB.
+# --- descriptor limits (memory limits: test_limits.py) -------------------------------------------------------------
 
 RESOURCE_LINES = {"memory": "error: out of memory", "descriptors": "error: too many open files"}
-ADDRESS_SPACE_SWEEP_MB = range(32, 289, 16)  # from Python's own start to a run that succeeds
 
 
 def limit_resources(address_space: int | None = None, descriptors: int | None = None):
@@ -489,78 +482,6 @@ def assert_one_resource_line(result, what: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(RESOURCE_LINES[what]), result.stderr
-
-
-def sweep_address_space(tmp_path: Path, megabytes: range, *args: str | Path) -> dict[int, subprocess.CompletedProcess]:
-    """`graphfix *args` under each limit, OUT (the last argument) inside a fresh directory of its own, which must hold
-    OUT alone after a success and nothing after a failure."""
-    runs = {}
-    for limit in megabytes:
-        where = tmp_path / f"{limit}MB"
-        where.mkdir()
-        result = run_graphfix(*args, where / "out", preexec_fn=limit_resources(address_space=limit * 2**20))
-        assert result.returncode != 127, f"the dynamic loader ended graphfix under {limit} MB: {result.stderr}"
-        if result.returncode != 0:
-            assert_one_resource_line(result, "memory")
-            assert list(where.iterdir()) == [], (limit, result.stderr)  # no OUT, no `.graphfix-*` staging directory
-        else:
-            assert [p.name for p in where.iterdir()] == ["out"]
-        runs[limit] = result
-    return runs
-
-
-def test_a_repair_under_any_address_space_limit_succeeds_or_is_one_line_exit_2_leaving_nothing(tmp_path):
-    digest = sha256(SOURCE)
-    runs = sweep_address_space(tmp_path, ADDRESS_SPACE_SWEEP_MB, "repair", SOURCE)
-    outcomes = {limit: run.returncode for limit, run in runs.items()}
-    assert outcomes[ADDRESS_SPACE_SWEEP_MB[0]] == 2 and outcomes[ADDRESS_SPACE_SWEEP_MB[-1]] == 0, outcomes
-    failed_after_loading = [run.stderr for run in runs.values() if run.returncode and "do not load" not in run.stderr]
-    assert failed_after_loading, outcomes  # some limit let the libraries load and stopped the repair or its proof
-    assert sha256(SOURCE) == digest
-
-
-def test_a_repair_that_runs_out_reading_a_large_model_is_one_line_exit_2_and_leaves_nothing(big, tmp_path):
-    runs = sweep_address_space(tmp_path, range(176, 257, 40), "repair", big.input)  # less than its 128 MB of weights
-    assert all(run.returncode == 2 and "do not load" not in run.stderr for run in runs.values()), runs
-    assert sha256(big.input) == big.input_sha
-
-
-def test_a_jobs_batch_under_an_address_space_limit_succeeds_or_is_one_line_exit_2_and_never_hangs(tmp_path):
-    source = small_model_directory(tmp_path / "model")
-    before = {p: sha256(p) for p in source.rglob("*") if p.is_file()}
-    (tmp_path / "runs").mkdir()
-    runs = sweep_address_space(tmp_path / "runs", range(128, 161, 4), "repair", "--jobs", "2", source)
-    assert any(run.returncode == 2 for run in runs.values())
-    assert {p: sha256(p) for p in source.rglob("*") if p.is_file()} == before
-
-
-def test_no_command_loads_a_native_library_after_the_address_space_check(tmp_path):
-    """Under a limit, the libraries a command needs load first, where failing is reported; a library loaded later,
-    near the limit, could end the process in the dynamic loader. onnxruntime loads only in child processes there."""
-    fixed = tmp_path / "fixed.onnx"
-    commands = [["repair", SOURCE, fixed], ["check", SOURCE], ["check", fixed], ["validate", fixed],
-                ["describe", fixed], ["split", SOURCE, tmp_path / "split"]]
-    script = """if True:
-        import resource, sys
-        resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
-        from graphfix.cli.app import app
-        from graphfix.io import native_libraries
-        def extensions():
-            return {name for name, module in list(sys.modules.items())
-                    if str(getattr(module, "__file__", "") or "").endswith((".so", ".pyd"))}
-        native_libraries.load_within_address_space_limit()
-        before = extensions()
-        try:
-            app(sys.argv[1:])
-        except SystemExit as exit:
-            assert exit.code in (0, 1), exit.code
-        print(sorted(extensions() - before))
-    """
-    for command in commands:
-        done = subprocess.run([sys.executable, "-c", script, *map(str, command)], capture_output=True, text=True,
-                              cwd=tmp_path)
-        assert done.returncode == 0, (command, done.stderr)
-        assert done.stdout.splitlines()[-1] == "[]", (command, done.stdout)
 
 
 def test_a_repair_out_of_file_descriptors_is_one_line_exit_2_and_leaves_nothing(tmp_path):

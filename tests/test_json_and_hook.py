@@ -20,7 +20,8 @@ EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 # The schema, as docs/json-schema.md documents it: key -> type (a dict is a nested object, a list a
 # list of such objects, a tuple several allowed types). Keys must match exactly: an undocumented key fails here.
 OPTIONAL_STR = (str, type(None))
-FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str}
+FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str, "before": OPTIONAL_STR,
+           "after": OPTIONAL_STR, "pass": OPTIONAL_STR}
 CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float, "tokens_agree": int,
         "tokens_total": int, "failure": OPTIONAL_STR, "original_differs": (float, int, type(None))}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}
@@ -52,7 +53,8 @@ DOCUMENTS = {
                                 "findings": int, "oldest_onnxruntime": OPTIONAL_STR, "seconds": (float, int),
                                 "error": OPTIONAL_STR, "exit_code": int,
                                 "result": (REPAIR_DIRECTORY, type(None))}]},
-    "check": {**HEADER, "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
+    "check": {**HEADER, "exit_code": int, "error": OPTIONAL_STR,
+              "results": [{"path": str, "ok": bool, "error": OPTIONAL_STR, "skipped": OPTIONAL_STR,
                                      "findings": [FINDING], "models": list, "oldest_onnxruntime": OPTIONAL_STR}]},
     "describe": {**HEADER, **DESCRIBE},
     "validate file": {**HEADER, **VALIDATION},
@@ -114,6 +116,10 @@ def test_every_command_prints_one_document_of_the_documented_schema(marian_legac
         "error": cli("repair", tmp_path / "missing.onnx", tmp_path / "x.onnx", "--json"),
     }
     exit_codes = {"check": 1, "validate file": 1, "error": 2}
+    unreadable = cli("check", marian_legacy, tmp_path / "missing.onnx", "--json")  # exit 2: says why, as any failure
+    conforms(document(unreadable), DOCUMENTS["check"])
+    assert unreadable.exit_code == 2 and document(unreadable)["exit_code"] == 2
+    assert "missing.onnx" in document(unreadable)["error"]
     for kind, result in runs.items():
         assert result.exit_code == exit_codes.get(kind, 0), (kind, result.stderr)
         parsed = document(result)
@@ -160,6 +166,7 @@ def _git(cwd: Path, *args: str) -> None:
                     "-c", "commit.gpgsign=false", *args], cwd=cwd, check=True, capture_output=True)
 
 
+@pytest.mark.slow  # pre-commit builds its hook environment
 def test_the_pre_commit_hook_fails_on_a_broken_decoder_and_passes_once_it_is_repaired(marian_legacy, repaired,
                                                                                     tmp_path):
     """pre-commit itself installs the hook from this repository (pip: the test needs PyPI or a warm pip cache) and

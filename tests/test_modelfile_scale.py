@@ -23,6 +23,8 @@ from graphfix.io.read import read_model
 
 from .conftest import sha256
 
+pytestmark = pytest.mark.slow  # big models: make test
+
 PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 GIB = 1 << 30
 
@@ -81,7 +83,7 @@ def test_unedited_skeleton_splices_back_to_the_input_byte_for_byte(sample):
 
 def test_repair_keeps_every_embedded_payload_byte_identical(marian_current, tmp_path):
     out = tmp_path / "fixed.onnx"
-    result = repair(marian_current, out, run_validation=False)
+    result = repair(marian_current, out, validate=False)
     assert result.changed
     before = {t.name: t.raw_data for t in _tensors(onnx.load(marian_current).graph) if len(t.raw_data) >= 1024}
     after = {t.name: t.raw_data for t in _tensors(onnx.load(out).graph)}
@@ -126,7 +128,7 @@ def test_external_data_lands_as_an_independent_identical_file_onnx_can_load(mari
     src = _external_copy(marian_current, tmp_path / "in")
     (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "fixed.onnx"
-    repair(src, out, run_validation=False, data_mode=data_mode)
+    repair(src, out, validate=False, data_mode=data_mode)
     data = out.with_name("fixed.onnx_data")
     assert sha256(data) == sha256(src.with_name("decoder_model_merged.onnx_data"))
     assert data.stat().st_nlink == 1 and not os.path.samefile(data, src.with_name("decoder_model_merged.onnx_data"))
@@ -138,7 +140,7 @@ def test_link_data_hardlinks_the_external_data_when_asked(marian_current, tmp_pa
     src = _external_copy(marian_current, tmp_path / "in")
     (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "fixed.onnx"
-    repair(src, out, run_validation=False, data_mode="link")
+    repair(src, out, validate=False, data_mode="link")
     assert os.path.samefile(out.with_name("fixed.onnx_data"), src.with_name("decoder_model_merged.onnx_data"))
 
 

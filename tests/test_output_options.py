@@ -37,9 +37,9 @@ def test_the_shared_options_are_declared_once_not_per_command():
     for flag in ('"--json"', '"--debug"', '"--verbose"', '"--quiet"'):
         assert flag not in source, flag
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.FunctionDef) and node.name.endswith("_command"):
-            names = [a.arg for a in node.args.args + node.args.kwonlyargs]
-            assert "output" in names and not {"as_json", "debug", "verbose", "quiet"} & set(names), node.name
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_command"):  # each turns them into one Output
+            calls = [n for n in ast.walk(node) if isinstance(n, ast.Call) and ast.unparse(n.func) == "Output.from_flags"]
+            assert len(calls) == 1, node.name
 
 
 def test_the_commands_print_no_summary_of_their_own():
@@ -69,17 +69,20 @@ def test_verbose_and_quiet_together_are_refused():
 
 
 def test_the_group_reaches_the_error_layer(cli, tmp_path):
-    """--json and --debug still shape a failure's report although the command only sees `output`."""
+    """--json and --debug shape a failure's report, including one raised while the flags are read."""
     result = cli("check", "--json", "--quiet", "--verbose", tmp_path / "x.onnx")
     assert result.exit_code == 2 and json.loads(result.stdout)["error"] == "--verbose and --quiet exclude each other"
     debug = cli("validate", "--debug", tmp_path / "missing.onnx")
     assert debug.exit_code == 2 and "Traceback" in debug.stderr and debug.stderr.splitlines()[-1].startswith("error:")
 
 
-def test_the_commands_take_the_group_as_a_typed_keyword():
+def test_every_command_takes_the_shared_group_declared_once():
     from graphfix.cli import commands
+    from graphfix.cli.app import DebugFlag, JsonFlag, QuietFlag, VerboseFlag
 
-    for name in ("repair_command", "check_command", "validate_command", "split_command", "explain_command",
-                 "describe_command"):
-        parameter = inspect.signature(getattr(commands, name), eval_str=True).parameters["output"]
-        assert parameter.annotation is Output and parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    flags = {"verbose": VerboseFlag, "quiet": QuietFlag, "as_json": JsonFlag, "debug": DebugFlag}
+    for name, group in [("repair_command", flags), ("check_command", flags), ("validate_command", flags),
+                        ("split_command", flags), ("explain_command", {"as_json": flags["as_json"], "debug": flags["debug"]}),
+                        ("describe_command", {"as_json": flags["as_json"], "debug": flags["debug"]})]:
+        parameters = inspect.signature(getattr(commands, name), eval_str=True).parameters
+        assert {p: parameters[p].annotation for p in group} == group, name

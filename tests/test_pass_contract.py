@@ -8,7 +8,6 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -16,11 +15,23 @@ from graphfix import PassCrashedError, RepairRefusedError
 from graphfix.findings import Finding
 from graphfix.io.read import read_model
 from graphfix.model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
-from graphfix.passes import ANY_MODEL, PIPELINE, DecoderPass, ModelPass, Subject, pipeline, repair_pass, run_passes
+from graphfix.passes import (
+    ANY_MODEL,
+    PIPELINE,
+    DecoderPass,
+    ModelPass,
+    Subject,
+    encoder_kv_passthrough,
+    order_breach,
+    pipeline,
+    repair_pass,
+    run_passes,
+    truthful_kv_shapes,
+)
 from graphfix.pipeline import find_subject
 from graphfix.targets import parse_release
 
-from .conftest import ROOT
+from .conftest import ROOT, toy_decoder
 
 # Every committed export: merged decoders of both exporter generations and every family, fixed-shape and deep
 # decoders, the variants (fp16, int4, int8, O2, encoders) and the files of whole export directories.
@@ -31,19 +42,9 @@ NEVER_FIRES_ON_THE_EXPORTS = {"attributes_as_inputs"}
 
 
 def _decoder() -> MergedDecoder:
-    def value(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["b", 2, "s", 4])
-
-    cache = helper.make_graph([helper.make_node("Identity", ["past_key_values.0.encoder.key"], ["k"])], "cache", [],
-                              [value("k")])
-    no_cache = helper.make_graph([helper.make_node("Identity", ["encoder_hidden_states"], ["k2"])], "no_cache", [],
-                                 [value("k2")])
-    graph = helper.make_graph(
-        [helper.make_node("If", ["use_cache_branch"], ["present.0.encoder.key"], then_branch=cache,
-                          else_branch=no_cache)], "decoder",
-        [helper.make_tensor_value_info("use_cache_branch", TensorProto.BOOL, [1]), value("encoder_hidden_states"),
-         value("past_key_values.0.encoder.key")], [value("present.0.encoder.key")])
-    return find_merged_decoder(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    """The toy decoder with its cache branch already passing the past through: nothing for a pass to repair."""
+    return find_merged_decoder(toy_decoder([helper.make_node("Identity", ["past_key_values.0.encoder.key"],
+                                                             ["dummy"])]))
 
 
 def test_a_pass_that_changes_the_model_and_reports_nothing_is_refused_naming_it():
@@ -89,6 +90,7 @@ def _subject(path: Path) -> Subject:
     return find_subject(read_model(path).model, any_model=True)
 
 
+@pytest.mark.slow  # every committed export, twice per pass
 @pytest.mark.parametrize("target", [None, "1.16"], ids=lambda t: f"target-{t}")
 def test_every_pass_of_the_pipeline_changes_nothing_the_second_time_on_every_export(target):
     """As `repair` runs them (in order, on the skeleton it reads), each pass is run twice in a row: the second run
@@ -124,3 +126,29 @@ def test_the_hot_path_still_refuses_undeclared_codes_without_comparing_models():
 
     with pytest.raises(PassCrashedError, match="undeclared code GF301"):
         run_passes(_decoder(), [lies], check_changes=False)
+
+
+# --- the declared order -----------------------------------------------------------------------------------------------
+
+
+def test_both_pipelines_run_in_the_order_their_passes_declare():
+    for passes in (PIPELINE, pipeline(parse_release("1.16"))):
+        assert order_breach(passes, complete=True) is None
+        ensured = set().union(*(p.ensures for p in passes))
+        assert all(p.requires <= ensured for p in passes)
+    assert truthful_kv_shapes.requires and encoder_kv_passthrough.ensures <= truthful_kv_shapes.requires
+
+
+def test_a_pass_run_before_the_pass_it_requires_is_refused_before_anything_runs():
+    decoder = find_merged_decoder(toy_decoder([helper.make_node("Constant", [], ["dummy"], value=helper.make_tensor(
+        "v", TensorProto.FLOAT, [0, 2, 1, 4], []))]))
+    before = decoder.model.SerializeToString()
+    with pytest.raises(ValueError, match="truthful_kv_shapes requires .* which encoder_kv_passthrough ensures only "
+                                         "after it"):
+        run_passes(decoder, [truthful_kv_shapes, encoder_kv_passthrough])
+    assert decoder.model.SerializeToString() == before
+
+
+def test_a_pipeline_without_the_pass_a_pass_requires_is_incomplete():
+    assert "which no pass before it ensures" in (order_breach([truthful_kv_shapes], complete=True) or "")
+    assert order_breach([truthful_kv_shapes], complete=False) is None  # one pass on its own, as the unit tests run it

@@ -6,45 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from graphfix import NotAMergedDecoderError, RepairRefusedError, repair
 from graphfix.model.merged_decoder import find_merged_decoder
 from graphfix.passes import PIPELINE, encoder_kv_passthrough, kv_dim_names, truthful_kv_shapes
 
-KV = ["batch", 2, "enc_len", 4]
-
-
-def _value(name, elem=TensorProto.FLOAT, shape=None):
-    return helper.make_tensor_value_info(name, elem, shape if shape is not None else KV)
-
-
-def _decoder(dummy_nodes, dummy_output="dummy", *, swap=False, flag="use_cache_branch", layers=(0,),
-             extra_initializers=(), branch_initializers=(), present_names=None):
-    """A one-layer merged decoder whose cache branch returns `dummy_output` for present.0.encoder.key."""
-    present_names = present_names or [f"present.{layer}.encoder.key" for layer in layers]
-    past_inputs = [_value(f"past_key_values.{layer}.encoder.key") for layer in layers]
-    outputs = [_value(name) for name in present_names]
-    with_past = helper.make_graph(
-        # The Add reads the past, which is what marks this branch as the cache branch.
-        list(dummy_nodes) + [helper.make_node("Add", ["past_key_values.0.encoder.key"] * 2, ["touch"])],
-        "with_past", [], [_value(dummy_output if i == 0 else f"d{i}") for i in range(len(outputs))],
-        initializer=list(branch_initializers))
-    for i in range(1, len(outputs)):
-        with_past.node.append(helper.make_node("Constant", [], [f"d{i}"], value=numpy_helper.from_array(
-            np.zeros((0, 2, 1, 4), np.float32))))
-    no_past = helper.make_graph(
-        [helper.make_node("Identity", ["encoder_hidden_states"], [f"real{i}"]) for i in range(len(outputs))],
-        "no_past", [], [_value(f"real{i}") for i in range(len(outputs))])
-    then_branch, else_branch = (no_past, with_past) if swap else (with_past, no_past)
-    condition = helper.make_node("Not", [flag], ["not_flag"]) if swap else None
-    if_node = helper.make_node("If", ["not_flag" if swap else flag], present_names, name="my_if",
-                               then_branch=then_branch, else_branch=else_branch)
-    graph = helper.make_graph(
-        ([condition] if condition else []) + [if_node], "decoder",
-        [_value(flag, TensorProto.BOOL, [1]), _value("encoder_hidden_states")] + past_inputs, outputs,
-        initializer=list(extra_initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from .conftest import toy_decoder as _decoder
 
 
 def _constant_dummy():
@@ -156,6 +124,6 @@ def test_nothing_to_repair_writes_a_byte_identical_copy(tmp_path):
     _run_all(model)
     src = tmp_path / "clean.onnx"
     src.write_bytes(model.SerializeToString())
-    result = repair(src, tmp_path / "copy.onnx", run_validation=False)
+    result = repair(src, tmp_path / "copy.onnx", validate=False)
     assert not result.changed
     assert (tmp_path / "copy.onnx").read_bytes() == src.read_bytes()

@@ -19,7 +19,7 @@ from .conftest import ROOT
 @pytest.fixture(scope="module")
 def fixed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cases") / "fixed.onnx"
-    repair(ROOT / "sample_models" / "current" / "marian.onnx", out, run_validation=False)
+    repair(ROOT / "sample_models" / "current" / "marian.onnx", out, validate=False)
     return out
 
 

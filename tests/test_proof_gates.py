@@ -40,20 +40,20 @@ def test_repair_options_are_one_frozen_value_and_keywords_change_single_fields()
     options = RepairOptions()
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.validate = False  # type: ignore[misc]
-    changed = options.but(run_validation=False, target_ort="1.16", data_mode="copy")
-    assert changed == RepairOptions(validate=False, target=parse_release("1.16"), data_mode="copy")
+    changed = options.but(validate=False, target_ort="1.16", data_mode="copy")
+    assert changed == RepairOptions(validate=False, target_ort=parse_release("1.16"), data_mode="copy")
     assert options == RepairOptions()  # unchanged
     with pytest.raises(TypeError):
         options.but(not_an_option=True)
     with pytest.raises(BadInputError, match="--validate-on-target needs --target-ort"):
         RepairOptions(validate_on_target=True)
-    assert RepairOptions(target=parse_release("1.16"), validate_on_target=True).proof_runtime == parse_release("1.16")
+    assert RepairOptions(target_ort=parse_release("1.16"), validate_on_target=True).proof_runtime == parse_release("1.16")
 
 
 def test_the_api_and_directory_repair_take_the_same_options(marian_legacy, tmp_path):
     options = RepairOptions(validate=False, data_mode="copy")
     by_value = repair(marian_legacy, tmp_path / "a.onnx", options)
-    by_keywords = repair(marian_legacy, tmp_path / "b.onnx", run_validation=False, data_mode="copy")
+    by_keywords = repair(marian_legacy, tmp_path / "b.onnx", validate=False, data_mode="copy")
     assert by_value.validation is None and by_keywords.validation is None
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     (tmp_path / "model").mkdir()
@@ -109,15 +109,15 @@ def test_repair_and_split_assemble_the_same_gates_in_the_documented_order(marian
                 proof_gates(options, loaded, outputs, gate, evidence)]
 
     assert kinds(RepairOptions()) == [("CheckerGate", None), ("DecodeGate", None)]
-    assert kinds(RepairOptions(target=target)) == [("CheckerGate", None), ("DecodeGate", None), ("LoadGate", target)]
-    assert kinds(RepairOptions(target=target, validate_on_target=True)) == [("CheckerGate", None),
+    assert kinds(RepairOptions(target_ort=target)) == [("CheckerGate", None), ("DecodeGate", None), ("LoadGate", target)]
+    assert kinds(RepairOptions(target_ort=target, validate_on_target=True)) == [("CheckerGate", None),
                                                                              ("DecodeGate", target)]
-    assert kinds(RepairOptions(target=target, load_on_target=False)) == [("CheckerGate", None), ("DecodeGate", None)]
-    assert kinds(RepairOptions(validate=False, target=target)) == [("LoadGate", target)]
+    assert kinds(RepairOptions(target_ort=target, load_on_target=False)) == [("CheckerGate", None), ("DecodeGate", None)]
+    assert kinds(RepairOptions(validate=False, target_ort=target)) == [("LoadGate", target)]
     assert kinds(RepairOptions(validate=False)) == []
     # a model with no decode loop of its own (an encoder) is loaded instead, on the target when there is one
     assert kinds(RepairOptions(), decode=False) == [("CheckerGate", None), ("LoadGate", None)]
-    assert kinds(RepairOptions(target=target, validate_on_target=True), decode=False) == [("CheckerGate", None),
+    assert kinds(RepairOptions(target_ort=target, validate_on_target=True), decode=False) == [("CheckerGate", None),
                                                                                            ("LoadGate", target)]
 
 

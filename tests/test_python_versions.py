@@ -21,6 +21,8 @@ from graphfix.proof.interpreters import probe
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the wheel under every CPython found: make test
+
 VERSIONS = ["3.10", "3.12", "3.13"]
 LEGACY_MARIAN = ROOT / "sample_models" / "legacy" / "marian.onnx"
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian-opset21"
@@ -36,11 +38,8 @@ def interpreter(version: str) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(dist), str(ROOT)], check=True, capture_output=True)
-    return next(dist.glob("graphfix-*.whl"))
+def wheel(built_wheel) -> Path:
+    return built_wheel
 
 
 @pytest.fixture(scope="module")

@@ -86,20 +86,20 @@ def test_repaired_sample_passes_the_full_onnx_checker(sample, repaired):
 def test_repair_is_a_noop_on_a_repaired_model(sample, repaired, tmp_path):
     once = repaired(sample)
     assert check(once).findings == []
-    again = repair(once, tmp_path / "again.onnx", run_validation=False)
+    again = repair(once, tmp_path / "again.onnx", validate=False)
     assert again.changes == []
     assert sha256(tmp_path / "again.onnx") == sha256(once)
 
 
 def test_two_repairs_give_identical_bytes(marian_legacy, tmp_path):
-    first = repair(marian_legacy, tmp_path / "a.onnx", run_validation=False)
-    repair(marian_legacy, tmp_path / "b.onnx", run_validation=False)
+    first = repair(marian_legacy, tmp_path / "a.onnx", validate=False)
+    repair(marian_legacy, tmp_path / "b.onnx", validate=False)
     assert first.changed and sha256(tmp_path / "a.onnx") == sha256(tmp_path / "b.onnx")
 
 
 def test_check_reports_what_repair_changes(sample, tmp_path):
     findings = check(sample).findings
-    changes = repair(sample, tmp_path / "out.onnx", run_validation=False).changes
+    changes = repair(sample, tmp_path / "out.onnx", validate=False).changes
     assert findings == changes
     codes = {f.code for f in findings}
     assert "GF101" in codes

@@ -98,11 +98,13 @@ def test_runtime_python_option_names_the_interpreter_for_validate(bare_machine, 
 
 def test_the_runtime_cache_keeps_one_venv_per_release_and_interpreter_version(tmp_path, monkeypatch):
     from graphfix.proof import runtimes
+    from graphfix.proof.runtime_isolation import mark_text
 
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path))
     for tag in ("py3.10", "py3.11"):
         fake_python(tmp_path / f"onnxruntime-1.16.3-{tag}" / "bin", "python", tag[2:])
-        (tmp_path / f"onnxruntime-1.16.3-{tag}" / runtimes.COMPLETE).write_text("")  # complete venvs, as made
+        # complete, verified venvs, as made
+        (tmp_path / f"onnxruntime-1.16.3-{tag}" / runtimes.COMPLETE).write_text(mark_text("1.16.3", "1.26.4"))
     for version, tag in [((3, 10), "py3.10"), ((3, 11), "py3.11")]:
         monkeypatch.setattr(runtimes, "find_interpreter",
                             lambda release, v=version: interpreters.Interpreter(Path("/unused"), v))

@@ -198,6 +198,7 @@ def test_split_can_retarget_and_prove_on_the_release_it_names(marian_current, tm
         assert onnx.load(tmp_path / "split" / name).ir_version <= 9
 
 
+@pytest.mark.slow  # pip resolving a release
 def test_a_runtime_pip_cannot_install_is_one_clear_error(marian_current, tmp_path, monkeypatch, cli):
     monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "cache"))
     result = cli("validate", marian_current, "--ort-version", "1.16.99")  # a known release, a patch PyPI never had

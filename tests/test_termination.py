@@ -22,6 +22,8 @@ import pytest
 from .conftest import sha256
 from .test_interruption_and_limits import OLD, SOURCE, Big, graphfix_command, run_graphfix, signal_points, temp_dirs
 
+pytestmark = pytest.mark.slow  # signals at many points of real runs: make test
+
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
 
 

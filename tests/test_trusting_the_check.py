@@ -58,8 +58,10 @@ def test_check_json_keeps_its_shape_when_a_path_holds_no_model(cli, tmp_path):
 
     assert result.exit_code == 2
     document = json.loads(result.stdout)
-    assert set(document) == {"schema", "command", "ok", "results"}
+    # exit 2 is a failure like any other command's (docs/json-schema.md): `error`, `exit_code`, `validation` (null)
+    assert set(document) == {"schema", "command", "ok", "exit_code", "error", "results", "validation"}
     first, second = document["results"]
+    assert document["exit_code"] == 2 and document["error"] == first["error"] and document["validation"] is None
     assert first["error"].startswith("no merged decoder in directory") and second["findings"]
 
 
@@ -82,7 +84,7 @@ def test_summaries_name_the_oldest_release_that_loads_the_output_and_suggest_tar
 def test_a_repair_result_carries_the_oldest_release_that_loads_its_output(marian_legacy, tmp_path):
     from graphfix import repair
 
-    assert repair(marian_legacy, tmp_path / "fixed.onnx", run_validation=False).oldest_onnxruntime == "1.15"
+    assert repair(marian_legacy, tmp_path / "fixed.onnx", validate=False).oldest_onnxruntime == "1.15"
 
 
 def test_validate_on_1_16_3_keeps_onnxruntimes_reason_to_the_release_it_runs(cli):

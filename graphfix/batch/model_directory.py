@@ -136,7 +136,7 @@ def prepare_runtimes(options: RepairOptions, *, on_install: InstallNotice | None
     they start: in one process, so that parallel repairs never each install it."""
     from ..proof.runtimes import runtime_python
 
-    releases = [options.target if options.target is not None and (options.load_on_target or
+    releases = [options.target_ort if options.target_ort is not None and (options.load_on_target or
                                                                   options.validate_on_target) else None,
                 options.proof_runtime if options.validate else None]
     for release in dict.fromkeys(r.release for r in releases if r is not None):
@@ -196,7 +196,7 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
         if source.resolve() != out.resolve():
             raise BadInputError("--in-place needs the output to be the input")
         return _repair_in_place(source, jobs, on_progress, options, validator)
-    plan = plan_directory(source, retarget=options.target is not None)
+    plan = plan_directory(source, retarget=options.target_ort is not None)
     replacing = options.force and out.is_dir() and not out.is_symlink() and any(out.iterdir())
     check_output_directory(out, source=source, must_be_empty=not replacing)
     data_mode = options.data_mode
@@ -293,7 +293,7 @@ def _repair_in_place(directory: Path, jobs: int, on_progress: ProgressCallback |
     names = find_merged_decoders(directory)
     # With a target, the export's other models (encoder, split decoders) are retargeted in place too, as into a
     # new folder: the user deploys the whole export.
-    others = plan_directory(directory, retarget=True).others if options.target is not None else []
+    others = plan_directory(directory, retarget=True).others if options.target_ort is not None else []
     # Refuse before the first model is replaced, not halfway through the directory.
     for name in others + names:
         if InPlaceBackup(directory / name).blocked():

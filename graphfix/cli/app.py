@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer._click.exceptions import ClickException, MissingParameter, NoArgsIsHelpError  # typer 0.24-0.28 vendor click
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, one_line, says_out_of_memory
-from ..io import native_libraries
+from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, is_out_of_memory, one_line
 from ..passes.contract import CHECK_PASSES
 from ..process import interrupts
+from .shown import shown
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 findings (check) or validation failed; 2 bad input or usage; 3 a tree repair in "
               "which some model folders failed and others were repaired; 128+n interrupted by signal n (130 Ctrl-C, "
@@ -38,18 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def escaped(text: str) -> str:
-    """A message as one line whatever it quotes, every character kept (a path may hold a newline)."""
-    return undecodable_escaped(text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r"))
-
-
-def undecodable_escaped(text: str) -> str:
-    """A name's bytes that are not UTF-8 (Python holds them as lone surrogates) shown as `\\xNN`, as `ls -b` does:
-    written raw they would make the whole line undecodable for a reader expecting UTF-8."""
-    try:  # the bytes back as they were, then decoded with each invalid one as \\xNN (no regex: this runs on errors,
-        # out of memory too, where compiling one can fail)
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte: nothing a file name holds
-        return text
+    """A message as one line whatever it quotes, every character kept and told apart (a backslash doubled)."""
+    return shown(text.replace("\\", "\\\\"))
 
 
 class Verbosity(Enum):
@@ -62,8 +51,7 @@ class Verbosity(Enum):
 
 @dataclass(frozen=True)
 class Output:
-    """The output options every command shares, declared once (VERBOSITY_FLAGS, FORMAT_FLAGS: graphfix_command adds
-    them to each command) and handed to the command as this one value instead of four booleans read back by name."""
+    """The output options every command shares (OUTPUT_FLAGS, declared once below), as one value."""
 
     verbosity: Verbosity = Verbosity.NORMAL
     json: bool = False
@@ -78,21 +66,16 @@ class Output:
         return cls(verbosity=verbosity, json=as_json, debug=debug)
 
 
-def _flag(name: str, *decls: str, text: str) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False,
-                             annotation=Annotated[bool, typer.Option(*decls, help=text)])
-
-
-VERBOSITY_FLAGS = (
-    _flag("verbose", "--verbose", "-v", text="Print every change on a line of its own instead of one line per finding "
-          "code."),
-    _flag("quiet", "--quiet", "-q", text="Print only errors and the summary line."),
-)
-FORMAT_FLAGS = (
-    _flag("as_json", "--json", text="Print one JSON document on stdout and nothing else."),
-    _flag("debug", "--debug", text="Show the traceback of an error, and hold every repair pass to its contract "
-          "(no finding, no change)."),
-)
+# The shared output options, declared once; every command takes them as these parameters (graphfix_command checks
+# that it does) and turns them into an Output with Output.from_flags. explain and describe have no --verbose/--quiet.
+VerboseFlag = Annotated[bool, typer.Option("--verbose", "-v", help="Print every change on a line of its own instead "
+                                           "of one line per finding code.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+DebugFlag = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error, and hold every repair "
+                                         "pass to its contract (no finding, no change).")]
+VERBOSITY_FLAGS = ("verbose", "quiet")
+FORMAT_FLAGS = ("as_json", "debug")
 
 
 def rendered(doc: str) -> str:
@@ -148,7 +131,9 @@ def _interrupted_message() -> str:
 
 
 def emit_json(command: str, payload: dict[str, Any]) -> None:
-    say(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
+    """The one JSON document of a command, names exact (json.dumps escapes every control character and, ASCII
+    only, every bidi override): not text, so not through `shown`."""
+    _write_stdout(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
 _OUT_OF_MEMORY = "out of memory"
@@ -156,15 +141,12 @@ _OUT_OF_FILES = "too many open files"
 
 
 def resource_exhausted(err: BaseException) -> str | None:
-    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug: memory
-    (MemoryError, or a C++ std::bad_alloc surfacing as ImportError/RuntimeError, or ENOMEM) or file descriptors
-    (EMFILE, ENFILE), as the start of the one line; else None."""
-    if isinstance(err, MemoryError):
+    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug, as the start
+    of the one line: memory (errors.is_out_of_memory) or file descriptors (EMFILE, ENFILE); else None."""
+    if is_out_of_memory(err):
         return _OUT_OF_MEMORY
     if isinstance(err, OSError) and err.errno in EXHAUSTED_ERRNOS:
-        return _OUT_OF_MEMORY if err.errno == errno.ENOMEM else _OUT_OF_FILES
-    if isinstance(err, (ImportError, RuntimeError)) and says_out_of_memory(str(err)):
-        return _OUT_OF_MEMORY
+        return _OUT_OF_FILES
     return None
 
 
@@ -178,8 +160,21 @@ def exhausted_message(err: BaseException) -> str | None:
     if exhausted is None:
         return None
     detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-              else one_line(str(err), limit=200))  # what ran out of it: the proof, a bad_alloc's words
+              else one_line(str(err), limit=200))  # what ran out of it: the proof, onnxruntime's words
     return f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
+
+
+def _is_usage_error(err: BaseException) -> bool:
+    """A usage error raised by the command-line parser: click's ClickException interface (format_message and an
+    exit code), whichever click typer runs on (its own copy from typer 0.26, click itself before)."""
+    return callable(getattr(err, "format_message", None)) and isinstance(getattr(err, "exit_code", None), int)
+
+
+def _is_missing_argument(err: BaseException) -> bool:
+    """click's MissingParameter for an argument: a BadParameter without a message of its own."""
+    param = getattr(err, "param", None)
+    return (isinstance(err, typer.BadParameter) and not err.message and param is not None
+            and param.param_type_name == "argument")
 
 
 def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool,
@@ -196,12 +191,14 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
         message, code = str(err), err.exit_code
     elif (exhausted := exhausted_message(err)) is not None:  # the machine's limit: nothing was written
         message, code = exhausted, 2
-    elif isinstance(err, ClickException):
-        message, code = one_line(err.format_message(), limit=None), 2
-        param = getattr(err, "param", None)
-        if isinstance(err, MissingParameter) and param is not None and param.param_type_name == "argument":
-            message = f"missing argument {param.human_readable_name.upper()}"
+    elif _is_usage_error(err):
+        message, code = one_line(err.format_message(), limit=None), 2  # type: ignore[attr-defined]
+        if _is_missing_argument(err):
+            message = f"missing argument {(err.param.name or '').upper()}"  # type: ignore[attr-defined]
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
+    elif isinstance(err, ImportError):  # a dependency that cannot load: a broken install, a library the loader
+        # cannot map (a noexec mount, an address-space limit); named as such, not as graphfix's bug
+        message, code = import_failure(err), 2
     else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
         message = (f"unexpected {type(err).__name__}: {one_line(str(err))}"
                    " (rerun with --debug for the traceback)")
@@ -214,6 +211,16 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     return code
 
 
+def import_failure(err: ImportError) -> str:
+    """`cannot import MODULE: the loader's reason`, from the first ImportError of the chain (numpy re-raises its
+    extension's failure inside a page of advice)."""
+    first: BaseException = err
+    while isinstance(first.__cause__ or first.__context__, ImportError):
+        first = first.__cause__ or first.__context__  # type: ignore[assignment]
+    name = getattr(first, "name", None) or err.name or "a module"
+    return f"cannot import {name}: {one_line(str(first))}"
+
+
 class StdoutFailed(Exception):
     """stdout could not take what a command printed: the reader closed the pipe (EPIPE) or the stream is full
     (`> /dev/full`). Raised by `say`, through which every result line goes."""
@@ -223,10 +230,19 @@ class StdoutFailed(Exception):
         self.error = error
 
 
-def say(text: str) -> None:
-    """One result line (or document) on stdout."""
+def say(line: str) -> None:
+    """One result line on stdout, made safe for a terminal (shown.py): whatever it quotes stays on one line."""
+    _write_stdout(shown(line))
+
+
+def tell(line: str) -> None:
+    """One diagnostic line on stderr (an `error:` line, a first-use notice), made safe for a terminal."""
+    typer.echo(shown(line), err=True)
+
+
+def _write_stdout(text: str) -> None:
     try:
-        typer.echo(undecodable_escaped(text))
+        typer.echo(text)
     except OSError as err:
         raise StdoutFailed(err) from None
 
@@ -255,37 +271,33 @@ def report_stdout_failure(failure: OSError) -> int:
 
 
 def graphfix_command(app: typer.Typer, name: str, *, verbosity: bool = True) -> Callable[[F], F]:
-    """Register `fn(..., *, output: Output)` as the command `name`: its docstring becomes rendered help, `output`
-    becomes the shared options (--verbose/--quiet when the command has a `verbosity`, --json, --debug) after its
-    own, and whatever it raises reaches the user through report_failure. The command returns its exit code (None
-    is 0)."""
-    flags = (*(VERBOSITY_FLAGS if verbosity else ()), *FORMAT_FLAGS)
+    """Register `fn` as the command `name`: its docstring becomes rendered help, and whatever it raises reaches the
+    user through report_failure. `fn` takes the shared flags (VerboseFlag and QuietFlag when `verbosity`, JsonFlag,
+    DebugFlag) under their names in VERBOSITY_FLAGS and FORMAT_FLAGS, and returns its exit code (None is 0)."""
+    shared = (*(VERBOSITY_FLAGS if verbosity else ()), *FORMAT_FLAGS)
 
     def register(fn: F) -> F:
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "output"]
+        missing = set(shared) - set(inspect.signature(fn).parameters)
+        if missing:
+            raise TypeError(f"command {name} lacks the shared options {sorted(missing)}")
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> None:
             run.watch, run.exit_code = None, 0
-            given = {flag.name: bool(kwargs.pop(flag.name, False)) for flag in flags}
-            if given["debug"]:  # where bugs are hunted: every pass is held to "no finding, no change" too
+            as_json, debug = bool(kwargs.get("as_json")), bool(kwargs.get("debug"))
+            if debug:  # where bugs are hunted: every pass is held to "no finding, no change" too
                 os.environ[CHECK_PASSES] = "1"  # --jobs workers inherit it
             try:
-                native_libraries.load_within_address_space_limit()
-                code = fn(*args, output=Output.from_flags(**given), **kwargs)
+                code = fn(*args, **kwargs)
             except typer.Exit:
                 raise
             except (Exception, KeyboardInterrupt) as err:
                 if isinstance(err, StdoutFailed):
                     code = report_stdout_failure(err.error)
                 else:
-                    code = report_failure(name, err, as_json=given["as_json"], debug=given["debug"])
+                    code = report_failure(name, err, as_json=as_json, debug=debug)
             raise typer.Exit(code or 0)
 
-        # typer reads the options from the signature: the command's own, then the shared ones.
-        signature = inspect.Signature([*own, *flags])
-        setattr(command, "__signature__", signature)  # noqa: B010
-        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         app.command(name, help=rendered(fn.__doc__ or ""), epilog=EXIT_CODES)(command)
         return fn
 
@@ -304,19 +316,28 @@ class GraphfixGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        try:
-            code = super().main(args=argv, prog_name=prog_name or "graphfix", complete_var=complete_var,
-                                standalone_mode=False, **extra)
-        except NoArgsIsHelpError as err:  # bare `graphfix`: the help, as before
-            typer.echo(err.format_message(), err=True)
+        completing = os.environ.get(complete_var or "_GRAPHFIX_COMPLETE")  # the shell asks for completions
+        if not argv and not completing:  # bare `graphfix`: the help, on stderr, exit 2
+            with self.make_context(prog_name or "graphfix", [], resilient_parsing=True) as ctx:
+                typer.echo(ctx.get_help(), err=True)
             code = 2
-        except ClickException as err:
-            code = report_failure(_command_name(argv), err, as_json="--json" in argv, debug=False)
-        except typer.Abort:
-            code = report_failure(_command_name(argv), KeyboardInterrupt(), as_json="--json" in argv, debug=False)
+        else:
+            code = self._run(argv, prog_name, complete_var, extra)
         if not standalone_mode:
             return code
         sys.exit(code or 0)
+
+
+    def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None, extra: dict[str, Any]) -> Any:
+        try:
+            return super().main(args=argv, prog_name=prog_name or "graphfix", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except typer.Abort:
+            return report_failure(_command_name(argv), KeyboardInterrupt(), as_json="--json" in argv, debug=False)
+        except Exception as err:
+            if not _is_usage_error(err):
+                raise
+            return report_failure(_command_name(argv), err, as_json="--json" in argv, debug=False)
 
 
 class GraphfixApp(typer.Typer):

@@ -21,8 +21,12 @@ from ..proof.interpreters import ENVIRONMENT
 from ..targets import TargetRuntime, parse_release
 from . import report, table
 from .app import (
+    DebugFlag,
+    JsonFlag,
     Output,
+    QuietFlag,
     StdoutFailed,
+    VerboseFlag,
     Verbosity,
     app,
     emit_json,
@@ -32,6 +36,7 @@ from .app import (
     report_failure,
     run,
     say,
+    tell,
     watch_outputs,
 )
 from .progress import progress_wanted, terminal_progress
@@ -67,29 +72,22 @@ def _use_runtime_python(path: Path | None) -> None:
 
 
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
-    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said before
-    the run starts, on a terminal and in pipes alike, so that a run that seems stuck says why."""
-    from ..proof.runtimes import install_in_progress, runtime_home, runtime_installed
+    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said when the
+    install starts (runtimes.py tells this process's listener), on a terminal and in pipes alike, so that a run that
+    seems stuck says why, and a run refused before it needs the release says nothing of it. A run that will wait
+    for another process's install of it says so up front."""
+    from ..proof import runtimes
 
-    for release in dict.fromkeys(r.release for r in releases if r is not None):
+    wanted = list(dict.fromkeys(r.release for r in releases if r is not None))
+    if wanted:
+        runtimes.install_listener = lambda release, home: tell(report.first_use_line(release, home))
+    for release in wanted:
         try:
-            if runtime_installed(release):
-                continue
-            home = runtime_home(release)
+            home = runtimes.runtime_home(release)
         except BadInputError:  # no interpreter or no cache for that release: the run says so, in its one error line
             continue
-        if install_in_progress(home):  # the run waits for that install instead of making its own
-            typer.echo(report.waiting_line(release, home), err=True)
-        elif _may_create(home):  # else the install cannot start: the run's one error line names the cache
-            typer.echo(report.first_use_line(release, home), err=True)
-
-
-def _may_create(path: Path) -> bool:
-    """Whether this user may create `path`: its nearest existing ancestor is a directory they may write to."""
-    for ancestor in (path, *path.parents):
-        if ancestor.exists():
-            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
-    return False
+        if runtimes.install_in_progress(home):  # the run waits for that install instead of making its own
+            tell(report.waiting_line(release, home))
 
 
 def _version(value: bool) -> None:
@@ -153,8 +151,10 @@ def repair_command(
         "replaced once its new version is complete). Without it an existing OUT is refused: "
         "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Repair a merged decoder so every present.* can be fed back as past_key_values.*.
 
@@ -187,13 +187,14 @@ def repair_command(
       graphfix repair --jobs 2 opus-mt-en-de/ opus-mt-en-de-fixed/
       graphfix repair --jobs 2 --target-ort 1.16 models/ models-fixed/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
     if copy_data and link_data:
         raise BadInputError("--copy-data and --link-data exclude each other")
     data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
-    options = RepairOptions(validate=not no_validate, target=target_ort, validate_on_target=validate_on_target,
+    options = RepairOptions(validate=not no_validate, target_ort=target_ort, validate_on_target=validate_on_target,
                             load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
                             force=force)
     if is_directory and (tree := _model_folders_of_tree(source)):
@@ -248,7 +249,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
             raise StdoutFailed(err) from None
     say(report.directory_summary(result, time.monotonic() - started))
     if output.verbosity is not Verbosity.QUIET:
-        say(report.release_line(result.oldest_onnxruntime, options.target,
+        say(report.release_line(result.oldest_onnxruntime, options.target_ort,
                                 subject="its models", plural=True))
     return 0
 
@@ -264,8 +265,10 @@ def check_command(
     load: Annotated[bool, typer.Option(
         "--load", help="Load every file without findings in onnxruntime, even where its skeleton and graphfix's "
         "tables already say it loads (and even when the verdict is remembered from an earlier check).")] = False,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Report what would break a plain present->past client, writing nothing (pre-deployment hook).
 
@@ -279,6 +282,7 @@ def check_command(
       graphfix check models/*/decoder_model_merged.onnx
       graphfix check --quiet fixed.onnx opus-mt-en-de-fixed/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     started = time.monotonic()
     results: list[CheckResult] = []
     targets = _check_targets(paths, target_ort, results)
@@ -308,7 +312,11 @@ def check_command(
         if not output.json:
             _echo(report.check_lines(result, output.verbosity))
     if output.json:
-        emit_json("check", {"ok": exit_code == 0, "results": [r.to_dict() for r in results]})
+        first_error = next((r.error for r in results if r.error is not None), None) if exit_code == 2 else None
+        # exit 2 is a failure like any other command's: its keys too (docs/json-schema.md)
+        emit_json("check", {"ok": exit_code == 0, "exit_code": exit_code, "error": first_error,
+                            "results": [r.to_dict() for r in results],
+                            **({"validation": None} if first_error is not None else {})})
     else:
         say(report.check_summary(results, time.monotonic() - started))
         if output.verbosity is not Verbosity.QUIET and (loads := _loads(results, target_ort)):
@@ -319,10 +327,11 @@ def check_command(
 
 
 def _loads(results: list[CheckResult], target_ort: TargetRuntime | None) -> str:
-    """Which onnxruntime releases take every file checked, as they are (nothing when none could be read)."""
+    """Which onnxruntime releases take every file checked, as they are, those passed over included (nothing when
+    none could be read)."""
     from ..targets.release_floor import ReleaseFloor, newest_of
 
-    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None and not r.skipped]
+    floors = [ReleaseFloor(r.oldest_onnxruntime) for r in results if r.error is None]
     plural = len(floors) > 1
     subject = "as they are, they" if plural else "as it is, it"
     return report.release_line(newest_of(floors).release, target_ort, subject=subject, plural=plural) if floors else ""
@@ -352,8 +361,10 @@ def validate_command(
                                                      "this model's (the unrepaired original) at every step.")] = None,
     ort_version: ProofReleaseOption = None,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Prove in onnxruntime that the plain present->past loop decodes like full recompute.
 
@@ -372,6 +383,7 @@ def validate_command(
       graphfix validate fixed.onnx --original decoder_model_merged.onnx
       graphfix validate fixed.onnx --ort-version 1.16.3
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     from ..proof.validation import validate  # only this command proves without writing
 
     _use_runtime_python(runtime_python)
@@ -407,8 +419,10 @@ def split_command(
     ort_version: ProofReleaseOption = None,
     target_ort: TargetOption = None,
     runtime_python: RuntimePythonOption = None,
-    *,
-    output: Output,
+    verbose: VerboseFlag = False,
+    quiet: QuietFlag = False,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Write the no-past and with-past decoders of a merged decoder, for runtimes without If support.
 
@@ -421,13 +435,15 @@ def split_command(
     Examples:
       graphfix split decoder_model_merged.onnx split/
     """
+    output = Output.from_flags(verbose=verbose, quiet=quiet, as_json=as_json, debug=debug)
     from ..split_decoder import DECODER, DECODER_WITH_PAST, split
 
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
     _announce_first_use(ort_version if not no_validate else None, target_ort)
-    result = split(merged, out_dir, RepairOptions(validate=not no_validate, target=target_ort, validate_in=ort_version))
+    options = RepairOptions(validate=not no_validate, target_ort=target_ort, ort_version=ort_version)
+    result = split(merged, out_dir, options)
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})
         return 0
@@ -443,8 +459,8 @@ def _complete_code(incomplete: str) -> list[str]:
 def explain_command(
     code: Annotated[Optional[str], typer.Argument(help="A finding code (GF101 ...); without it, every code.",
                                                   autocompletion=_complete_code)] = None,
-    *,
-    output: Output,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Explain a finding code: what breaks, which exporters write it, what the fix does and why it is safe.
 
@@ -454,6 +470,7 @@ def explain_command(
       graphfix explain GF101
       graphfix explain
     """
+    output = Output.from_flags(as_json=as_json, debug=debug)
     if code is not None and code.upper() not in CODES:
         raise BadInputError(f"unknown finding code {code!r} (known: {', '.join(CODES)})")
     codes = [code.upper()] if code is not None else list(CODES)
@@ -471,8 +488,8 @@ def explain_command(
 def describe_command(
     model: Annotated[Path, typer.Argument(help="A merged decoder, or an export directory (its merged decoders and "
                                           "encoders, config.json and generation_config.json).")],
-    *,
-    output: Output,
+    as_json: JsonFlag = False,
+    debug: DebugFlag = False,
 ) -> int:
     """Show the client contract of an export: what to feed at each step of the plain present->past loop.
 
@@ -486,6 +503,7 @@ def describe_command(
       graphfix describe decoder_model_merged.onnx
       graphfix describe --json opus-mt-en-de/
     """
+    output = Output.from_flags(as_json=as_json, debug=debug)
     from ..export_contract import describe
 
     description = describe(model)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..batch.layouts import directory_files
 from ..process import interrupts
+from .shown import shown
 
 if TYPE_CHECKING:  # rich is slow to import: loaded only by runs that draw something
     from rich.progress import Progress
@@ -61,7 +62,7 @@ class FileProgress:
         share = STEP_SHARE.get(step)
         if share is not None:  # a step never goes back: a retried gate does not move the bar backwards
             self._under_way[name] = max(self._under_way.get(name, 0.0), share * self._sizes.get(name, 0))
-        self._progress.update(self._task, completed=self._completed(), description=f"{step} {name}")
+        self._progress.update(self._task, completed=self._completed(), description=f"{step} {shown(name)}")
 
     def _completed(self) -> float:
         return self._finished_bytes + sum(self._under_way.values())
@@ -77,7 +78,7 @@ def terminal_progress(enabled: bool, sizes: Mapping[str, int]) -> Iterator[FileP
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("[bold]{task.fields[files]}[/] files"), BarColumn(), DownloadColumn(),
-               TimeElapsedColumn(), TextColumn("{task.description}"))
+               TimeElapsedColumn(), TextColumn("{task.description}", markup=False))
     progress = Progress(*columns, console=Console(stderr=True), transient=True)
     with interrupts.held_for_main_thread():  # its refresh thread must never be the one a Ctrl-C lands in
         progress.start()

@@ -11,7 +11,7 @@ import typer
 
 from ..options import RepairOptions
 from . import table
-from .app import Output, StdoutFailed, Verbosity, emit_json, escaped, run, say
+from .app import Output, StdoutFailed, Verbosity, emit_json, escaped, run, say, tell
 from .report import first_use_line, waiting_line
 
 if TYPE_CHECKING:
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 
 
 def _installing(release: str, home: Path) -> None:
-    typer.echo(first_use_line(release, home), err=True)
+    tell(first_use_line(release, home))
 
 
 def _waiting(release: str, home: Path) -> None:
-    typer.echo(waiting_line(release, home), err=True)
+    tell(waiting_line(release, home))
 
 
 def repair_tree_command(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
@@ -57,14 +57,15 @@ def tree_table(result: TreeRepairResult) -> Table:
     """One row per model folder: its outcome, the findings repaired, the oldest onnxruntime that loads it, time."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    from .app import undecodable_escaped
+    from .shown import shown
 
     drawn = Table(box=box.SIMPLE_HEAD)
     for column in ("model", "outcome", "findings", "oldest onnxruntime", "time"):
         drawn.add_column(column, justify="right" if column in ("findings", "time") else "left", no_wrap=True)
     for model in result.models:
-        drawn.add_row(undecodable_escaped(model.folder), model.outcome.upper() if model.outcome == "failed"
+        drawn.add_row(Text(shown(model.folder)), model.outcome.upper() if model.outcome == "failed"
                       else model.outcome, str(model.findings) if model.result else "-",
                       model.oldest_onnxruntime or "-", f"{model.seconds:.1f} s")
     return drawn

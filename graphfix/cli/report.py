@@ -35,21 +35,17 @@ _FAILED_STEP = re.compile(r"^step (\d+): (.*)$", re.S)
 # --- findings -------------------------------------------------------------------------------------------------------
 
 def summary_of(code: str, findings: Sequence[Finding]) -> str:
-    """The code's summary, its `{fields}` filled from the findings' text; a field no finding fills is left out."""
+    """The code's summary, its `{before}` and `{after}` filled from the findings' fields; one no finding has is
+    left out."""
     explanation: Explanation | None = EXPLANATIONS.get(code)
     if explanation is None:
         return CODES.get(code, findings[0].message)
-    values: dict[str, list[str]] = {}
-    if explanation.detail:
-        pattern = re.compile(explanation.detail)
-        for finding in findings:
-            match = pattern.search(f"{finding.message} -> {finding.fix}")
-            for name, value in (match.groupdict() if match else {}).items():
-                if value is not None and value not in values.setdefault(name, []):
-                    values[name].append(value)
-    fields = {name: value_set(found) for name, found in values.items() if found}
-    text = re.sub(r"\{(\w+)\}", lambda m: fields.get(m[1], ""), explanation.summary)
-    return " ".join(text.replace("()", "").split())
+    fields = {}
+    for name in ("before", "after"):
+        found = list(dict.fromkeys(v for v in (getattr(f, name) for f in findings) if v is not None))
+        fields[name] = value_set(found) if found else ""
+    text = explanation.summary.format(**fields)
+    return " ".join(text.replace("()", "").replace("''", "").split())
 
 
 def grouped_lines(findings: Sequence[Finding], indent: str = "", width: int | None = None) -> list[str]:

@@ -7,8 +7,8 @@ import io
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from .app import undecodable_escaped
 from .layout import columns_asked, wrapped
+from .shown import shown
 
 if TYPE_CHECKING:  # rich is slow to import: loaded only by runs that draw a table
     from rich.table import Table
@@ -28,8 +28,9 @@ def summary_table(result: DirectoryRepairResult) -> Table:
     "-" where the states were synthesized), and the time it took."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    title = undecodable_escaped(f"{result.input} -> {result.output}")
+    title = Text(shown(f"{result.input} -> {result.output}"))  # Text: a name is never read as rich markup
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
     for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
         table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
@@ -42,8 +43,9 @@ def summary_table(result: DirectoryRepairResult) -> Table:
             verdict += f", loads in {loaded_on}"
         before, after = model.result.versions.get("before", ""), model.result.versions.get("after", "")
         versions = before if before == after else f"{before} -> {after}"
-        table.add_row(undecodable_escaped(model.path), _finding_counts([c.code for c in model.result.changes]),
-                      str(len(model.result.changes)), versions, verdict, model.encoder or "-", f"{model.seconds:.1f} s")
+        table.add_row(Text(shown(model.path)), _finding_counts([c.code for c in model.result.changes]),
+                      str(len(model.result.changes)), versions, verdict, Text(shown(model.encoder or "-")),
+                      f"{model.seconds:.1f} s")
     return table
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -149,21 +148,6 @@ def _copy_contents(src_fd: int, dst_fd: int, allow_reflink: bool) -> None:
     for start, end in _data_segments(src_fd, size):
         _copy_range(src_fd, dst_fd, start, end - start, dst_offset=start)
     os.ftruncate(dst_fd, size)  # a trailing hole
-
-
-def copy_file(src: Path, dst: Path, mode: str = "clone") -> None:
-    """A byte-identical new file `dst` (never a link: it is the model file itself) with `src`'s permission bits.
-    `src` is opened without blocking and must be a regular file (a FIFO put in its place is refused, not read)."""
-    try:
-        fd = portable.open_for_reading(src)
-    except (portable.NotRegularFileError, IsADirectoryError):  # refused unopened where O_NONBLOCK is missing
-        raise OSError(errno.EINVAL, f"{src} is not a regular file") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{src} is not a regular file")
-        copy_fd(fd, dst, mode)
-    finally:
-        os.close(fd)
 
 
 def copy_fd(src_fd: int, dst: Path, mode: str = "clone") -> None:

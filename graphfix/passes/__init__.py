@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .contract import ANY_MODEL, MERGED_DECODER, DecoderPass, ModelPass, RepairPass, Subject, repair_pass, run_passes
+from .contract import (
+    ANY_MODEL,
+    MERGED_DECODER,
+    DecoderPass,
+    ModelPass,
+    RepairPass,
+    Subject,
+    order_breach,
+    repair_pass,
+    run_passes,
+)
 from .encoder_kv_passthrough import encoder_kv_passthrough
 from .fixed_shapes import fixed_shapes
 from .kv_dim_names import kv_dim_names
@@ -19,8 +29,9 @@ if TYPE_CHECKING:
 # The retargeting passes (attributes_as_inputs, float16_fallbacks, retarget_domains, retarget_versions) are imported
 # from their modules: each module bears its pass's name, so the package cannot offer them lazily as well.
 
-# Fixed dims are made symbolic first and names unified next: truthful shapes compare against the final symbols.
+# The order each pass's `requires` / `ensures` declares (contract.order_breach checks it, here and in run_passes).
 PIPELINE: tuple[RepairPass, ...] = (encoder_kv_passthrough, fixed_shapes, kv_dim_names, truthful_kv_shapes)
+assert order_breach(PIPELINE, complete=True) is None, order_breach(PIPELINE, complete=True)
 
 
 def pipeline(target: TargetRuntime | None = None) -> tuple[RepairPass, ...]:
@@ -32,8 +43,10 @@ def pipeline(target: TargetRuntime | None = None) -> tuple[RepairPass, ...]:
     from .retarget_domains import retarget_domains
     from .retarget_versions import retarget_versions
 
-    return (*PIPELINE, attributes_as_inputs, float16_fallbacks(target), retarget_domains(target),
-            retarget_versions(target))
+    passes = (*PIPELINE, attributes_as_inputs, float16_fallbacks(target), retarget_domains(target),
+              retarget_versions(target))
+    assert order_breach(passes, complete=True) is None, order_breach(passes, complete=True)
+    return passes
 
 
 __all__ = [
@@ -47,6 +60,7 @@ __all__ = [
     "encoder_kv_passthrough",
     "fixed_shapes",
     "kv_dim_names",
+    "order_breach",
     "pipeline",
     "repair_pass",
     "run_passes",

@@ -14,7 +14,7 @@ from ..errors import RepairRefusedError
 from ..findings import ATTRIBUTE_NOW_AN_INPUT, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import AI_ONNX, ai_onnx_opset, all_graphs, attribute
-from .contract import ANY_MODEL, Subject, repair_pass
+from .contract import ANY_MODEL, ATTRIBUTES_AS_INPUTS, Subject, repair_pass
 
 _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
               "ReduceLogSumExp", "ReduceSumSquare")
@@ -23,7 +23,7 @@ MOVED = {("Squeeze", "axes"): (13, 1), ("Unsqueeze", "axes"): (13, 1), ("ReduceS
          ("Split", "split"): (13, 1), **{(op, "axes"): (18, 1) for op in _REDUCE_18}}
 
 
-@repair_pass(ATTRIBUTE_NOW_AN_INPUT, scope=ANY_MODEL)
+@repair_pass(ATTRIBUTE_NOW_AN_INPUT, scope=ANY_MODEL, ensures=(ATTRIBUTES_AS_INPUTS,))
 def attributes_as_inputs(subject: Subject) -> list[Finding]:
     model = subject.model
     opset = ai_onnx_opset(model)
@@ -84,4 +84,4 @@ def _move(node: onnx.NodeProto, name: str, constant: str, since: int, position: 
     return Finding(code=ATTRIBUTE_NOW_AN_INPUT, node=node.name or node.op_type,
                    message=f"{node.op_type} sets attribute {name!r}, an input since opset {since} (the model's is "
                            f"{opset}): older onnxruntime releases refuse to load it",
-                   fix=f"{name} {values} as a constant input")
+                   fix=f"{name} {values} as a constant input", before=name, after="a constant input")

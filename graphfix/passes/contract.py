@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final, Literal, Union, overload
 
 from ..errors import GraphfixError, PassCrashedError
@@ -50,9 +50,14 @@ class BrokenContract(AssertionError):
 
 @dataclass(frozen=True)
 class RepairPass:
+    """`requires`: properties of the model (the names below) an earlier pass of the run must have established;
+    `ensures`: those this pass establishes. run_passes checks the order against them."""
+
     name: str
     codes: frozenset[str]
     scope: ClassVar[Scope]
+    requires: frozenset[str] = frozenset()
+    ensures: frozenset[str] = frozenset()
 
     def findings_on(self, subject: Subject) -> list[Finding] | None:
         """The pass applied to `subject`; None when `subject` is not one it takes."""
@@ -66,7 +71,7 @@ class RepairPass:
 class DecoderPass(RepairPass):
     """A repair of the merged decoder's structure: the If, its branches, the past and present KV."""
 
-    apply: DecoderRepair
+    apply: DecoderRepair = field(kw_only=True)
     scope: ClassVar[Scope] = MERGED_DECODER
 
     def findings_on(self, subject: Subject) -> list[Finding] | None:
@@ -77,7 +82,7 @@ class DecoderPass(RepairPass):
 class ModelPass(RepairPass):
     """A repair valid on any model of an export (it reads only `subject.model`)."""
 
-    apply: ModelRepair
+    apply: ModelRepair = field(kw_only=True)
     scope: ClassVar[Scope] = ANY_MODEL
 
     def findings_on(self, subject: Subject) -> list[Finding] | None:
@@ -91,27 +96,38 @@ def _documented(codes: tuple[str, ...]) -> frozenset[str]:
     return frozenset(codes)
 
 
-@overload
-def repair_pass(*codes: str, scope: Literal["merged decoder"] = ...,
-                name: str | None = ...) -> Callable[[DecoderRepair], DecoderPass]: ...
+# The properties passes establish for the ones after them (RepairPass.requires / ensures).
+ENCODER_KV_PASSED_THROUGH: Final = "the encoder KV presents pass their past through"
+SYMBOLIC_DIMS: Final = "batch and sequence dims are symbolic"
+FINAL_DIM_NAMES: Final = "dims carry their final names"
+ATTRIBUTES_AS_INPUTS: Final = "no attribute that the model's opset takes as an input"
 
 
 @overload
-def repair_pass(*codes: str, scope: Literal["any model"], name: str | None = ...) -> Callable[[ModelRepair], ModelPass]:
+def repair_pass(*codes: str, scope: Literal["merged decoder"] = ..., name: str | None = ...,
+                requires: tuple[str, ...] = ..., ensures: tuple[str, ...] = ...
+                ) -> Callable[[DecoderRepair], DecoderPass]: ...
+
+
+@overload
+def repair_pass(*codes: str, scope: Literal["any model"], name: str | None = ..., requires: tuple[str, ...] = ...,
+                ensures: tuple[str, ...] = ...) -> Callable[[ModelRepair], ModelPass]:
     ...
 
 
-def repair_pass(*codes: str, scope: Scope = MERGED_DECODER,
-                name: str | None = None) -> Callable[[DecoderRepair], DecoderPass] | Callable[[ModelRepair], ModelPass]:
+def repair_pass(*codes: str, scope: Scope = MERGED_DECODER, name: str | None = None, requires: tuple[str, ...] = (),
+                ensures: tuple[str, ...] = ()) -> Callable[[DecoderRepair], DecoderPass] | Callable[[ModelRepair],
+                                                                                                   ModelPass]:
     """Declare `f(subject) -> list[Finding]` a pass emitting `codes`: a DecoderPass taking a MergedDecoder, or with
-    `scope=ANY_MODEL` a ModelPass taking any Subject."""
+    `scope=ANY_MODEL` a ModelPass taking any Subject; `requires` and `ensures` declare its place in the order."""
     declared = _documented(codes)
+    order = {"requires": frozenset(requires), "ensures": frozenset(ensures)}
 
     def decoder(apply: DecoderRepair) -> DecoderPass:
-        return DecoderPass(name=name or apply.__name__, codes=declared, apply=apply)
+        return DecoderPass(name=name or apply.__name__, codes=declared, apply=apply, **order)
 
     def any_model(apply: ModelRepair) -> ModelPass:
-        return ModelPass(name=name or apply.__name__, codes=declared, apply=apply)
+        return ModelPass(name=name or apply.__name__, codes=declared, apply=apply, **order)
 
     return decoder if scope == MERGED_DECODER else any_model
 
@@ -136,9 +152,28 @@ def _broken_contract(found: list[Finding], changed: bool | None, repair: RepairP
     return None
 
 
+def order_breach(passes: Sequence[RepairPass], *, complete: bool) -> str | None:
+    """Why `passes` cannot run in this order: a pass requires a property that a later pass ensures, or (`complete`:
+    a whole pipeline) that no earlier pass ensures. None when the order holds."""
+    ensured: set[str] = set()
+    for index, repair in enumerate(passes):
+        for needed in sorted(repair.requires - ensured):
+            later = [p.name for p in passes[index + 1:] if needed in p.ensures]
+            if later:
+                return f"{repair.name} requires {needed!r}, which {later[0]} ensures only after it"
+            if complete:
+                return f"{repair.name} requires {needed!r}, which no pass before it ensures"
+        ensured |= repair.ensures
+    return None
+
+
 def run_passes(subject: Subject, passes: Sequence[RepairPass], *, check_changes: bool | None = None) -> list[Finding]:
     """Run each pass that applies to `subject`, in order, holding each to the contract; the findings of all.
-    `check_changes` (default: GRAPHFIX_CHECK_PASSES) also compares the model before and after each pass."""
+    `check_changes` (default: GRAPHFIX_CHECK_PASSES) also compares the model before and after each pass. An order
+    that breaks a pass's `requires` is graphfix's bug: ValueError, before anything runs."""
+    breach = order_breach(passes, complete=False)
+    if breach is not None:
+        raise ValueError(f"passes out of their declared order: {breach}")
     findings: list[Finding] = []
     ran: list[str] = []
     compare = checking_changes() if check_changes is None else check_changes
@@ -157,7 +192,7 @@ def run_passes(subject: Subject, passes: Sequence[RepairPass], *, check_changes:
         breach = _broken_contract(found, after != before if compare else None, repair)
         if breach is not None:
             raise PassCrashedError(repair.name, ran, BrokenContract(breach))
-        findings += found
+        findings += [replace(finding, pass_name=repair.name) for finding in found]
         ran.append(repair.name)
         before = after
     return findings

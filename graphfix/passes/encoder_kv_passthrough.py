@@ -14,7 +14,7 @@ from ..findings import DUMMY_ENCODER_KV, Finding
 from ..io import onnx_proto as onnx
 from ..model.graph import ancestors, attribute, node_reads, producers
 from ..model.merged_decoder import MergedDecoder, matching_past
-from .contract import repair_pass
+from .contract import ENCODER_KV_PASSED_THROUGH, repair_pass
 
 # A present the cache branch fakes: (its slot among the If's outputs, the past it must pass, its name, the nodes
 # that compute the dummy)
@@ -29,7 +29,12 @@ def _describe(branch: onnx.GraphProto, name: str, node: onnx.NodeProto | None) -
     return f"a dummy {node.op_type}{shape}"
 
 
-@repair_pass(DUMMY_ENCODER_KV)
+def _dummy_shape(node: onnx.NodeProto | None) -> str | None:
+    value = attribute(node, "value") if node is not None else None
+    return str(tuple(value.t.dims)) if value is not None else None
+
+
+@repair_pass(DUMMY_ENCODER_KV, ensures=(ENCODER_KV_PASSED_THROUGH,))
 def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
     branch = decoder.cache_branch
     made_by = producers(branch)  # once: a 6-layer decoder has thousands of nodes and 12 encoder presents
@@ -49,7 +54,8 @@ def encoder_kv_passthrough(decoder: MergedDecoder) -> list[Finding]:
             code=DUMMY_ENCODER_KV, tensor=present, node=node.name if node is not None else None,
             message=f"cache branch returns {_describe(branch, output, node)} instead of {past.name}; "
                     "a client feeding presents back as past fails at step 3",
-            fix=f"{present} = Identity({past.name}) in the cache branch"))
+            fix=f"{present} = Identity({past.name}) in the cache branch", before=_dummy_shape(node),
+            after=f"Identity({past.name})"))
         dummies.append((slot, past.name, present, nodes))
     if dummies:
         _pass_through(decoder, dummies)

@@ -16,7 +16,7 @@ from ..io import onnx_proto as onnx
 from ..model.graph import all_graphs, attribute, node_reads, producers
 from ..model.merged_decoder import MergedDecoder
 from ..signature import PAST, PRESENT
-from .contract import repair_pass
+from .contract import SYMBOLIC_DIMS, repair_pass
 
 BATCH, ENCODER_LENGTH, DECODER_LENGTH, PAST_LENGTH = (
     "batch_size", "encoder_sequence_length", "decoder_sequence_length", "past_decoder_sequence_length")
@@ -33,7 +33,7 @@ def _semantic_axes(name: str) -> dict[int, str]:
             "encoder_attention_mask": {0: BATCH, 1: ENCODER_LENGTH}}.get(name, {})
 
 
-@repair_pass(STATIC_SIGNATURE_DIM, BAKED_RESHAPE_SHAPE)
+@repair_pass(STATIC_SIGNATURE_DIM, BAKED_RESHAPE_SHAPE, ensures=(SYMBOLIC_DIMS,))
 def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     graph = decoder.model.graph
     # Only the signature says what the export fixed; branch outputs may carry other static shapes (the dummy's,
@@ -61,7 +61,8 @@ def fixed_shapes(decoder: MergedDecoder) -> list[Finding]:
     findings = [Finding(code=STATIC_SIGNATURE_DIM, tensor=symbol,
                         message=f"{symbol} is fixed to {exported[symbol]} in {len(names)} declarations "
                                 f"(e.g. {names[0]}), so onnxruntime refuses any other size",
-                        fix=f"declare it as the symbol {symbol!r}")
+                        fix=f"declare it as the symbol {symbol!r}",
+                        before=f"{exported[symbol]} in {len(names)} declarations", after=symbol)
                 for symbol, names in sorted(relaxed.items())]
     if exported:
         findings += _baked_reshapes(decoder, exported)
@@ -119,7 +120,8 @@ def _baked_reshapes(decoder: MergedDecoder, exported: dict[str, int]) -> list[Fi
                 code=BAKED_RESHAPE_SHAPE, node=node.name, tensor=node.input[1],
                 message=f"Reshape shape {shape.tolist()} bakes "
                         f"{', '.join(f'{data_dims[i]}={shape[i]}' for i in baked)}",
-                fix=f"shape {fixed.tolist()} (0 copies the input's dim)"))
+                fix=f"shape {fixed.tolist()} (0 copies the input's dim)",
+                before=", ".join(f"{data_dims[i]}={shape[i]}" for i in baked), after=str(fixed.tolist())))
             replacement = numpy_helper.from_array(fixed, f"{node.input[1]}/graphfix_symbolic")
             graph.initializer.append(replacement)  # a new constant: the old one may be shared with other nodes
             old, node.input[1] = node.input[1], replacement.name

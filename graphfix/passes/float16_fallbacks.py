@@ -53,7 +53,8 @@ def _declares_float16(model: onnx.ModelProto) -> bool:
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == float16:
                     return True
-                if attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT and attribute.i == float16:
+                if (attribute.name in ("to", "dtype") and attribute.type == onnx.AttributeProto.INT
+                        and attribute.i == float16):
                     return True
     return False
 
@@ -120,7 +121,8 @@ def float16_fallbacks(target: TargetRuntime) -> RepairPass:
                     code=FLOAT16_FALLBACK, node=node.name or node.op_type,
                     message=f"float16 {node.op_type}: onnxruntime {target.release} has no float16 CPU kernel for it "
                             "and its fallback fails to load",
-                    fix="compute it in float32 between two Casts (differs by float16 rounding)"))
+                    fix="compute it in float32 between two Casts (differs by float16 rounding)",
+                    before=node.op_type, after="float32"))
             if len(nodes) != len(graph.node):
                 del graph.node[:]
                 graph.node.extend(nodes)

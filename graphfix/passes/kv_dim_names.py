@@ -11,7 +11,7 @@ from ..findings import UNBINDABLE_DIM_NAME, Finding
 from ..io import onnx_proto as onnx
 from ..model.merged_decoder import MergedDecoder
 from ..signature import KV_SEQUENCE_AXIS
-from .contract import repair_pass
+from .contract import FINAL_DIM_NAMES, SYMBOLIC_DIMS, repair_pass
 
 
 def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
@@ -23,7 +23,7 @@ def _encoder_kv_values(decoder: MergedDecoder) -> list[onnx.ValueInfoProto]:
     return [v for v in values if v is not None and len(v.type.tensor_type.shape.dim) > KV_SEQUENCE_AXIS]
 
 
-@repair_pass(UNBINDABLE_DIM_NAME)
+@repair_pass(UNBINDABLE_DIM_NAME, requires=(SYMBOLIC_DIMS,), ensures=(FINAL_DIM_NAMES,))
 def kv_dim_names(decoder: MergedDecoder) -> list[Finding]:
     truth = decoder.encoder_sequence_dim
     if truth is None:
@@ -39,7 +39,7 @@ def kv_dim_names(decoder: MergedDecoder) -> list[Finding]:
             code=UNBINDABLE_DIM_NAME, tensor=name,
             message=f"encoder KV length is named {name!r} in {len(dims)} declarations, "
                     f"unrelated to encoder_hidden_states' {truth!r}",
-            fix=f"rename {name!r} to {truth!r}"))
+            fix=f"rename {name!r} to {truth!r}", before=name, after=truth))
         for dim in dims:
             dim.dim_param = truth
     return findings

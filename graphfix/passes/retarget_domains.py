@@ -53,7 +53,8 @@ def retarget_domains(target: TargetRuntime) -> RepairPass:
                     findings.append(Finding(code=DOMAIN_ABOVE_TARGET, tensor=domain,
                                             message=f"{domain} opset {opset.version} is above {highest}, the highest "
                                                     f"onnxruntime {limits.release} runs",
-                                            fix=f"import {domain} at opset {highest} (every op used exists there)"))
+                                            fix=f"import {domain} at opset {highest} (every op used exists there)",
+                                            before=str(opset.version), after=f"import {domain} at opset {highest}"))
                     opset.version = highest
                 keep.append(opset)
                 continue
@@ -62,7 +63,8 @@ def retarget_domains(target: TargetRuntime) -> RepairPass:
                                         message=f"{domain} opset {opset.version} is imported but no node uses it"
                                                 + (f"; onnxruntime {limits.release} runs up to {highest}"
                                                    if highest is not None else ""),
-                                        fix=f"drop the unused {domain} import"))
+                                        fix=f"drop the unused {domain} import", before=str(opset.version),
+                                        after="drop the unused"))
                 continue
             keep.append(opset)
         if len(keep) != len(model.opset_import):

@@ -17,7 +17,7 @@ from ..io import onnx_proto as onnx
 from ..io.onnx_proto import TensorProto
 from ..model.graph import ai_onnx_opset
 from ..targets import TargetRuntime
-from .contract import ANY_MODEL, RepairPass, Subject, repair_pass
+from .contract import ANY_MODEL, ATTRIBUTES_AS_INPUTS, RepairPass, Subject, repair_pass
 
 # Element types and the IR version that introduced them.
 _TYPE_IR: dict[int, int] = {TensorProto.FLOAT8E4M3FN: 9, TensorProto.FLOAT8E4M3FNUZ: 9, TensorProto.FLOAT8E5M2: 9,
@@ -41,7 +41,7 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
     """The pass that retargets any model of the export for onnxruntime `target`."""
     max_ir, max_opset = target.max_ir, target.max_opset
 
-    @repair_pass(IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, scope=ANY_MODEL)
+    @repair_pass(IR_ABOVE_TARGET, OPSET_ABOVE_TARGET, scope=ANY_MODEL, requires=(ATTRIBUTES_AS_INPUTS,))
     def retarget_versions(subject: Subject) -> list[Finding]:
         model, findings = subject.model, []
         opset = ai_onnx_opset(model)
@@ -52,7 +52,8 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
             findings.append(Finding(
                 code=OPSET_ABOVE_TARGET, tensor=None, node=None,
                 message=f"ai.onnx opset {opset} is above {max_opset}, the highest onnxruntime {target.release} runs",
-                fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)"))
+                fix=f"convert to opset {max_opset} ({converted} nodes relabelled or decomposed, all subgraphs)",
+                before=str(opset), after=f"{max_opset} ({converted} nodes converted)"))
         if model.ir_version <= max_ir:
             return findings
         need, why = min_ir_version(model)
@@ -63,7 +64,8 @@ def retarget_versions(target: TargetRuntime) -> RepairPass:
         finding = Finding(code=IR_ABOVE_TARGET, tensor=None, node=None,
                           message=f"IR version {model.ir_version} is refused by onnxruntime {target.release} "
                                   f"(max IR {max_ir})",
-                          fix=f"lower ir_version to {need}, the lowest its contents need")
+                          fix=f"lower ir_version to {need}, the lowest its contents need",
+                          before=str(model.ir_version), after=str(need))
         model.ir_version = need
         return findings + [finding]
 

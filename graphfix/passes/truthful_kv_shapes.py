@@ -12,7 +12,7 @@ from ..findings import UNTRUTHFUL_DECODER_KV_SHAPE, UNTRUTHFUL_ENCODER_KV_SHAPE,
 from ..io import onnx_proto as onnx
 from ..model.merged_decoder import KVKey, MergedDecoder
 from ..signature import KV_SEQUENCE_AXIS
-from .contract import repair_pass
+from .contract import ENCODER_KV_PASSED_THROUGH, FINAL_DIM_NAMES, SYMBOLIC_DIMS, repair_pass
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[str | int]:
@@ -40,7 +40,8 @@ def _expected(decoder: MergedDecoder, key: KVKey) -> list[str | int] | None:
     return dims[:KV_SEQUENCE_AXIS] + [f"{dims[KV_SEQUENCE_AXIS]} + {new_tokens}"] + dims[KV_SEQUENCE_AXIS + 1:]
 
 
-@repair_pass(UNTRUTHFUL_ENCODER_KV_SHAPE, UNTRUTHFUL_DECODER_KV_SHAPE)
+@repair_pass(UNTRUTHFUL_ENCODER_KV_SHAPE, UNTRUTHFUL_DECODER_KV_SHAPE,
+             requires=(ENCODER_KV_PASSED_THROUGH, SYMBOLIC_DIMS, FINAL_DIM_NAMES))
 def truthful_kv_shapes(decoder: MergedDecoder) -> list[Finding]:
     findings = []
     for key, slot in sorted(decoder.present.items()):
@@ -56,7 +57,8 @@ def truthful_kv_shapes(decoder: MergedDecoder) -> list[Finding]:
         findings.append(Finding(
             code=code, tensor=name,
             message=f"declared {_dims(wrong[0])}, but the model returns {expected}",
-            fix=f"declare {expected} on the output and both If branches"))
+            fix=f"declare {expected} on the output and both If branches", before=str(_dims(wrong[0])),
+            after=str(expected)))
         for value in wrong:
             _set_dims(value, expected)
     return findings

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, one_line
+from ..errors import BadInputError, is_out_of_memory, one_line
 from ..signature import CACHE_FLAG, PAST, PRESENT
 from .cases import SOURCE, CaseResult, Dim, EncoderFeeds, LoadRequest, ProofRequest, Request, request_from_json
 
@@ -36,6 +36,12 @@ Feeds = dict[str, np.ndarray]
 
 
 ORT_REASON_LIMIT = 800
+
+
+def raise_if_out_of_memory(err: BaseException) -> None:
+    """Memory that ran out is the machine's limit, never the model's failure (a verdict) or fault (a refusal)."""
+    if is_out_of_memory(err):
+        raise MemoryError(ort_reason(err)) from None
 
 
 def ort_reason(err: BaseException) -> str:
@@ -128,6 +134,7 @@ def _session(path: str, shown_as: str) -> Any:
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
+        raise_if_out_of_memory(err)
         raise BadInputError(f"onnxruntime {ort.__version__} cannot load {shown_as}: "
                             f"{ort_reason(err)}") from None
 
@@ -151,7 +158,9 @@ class DecoderSession:
         if unknown:
             raise BadInputError(f"cannot synthesize a value for input {unknown[0]!r} of {self.name}")
         logits = self.session.get_outputs()[self.outputs.index("logits")]
-        self.vocab = logits.shape[-1] if isinstance(logits.shape[-1], int) else 2
+        declared = list(logits.shape or [])  # none at all where the export declares no shape (onnxruntime < 1.17)
+        self.declared_vocab: int | None = declared[-1] if declared and isinstance(declared[-1], int) else None
+        self.vocab = self.declared_vocab or 2
 
     @property
     def fixed_source_length(self) -> int | None:
@@ -269,6 +278,7 @@ class EncoderSession:
         try:
             hidden = self.session.run(["last_hidden_state"], feeds)[0]
         except Exception as err:  # the export's own encoder refuses what its config says it takes
+            raise_if_out_of_memory(err)
             shapes = ", ".join(f"{n} {list(v.shape)} (from {self.said_by.get(n, 'the signature')})"
                                for n, v in feeds.items() if n in self.shapes)
             raise BadInputError(f"{self.name} fails in onnxruntime on {shapes or 'its inputs'}: "
@@ -289,6 +299,26 @@ def _prefix(rng: np.random.Generator, vocab: int, batch: int, length: int) -> np
 
 def _last_logits(outputs: Feeds) -> np.ndarray:
     return outputs["logits"][:, -1, :].astype(np.float64)
+
+
+def logits_problem(outputs: Feeds, batch: int, fed: int, vocab: int | None) -> str | None:
+    """What a client would see wrong in a step's logits, in words (None when they are floats of (batch, 1 or the
+    tokens fed, vocab) with finite last-token values): the verdict then names it instead of a numpy error."""
+    logits = outputs.get("logits")
+    if logits is None:
+        return "returned no logits"
+    if logits.dtype.kind != "f":
+        return f"returned logits of dtype {logits.dtype} (a client reads floats)"
+    shape = tuple(int(d) for d in logits.shape)
+    if logits.size == 0:
+        return f"returned empty logits of shape {shape}"
+    if len(shape) != 3 or shape[0] != batch or shape[1] not in (1, fed) or vocab not in (None, shape[2]):
+        return (f"returned logits of shape {shape} where ({batch}, {fed}, {vocab or 'vocab'}) was expected "
+                "(batch, tokens fed, vocabulary)")
+    last = logits[:, -1, :]
+    if not np.all(np.isfinite(last)):
+        return f"returned logits holding {'NaN' if np.isnan(last).any() else 'inf'}"
+    return None
 
 
 class OptimumLoop:
@@ -360,8 +390,8 @@ class PlainClient:
                     judged: bool = False) -> CaseResult:
         """The loop against full recompute: `steps` cached steps, then one run without past over the final tokens,
         whose logits at every position are what full recompute gives at that step (the decoder is causal); the
-        first step that differs is the failure. `judged` runs the original's Optimum loop beside it (after a
-        divergence, when there is a judge to ask)."""
+        first step that differs, or whose logits a client could not use, is the failure. `judged` runs the
+        original's Optimum loop beside it (after a divergence, when there is a judge to ask)."""
         case = CaseResult(batch=batch, source_length=source_length)
         optimum = OptimumLoop(self.judge) if judged and self.judge is not None else None
         rng = np.random.default_rng(seed)
@@ -372,8 +402,9 @@ class PlainClient:
             encoder = self.first.encoder_inputs(rng, batch, source_length)
         prefix = _prefix(rng, self.first.vocab, batch, steps)
         past: Feeds | None = None
+        vocab = self.first.declared_vocab  # else what step 1 gives: every later step must give the same
         loop: list[np.ndarray] = []  # the cached loop's last logits, per step
-        theirs: list[np.ndarray] = []  # the original's, driven as Optimum drives it (judged only)
+        theirs: list[np.ndarray | None] = []  # the original's, driven as Optimum drives it (judged only)
         pair = PairLoop(*self.pair) if self.pair is not None and not judged else None
         paired: list[np.ndarray | str] = []  # the split pair's logits per step, or how it failed
         crash: str | None = None
@@ -383,34 +414,46 @@ class PlainClient:
             if past is not None and (missing := self._missing_past(past)):
                 crash = f"step {step}: {missing}"
                 break
+            where = "the present->past loop" if self.first is self.later else model.name
+            fed = step if past is None else 1
             try:
                 cached = model.run(tokens if past is None else tokens[:, -1:], encoder, past, step - 1)
             except BadInputError:  # an input the loop cannot synthesize: the model, not the proof, is at fault
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
-                where = "the present->past loop" if self.first is self.later else model.name
+                raise_if_out_of_memory(err)
                 crash = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
                 break
-            loop.append(_last_logits(cached))
+            if problem := logits_problem(cached, batch, fed, vocab):
+                crash = f"step {step}: {where} {problem}"
+                break
+            vocab = vocab or int(cached["logits"].shape[-1])
+            got = _last_logits(cached)
+            loop.append(got)
             if optimum is not None:
-                theirs.append(optimum.step(tokens, encoder, step))
+                theirs.append(self._judged_step(optimum, tokens, encoder, step, got.shape))
             if pair is not None and not (paired and isinstance(paired[-1], str)):
                 try:
                     paired.append(pair.step(tokens, encoder, step))
                 except Exception as err:
+                    raise_if_out_of_memory(err)
                     paired.append(f"the split pair fails in onnxruntime: {ort_reason(err)}")
             past = {name.replace("present", "past_key_values", 1): value
                     for name, value in cached.items() if PRESENT.match(name)}
         if loop:
             try:
-                full = self._full_recompute(prefix[:, :len(loop)], encoder)
+                full, unusable = self._full_recompute(prefix[:, :len(loop)], encoder, vocab)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
+                raise_if_out_of_memory(err)
                 case.failure = f"step {len(loop)}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
-            failure = self._compare_steps(case, loop, theirs, full, tolerance, judged)
+            compared = loop if unusable is None else loop[:unusable[0] - 1]  # full recompute's usable steps
+            failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
             if failure == "judge":
                 return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
-            held = len(loop) if failure is None else case.steps - 1
+            held = len(compared) if failure is None else case.steps - 1
+            if failure is None and unusable is not None:
+                failure = f"step {unusable[0]}: full recompute (no past) {unusable[1]}"
             self._compare_pair(paired[:held], loop, full, tolerance, batch, source_length)
             if failure is not None:
                 case.failure = failure
@@ -420,28 +463,39 @@ class PlainClient:
         case.failure = crash or self._unusable_presents(past or {}, batch, steps)
         return case
 
-    def _full_recompute(self, tokens: np.ndarray, encoder: Feeds) -> Feeds:
+    def _full_recompute(self, tokens: np.ndarray, encoder: Feeds,
+                        vocab: int | None) -> tuple[Feeds, tuple[int, str] | None]:
         """One run without past over `tokens`: its logits at position k are full recompute's at step k + 1 (the
-        decoder is causal). A model that returns fewer positions than it was given is run once per step instead."""
+        decoder is causal). A model that returns fewer positions than it was given is run once per step instead.
+        Also the first step whose full-recompute logits a client could not use and what is wrong with them (what
+        logits_problem says of a run over that step's tokens), or None; the logits before that step are usable."""
+        batch, count = tokens.shape
         full = self.first.run(tokens, encoder)
-        logits = full["logits"]
-        if logits.ndim == 3 and logits.shape[1] == tokens.shape[1]:
-            return full
-        last = [self.first.run(tokens[:, :k], encoder)["logits"][:, -1, :] for k in range(1, tokens.shape[1] + 1)]
-        return {**full, "logits": np.stack(last, axis=1)}
+        logits = full.get("logits")
+        if logits is not None and logits.ndim == 3 and logits.shape[1] == count:
+            for step in range(1, count + 1):  # positions 1..step are what a run over step tokens gives
+                if problem := logits_problem({"logits": logits[:, :step, :]}, batch, step, vocab):
+                    return full, (step, problem)
+            return full, None
+        runs = [self.first.run(tokens[:, :k], encoder) for k in range(1, count)] + [full]
+        unusable = next(((step, problem) for step, run in enumerate(runs, start=1)
+                         if (problem := logits_problem(run, batch, step, vocab))), None)
+        usable = runs if unusable is None else runs[:unusable[0] - 1]
+        if not usable:
+            return full, unusable
+        return {**full, "logits": np.stack([run["logits"][:, -1, :] for run in usable], axis=1)}, unusable
 
     @staticmethod
     def _scale(full: Feeds) -> float:
         return max(1.0, float(np.max(np.abs(full["logits"].astype(np.float64)))))
 
-    def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray], full: Feeds,
-                       tolerance: float, judged: bool) -> str | None:
+    def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray | None],
+                       full: Feeds, tolerance: float, judged: bool) -> str | None:
         """Each step's cached logits against full recompute's at that position, in order: the first divergence's
         message, "judge" when the judge should be asked first, None when every step held."""
-        logits = full["logits"]
-        batch = logits.shape[0]
         for step, got in enumerate(loop, start=1):
-            want = logits[:, step - 1, :].astype(np.float64)
+            batch = got.shape[0]
+            want = full["logits"][:, step - 1, :].astype(np.float64)
             diff = float(np.max(np.abs(got - want)))
             case.steps, case.max_abs_diff = step, max(case.max_abs_diff, diff)
             case.tokens_total += batch
@@ -449,9 +503,10 @@ class PlainClient:
             scale = max(1.0, float(np.max(np.abs(want))))
             if np.isfinite(diff) and diff <= tolerance * scale:
                 continue
-            if not theirs and not judged and self._load_judge():
+            judge = theirs[step - 1] if step <= len(theirs) else None
+            if judge is None and not judged and self._load_judge():
                 return "judge"
-            wiring = float(np.max(np.abs(got - theirs[step - 1]))) if theirs else None
+            wiring = float(np.max(np.abs(got - judge))) if judge is not None else None
             if wiring is not None and wiring <= FLOAT_PRECISION * scale:
                 case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
                 continue
@@ -471,6 +526,7 @@ class PlainClient:
         try:
             theirs = self.reference.run(tokens, encoder)["logits"].astype(np.float64)
         except Exception as err:
+            raise_if_out_of_memory(err)
             record["failure"] = f"{where}: the reference fails in onnxruntime: {ort_reason(err)}"
             record["max_abs_diff"] = None
             return
@@ -483,6 +539,19 @@ class PlainClient:
         record["max_abs_diff"] = max(record["max_abs_diff"], diff)
         if not np.isfinite(diff) or diff > tolerance:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
+
+    @staticmethod
+    def _judged_step(optimum: OptimumLoop | None, tokens: np.ndarray, encoder: Feeds, step: int,
+                     shape: tuple[int, ...]) -> np.ndarray | None:
+        """The original's logits at `step`, driven as Optimum drives it; None when there is no judge or it cannot
+        say (it fails, or gives logits of another shape): the loop's divergence then stands as it is."""
+        if optimum is None:
+            return None
+        try:
+            theirs = optimum.step(tokens, encoder, step)
+        except Exception:  # a judge that cannot run is no evidence either way
+            return None
+        return theirs if theirs.shape == shape else None
 
     def _compare_pair(self, paired: list[np.ndarray | str], loop: list[np.ndarray], full: Feeds, tolerance: float,
                       batch: int, source_length: int) -> None:
@@ -510,8 +579,20 @@ class PlainClient:
         return self.judge is not None
 
     def _missing_past(self, past: Feeds) -> str | None:
+        """Why the presents of the step before cannot be fed as the past of this one: one missing, or of a dtype
+        or rank the past input does not take (said as a client meets it, not as onnxruntime's refusal)."""
         missing = [name for name in self.later.past if name not in past]
-        return f"{self.later.name} needs {missing[0]!r}, which no present.* provides" if missing else None
+        if missing:
+            return f"{self.later.name} needs {missing[0]!r}, which no present.* provides"
+        for name in self.later.past:
+            spec, value = self.later.inputs[name], past[name]
+            present = name.replace("past_key_values", "present", 1)
+            if _NUMPY.get(spec.type) not in (None, value.dtype.type):
+                return (f"{present} of dtype {value.dtype} is fed back as {name}, which takes "
+                        f"{spec.type[len('tensor('):-1]}")
+            if spec.shape and len(spec.shape) != value.ndim:
+                return f"{present} of shape {tuple(value.shape)} is fed back as {name}, of rank {len(spec.shape)}"
+        return None
 
     def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
         """The last presents are never fed back, so check them as the next step would need them."""
@@ -575,6 +656,10 @@ def main(request: str) -> int:
         print(json.dumps({"result": answer(request_from_json(request))}))
     except BadInputError as err:
         print(json.dumps({"error": str(err)}))
+    except MemoryError as err:
+        print(json.dumps({"error": one_line(str(err)) or "MemoryError", "out_of_memory": True}))
+    except ImportError as err:  # a broken or unloadable onnxruntime (a noexec mount, a missing library)
+        print(json.dumps({"error": f"cannot import {err.name or 'a module'}: {one_line(str(err))}"}))
     return 0
 
 

@@ -14,13 +14,13 @@ onnxruntime gets plain numbers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
 from ..io import onnx_proto as onnx
+from ..io.config_files import ConfigValues, positive_int, read_config
 from ..model.graph import attribute
 from .cases import SOURCE, Dim, EncoderFeeds
 
@@ -28,27 +28,45 @@ _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DO
 _CONFIGS = ("config.json", "preprocessor_config.json")
 
 
-def export_config(encoder_path: Path) -> dict[str, Any]:
+def export_config(encoder_path: Path) -> ConfigValues:
     """config.json and preprocessor_config.json beside the encoder or, from onnx/ (where onnx-community keeps the
     ONNX files), one folder up, merged: a VisionEncoderDecoder's `encoder` sub-config first, as it describes the
-    encoder."""
-    merged: dict[str, Any] = {}
+    encoder. Each key remembers its file, for a refusal to name (io/config_files.py reads them)."""
+    files: list[tuple[str, dict[str, Any]]] = []
     # One folder up only from onnx/: above an Optimum export sits whatever folder the user keeps exports in.
     folders = [encoder_path.parent] + ([encoder_path.parent.parent] if encoder_path.parent.name == "onnx" else [])
     for folder in folders:
-        for name in _CONFIGS:
-            for key, value in _read_json(folder / name).items():
-                merged.setdefault(key, value)
-    encoder = merged.get("encoder")
-    return {**merged, **encoder} if isinstance(encoder, dict) else merged
+        files += [(name, read_config(folder / name)) for name in _CONFIGS]
+    merged = ConfigValues()
+    for name, config in files:
+        if isinstance(config.get("encoder"), dict):
+            for key, value in config["encoder"].items():
+                merged.add(key, value, f"{name} (its encoder)")
+    for name, config in files:
+        for key, value in config.items():
+            merged.add(key, value, name)
+    return merged
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # absent or not JSON: that file says nothing
-        return {}
-    return value if isinstance(value, dict) else {}
+# What no real encoder comes near: a value beyond these is a broken or hostile config, refused before the proof
+# allocates anything from it.
+MAX_CHANNELS = 1024
+MAX_SIDE = 16384  # pixels of an image side; Donut reads 2560 x 1920
+MAX_FEATURES = 16384  # mel bins or feature size per frame
+MAX_POSITIONS = 1 << 20  # audio positions (frames / 2)
+MAX_VALUES = 1 << 26  # values of one input per example: 256 MB of float32
+
+
+def _config_int(config: ConfigValues, key: str, limit: int) -> int | None:
+    """config[key], checked (io/config_files.positive_int); None when the configs do not say it."""
+    return positive_int(config[key], config.where(key), limit) if config.get(key) is not None else None
+
+
+def _agreed(config: ConfigValues, key: str, value: int | None, graph: int | None, what: str) -> int | None:
+    """The graph's own size when it has one, refusing a config value that contradicts it; else the config's."""
+    if graph is not None and value is not None and value != graph:
+        raise BadInputError(f"{config.where(key)} is {value}, but {what} {graph}")
+    return graph if graph is not None else value
 
 
 def _declared(value: onnx.ValueInfoProto) -> list[int | str]:
@@ -79,57 +97,91 @@ def first_conv_weight(graph: onnx.GraphProto, name: str) -> tuple[list[int], int
     return None
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
-    """An image size as configs write it: 224, [224, 224], {"height": 224, "width": 224}, {"shortest_edge": 224}."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return value[0], value[1]
+def _pair(config: ConfigValues, key: str) -> tuple[int, int] | None:
+    """An image size as configs write it: 224, [224, 224], {"height": 224, "width": 224}, {"shortest_edge": 224};
+    None when absent or in another form, a refusal naming the file and key when a size in it is no size."""
+    value = config.get(key)
+    where = config.where(key)
     if isinstance(value, Mapping):
-        if isinstance(value.get("height"), int) and isinstance(value.get("width"), int):
-            return value["height"], value["width"]
-        if isinstance(value.get("shortest_edge"), int):
-            return value["shortest_edge"], value["shortest_edge"]
-    return None
+        sides = [value[k] for k in ("height", "width") if k in value] if "height" in value or "width" in value \
+            else [value["shortest_edge"]] * 2 if "shortest_edge" in value else None
+    elif isinstance(value, (list, tuple)):
+        sides = list(value)
+    else:
+        sides = None if value is None else [value, value]
+    if sides is None or len(sides) != 2:
+        return None
+    return positive_int(sides[0], where, MAX_SIDE), positive_int(sides[1], where, MAX_SIDE)
 
 
-def _image(name: str, declared: list[int | str], config: Mapping[str, Any],
+def _image(name: str, declared: list[int | str], config: ConfigValues,
            conv: tuple[list[int], int] | None) -> tuple[list[Dim], str]:
-    """[channels, height, width] of pixel values."""
+    """[channels, height, width] of pixel values: the graph's own sizes (declared dims, the first Conv's weight)
+    first, the configs' where the graph says nothing; a config contradicting the graph is refused."""
     channels, side = declared[0], declared[1:3]
     said: list[str] = []
-    if not isinstance(channels, int):
-        if isinstance(config.get("num_channels"), int):
-            channels, said = config["num_channels"], said + ["config num_channels"]
-        elif conv is not None:
-            channels, said = conv[0][1] * conv[1], said + ["the first Conv's weight"]
-        else:
-            raise BadInputError(f"cannot tell how many channels input {name!r} of the encoder takes: no "
-                                "num_channels in config.json and no Conv reads it")
-    if not all(isinstance(d, int) for d in side):
-        size = _pair(config.get("size")) or _pair(config.get("image_size"))
-        said.append("preprocessor size" if _pair(config.get("size")) else "config image_size")
+    from_conv = conv[0][1] * conv[1] if conv is not None else None
+    graph_channels = channels if isinstance(channels, int) else from_conv
+    agreed = _agreed(config, "num_channels", _config_int(config, "num_channels", MAX_CHANNELS), graph_channels,
+                     f"input {name!r} of the encoder declares" if isinstance(channels, int) else
+                     "the encoder's first Conv reads")
+    if agreed is None:
+        raise BadInputError(f"cannot tell how many channels input {name!r} of the encoder takes: no "
+                            "num_channels in config.json and no Conv reads it")
+    if not isinstance(declared[0], int):
+        said.append("the first Conv's weight" if from_conv is not None else "config num_channels")
+    size = _pair(config, "size") or _pair(config, "image_size")
+    key = "size" if _pair(config, "size") else "image_size"
+    if all(isinstance(d, int) for d in side):
+        if size is not None and tuple(side) != size:
+            raise BadInputError(f"{config.where(key)} is {size[0]}, but input {name!r} of the encoder declares "
+                                f"{side[0]} x {side[1]}")
+    else:
+        said.append("preprocessor size" if key == "size" else "config image_size")
         if size is None:
             raise BadInputError(f"cannot tell the image size input {name!r} of the encoder takes: no image_size in "
                                 "config.json and no size in preprocessor_config.json beside it")
         side = [d if isinstance(d, int) else s for d, s in zip(side, size)]
-    return [channels, *side], ", ".join(said) or "the signature"
+    dims: list[Dim] = [agreed, *side]
+    _within_budget(name, dims, config, ["num_channels", key])
+    return dims, ", ".join(said) or "the signature"
 
 
-def _features(name: str, declared: list[int | str], config: Mapping[str, Any],
+def _within_budget(name: str, dims: list[Dim], config: ConfigValues, keys: list[str]) -> None:
+    values = 1
+    for dim in dims:
+        values *= int(dim) if dim != SOURCE else 1
+    if values > MAX_VALUES:
+        sources = ", ".join(config.where(k) for k in keys if k in config) or "its signature"
+        raise BadInputError(f"input {name!r} of the encoder would take {' x '.join(map(str, dims))} values per "
+                            f"example (from {sources}); the proof feeds at most {MAX_VALUES}")
+
+
+_FEATURE_KEYS = ("num_mel_bins", "feature_size", "input_feat_size")
+
+
+def _features(name: str, declared: list[int | str], config: ConfigValues,
               conv: tuple[list[int], int] | None) -> tuple[list[Dim], str]:
     """[features, frames] or [frames, features] of audio features, as the signature orders them: the dim named for a
-    length is the frames, the other the feature size."""
+    length is the frames, the other the feature size. The graph's own sizes win; a config contradicting them (a
+    feature size or a window none of the declared dims has) is refused."""
     said = []
-    features: int | None = next((config[k] for k in ("num_mel_bins", "feature_size", "input_feat_size")
-                                 if isinstance(config.get(k), int)), None)
+    key = next((k for k in _FEATURE_KEYS if config.get(k) is not None), None)
+    features = _config_int(config, key, MAX_FEATURES) if key is not None else None
+    static = [d for d in declared if isinstance(d, int)]
+    if features is not None and len(static) == len(declared) and features not in static:
+        raise BadInputError(f"{config.where(key or '')} is {features}, but input {name!r} of the encoder declares "
+                            f"{' x '.join(map(str, declared))}")
     if features is not None:
         said.append("config's feature size")
     elif conv is not None:
         features, said = conv[0][1] * conv[1], ["the first Conv's weight"]
     # Whisper's encoder takes exactly its 30 s window: two frames per position, its convolutions halve them.
-    frames: Dim = 2 * config["max_source_positions"] if "num_mel_bins" in config and \
-        isinstance(config.get("max_source_positions"), int) else SOURCE
+    positions = _config_int(config, "max_source_positions", MAX_POSITIONS) if "num_mel_bins" in config else None
+    frames: Dim = 2 * positions if positions is not None else SOURCE
+    if positions is not None and len(static) == len(declared) and frames not in static:
+        raise BadInputError(f"{config.where('max_source_positions')} is {positions} ({frames} frames), but input "
+                            f"{name!r} of the encoder declares {' x '.join(map(str, declared))}")
     dims: list[Dim] = []
     for dim in declared:
         if isinstance(dim, int):
@@ -141,7 +193,8 @@ def _features(name: str, declared: list[int | str], config: Mapping[str, Any],
         else:
             raise BadInputError(f"cannot tell the feature size of input {name!r} of the encoder: no num_mel_bins "
                                 "or input_feat_size in config.json and no Conv reads it")
-    return dims, ", ".join(said) or "the signature"
+    _within_budget(name, dims, config, [k for k in (key, "max_source_positions") if k])
+    return dims, ", ".join(said) if len(static) < len(declared) else "the signature"
 
 
 def _embedding_rows(graph: onnx.GraphProto) -> int | None:
@@ -165,9 +218,7 @@ def encoder_feeds(model: onnx.ModelProto, path: Path) -> EncoderFeeds:
             continue
         declared = _declared(value)
         conv = first_conv_weight(graph, value.name)
-        if all(isinstance(d, int) for d in declared):
-            shapes[value.name], said_by[value.name] = list(declared), "the signature"
-        elif len(declared) == 3:
+        if len(declared) == 3:
             shapes[value.name], said_by[value.name] = _image(value.name, declared, config, conv)
         elif len(declared) == 2 and (conv is not None or value.name == "input_features"):
             shapes[value.name], said_by[value.name] = _features(value.name, declared, config, conv)
@@ -178,8 +229,8 @@ def encoder_feeds(model: onnx.ModelProto, path: Path) -> EncoderFeeds:
                                     f"{len(declared) + 1} dims, {sum(d == SOURCE for d in dims)} of them unsized")
             shapes[value.name], said_by[value.name] = dims, "the signature"
     vocab = _embedding_rows(graph) if any(v.name == "input_ids" for v in graph.input) else None
-    if vocab is None and isinstance(config.get("vocab_size"), int):
-        vocab = config["vocab_size"]
+    if vocab is None:
+        vocab = _config_int(config, "vocab_size", 1 << 31)
     return EncoderFeeds(shapes=shapes, vocab=vocab, said_by=said_by)
 
 

@@ -223,7 +223,7 @@ def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Pa
     proof already ran there."""
     gates: list[Gate] = []
     proven_on = options.proof_runtime if options.validate and decode is not None else None
-    target = options.target if options.load_on_target and options.target != proven_on else None
+    target = options.target_ort if options.load_on_target and options.target_ort != proven_on else None
     if options.validate:
         gates.append(CheckerGate(loaded.model, outputs))
         if decode is not None:

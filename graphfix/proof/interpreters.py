@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..process.children import run_child
 
 Version = tuple[int, int]
 
@@ -34,6 +35,9 @@ _CPYTHONS: dict[Version, tuple[Version, Version]] = {
 }
 _NEWEST_MEASURED: Version = (3, 14)  # a release that has wheels for it is taken to have them for later CPythons too
 ENVIRONMENT = "GRAPHFIX_PYTHON"
+# A CPython answers its version in well under a second; one that has not in this long never will (a wrapper waiting
+# on a prompt, a hung network mount), and the probe ends it and everything it started.
+PROBE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,9 @@ def probe(path: str | os.PathLike[str]) -> Version | None:
     """The (major, minor) of the CPython at `path`; None when it is not one that runs (a pyenv shim of a version
     not active here exits non-zero)."""
     try:
-        proc = subprocess.run([os.fspath(path), "-I", "-c", "import sys; print(*sys.version_info[:2])"],
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run_child([os.fspath(path), "-I", "-c", "import sys; print(*sys.version_info[:2])"],
+                         timeout=PROBE_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):  # its whole process group is gone by then
         return None
     match = re.fullmatch(r"(\d+) (\d+)", proc.stdout.strip())
     if proc.returncode != 0 or match is None:
@@ -104,8 +108,11 @@ def _candidates(minor: Version) -> list[Path]:
     for home in sorted(_pyenv_versions().glob(f"{minor[0]}.{minor[1]}.*"), reverse=True):
         found += [p for p in (home / "bin" / name, home / "python.exe") if p.exists()]
     if (launcher := shutil.which("py")) is not None:
-        proc = subprocess.run([launcher, f"-{minor[0]}.{minor[1]}", "-c", "import sys; print(sys.executable)"],
-                              capture_output=True, text=True, timeout=60)
+        try:
+            proc = run_child([launcher, f"-{minor[0]}.{minor[1]}", "-c", "import sys; print(sys.executable)"],
+                             timeout=PROBE_SECONDS)
+        except (OSError, subprocess.TimeoutExpired):
+            return found
         if proc.returncode == 0 and proc.stdout.strip():
             found.append(Path(proc.stdout.strip()))
     return found

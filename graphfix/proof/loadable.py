@@ -28,7 +28,6 @@ from pathlib import Path
 from ..io import onnx_proto as onnx
 from ..io import protowire
 from ..io.external_data import external_location
-from ..io.native_libraries import address_space_limit
 from ..io.read import LoadedModel
 from ..model.graph import all_graphs, subgraphs
 from ..targets import TargetRuntime
@@ -92,20 +91,11 @@ def require_loadable_if_doubtful(loaded: LoadedModel, *, infer: bool = True) -> 
 
 
 def require_loadable(path: Path) -> None:
-    """Raise BadInputError with onnxruntime's reason unless the installed onnxruntime loads the model.
+    """Raise BadInputError with onnxruntime's reason unless the installed onnxruntime loads the model (in this
+    process: onnxruntime is imported only on the paths that need it)."""
+    from .client_loop import load_session
 
-    In this process (onnxruntime is imported only on the paths that need it), except under an address-space limit:
-    there the dynamic loader ends a process that cannot map onnxruntime (exit 127, no handler runs) and its
-    std::bad_alloc reads like the model's fault, so a child process loads it and its death is reported as memory."""
-    if address_space_limit() is None:
-        from .client_loop import load_session
-
-        load_session(str(path))
-        return
-    from .cases import LoadRequest
-    from .runtimes import run_in_runtime
-
-    run_in_runtime(LoadRequest(str(Path(path).resolve()), None))
+    load_session(str(path))
 
 
 _T = onnx.TensorProto

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +27,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted, says_out_of_memory
-from ..io.native_libraries import address_space_limit
+from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted
 from ..process.children import run_child
+from ..process.limits import address_space_limit, on_noexec_mount
 from .cases import LoadRequest, Request
 from .interpreters import Interpreter, find_interpreter
+from .runtime_isolation import (
+    ignored_pip_settings,
+    install_environment,
+    is_verified,
+    make_private,
+    mark_text,
+    pip_failure,
+    pip_install_command,
+    refuse_if_shared,
+    site_packages,
+    verify_runtime,
+)
 
 if TYPE_CHECKING:
     from ..targets import TargetRuntime
@@ -75,7 +88,8 @@ def _cache_error(path: Path, err: OSError) -> BadInputError:
 
 
 def _trusted(home: Path) -> bool:
-    """A complete venv, owned by this user or root: graphfix runs its python, so nobody else may have put it there."""
+    """A complete venv, owned by this user or root and writable by nobody else: graphfix runs its python, so nobody
+    else may have put it there or may add to it."""
     try:
         info = home.stat()
         (home / COMPLETE).stat()
@@ -85,7 +99,23 @@ def _trusted(home: Path) -> bool:
         raise _cache_error(home, err) from None
     if info.st_uid not in (os.getuid(), 0):
         raise BadInputError(f"the onnxruntime cache {home} belongs to uid {info.st_uid}, not to you; {_SET_CACHE}")
+    for path in (home, *site_packages(home)):
+        refuse_if_shared(path)
     return True
+
+
+def _usable(home: Path, version: str) -> Path | None:
+    """The python of the complete, verified runtime at `home`; None when there is none to use. A runtime whose mark
+    predates verification is verified now: a broken one loses its mark, and is rebuilt."""
+    python = venv_python(home) if _trusted(home) else None
+    if python is None or is_verified(home / COMPLETE):
+        return python
+    try:
+        (home / COMPLETE).write_text(mark_text(version, verify_runtime(python, version)))
+    except BadInputError:
+        (home / COMPLETE).unlink(missing_ok=True)
+        return None
+    return python
 
 
 def venv_python(home: Path) -> Path | None:
@@ -106,6 +136,9 @@ def runtime_installed(version: str) -> bool:
 # Told where the venv is being made: `on_install` when this process makes it, `on_wait` when it waits for another
 # process making it (a --jobs run, make -j, two terminals): the install happens once, the others wait for it.
 InstallNotice = Callable[[str, Path], None]  # (release, where its venv goes)
+# Told when an install starts where the caller gave no `on_install`: the CLI says so on stderr (it takes half a
+# minute), and only then, so that a run refused before it needs the release says nothing of an install.
+install_listener: InstallNotice | None = None
 
 
 def runtime_python(version: str, *, on_install: InstallNotice | None = None,
@@ -117,18 +150,20 @@ def runtime_python(version: str, *, on_install: InstallNotice | None = None,
         raise BadInputError(f"onnxruntime version must be X.Y.Z, got {version!r}")
     interpreter = find_interpreter(version)
     home = cache_dir() / f"onnxruntime-{version}-{interpreter.tag}"
-    if _trusted(home) and (python := venv_python(home)) is not None:
+    refuse_if_shared(home.parent)
+    if (python := _usable(home, version)) is not None:
         return python
     try:
-        home.parent.mkdir(parents=True, exist_ok=True)
+        home.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as err:
         raise_if_exhausted(err)
         raise _cache_error(home.parent, err) from None
+    refuse_if_shared(home.parent)
     with _install_lock(version, home, on_wait):
-        if _trusted(home) and (python := venv_python(home)) is not None:
+        if (python := _usable(home, version)) is not None:
             return python  # made by the process this one waited for
-        if on_install is not None:
-            on_install(version, home)
+        if (notice := on_install or install_listener) is not None:
+            notice(version, home)
         return _make_runtime(home, version, interpreter)
 
 
@@ -257,20 +292,21 @@ def _build_runtime(staging: Path, version: str, interpreter: Interpreter) -> Non
     a killed one cannot clean up)."""
     temp = staging / ".tmp"
     temp.mkdir()
-    env = {**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)}
-    made = run_child([str(interpreter.path), "-m", "venv", str(staging)], env)
+    env = install_environment(temp)
+    made = run_child([str(interpreter.path), "-I", "-m", "venv", str(staging)], env)
     staged_python = venv_python(staging)
     if made.returncode != 0 or staged_python is None:
         tail = (made.stderr.strip().splitlines() or ["no interpreter in it"])[-1]
         raise BadInputError(f"cannot make a venv with {interpreter.path}: {tail}")
-    proc = run_child([str(staged_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                      *_requirements(version)], env)
+    proc = run_child(pip_install_command(staged_python, _requirements(version)), env)
     shutil.rmtree(temp, ignore_errors=True)
     if proc.returncode != 0:
-        reason = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("ERROR")),
-                      "pip failed")
-        raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: {reason}")
-    (staging / COMPLETE).write_text(f"onnxruntime=={version}\n")
+        ignored = ignored_pip_settings()
+        said = f" (pip ran isolated, ignoring {', '.join(ignored)})" if ignored else ""
+        raise BadInputError(f"cannot install onnxruntime=={version} for Python {interpreter.tag[2:]}: "
+                            f"{pip_failure(proc.stderr)}{said}")
+    make_private(staging)
+    (staging / COMPLETE).write_text(mark_text(version, verify_runtime(staged_python, version)))
 
 
 def _install_runtime(staging: Path, home: Path) -> None:
@@ -309,22 +345,36 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-        if says_out_of_memory(proc.stderr):
-            raise MemoryError(f"{where}: {tail}")
-        if proc.returncode < 0 and (limit := address_space_limit()):
-            # Killed by a signal with nothing said, under an address-space limit: onnxruntime's allocations failing
-            # inside C++ end that way (SIGSEGV, SIGABRT), and no bug of the model's kills the process silently.
-            raise MemoryError(f"the proof's process died ({signal.Signals(-proc.returncode).name}) under an "
-                              f"address-space limit of {limit // 2**20} MB")
-        raise BadInputError(f"the decode loop failed to run in {where}: {tail}")
+        raise _child_failure(proc, where, python if version else None)
     answer: dict[str, Any] = json.loads(lines[-1])
+    if answer.get("out_of_memory"):
+        raise MemoryError(f"{where}: {answer['error']}")
     if "error" in answer:
-        if says_out_of_memory(answer["error"]):  # onnxruntime's session could not allocate: the limit, not the model
-            raise MemoryError(f"{where}: {answer['error']}")
+        if version and on_noexec_mount(python.parent):
+            raise _noexec_error(python.parent.parent)
         raise BadInputError(answer["error"])
     result: dict[str, Any] = answer["result"]
     return result
+
+
+def _child_failure(proc: subprocess.CompletedProcess[str], where: str, cached: Path | None) -> Exception:
+    """What ended the proof's process, named from its exit status: killed by SIGKILL under an address-space limit
+    (what the kernel does for memory) is out of memory; a runtime on a noexec mount is that; anything else is the
+    signal or exit status, with the last line the process wrote."""
+    tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
+    if proc.returncode == -signal.SIGKILL and (limit := address_space_limit()) is not None:
+        return MemoryError(f"the proof's process was killed under the address-space limit of {limit // 2**20} MB")
+    if cached is not None and on_noexec_mount(cached.parent):
+        return _noexec_error(cached.parent.parent)
+    if proc.returncode < 0:
+        return BadInputError(f"the decode loop's process in {where} died of "
+                             f"{signal.Signals(-proc.returncode).name}: {tail}")
+    return BadInputError(f"the decode loop failed to run in {where}: {tail}")
+
+
+def _noexec_error(home: Path) -> BadInputError:
+    return BadInputError(f"the onnxruntime cache {home} is on a filesystem mounted noexec, where onnxruntime's "
+                         f"library cannot be loaded; {_SET_CACHE}")
 
 
 def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:

@@ -70,6 +70,18 @@ def tolerance_for(model: onnx.ModelProto) -> float:
     return 1e-2 if past is not None and past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 1e-4
 
 
+def _require_cases(steps: int, batches: Sequence[int], source_lengths: Sequence[int]) -> None:
+    """A proof of no step, no batch or no source length would hold while proving nothing: the caller's mistake."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:  # the cache is first read at step 2
+        raise ValueError(f"a proof needs steps, an integer >= 2 (a proof of {steps!r} steps proves nothing of the "
+                         "cache)")
+    for name, sizes in (("batches", batches), ("source_lengths", source_lengths)):
+        if isinstance(sizes, (str, bytes)) or not sizes or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"a proof needs {name} holding at least one integer >= 1, got {sizes!r} (a proof of no "
+                             "cases proves nothing)")
+
+
 def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
            batches: Sequence[int] | None, source_lengths: Sequence[int] | None, seed: int,
@@ -77,7 +89,9 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None) -> ValidationResult:
     runtime = as_target(ort_version)
     pairwise = batches is None and source_lengths is None  # the default cases, in pairs (cases.py)
-    batches, source_lengths = batches or BATCHES, source_lengths or SOURCE_LENGTHS
+    batches = BATCHES if batches is None else batches  # an empty one given is the caller's mistake, said below
+    source_lengths = SOURCE_LENGTHS if source_lengths is None else source_lengths
+    _require_cases(steps, batches, source_lengths)
     paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p), *(pair or ())]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
