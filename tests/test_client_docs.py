@@ -98,7 +98,7 @@ def repaired_decoders(tmp_path_factory):
     out = tmp_path_factory.mktemp("csharp")
     decoders = []
     for export in ("legacy-marian", "current-m2m100"):
-        repair_directory(ROOT / "sample_models" / "exports" / export, out / export, run_validation=False)
+        repair_directory(ROOT / "sample_models" / "exports" / export, out / export, validate=False)
         decoders.append(out / export / "decoder_model_merged.onnx")
     return decoders
 

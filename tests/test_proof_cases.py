@@ -113,3 +113,31 @@ def test_the_default_proof_runs_each_pair_once_with_one_full_recompute_per_case(
                                                 steps=3, pairwise=True))
     assert [(c["batch"], c["source_length"], c["steps"]) for c in answer["cases"]] == [(1, 5, 3), (3, 11, 3)]
     assert runs == [(1, 1), (1, 1), (1, 1), (1, 3), (3, 1), (3, 1), (3, 1), (3, 3)]
+
+
+def test_full_recompute_is_judged_position_by_position_naming_the_step(fixed, tmp_path):
+    """The one full-recompute run's logits at each position are that step's (main's decode verdicts): a no-cache
+    path that gives NaN from the second position on is a failed verdict at step 2, not a numpy error and not a
+    pass (step 1, one token on that same path, is sound)."""
+    def poisoned_after_first(inner: str, name: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Shape", [inner], [f"{name}_shape"]),
+                helper.make_node("Gather", [f"{name}_shape", "one"], [f"{name}_length"], axis=0),
+                helper.make_node("Range", ["zero_i", f"{name}_length", "one"], [f"{name}_positions"]),
+                helper.make_node("Greater", [f"{name}_positions", "zero_i"], [f"{name}_later"]),
+                helper.make_node("Where", [f"{name}_later", "nan", "zero_f"], [f"{name}_mask"]),
+                helper.make_node("Unsqueeze", [f"{name}_mask", "minus_one"], [f"{name}_column"]),
+                helper.make_node("Add", [inner, f"{name}_column"], [f"{name}_poisoned"]),
+                helper.make_node("Where", ["use_cache_branch", inner, f"{name}_poisoned"], [name])]
+
+    broken = _rewired(fixed, tmp_path / "nan_full.onnx", ["logits"], poisoned_after_first)
+    model = onnx.load(broken)
+    model.graph.initializer.extend([helper.make_tensor("one", TensorProto.INT64, [], [1]),
+                                    helper.make_tensor("zero_i", TensorProto.INT64, [], [0]),
+                                    helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+                                    helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")]),
+                                    helper.make_tensor("zero_f", TensorProto.FLOAT, [], [0.0])])
+    onnx.save(model, broken)
+    result = validate(broken)
+    assert not result.ok
+    assert (result.first_failure or "").startswith(
+        "batch 1, source length 5: step 2: full recompute (no past) returned logits holding NaN"), result.first_failure
