@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from graphfix import describe
+from graphfix import BadInputError, describe
 from graphfix.cli.report import describe_lines
 from graphfix.export_contract import token_warnings
 from graphfix.io import onnx_proto as onnx
@@ -135,11 +135,18 @@ def test_a_start_token_outside_the_vocabulary_is_warned_about_not_handed_to_the_
 
 
 def test_forced_and_end_token_ids_outside_the_vocabulary_are_warned_about_one_by_one(tmp_path):
-    folder = _with_config(tmp_path, "current-m2m100", forced_bos_token_id=96, eos_token_id=[2, -1, 250001])
+    folder = _with_config(tmp_path, "current-m2m100", forced_bos_token_id=96, eos_token_id=[2, 250001, 250002])
 
     warnings = describe(folder).warnings
 
-    assert [w.split(" (")[0] for w in warnings] == ["forced_bos_token_id 96", "eos_token_id -1, 250001"]
+    assert [w.split(" (")[0] for w in warnings] == ["forced_bos_token_id 96", "eos_token_id 250001, 250002"]
+
+
+def test_a_negative_token_id_is_refused_naming_its_file_and_key(tmp_path):
+    folder = _with_config(tmp_path, "current-m2m100", eos_token_id=[2, -1])
+
+    with pytest.raises(BadInputError, match="eos_token_id.* not a token id"):
+        describe(folder)
 
 
 def test_the_vocabulary_comes_from_config_when_the_logits_leave_it_symbolic():

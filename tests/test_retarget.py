@@ -174,13 +174,17 @@ def test_an_export_directory_is_retargeted_whole_and_each_model_loads_on_the_tar
             np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_a_lone_encoder_is_refused_with_or_without_a_target(tmp_path, cli):
-    """One verdict per model: a file that is not a merged decoder is bad input for check and repair alike."""
+def test_a_lone_encoder_is_refused_by_repair_and_checked_for_the_target_by_check(tmp_path, cli):
+    """repair takes merged decoders only; check without a target refuses an encoder too, but with --target-ort it
+    says what that release needs of it (a hook handed an export's IR-10 encoder must hear that 1.16 refuses it)."""
     stamped = _stamped_ir10_opset21(EXPORT / "encoder_model.onnx", tmp_path)
-    for args in (["check", stamped], ["check", stamped, "--target-ort", "1.16"],
-                 ["repair", stamped, tmp_path / "o.onnx"], ["repair", stamped, tmp_path / "o.onnx", "--target-ort", "1.16"]):
+    for args in (["check", stamped], ["repair", stamped, tmp_path / "o.onnx"],
+                 ["repair", stamped, tmp_path / "o.onnx", "--target-ort", "1.16"]):
         result = cli(*args)
         assert result.exit_code == 2 and "not a merged decoder" in result.stderr, (args, result.stderr)
+    result = cli("check", stamped, "--target-ort", "1.16")
+    assert result.exit_code == 1 and stamped.name in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "IR" in result.stdout + result.stderr
 
 
 def test_validate_on_target_needs_a_target(marian_current, tmp_path, cli):

@@ -41,8 +41,11 @@ class ConfigValues(dict[str, Any]):
 def read_config(path: Path) -> dict[str, Any]:
     """The JSON object in the config at `path`; {} when there is no such file. Raises BadInputError naming the
     file when it is not a regular file, is too large, or is not a JSON object."""
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    if not nonblock and path.exists() and not path.is_file():  # opening a FIFO would wait for a writer: look first
+        raise BadInputError(f"{path} is not a regular file; a config must be one")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return {}
     except OSError as err:
