@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from graphfix import split, validate_split
 from graphfix.errors import NotAMergedDecoderError
+from graphfix.proof.cases import STEPS
 from graphfix.signature import CACHE_FLAG, PAST, PRESENT
 
 from .conftest import FIXED_SHAPE_SAMPLES, ROOT, SAMPLES, sha256
@@ -34,7 +35,7 @@ def _all_ops(graph: onnx.GraphProto) -> set[str]:
 def test_each_sample_splits_into_a_pair_that_decodes_like_full_recompute_and_like_the_merged_decoder(sample, tmp_path):
     result = split(sample, tmp_path / "split")
     assert result.validation.ok, result.validation.first_failure
-    assert [c.steps for c in result.validation.cases] == [8, 8, 8, 8]
+    assert [c.steps for c in result.validation.cases] == [STEPS, STEPS]  # both default cases, every step
     # The no-cache path is the merged decoder's own nodes and weights: not one number may move.
     assert result.validation.original == {"max_abs_diff": 0.0, "failure": None}
     for path in (result.decoder, result.decoder_with_past):
