@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,20 +195,28 @@ def holds_merged_decoder(directory: Path) -> bool:
     return any((directory / name).is_file() for name in merged_decoder_names()) or bool(find_split_pairs(directory))
 
 
+def folders_under(root: Path, is_model: Callable[[Path], bool]) -> list[Path]:
+    """The folders under `root` (not `root` itself) that `is_model` takes, sorted; such a folder is not searched
+    further (its onnx/ is part of it). Hidden folders (graphfix's staging among them) are skipped and symlinked
+    folders are not followed."""
+    found: list[Path] = []
+    for folder, subfolders, _ in os.walk(root):
+        here = Path(folder)
+        if here != root and is_model(here):
+            found.append(here)
+            subfolders.clear()
+            continue
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    return sorted(found)
+
+
 def model_directories(root: Path) -> list[Path]:
     """The model directories of a tree (`models/<name>/...`, any depth), sorted; `root` itself when it is one. A
     model directory is not searched further (its `onnx/` is part of it); graphfix's staging debris and hidden
     directories are skipped, and symlinked directories are not followed."""
     if holds_merged_decoder(root):
         return [root]
-    found: list[Path] = []
-    for folder, subfolders, _ in os.walk(root):
-        here = Path(folder)
-        if here != root and holds_merged_decoder(here):
-            found.append(here)
-            subfolders.clear()
-            continue
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    found = folders_under(root, holds_merged_decoder)
     if not found:
         find_merged_decoders(root)  # the usual refusal, naming what was looked for
     return sorted(found)

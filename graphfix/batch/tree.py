@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import BadInputError, GraphfixError, one_line
 from ..options import RepairOptions
-from .layouts import holds_merged_decoder
+from .layouts import folders_under, holds_merged_decoder
 from .model_directory import DirectoryRepairResult, prepare_runtimes, repair_directory
 
 if TYPE_CHECKING:
@@ -107,18 +107,8 @@ def _onnx_files(folder: Path) -> list[str]:
 
 
 def model_folders(root: Path) -> list[Path]:
-    """The model folders under `root` (not `root` itself), sorted; a model folder is not searched further (its
-    onnx/ is part of it). Hidden folders (graphfix's staging among them) are skipped and symlinked folders are
-    not followed."""
-    found: list[Path] = []
-    for folder, subfolders, _ in os.walk(root):
-        here = Path(folder)
-        if here != root and is_model_folder(here):
-            found.append(here)
-            subfolders.clear()
-            continue
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-    return sorted(found)
+    """The model folders under `root` (not `root` itself): what a tree repair repairs, one folder each."""
+    return folders_under(root, is_model_folder)
 
 
 ModelCallback = Callable[[ModelOutcome], None]
