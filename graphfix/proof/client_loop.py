@@ -322,40 +322,23 @@ def logits_problem(outputs: Feeds, batch: int, fed: int, vocab: int | None) -> s
 
 
 class OptimumLoop:
-    """The original merged decoder driven as Optimum's own client drives it: its presents fed back as past, except
-    the encoder KV, which is kept from step 1 (the original's cache branch returns dummies for it)."""
+    """A decoder driven as Optimum's own client drives it: `first` over the prompt, then `later` on one token at a
+    time, fed its presents as past except the encoder KV, which is kept from step 1. For the original merged decoder
+    both are that model (its cache branch returns dummies for the encoder KV); for a split pair they are
+    decoder_model.onnx and decoder_with_past_model.onnx (which returns no encoder presents)."""
 
-    def __init__(self, original: DecoderSession):
-        self.original = original
+    def __init__(self, first: DecoderSession, later: DecoderSession | None = None):
+        self.first, self.later = first, later or first
         self.past: Feeds | None = None
         self.encoder_kv: Feeds = {}
 
     def step(self, tokens: np.ndarray, encoder: Feeds, step: int) -> np.ndarray:
         if self.past is None:
-            out = self.original.run(tokens, encoder)
+            out = self.first.run(tokens, encoder)
             self.encoder_kv = {_as_past(n): v for n, v in out.items() if PRESENT.match(n) and ".encoder." in n}
         else:
-            out = self.original.run(tokens[:, -1:], encoder, self.past, step - 1)
+            out = self.later.run(tokens[:, -1:], encoder, self.past, step - 1)
         self.past = {**{_as_past(n): v for n, v in out.items() if PRESENT.match(n)}, **self.encoder_kv}
-        return _last_logits(out)
-
-
-class PairLoop:
-    """A split pair driven as Optimum drives it: decoder_model.onnx over the prompt, then decoder_with_past_model.onnx
-    on one token at a time, fed its own presents and the encoder KV of step 1 (it returns no encoder presents)."""
-
-    def __init__(self, decoder: DecoderSession, with_past: DecoderSession):
-        self.decoder, self.with_past = decoder, with_past
-        self.past: Feeds | None = None
-        self.encoder_kv: Feeds = {}
-
-    def step(self, tokens: np.ndarray, encoder: Feeds, step: int) -> np.ndarray:
-        if self.past is None:
-            out = self.decoder.run(tokens, encoder)
-            self.encoder_kv = {_as_past(n): v for n, v in out.items() if PRESENT.match(n) and ".encoder." in n}
-        else:
-            out = self.with_past.run(tokens[:, -1:], encoder, self.past, step - 1)
-        self.past = {**self.encoder_kv, **{_as_past(n): v for n, v in out.items() if PRESENT.match(n)}}
         return _last_logits(out)
 
 
@@ -405,7 +388,7 @@ class PlainClient:
         vocab = self.first.declared_vocab  # else what step 1 gives: every later step must give the same
         loop: list[np.ndarray] = []  # the cached loop's last logits, per step
         theirs: list[np.ndarray | None] = []  # the original's, driven as Optimum drives it (judged only)
-        pair = PairLoop(*self.pair) if self.pair is not None and not judged else None
+        pair = OptimumLoop(*self.pair) if self.pair is not None and not judged else None
         paired: list[np.ndarray | str] = []  # the split pair's logits per step, or how it failed
         crash: str | None = None
         for step in range(1, steps + 1):
