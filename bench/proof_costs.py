@@ -1,5 +1,5 @@
 """What the proof and `check` cost next to their floor, per model size (issue 31): `make bench` runs it on the
-benchmark's models after run.py's copy figures; `python bench/proof_costs.py --smoke` runs it on the committed
+proof sizes of bench/models.py (`make bench-proof` alone); `python bench/proof_costs.py --smoke` runs it on the committed
 6-layer sample only (no exporter needed: a check that the bench works, not a figure to quote).
 
 "bare" is the floor of any proof: one onnxruntime InferenceSession of the repaired decoder (default options) plus
@@ -17,6 +17,7 @@ median of RUNS; ratios are medians of per-round ratios, the two sides of each st
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -140,7 +141,15 @@ def main(models: dict[str, Path]) -> list[dict[str, object]]:
     return rows
 
 
+def sized_models() -> dict[str, Path]:
+    """bench/models.py's proof sizes, made (exported on first use) in a child: this process stays small."""
+    made = subprocess.run([sys.executable, str(ROOT / "bench" / "models.py"), "--proof-sizes"], check=True,
+                          stdout=subprocess.PIPE, text=True)
+    return {label: Path(path) for label, path in json.loads(made.stdout.splitlines()[-1]).items()}
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--smoke"]:
-        raise SystemExit("usage: python bench/proof_costs.py --smoke  (make bench runs the full sizes)")
-    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"})
+    if sys.argv[1:] not in ([], ["--smoke"]):
+        raise SystemExit("usage: python bench/proof_costs.py [--smoke]  (--smoke: the committed 6-layer sample only)")
+    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"} if sys.argv[1:]
+         else sized_models())
