@@ -108,11 +108,15 @@ def test_repair_and_split_assemble_the_same_gates_in_the_documented_order(marian
         return [(type(g).__name__, getattr(g, "runtime", None)) for g in
                 proof_gates(options, loaded, outputs, gate, evidence)]
 
-    assert kinds(RepairOptions()) == [("CheckerGate", None), ("DecodeGate", None)]
-    assert kinds(RepairOptions(target_ort=target)) == [("CheckerGate", None), ("DecodeGate", None), ("LoadGate", target)]
-    assert kinds(RepairOptions(target_ort=target, validate_on_target=True)) == [("CheckerGate", None),
+    # the proof is sent on its way first, runs in its process while the checker runs here, and is waited for after
+    sent = ("SendDecode", None)
+    assert kinds(RepairOptions()) == [sent, ("CheckerGate", None), ("DecodeGate", None)]
+    assert kinds(RepairOptions(target_ort=target)) == [sent, ("CheckerGate", None), ("DecodeGate", None),
+                                                       ("LoadGate", target)]
+    assert kinds(RepairOptions(target_ort=target, validate_on_target=True)) == [sent, ("CheckerGate", None),
                                                                              ("DecodeGate", target)]
-    assert kinds(RepairOptions(target_ort=target, load_on_target=False)) == [("CheckerGate", None), ("DecodeGate", None)]
+    assert kinds(RepairOptions(target_ort=target, load_on_target=False)) == [sent, ("CheckerGate", None),
+                                                                             ("DecodeGate", None)]
     assert kinds(RepairOptions(validate=False, target_ort=target)) == [("LoadGate", target)]
     assert kinds(RepairOptions(validate=False)) == []
     # a model with no decode loop of its own (an encoder) is loaded instead, on the target when there is one

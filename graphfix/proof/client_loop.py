@@ -10,7 +10,8 @@ recompute too.
 Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
 `proof.cases`) are imported here: the same file runs inside an isolated interpreter holding another onnxruntime
 release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
-cases.ProofRequest or LoadRequest, as to_json wrote it) and answering with one JSON document on stdout.
+cases.ProofRequest or LoadRequest, as to_json wrote it), or with serve() reading it from stdin, and answering with
+one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -651,6 +652,18 @@ def main(request: str) -> int:
     except ImportError as err:  # a broken or unloadable onnxruntime (a noexec mount, a missing library)
         print(json.dumps({"error": f"cannot import {err.name or 'a module'}: {one_line(str(err))}"}))
     return 0
+
+
+def serve() -> int:
+    """main() of the one request read from stdin, with onnxruntime imported first: the process is started before
+    graphfix knows the request (runtimes.RuntimeChild), so the import overlaps writing the staged files. Closed
+    before a request came, it has nothing to answer."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass  # main says so, as the answer to the request
+    request = sys.stdin.readline()
+    return main(request) if request.strip() else 0
 
 
 if __name__ == "__main__":
