@@ -9,7 +9,8 @@ median of RUNS; ratios are medians of per-round ratios, the two sides of each st
 - repair / bare: the default (proven) repair against bare;
 - validate / bare: `graphfix validate` of the repaired file against bare;
 - check per model: the unrepaired file (findings: answered from the skeleton), the repaired one on a first run
-  (fresh verdict cache) and a second (the verdict cache as the first left it);
+  (fresh verdict cache) and a second (the verdict cache as the first left it), each a whole process; and what one
+  more unchanged repaired model adds to a second run over 10 of them (the process's start paid once);
 - check --target-ort 1.16 / check, on the unrepaired float32 model;
 - peak RSS of the default repair against bare's;
 - the growth exponent of each time in bytes (least squares of log time on log size), with two sizes or more.
@@ -96,12 +97,38 @@ def costs(label: str, model: Path, work: Path) -> dict[str, object]:
         checks["second"].append(measure([GRAPHFIX, "check", "--quiet", str(repaired)], env)[0])
         shutil.rmtree(cache, ignore_errors=True)
     median = {k: statistics.median(v) for k, v in checks.items()}
+    median["per model"] = check_per_model(repaired, work)
     return {"label": label, "size": _size(model), "bare": statistics.median(bare),
             "repair": statistics.median(t for t, _ in rounds["repair"]), "repair/bare": ratio("repair"),
             "validate": statistics.median(t for t, _ in rounds["validate"]), "validate/bare": ratio("validate"),
             "bare_rss": max(r for _, r in rounds["bare"]), "repair_rss": max(r for _, r in rounds["repair"]),
             "check": median,
             "target/check": statistics.median(t / c for t, c in zip(checks["target"], checks["unrepaired"]))}
+
+
+def check_per_model(repaired: Path, work: Path, copies: int = 10) -> float:
+    """What one more unchanged repaired model adds to a second `check` run (a pre-commit hook over a repository of
+    models): `check` of `copies` hard links of it (each in a folder of its own, with its data) against `check` of
+    one, in alternating rounds, over (copies - 1); the process's start is paid once either way."""
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    paths = []
+    for i in range(copies):
+        (tree / f"m{i}").mkdir(parents=True)
+        for source in repaired.parent.iterdir():
+            os.link(source, tree / f"m{i}" / source.name)
+        paths.append(str(tree / f"m{i}" / repaired.name))
+    cache = tempfile.mkdtemp(prefix="graphfix-bench-verdicts-")
+    env = {"GRAPHFIX_CACHE": cache}
+    measure([GRAPHFIX, "check", "--quiet", *paths], env)  # the first run: whatever it remembers
+    one, many = [], []
+    for run in range(RUNS):
+        for side in (["one", "many"] if run % 2 == 0 else ["many", "one"]):
+            (one if side == "one" else many).append(
+                measure([GRAPHFIX, "check", "--quiet", *(paths[:1] if side == "one" else paths)], env)[0])
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    return max(0.0, statistics.median(many) - statistics.median(one)) / (copies - 1)
 
 
 def growth(rows: list[dict[str, object]], key: str) -> float | None:
@@ -123,12 +150,14 @@ def report(rows: list[dict[str, object]]) -> None:
         print(f"| {r['label']} | {float(r['size']) / MB:.1f} MB | {r['bare']:.3f} s | {r['repair']:.3f} s | "  # type: ignore[arg-type]
               f"{r['repair/bare']:.2f} | {r['validate']:.3f} s | {r['validate/bare']:.2f} | "
               f"{r['repair_rss'] / MB:.0f} / {r['bare_rss'] / MB:.0f} MB |")  # type: ignore[operator]
-    print("\n| model | check unrepaired | check repaired, 1st run | 2nd run | check --target-ort 1.16 / check |")
-    print("|---|---|---|---|---|")
+    print("\n| model | check unrepaired | check repaired, 1st run | 2nd run | 2nd run, per model of 10 | "
+          "check --target-ort 1.16 / check |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         c = r["check"]
         print(f"| {r['label']} | {c['unrepaired'] * 1000:.0f} ms | {c['first'] * 1000:.0f} ms | "  # type: ignore[index]
-              f"{c['second'] * 1000:.0f} ms | {r['target/check']:.2f} |")  # type: ignore[index]
+              f"{c['second'] * 1000:.0f} ms | {c['per model'] * 1000:.0f} ms | "  # type: ignore[index]
+              f"{r['target/check']:.2f} |")
     for key in ("bare", "repair", "validate"):
         if (slope := growth(rows, key)) is not None:
             print(f"growth exponent of {key} time in bytes: {slope:.2f}")
