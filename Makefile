@@ -269,14 +269,14 @@ dist: $(DIST_VENV)/.installed
 # run; a failure prints the reproducing blob). FUZZ_ARGS passes pytest options, e.g. FUZZ_ARGS=-x.
 .PHONY: fuzz
 fuzz: $(VENV)/.test-installed
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/end_to_end/test_fuzz.py --hypothesis-show-statistics $(FUZZ_ARGS)
 
 # The declared dependency floors, tested: a venv holding the oldest release pyproject.toml allows of each dependency
 # (scripts/dependency_floors.py pins each `name>=X` to `name==X` and checks pip honoured it), and the core tests
 # that need no exporter in it (about a minute). `make test` and `make lint` run against the latest releases.
 FLOORS_VENV := .venv-floors
-FLOOR_TESTS ?= tests/test_api.py tests/test_passes.py tests/test_pass_contract.py tests/test_refused_models.py \
-	tests/test_decode_verdicts.py
+FLOOR_TESTS ?= tests/package/test_api.py tests/passes/test_passes.py tests/passes/test_pass_contract.py tests/model/test_refused_models.py \
+	tests/proof/test_decode_verdicts.py
 .PHONY: test-floors
 
 $(FLOORS_VENV)/.installed: pyproject.toml scripts/dependency_floors.py

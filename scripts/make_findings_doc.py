@@ -1,5 +1,5 @@
 """Write docs/findings.md from graphfix's own explanations (findings.CODES and EXPLANATIONS, what `graphfix explain`
-prints), so the page cannot drift from the tool: tests/test_docs.py fails when the committed page differs.
+prints), so the page cannot drift from the tool: tests/docs/test_docs.py fails when the committed page differs.
 
     .venv/bin/python scripts/make_findings_doc.py
 """
