@@ -58,9 +58,10 @@ def measure(argv: list[str], env: dict[str, str] | None = None, exit_codes: tupl
     return elapsed, usage.ru_maxrss * 1024
 
 
-def _size(model: Path) -> int:
-    data = [p for p in model.parent.iterdir() if p.name.startswith(model.name) and p != model]
-    return model.stat().st_size + sum(p.stat().st_size for p in data)
+def _size(model: Path, *, on_disk: bool = False) -> int:
+    """The model's bytes with its external data; `on_disk`: those allocated (a sparse data file's holes left out)."""
+    files = [model, *(p for p in model.parent.iterdir() if p.name.startswith(model.name) and p != model)]
+    return sum(p.stat().st_blocks * 512 if on_disk else p.stat().st_size for p in files)
 
 
 def costs(label: str, model: Path, work: Path) -> dict[str, object]:
@@ -98,7 +99,7 @@ def costs(label: str, model: Path, work: Path) -> dict[str, object]:
         shutil.rmtree(cache, ignore_errors=True)
     median = {k: statistics.median(v) for k, v in checks.items()}
     median["per model"] = check_per_model(repaired, work)
-    return {"label": label, "size": _size(model), "bare": statistics.median(bare),
+    return {"label": label, "size": _size(model), "on_disk": _size(model, on_disk=True), "bare": statistics.median(bare),
             "repair": statistics.median(t for t, _ in rounds["repair"]), "repair/bare": ratio("repair"),
             "validate": statistics.median(t for t, _ in rounds["validate"]), "validate/bare": ratio("validate"),
             "bare_rss": max(r for _, r in rounds["bare"]), "repair_rss": max(r for _, r in rounds["repair"]),
@@ -132,8 +133,8 @@ def check_per_model(repaired: Path, work: Path, copies: int = 10) -> float:
 
 
 def growth(rows: list[dict[str, object]], key: str) -> float | None:
-    """Least-squares slope of log(time) on log(bytes): 1 is linear in the model's size."""
-    points = [(math.log(float(r["size"])), math.log(float(r[key]))) for r in rows]  # type: ignore[arg-type]
+    """Least-squares slope of log(time) on log(bytes on disk): 1 is linear in the model's size."""
+    points = [(math.log(float(r["on_disk"])), math.log(float(r[key]))) for r in rows]  # type: ignore[arg-type]
     if len(points) < 2:
         return None
     mx, my = statistics.mean(p[0] for p in points), statistics.mean(p[1] for p in points)
@@ -160,7 +161,7 @@ def report(rows: list[dict[str, object]]) -> None:
               f"{r['target/check']:.2f} |")
     for key in ("bare", "repair", "validate"):
         if (slope := growth(rows, key)) is not None:
-            print(f"growth exponent of {key} time in bytes: {slope:.2f}")
+            print(f"growth exponent of {key} time in bytes on disk: {slope:.2f}")
 
 
 def main(models: dict[str, Path]) -> list[dict[str, object]]:
