@@ -99,18 +99,13 @@ Job = tuple[str, Path, Path, RepairOptions]  # (relative name, source, out, its 
 def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | None,
                 validator: Validator | None) -> list[ModelRepair]:
     """Repair each (name, source, out); results in input order whatever order the workers finish in. With more
-    than one worker, each repair runs in a child process (batch/parallel.py); the first failure stops the rest."""
-    if workers <= 1 or len(jobs) <= 1:
-        done: list[ModelRepair] = []
-        for name, source, out, options in jobs:
-            result, seconds = _repair_one(source, out, options, name, on_progress, validator)
-            done.append(ModelRepair(name, result, seconds))
-            if on_progress:
-                on_progress(name, "done", _size(source))
-        return done
+    than one worker, each repair runs in a child process (batch/parallel.py), which reports no steps; the first
+    failure stops the rest."""
     from .parallel import Outcome, Task, run_tasks
 
-    prepare_runtimes(jobs[0][3])  # installed once here, not once per worker
+    parallel = workers > 1 and len(jobs) > 1
+    if parallel:
+        prepare_runtimes(jobs[0][3])  # installed once here, not once per worker
     finished: dict[int, ModelRepair] = {}
 
     def collect(index: int, outcome: Outcome) -> None:
@@ -122,10 +117,10 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
         if on_progress:
             on_progress(name, "done", _size(source))
 
-    if on_progress:
+    if on_progress and parallel:
         for name, *_ in jobs:
             on_progress(name, "repairing", 0)
-    run_tasks([Task(_repair_one, (source, out, options, name, None, validator))
+    run_tasks([Task(_repair_one, (source, out, options, name, None if parallel else on_progress, validator))
                for name, source, out, options in jobs], workers, collect)
     return [finished[i] for i in range(len(jobs))]
 

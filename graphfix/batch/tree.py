@@ -19,6 +19,8 @@ from ..errors import BadInputError, GraphfixError, one_line
 from ..options import RepairOptions
 from .layouts import folders_under, holds_merged_decoder
 from .model_directory import DirectoryRepairResult, prepare_runtimes, repair_directory
+from .parallel import Outcome as ChildOutcome
+from .parallel import Task, run_tasks
 
 if TYPE_CHECKING:
     from ..pipeline import Validator
@@ -150,22 +152,15 @@ def repair_tree(source: str | os.PathLike[str], out: str | os.PathLike[str], opt
         if on_model is not None:
             on_model(outcome)
 
-    try:
-        if jobs == 1 or len(folders) == 1:
-            for i, (name, folder, target) in enumerate(zip(relative, folders, targets)):
-                record(i, repair_model_folder(name, folder, target, options, validator))
+    def collect(index: int, child: ChildOutcome) -> None:
+        if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
+            record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
         else:
-            from .parallel import Outcome as ChildOutcome
-            from .parallel import Task, run_tasks
+            record(index, child.value)
 
-            def collect(index: int, child: ChildOutcome) -> None:
-                if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
-                    record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
-                else:
-                    record(index, child.value)
-
-            run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
-                       for name, folder, target in zip(relative, folders, targets)], jobs, collect)
+    try:
+        run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
+                   for name, folder, target in zip(relative, folders, targets)], jobs, collect)
     finally:
         for folder in made:  # the parents only failed folders would have gone into: nothing of them is left
             _remove_if_empty(folder)
