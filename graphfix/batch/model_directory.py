@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io.datacopy import copy_data_file
 from ..io.path_safety import open_inside
-from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
+from ..io.write import (
+    InPlaceBackup,
+    backup_path,
+    check_in_place,
+    check_output_directory,
+    land,
+    parent_of,
+    staging_directory,
+)
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from ..process import interrupts
@@ -184,12 +192,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
     source, out = Path(source), Path(out)
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
-    if options.in_place or source.resolve() == out.resolve():
-        if not options.in_place:
-            raise BadInputError(f"output is the input ({source}); pass --in-place to repair the directory in place "
-                                "(keeps a .bak of each decoder)")
-        if source.resolve() != out.resolve():
-            raise BadInputError("--in-place needs the output to be the input")
+    check_in_place(source, out, options.in_place, "repair the directory in place (keeps a .bak of each decoder)")
+    if options.in_place:
         return _repair_in_place(source, jobs, on_progress, options, validator)
     plan = plan_directory(source, retarget=options.target_ort is not None)
     replacing = options.force and out.is_dir() and not out.is_symlink() and any(out.iterdir())

@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..batch.layouts import CheckTarget, encoder_for, find_merged_decoders
-from ..errors import BadInputError, NotAMergedDecoderError
+from ..errors import BadInputError, NotAMergedDecoderError, exhausted_message
 from ..findings import CODES, EXPLANATIONS
 from ..options import RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check_target, repair
@@ -31,7 +31,6 @@ from .app import (
     app,
     emit_json,
     escaped,
-    exhausted_message,
     graphfix_command,
     report_failure,
     run,
