@@ -39,7 +39,7 @@ from .app import (
     watch_outputs,
 )
 from .flags import repair_flag
-from .progress import progress_wanted, terminal_progress
+from .progress import plan_sizes, progress_wanted, terminal_progress
 
 RuntimePythonOption = Annotated[Optional[Path], typer.Option(
     "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
@@ -94,13 +94,6 @@ def _validator(ctx: typer.Context) -> Validator | None:
 def _echo(lines: list[str]) -> None:
     for line in lines:
         say(line)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 @graphfix_command(app, "repair")
@@ -171,7 +164,7 @@ def repair_command(
     _announce_first_use(target_ort if load_on_target or validate_on_target else None)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
-    with terminal_progress(progress_wanted(as_json=output.json), {source.name: _size(source)}) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
         if progress:
@@ -199,8 +192,6 @@ def _model_folders_of_tree(source: Path) -> list[Path]:
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_sizes
-
     with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
     if output.json:
