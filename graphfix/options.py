@@ -110,6 +110,13 @@ class RepairOptions:
         """The release the decode proof runs in; None: the installed onnxruntime."""
         return self.target_ort if self.validate_on_target else self.ort_version
 
+    @property
+    def releases(self) -> list[TargetRuntime]:
+        """The onnxruntime releases a run with these options loads or proves in, besides the installed one."""
+        wanted = [self.target_ort if self.load_on_target or self.validate_on_target else None,
+                  self.proof_runtime if self.validate else None]
+        return list({release.release: release for release in wanted if release is not None}.values())
+
     def but(self, **changes: object) -> RepairOptions:
         """These options with some fields changed, by field name (a release may be given as text, the encoder as
         any path)."""

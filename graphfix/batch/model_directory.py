@@ -139,11 +139,8 @@ def prepare_runtimes(options: RepairOptions, *, on_install: InstallNotice | None
     they start: in one process, so that parallel repairs never each install it."""
     from ..proof.runtimes import runtime_python
 
-    releases = [options.target_ort if options.target_ort is not None and (options.load_on_target or
-                                                                  options.validate_on_target) else None,
-                options.proof_runtime if options.validate else None]
-    for release in dict.fromkeys(r.release for r in releases if r is not None):
-        runtime_python(release, on_install=on_install, on_wait=on_wait)
+    for release in options.releases:
+        runtime_python(release.release, on_install=on_install, on_wait=on_wait)
 
 
 def _chmod_directory(path: Path, mode: int) -> None:

@@ -161,7 +161,7 @@ def repair_command(
         watch_outputs([(source if in_place else out) / folder.relative_to(source) for folder in tree])
         return repair_tree_command(source, out, jobs, options, _validator(ctx), output, started)
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
-    _announce_first_use(target_ort if load_on_target or validate_on_target else None)
+    _announce_first_use(*options.releases)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
     with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
@@ -398,8 +398,8 @@ def split_command(
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
-    _announce_first_use(ort_version if validate else None, target_ort)
     options = RepairOptions.from_parameters(ctx.params)
+    _announce_first_use(*options.releases)
     result = split(merged, out_dir, options)
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})
