@@ -59,3 +59,13 @@ def test_a_release_that_does_not_parse_is_a_usage_error():
     result = CliRunner().invoke(app, ["repair", "--target-ort", "one", "in.onnx", "out.onnx"])
     assert result.exit_code == 2
     assert "--target-ort" in result.stderr
+
+
+def test_the_releases_a_run_installs_follow_from_the_options():
+    r16, r17 = parse_release("1.16"), parse_release("1.17")
+    assert RepairOptions().releases == []
+    assert RepairOptions(target_ort=r16).releases == [r16]  # loaded there before it lands
+    assert RepairOptions(target_ort=r16, load_on_target=False).releases == []
+    assert RepairOptions(target_ort=r16, validate_on_target=True, load_on_target=False).releases == [r16]
+    assert RepairOptions(target_ort=r16, ort_version=r17).releases == [r16, r17]
+    assert RepairOptions(ort_version=r17, validate=False).releases == []
