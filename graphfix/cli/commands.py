@@ -192,6 +192,7 @@ def _model_folders_of_tree(source: Path) -> list[Path]:
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
+
     with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
     if output.json:
