@@ -29,7 +29,8 @@ class CaseResult:
     max_abs_diff: float = 0.0
     tokens_agree: int = 0
     tokens_total: int = 0
-    failure: str | None = None
+    failure: str | None = None  # why the case failed, at failed_step
+    failed_step: int | None = None
     # The loop differed from full recompute by this much, but equals the original model driven as Optimum drives
     # it: the original itself differs from full recompute (static QDQ int8 exports do), the repair does not.
     original_differs: float | None = None

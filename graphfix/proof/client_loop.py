@@ -398,12 +398,12 @@ class PlainClient:
         theirs: list[np.ndarray | None] = []  # the original's, driven as Optimum drives it (judged only)
         pair = OptimumLoop(*self.pair) if self.pair is not None and not judged else None
         paired: list[np.ndarray | str] = []  # the split pair's logits per step, or how it failed
-        crash: str | None = None
+        crash: tuple[int, str] | None = None  # (the step, why)
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
             model = self.first if past is None else self.later
             if past is not None and (missing := self._missing_past(past)):
-                crash = f"step {step}: {missing}"
+                crash = step, missing
                 break
             where = "the present->past loop" if self.first is self.later else model.name
             fed = step if past is None else 1
@@ -413,10 +413,10 @@ class PlainClient:
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 raise_if_out_of_memory(err)
-                crash = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
+                crash = step, f"{where} fails in onnxruntime: {ort_reason(err)}"
                 break
             if problem := logits_problem(cached, batch, fed, vocab):
-                crash = f"step {step}: {where} {problem}"
+                crash = step, f"{where} {problem}"
                 break
             vocab = vocab or int(cached["logits"].shape[-1])
             got = _last_logits(cached)
@@ -436,7 +436,8 @@ class PlainClient:
                 full, unusable = self._full_recompute(prefix[:, :len(loop)], encoder, vocab)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
                 raise_if_out_of_memory(err)
-                case.failure = f"step {len(loop)}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
+                case.failed_step = len(loop)
+                case.failure = f"full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             compared = loop if unusable is None else loop[:unusable[0] - 1]  # full recompute's usable steps
             failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
@@ -444,14 +445,15 @@ class PlainClient:
                 return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
             held = len(compared) if failure is None else case.steps - 1
             if failure is None and unusable is not None:
-                failure = f"step {unusable[0]}: full recompute (no past) {unusable[1]}"
+                failure = unusable[0], f"full recompute (no past) {unusable[1]}"
             self._compare_pair(paired[:held], loop, full, tolerance, batch, source_length)
             if failure is not None:
-                case.failure = failure
+                case.failed_step, case.failure = failure
                 return case
             self._compare_reference(prefix[:, :len(loop)], encoder, full, tolerance * self._scale(full), batch,
                                     source_length, len(loop))
-        case.failure = crash or self._unusable_presents(past or {}, batch, steps)
+        if failed := crash or self._unusable_presents(past or {}, batch, steps):
+            case.failed_step, case.failure = failed
         return case
 
     def _full_recompute(self, tokens: np.ndarray, encoder: Feeds,
@@ -481,9 +483,9 @@ class PlainClient:
         return max(1.0, float(np.max(np.abs(full["logits"].astype(np.float64)))))
 
     def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray | None],
-                       full: Feeds, tolerance: float, judged: bool) -> str | None:
+                       full: Feeds, tolerance: float, judged: bool) -> tuple[int, str] | str | None:
         """Each step's cached logits against full recompute's at that position, in order: the first divergence's
-        message, "judge" when the judge should be asked first, None when every step held."""
+        step and message, "judge" when the judge should be asked first, None when every step held."""
         for step, got in enumerate(loop, start=1):
             batch = got.shape[0]
             want = full["logits"][:, step - 1, :].astype(np.float64)
@@ -501,7 +503,7 @@ class PlainClient:
             if wiring is not None and wiring <= FLOAT_PRECISION * scale:
                 case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
                 continue
-            return (f"step {step}: logits differ from full recompute by {diff:.3g} (tolerance {tolerance * scale:.3g})"
+            return step, (f"logits differ from full recompute by {diff:.3g} (tolerance {tolerance * scale:.3g})"
                     + (f" and from the original driven as Optimum drives it by {wiring:.3g}"
                        if wiring is not None else ""))
         return None
@@ -585,13 +587,13 @@ class PlainClient:
                 return f"{present} of shape {tuple(value.shape)} is fed back as {name}, of rank {len(spec.shape)}"
         return None
 
-    def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
+    def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> tuple[int, str] | None:
         """The last presents are never fed back, so check them as the next step would need them."""
         if missing := self._missing_past(past):
-            return f"step {steps}: {missing}"
+            return steps, missing
         for name, value in past.items():
             if value.shape[0] != batch:
-                return (f"step {steps}: {name.replace('past_key_values', 'present', 1)} has shape "
+                return steps, (f"{name.replace('past_key_values', 'present', 1)} has shape "
                         f"{tuple(value.shape)}, unusable as past for batch {batch}")
         return None
 

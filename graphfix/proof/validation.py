@@ -50,7 +50,8 @@ class ValidationResult:
     def first_failure(self) -> str | None:
         for case in self.cases:
             if case.failure:
-                return f"batch {case.batch}, source length {case.source_length}: {case.failure}"
+                where = f"batch {case.batch}, source length {case.source_length}: step {case.failed_step}"
+                return f"{where}: {case.failure}"
         failure: str | None = (self.original or {}).get("failure") or (self.pair or {}).get("failure")
         return failure
 
