@@ -441,7 +441,7 @@ class PlainClient:
                 return case
             compared = loop if unusable is None else loop[:unusable[0] - 1]  # full recompute's usable steps
             failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
-            if failure == "judge":
+            if isinstance(failure, str):  # "judge"
                 return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
             held = len(compared) if failure is None else case.steps - 1
             if failure is None and unusable is not None:
