@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInputError, NotAMergedDecoderError
 from .findings import Finding
 from .io import onnx_proto as onnx
-from .io.read import LoadedModel, read_model
+from .io.external_data import external_needs, open_needed
+from .io.read import LoadedModel, Skeleton, parse_skeleton, read_model, read_skeleton
 from .io.write import InPlaceBackup, check_in_place, check_output_file, input_files, write_models
 from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
@@ -213,7 +214,25 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
 
         models = [check_target(t, target, load=load) for t in check_targets(path, every_model=target is not None)]
         return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
-    loaded = read_model(path)
+    skeleton = read_skeleton(path)
+    from .proof import load_verdicts
+
+    key = load_verdicts.check_key(skeleton.data, f"target {target.release if target else '-'}; ignore other models "
+                                                 f"{ignore_other_models}; any model {any_model}")
+    if not load and (known := _remembered_check(key, skeleton)) is not None:
+        return known
+    loaded = parse_skeleton(skeleton)
+    result = _check_loaded(loaded, target, ignore_other_models=ignore_other_models, any_model=any_model, load=load)
+    load_verdicts.remember_outcome(key, loaded, {
+        "findings": [f.to_dict() for f in result.findings], "skipped": result.skipped,
+        "oldest_onnxruntime": result.oldest_onnxruntime,
+        "external": {location: list(need) for location, need in external_needs(loaded.model).items()}})
+    return result
+
+
+def _check_loaded(loaded: LoadedModel, target: TargetRuntime | None, *, ignore_other_models: bool,
+                  any_model: bool, load: bool) -> CheckResult:
+    path = loaded.path
     oldest = oldest_release_of(loaded.model)  # as it is, before the passes edit it
     try:
         _, findings = find_and_fix(loaded, target, any_model=any_model)
@@ -229,6 +248,30 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     if not findings:
         confirm_loadable(loaded, load=load)  # "ok" is a promise a client can load it
     return CheckResult(path=path, findings=findings, oldest_onnxruntime=oldest)
+
+
+def _remembered_check(key: str, skeleton: Skeleton) -> CheckResult | None:
+    """The CheckResult remembered for `key` (proof/load_verdicts.py), its external-data files opened and measured
+    again as read_model does; None when nothing sound is remembered."""
+    from .proof.load_verdicts import remembered_outcome
+
+    outcome = remembered_outcome(key)
+    if outcome is None:
+        return None
+    findings, skipped, oldest = outcome.get("findings"), outcome.get("skipped"), outcome.get("oldest_onnxruntime")
+    external = outcome.get("external")
+    if not isinstance(findings, list) or not isinstance(external, dict) or \
+            not all(isinstance(x, (str, type(None))) for x in (skipped, oldest)):
+        return None
+    try:
+        results = [Finding(**{("pass_name" if k == "pass" else k): v for k, v in f.items()}) for f in findings]
+        needs = {str(location): (int(end), str(what)) for location, (end, what) in external.items()}
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not all(isinstance(v, (str, type(None))) for f in findings for v in f.values()):
+        return None
+    open_needed(needs, skeleton.path, skeleton.fds)
+    return CheckResult(path=skeleton.path, findings=results, skipped=skipped, oldest_onnxruntime=oldest)
 
 
 __all__ = ["CheckResult", "RepairOptions", "RepairResult", "Validator", "check", "find_and_fix", "find_subject",

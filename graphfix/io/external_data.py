@@ -43,6 +43,11 @@ def open_external_data(model: onnx.ModelProto, model_path: Path, fds: list[int])
     """Each data file the model names, opened once through open_inside (refused before anything outside the
     model's directory is even stat'ed), long enough for every tensor's offset + length. Each descriptor is also
     appended to `fds` as soon as it is open, so that the caller closes it whatever happens next."""
+    return open_needed(external_needs(model), model_path, fds)
+
+
+def external_needs(model: onnx.ModelProto) -> dict[str, tuple[int, str]]:
+    """location -> (the bytes its tensors need it to hold, what the first of them is called in an error)."""
     needed: dict[str, int] = {}
     names: dict[str, str] = {}
     for tensor in external_tensors(model):
@@ -55,9 +60,15 @@ def open_external_data(model: onnx.ModelProto, model_path: Path, fds: list[int])
         end = int(info.get("offset", 0)) + int(info.get("length", 0))
         needed[location] = max(needed.get(location, 0), end)
         names.setdefault(location, what)
+    return {location: (end, names[location]) for location, end in needed.items()}
+
+
+def open_needed(needs: dict[str, tuple[int, str]], model_path: Path, fds: list[int]) -> dict[str, OpenedFile]:
+    """open_external_data's second half, on external_needs' answer (also as remembered by a check: the files
+    are opened and measured on every run)."""
     opened: dict[str, OpenedFile] = {}
-    for location, end in sorted(needed.items()):
-        data = open_inside(model_path.parent, location, names[location],
+    for location, (end, what) in sorted(needs.items()):
+        data = open_inside(model_path.parent, location, what,
                            missing=f"missing external data file {shown(location)} next to {model_path.name}")
         fds.append(data.fd)
         opened[location] = data

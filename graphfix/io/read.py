@@ -58,9 +58,29 @@ def file_stamp(stat: os.stat_result) -> tuple[int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
+@dataclass
+class Skeleton:
+    """A model file opened and split (protowire.split), not parsed yet: `data` is the skeleton's bytes, what a
+    content key is made of (proof/load_verdicts.py). The file stays open until this, or the LoadedModel parsed from
+    it, is collected."""
+
+    path: Path
+    fd: int
+    info: os.stat_result
+    data: bytes
+    fds: list[int] = field(default_factory=list)  # every descriptor opened for it: closed with it
+    closer: weakref.finalize | None = field(default=None, repr=False)  # type: ignore[type-arg]
+
+
 def read_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Parse the model's skeleton (no weight payloads, no external data); refuse anything that is not ONNX. The
     model file and its data files stay open in the result (`file`, `data`): the writer copies from those."""
+    return parse_skeleton(read_skeleton(path))
+
+
+def read_skeleton(path: str | os.PathLike[str]) -> Skeleton:
+    """Open the model file and split off its skeleton (read_model's first half); refuse what is not a file or not a
+    protobuf."""
     path = Path(path)
     try:
         fd = portable.open_for_reading(path)  # a FIFO: refused, not waited on
@@ -75,19 +95,33 @@ def read_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
     except ValueError:  # a NUL in the path
         raise BadInputError(f"no such file: {path}") from None
-    fds = [fd]
     try:
-        loaded = _parse(path, fd)
+        info, data = _split(path, fd)
     except BaseException:
         os.close(fd)
         raise
-    weakref.finalize(loaded, _close_all, fds)  # the files stay open exactly as long as the model is in use
-    loaded.data = open_external_data(loaded.model, loaded.path, fds)
+    skeleton = Skeleton(path=path, fd=fd, info=info, data=data, fds=[fd])
+    skeleton.closer = weakref.finalize(skeleton, _close_all, skeleton.fds)
+    return skeleton
+
+
+def parse_skeleton(skeleton: Skeleton) -> LoadedModel:
+    """read_model's second half: parse `skeleton` and open its external-data files."""
+    try:
+        loaded = _parse(skeleton)
+    except BaseException:
+        if skeleton.closer is not None:
+            skeleton.closer()  # closed now, not when the traceback lets go of it
+        raise
+    if skeleton.closer is not None:
+        skeleton.closer.detach()  # the model owns the files now
+    weakref.finalize(loaded, _close_all, skeleton.fds)  # open exactly as long as the model is in use
+    loaded.data = open_external_data(loaded.model, loaded.path, skeleton.fds)
     loaded.external_files = sorted(loaded.data)
     return loaded
 
 
-def _parse(path: Path, fd: int) -> LoadedModel:
+def _split(path: Path, fd: int) -> tuple[os.stat_result, bytes]:
     try:
         info = os.fstat(fd)
         if stat_module.S_ISDIR(info.st_mode):
@@ -97,16 +131,20 @@ def _parse(path: Path, fd: int) -> LoadedModel:
         if info.st_size == 0:
             raise BadInputError(f"{path} is empty")
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-            skeleton = protowire.split(mapped)
+            return info, protowire.split(mapped)
     except OSError as err:
         raise_if_exhausted(err)
         raise BadInputError(f"cannot read {path}: {err.strerror}") from None
     except protowire.WireError as err:
         raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err}); copy or export it "
                             "again") from None
+
+
+def _parse(skeleton: Skeleton) -> LoadedModel:
+    path = skeleton.path
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(skeleton)
+        model.ParseFromString(skeleton.data)
     except (DecodeError, RuntimeError, ValueError) as err:
         raise BadInputError(f"{path} is not an ONNX model (truncated or corrupt protobuf: {err}); copy or export it "
                             "again") from None
@@ -115,8 +153,8 @@ def _parse(path: Path, fd: int) -> LoadedModel:
         raise BadInputError(f"{path} is not an ONNX model (no graph, IR version or opset)")
     if (where := _first_non_text_name(model.graph)) is not None:
         raise BadInputError(f"{path} is not an ONNX model (corrupt: a name in {where} is not UTF-8 text)")
-    opened = OpenedFile(fd=fd, real=path.resolve(), stat=info)
-    return LoadedModel(path=path, model=model, stamp=file_stamp(info), file=opened)
+    opened = OpenedFile(fd=skeleton.fd, real=path.resolve(), stat=skeleton.info)
+    return LoadedModel(path=path, model=model, stamp=file_stamp(skeleton.info), file=opened)
 
 
 def _first_non_text_name(graph: onnx.GraphProto) -> str | None:

@@ -10,6 +10,14 @@ in the key: onnxruntime's loader does not judge them. Each verdict is one JSON f
 an entry that is not ours, not a regular file, not readable or not a verdict for this very key is ignored (the
 session decides, as if nothing were remembered). The cache is an optimisation only: any OSError using it is
 passed over.
+
+`check`'s whole outcome for a file (its findings, the file passed over, the oldest release that loads it: a
+CheckResult as data) is remembered the same way, in `<graphfix cache>/check-outcomes/`, under a key of the
+skeleton's bytes as read (io/read.py `read_skeleton`, before it is parsed), the options that change the answer, the
+installed onnxruntime release and graphfix's own code (its version and every file of the package, by name, size and
+mtime): an unchanged model costs a split and a hash on the next run, not a parse, the passes and the proof of
+loadability. A check that raised (an unloadable file, not a merged decoder) is not remembered. The external-data
+files such an outcome needs are opened and measured again on every run (io/external_data.py `open_needed`).
 """
 
 from __future__ import annotations
@@ -56,25 +64,25 @@ def content_key(loaded: LoadedModel, release: str) -> str:
     return digest.hexdigest()
 
 
-def _verdicts_dir() -> Path | None:
+def _verdicts_dir(name: str = "load-verdicts") -> Path | None:
     from .runtimes import cache_dir
 
     try:
-        return cache_dir() / "load-verdicts"
+        return cache_dir() / name
     except BadInputError:  # no home directory: nothing is remembered
         return None
 
 
-def _read_entry(path: Path) -> dict[str, Any] | None:
+def _read_entry(path: Path, limit: int = 1 << 16) -> dict[str, Any] | None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size > 1 << 16:
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size > limit:
             return None
-        entry = json.loads(os.read(fd, 1 << 16).decode("utf-8"))
+        entry = json.loads(os.read(fd, limit).decode("utf-8"))
     except (OSError, ValueError):
         return None
     finally:
@@ -98,7 +106,12 @@ def remembered(key: str) -> tuple[bool, str] | None:
 
 def remember(key: str, loads: bool, message: str = "") -> None:
     """Store the verdict for `key` atomically with private modes; a cache it cannot write is passed over."""
-    directory = _verdicts_dir()
+    _store("load-verdicts", key, {"format": FORMAT, "key": key, "loads": loads, "message": message})
+
+
+def _store(name: str, key: str, entry: dict[str, Any]) -> None:
+    """Write `entry` as `<cache>/<name>/<key>.json`, atomically with private modes; passed over on any OSError."""
+    directory = _verdicts_dir(name)
     if directory is None:
         return
     try:
@@ -109,13 +122,64 @@ def remember(key: str, loads: bool, message: str = "") -> None:
         fd, staged = tempfile.mkstemp(dir=directory, prefix=".verdict-", suffix=".tmp")  # mode 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump({"format": FORMAT, "key": key, "loads": loads, "message": message}, out)
+                json.dump(entry, out)
             os.replace(staged, directory / f"{key}.json")
         except BaseException:
             os.unlink(staged)
             raise
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an outcome json cannot write (never expected)
         return
+
+
+OUTCOME_FORMAT = 1
+_OUTCOME_LIMIT = 1 << 22  # a model with thousands of findings still fits; anything larger is not ours
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """graphfix's version and every file of its package (name, size, mtime): a remembered outcome is never
+    trusted by other code (an upgrade, an edited checkout) or other tables."""
+    from .. import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(f"graphfix {__version__}\0".encode())
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            try:
+                info = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue
+            digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}\0{info.st_size}\0"
+                          f"{info.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def check_key(skeleton: bytes, options: str) -> str:
+    """The key of `check`'s outcome: the skeleton's bytes as read, `options` (whatever changes the answer), the
+    installed onnxruntime release and graphfix's code."""
+    digest = hashlib.sha256(f"graphfix check outcome {OUTCOME_FORMAT}\0{code_fingerprint()}\0onnxruntime "
+                            f"{installed_release()}\0{options}\0".encode())
+    digest.update(skeleton)
+    return digest.hexdigest()
+
+
+def remembered_outcome(key: str) -> dict[str, Any] | None:
+    """The outcome stored for `key` (as given to remember_outcome), or None when no sound entry holds it."""
+    directory = _verdicts_dir("check-outcomes")
+    if directory is None:
+        return None
+    entry = _read_entry(directory / f"{key}.json", _OUTCOME_LIMIT)
+    if entry is None or entry.get("format") != OUTCOME_FORMAT or entry.get("key") != key:
+        return None
+    outcome = entry.get("outcome")
+    return outcome if isinstance(outcome, dict) else None
+
+
+def remember_outcome(key: str, loaded: LoadedModel, outcome: dict[str, Any]) -> None:
+    """Store `outcome` for `key`, unless the files changed while they were judged."""
+    if _unchanged(loaded):
+        _store("check-outcomes", key, {"format": OUTCOME_FORMAT, "key": key, "outcome": outcome})
 
 
 def _unchanged(loaded: LoadedModel) -> bool:
@@ -152,4 +216,5 @@ def load_remembered(loaded: LoadedModel, load: Callable[[], None], *, ask_anyway
         remember(key, True)
 
 
-__all__ = ["content_key", "installed_release", "load_remembered", "remember", "remembered"]
+__all__ = ["check_key", "code_fingerprint", "content_key", "installed_release", "load_remembered", "remember",
+           "remember_outcome", "remembered", "remembered_outcome"]
