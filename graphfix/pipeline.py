@@ -217,8 +217,11 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     skeleton = read_skeleton(path)
     from .proof import load_verdicts
 
+    from .passes.contract import CHECK_PASSES
+
     key = load_verdicts.check_key(skeleton.data, f"target {target.release if target else '-'}; ignore other models "
-                                                 f"{ignore_other_models}; any model {any_model}")
+                                                 f"{ignore_other_models}; any model {any_model}; pass contract "
+                                                 f"{os.environ.get(CHECK_PASSES, '')}")
     if not load and (known := _remembered_check(key, skeleton)) is not None:
         return known
     loaded = parse_skeleton(skeleton)
