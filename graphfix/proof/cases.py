@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
-# The fewest that catch what the proof exists to catch (tests/test_proof_cases.py holds a broken model for each):
+# The fewest that catch what the proof exists to catch (tests/proof/test_proof_cases.py holds a broken model for each):
 # step 3 is the first fed presents the cache branch made (dummy encoder KV of the right shape breaks there); a
 # batch above 1 catches a batch-dim bug (rows mixed up); two source lengths catch an encoder length baked into the
 # graph. The cases go in pairs, (1, 5) and (3, 11), not as every combination: each pair covers one of each.
