@@ -215,9 +215,8 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
         models = [check_target(t, target, load=load) for t in check_targets(path, every_model=target is not None)]
         return CheckResult(path=path, findings=[f for m in models for f in m.findings], models=models)
     skeleton = read_skeleton(path)
-    from .proof import load_verdicts
-
     from .passes.contract import CHECK_PASSES
+    from .proof import load_verdicts
 
     key = load_verdicts.check_key(skeleton.data, f"target {target.release if target else '-'}; ignore other models "
                                                  f"{ignore_other_models}; any model {any_model}; pass contract "
