@@ -218,9 +218,9 @@ def check(path: str | os.PathLike[str], *, target_ort: TargetRuntime | str | Non
     from .passes.contract import CHECK_PASSES
     from .proof import load_verdicts
 
-    key = load_verdicts.check_key(skeleton.data, f"target {target.release if target else '-'}; ignore other models "
-                                                 f"{ignore_other_models}; any model {any_model}; pass contract "
-                                                 f"{os.environ.get(CHECK_PASSES, '')}")
+    options = (f"target {target.release if target else '-'}; ignore other models {ignore_other_models}; any model "
+               f"{any_model}; pass contract {os.environ.get(CHECK_PASSES, '')}")  # all that changes the answer
+    key = load_verdicts.check_key(skeleton, options)
     if not load and (known := _remembered_check(key, skeleton)) is not None:
         return known
     loaded = parse_skeleton(skeleton)

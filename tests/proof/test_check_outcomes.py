@@ -141,3 +141,28 @@ def test_external_data_is_measured_on_every_run(cache, parses, repaired, tmp_pat
     data.unlink()
     with pytest.raises(BadInputError, match="missing external data file"):
         check(model)
+
+
+def _outcome(path: Path) -> object:
+    try:
+        return check(path, any_model=True).to_dict()["findings"]
+    except BadInputError as err:
+        return str(err).replace(path.name, "NAME")
+
+
+def test_a_payload_stored_in_another_field_is_judged_again(cache, tmp_path, monkeypatch):
+    """The skeleton keeps a payload's byte range, not its field: the same bytes under another tag (int64_data for a
+    float tensor) have the same skeleton, and must not take the raw_data file's outcome."""
+    from .test_check_cost import _one_weight_model
+
+    raw = tmp_path / "raw.onnx"
+    _one_weight_model(raw, 4096)
+    data = raw.read_bytes()
+    header = b"\x4a\x80\x20"  # raw_data, 4096 bytes
+    assert data.count(header) == 1
+    other = tmp_path / "other.onnx"
+    other.write_bytes(data.replace(header, b"\x3a\x80\x20"))  # int64_data, the same 4096 bytes
+    assert check(raw, any_model=True).ok
+    remembered = _outcome(other)
+    monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "fresh"))
+    assert remembered == _outcome(other)
