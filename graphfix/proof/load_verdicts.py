@@ -138,12 +138,18 @@ _OUTCOME_LIMIT = 1 << 22  # a model with thousands of findings still fits; anyth
 
 @functools.cache
 def code_fingerprint() -> str:
-    """graphfix's version and every file of its package (name, size, mtime): a remembered outcome is never
-    trusted by other code (an upgrade, an edited checkout) or other tables."""
+    """graphfix's version and every file of its package (name, size, mtime), with onnx's release: a remembered
+    outcome is never trusted by other code (an upgrade, an edited checkout), other tables or another onnx."""
+    from importlib import metadata
+
     from .. import __version__
 
+    try:  # onnx's strict inference is one of the questions asked (loadable.py `doubt`)
+        onnx_release = metadata.version("onnx")
+    except metadata.PackageNotFoundError:
+        onnx_release = "-"
     root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(f"graphfix {__version__}\0".encode())
+    digest = hashlib.sha256(f"graphfix {__version__}\0onnx {onnx_release}\0".encode())
     for folder, dirs, files in sorted(os.walk(root)):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
@@ -200,8 +206,10 @@ def remembered_outcome(key: str) -> dict[str, Any] | None:
 
 
 def remember_outcome(key: str, loaded: LoadedModel, outcome: dict[str, Any]) -> None:
-    """Store `outcome` for `key`, unless the files changed while they were judged."""
-    if _unchanged(loaded):
+    """Store `outcome` for `key`, unless the files changed while they were judged or it names the file (an
+    outcome is for any file of these bytes, whatever it is called)."""
+    said = json.dumps([outcome.get("findings"), outcome.get("skipped")], ensure_ascii=False)
+    if _unchanged(loaded) and loaded.path.name not in said:
         _store("check-outcomes", key, {"format": OUTCOME_FORMAT, "key": key, "outcome": outcome})
 
 

@@ -132,9 +132,9 @@ def test_a_corrupt_foreign_or_other_code_s_entry_is_ignored(cache, parses, repai
 def test_external_data_is_measured_on_every_run(cache, parses, repaired, tmp_path):
     model = _copy(repaired(MARIAN), tmp_path)
     proto = onnx.load(model)
-    onnx.save(proto, model, save_as_external_data=True, location="data.bin", size_threshold=1024)
+    onnx.save(proto, model, save_as_external_data=True, location=f"{model.name}_data", size_threshold=1024)
     assert check(model).ok and check(model).ok and len(parses) == 1
-    data = model.parent / "data.bin"
+    data = model.parent / f"{model.name}_data"
     data.write_bytes(data.read_bytes()[:-1])
     with pytest.raises(BadInputError, match="is truncated"):
         check(model)
