@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -94,43 +97,59 @@ def marian_current() -> Path:
     return ROOT / "sample_models" / "current" / "marian.onnx"
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """The run's temporary directory, shared by its pytest-xdist workers (each has its own basetemp below it); a
+    plain run's own basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Held by one process of the run at a time: what one worker makes, the others wait for and reuse."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
-    """The wheel of this tree, built once per session by pip from a copy of the sources, as any installer builds it
-    (pip fetches the build backend); every test that installs or inspects the wheel shares it."""
+    """The wheel of this tree, built once per run by pip from a copy of the sources, as any installer builds it
+    (pip fetches the build backend); every test that installs or inspects the wheel shares it, whichever worker."""
     import shutil
     import subprocess
     import sys
 
-    source = tmp_path_factory.mktemp("wheel-source")
-    shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(ROOT / name, source / name)
-    dist = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                           "-w", str(dist), str(source)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    dist = shared_dir(tmp_path_factory) / "wheel-dist"
+    with locked(shared_dir(tmp_path_factory) / "wheel.lock"):
+        if not dist.is_dir():
+            source = tmp_path_factory.mktemp("wheel-source")
+            shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
+            for name in ("pyproject.toml", "README.md", "LICENSE"):
+                shutil.copy(ROOT / name, source / name)
+            staging = tmp_path_factory.mktemp("dist")
+            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                                   "--disable-pip-version-check", "-w", str(staging), str(source)],
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            staging.rename(dist)  # whole or absent: a worker never finds half a wheel
     return next(dist.glob("graphfix-*.whl"))
 
 
 @pytest.fixture(scope="session")
-def repaired_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("repaired")
-
-
-@pytest.fixture(scope="session")
-def repaired(repaired_dir):
-    """Repair each sample once per session (with validation) and hand out the output path."""
+def repaired(tmp_path_factory):
+    """Repair each sample once per run (with validation), whichever worker asks first, and hand out the output."""
     from graphfix import repair
 
-    cache: dict[Path, Path] = {}
+    directory = shared_dir(tmp_path_factory) / "repaired"
+    directory.mkdir(exist_ok=True)
 
     def get(source: Path) -> Path:
-        if source not in cache:
-            out = repaired_dir / f"{source.parent.name}-{source.name}"
-            repair(source, out)
-            cache[source] = out
-        return cache[source]
+        out = directory / f"{source.parent.name}-{source.name}"
+        with locked(directory / f"{out.name}.lock"):
+            if not out.exists():
+                repair(source, out)  # lands whole or not at all
+        return out
 
     return get
 
@@ -172,3 +191,23 @@ def drain_pty(primary: int) -> bytes:
         drawn += chunk
     os.close(primary)
     return drawn
+
+
+# The longest tests, started first: under pytest-xdist (make test) a worker that starts one of them last would run it
+# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations).
+LONGEST_FIRST = (
+    "tests/package/test_python_versions.py",
+    "tests/cli/test_json_and_hook.py::test_the_pre_commit_hook",
+    "tests/end_to_end/test_fuzz.py",
+    "tests/package/test_installed_wheel.py",
+    "tests/process/test_termination.py::test_a_terminated_runtime_install",
+    "tests/docs/test_docs.py",
+    "tests/proof/test_runtime_isolation.py::test_an_interpreter_that_never_answers",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from graphfix import RepairRefusedError, check, repair, repair_directory
 from graphfix.targets.opset_adapters import convert_down
 
-from ..conftest import ROOT, SAMPLE_IDS, SAMPLES
+from ..conftest import ROOT, SAMPLES
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 CURRENT = [p for p in SAMPLES if p.parent.name == "current"]
@@ -109,9 +109,8 @@ def test_an_ir10_opset21_decoder_is_brought_to_onnxruntime_1_16_and_decodes_ther
     assert check(tmp_path / "fixed.onnx", target_ort="1.16").findings == []
 
 
-@pytest.mark.parametrize("source", SAMPLES, ids=SAMPLE_IDS)
-def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(source, tmp_path):
-    result = repair(source, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
+def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(sample, tmp_path):
+    result = repair(sample, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
     assert result.validation.ok and result.validation.onnxruntime == "1.16.3"
 
 
