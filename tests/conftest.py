@@ -21,12 +21,37 @@ from graphfix.cli import app
 # Every pass run by the tests, in this process or in a graphfix subprocess, is held to "no finding, no change" and
 # "findings, a change" (passes/contract.py), which the hot path leaves to --debug.
 os.environ["GRAPHFIX_CHECK_PASSES"] = "1"
+# Output is read as in a pipe, WIDTH columns: pytest-xdist's workers are started with COLUMNS=80 and LINES=24, and a
+# developer's shell may export them; the tests about $COLUMNS set it themselves.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The suite's own onnxruntime cache, never the developer's ~/.cache/graphfix nor a GRAPHFIX_CACHE of their shell: a
 # test's outcome must not depend on what a user happens to have cached. GRAPHFIX_TEST_CACHE names a cache to share
 # between checkouts (each release costs a pip install once); tests about the cache itself make their own in tmp.
 os.environ["GRAPHFIX_CACHE"] = os.environ.get("GRAPHFIX_TEST_CACHE") or str(ROOT / "build" / "test-runtime-cache")
+
+
+def _one_thread_sessions() -> None:
+    """The tests' own onnxruntime sessions run on one thread, as graphfix's proof runs a small model: onnxruntime's
+    default pool (a thread per core, spinning between runs) would only take CPU from the other pytest-xdist worker."""
+    import onnxruntime
+
+    default = onnxruntime.InferenceSession
+
+    class OneThreadSession(default):
+        def __init__(self, path_or_bytes, sess_options=None, providers=None, *args, **kwargs):
+            if sess_options is None:
+                sess_options = onnxruntime.SessionOptions()
+                sess_options.intra_op_num_threads = 1
+            super().__init__(path_or_bytes, sess_options, providers, *args, **kwargs)
+
+    onnxruntime.InferenceSession = OneThreadSession
+
+
+_one_thread_sessions()
+
 SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((ROOT / "sample_models" / "current").glob("*.onnx"))
 FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
@@ -80,8 +105,15 @@ def sha256(path: Path) -> str:
 FAST_SAMPLES = {"legacy-marian", "current-t5"}
 
 
-@pytest.fixture(params=[pytest.param(path, marks=() if name in FAST_SAMPLES else pytest.mark.slow)
-                        for path, name in zip(SAMPLES, SAMPLE_IDS)], ids=SAMPLE_IDS)
+def fast_tier_samples(paths: list[Path]) -> list:
+    """`paths` as pytest params named parent-stem, the exporter samples outside FAST_SAMPLES marked slow (fixed-shape,
+    deep and variant files, each a family of its own, stay in the fast tier)."""
+    return [pytest.param(path, id=f"{path.parent.name}-{path.stem}",
+                         marks=pytest.mark.slow if path in SAMPLES and f"{path.parent.name}-{path.stem}" not in
+                         FAST_SAMPLES else ()) for path in paths]
+
+
+@pytest.fixture(params=fast_tier_samples(SAMPLES))
 def sample(request) -> Path:
     """Every committed merged decoder, exactly as its exporter wrote it."""
     return request.param

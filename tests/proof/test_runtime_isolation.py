@@ -147,6 +147,7 @@ def test_pips_reason_is_kept_whole(cache, monkeypatch):
     assert "'garbage'" in text and "PIP_NO_DEPS" in text, text
 
 
+@pytest.mark.slow  # waits out the interpreter probe's timeout (about 10 s) by design
 def test_an_interpreter_that_never_answers_is_given_up_in_seconds_with_everything_it_started(tmp_path, monkeypatch):
     pids = tmp_path / "pids"
     hung = _script(tmp_path / "hung-python", f"""\
