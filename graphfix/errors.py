@@ -49,6 +49,43 @@ def one_line(text: str, limit: int | None = 300) -> str:
     return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
+def exhausted_message(err: BaseException) -> str | None:
+    """`out of memory (what ran out of it); the remedy` when `err` is the machine's limit (memory, or file
+    descriptors: EMFILE, ENFILE) rather than the input's fault or graphfix's bug; else None."""
+    if is_out_of_memory(err):
+        what, remedy = "out of memory", "raise the memory limit (ulimit -v) or free memory"
+    elif isinstance(err, OSError) and err.errno in EXHAUSTED_ERRNOS:
+        what, remedy = "too many open files", "raise the limit (ulimit -n) or use fewer --jobs"
+    else:
+        return None
+    detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
+              else one_line(str(err), limit=200))  # what ran out of it: the proof, onnxruntime's words
+    return f"{what}{f' ({detail})' if detail else ''}; {remedy}"
+
+
+def import_failure(err: ImportError) -> str:
+    """`cannot import MODULE: the loader's reason`, from the first ImportError of the chain (numpy re-raises its
+    extension's failure inside a page of advice)."""
+    first: BaseException = err
+    while isinstance(first.__cause__ or first.__context__, ImportError):
+        first = first.__cause__ or first.__context__  # type: ignore[assignment]
+    name = getattr(first, "name", None) or err.name or "a module"
+    return f"cannot import {name}: {one_line(str(first))}"
+
+
+def failure_line(err: BaseException, rerun: str = "rerun with --debug") -> tuple[str, int]:
+    """The one line and exit code of an error that ends a repair, the command line's and each folder's of a tree
+    alike (interruptions and usage errors are the CLI's own)."""
+    if isinstance(err, GraphfixError):
+        return str(err), err.exit_code
+    if (exhausted := exhausted_message(err)) is not None:  # the machine's limit: nothing was written
+        return exhausted, 2
+    if isinstance(err, ImportError):  # a dependency that cannot load: a broken install, a library the loader
+        return import_failure(err), 2  # cannot map (a noexec mount, an address-space limit); not graphfix's bug
+    # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
+    return f"unexpected {type(err).__name__}: {one_line(str(err))} ({rerun} for the traceback)", 2
+
+
 E = TypeVar("E", bound="GraphfixError")
 
 

@@ -21,7 +21,7 @@ from .errors import BadInputError, NotAMergedDecoderError
 from .findings import Finding
 from .io import onnx_proto as onnx
 from .io.read import LoadedModel, read_model
-from .io.write import InPlaceBackup, check_output_file, input_files, same_file, write_models
+from .io.write import InPlaceBackup, check_in_place, check_output_file, input_files, write_models
 from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
@@ -122,15 +122,6 @@ def oldest_release_of(model: onnx.ModelProto) -> str | None:
     return oldest_release(model).release
 
 
-def _refuse_same_file(source: Path, out: Path, in_place: bool) -> None:
-    if same_file(source, out) or source.resolve() == out.resolve():
-        if not in_place:
-            raise BadInputError(f"output is the input ({source}); pass --in-place to overwrite it "
-                                f"(keeps {source.name}.bak)")
-    elif in_place:
-        raise BadInputError("--in-place needs the output to be the input")
-
-
 def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options: RepairOptions | None = None, *,
            on_step: StepCallback | None = None, validator: Validator | None = None,
            **keywords: object) -> RepairResult:
@@ -147,7 +138,7 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     options = (options or RepairOptions()).but(**keywords)
     step = on_step or (lambda name: None)
     source, out = Path(source), Path(out)
-    _refuse_same_file(source, out, options.in_place)
+    check_in_place(source, out, options.in_place, f"overwrite it (keeps {source.name}.bak)")
     step("reading")
     loaded = read_model(source)
     if not options.in_place and out.resolve() in input_files(loaded):  # said before "exists": the graver reason

@@ -163,7 +163,8 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
     carried = {name for pair in plan.pairs for name in (pair.decoder, pair.with_past)}  # unchanged, whatever target
     decoder_data: set[str] = set()
     other_data: set[str] = set()
-    for name in directory_files(directory):
+    files = directory_files(directory)
+    for name in files:
         if not name.endswith(".onnx"):
             continue
         try:
@@ -178,7 +179,7 @@ def plan_directory(directory: str | os.PathLike[str], *, retarget: bool = False)
         (decoder_data if rewritten else other_data).update(data)
         if retarget and name not in plan.decoders and name not in carried:
             plan.others.append(name)
-    for name in directory_files(directory):
+    for name in files:
         if name in plan.decoders or name in plan.others:
             continue
         if name in other_data:
@@ -211,15 +212,14 @@ def folders_under(root: Path, is_model: Callable[[Path], bool]) -> list[Path]:
 
 
 def model_directories(root: Path) -> list[Path]:
-    """The model directories of a tree (`models/<name>/...`, any depth), sorted; `root` itself when it is one. A
-    model directory is not searched further (its `onnx/` is part of it); graphfix's staging debris and hidden
-    directories are skipped, and symlinked directories are not followed."""
+    """The model directories of a tree (`models/<name>/...`, any depth, as folders_under walks it); `root` itself
+    when it is one."""
     if holds_merged_decoder(root):
         return [root]
     found = folders_under(root, holds_merged_decoder)
     if not found:
         find_merged_decoders(root)  # the usual refusal, naming what was looked for
-    return sorted(found)
+    return found
 
 
 @dataclass(frozen=True)

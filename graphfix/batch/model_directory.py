@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInputError, GraphfixError, raise_if_exhausted
 from ..io.datacopy import copy_data_file
 from ..io.path_safety import open_inside
-from ..io.write import InPlaceBackup, backup_path, check_output_directory, land, parent_of, staging_directory
+from ..io.write import (
+    InPlaceBackup,
+    backup_path,
+    check_in_place,
+    check_output_directory,
+    land,
+    parent_of,
+    staging_directory,
+)
 from ..options import RepairOptions
 from ..pipeline import RepairResult, Validator, repair
 from ..process import interrupts
@@ -99,18 +107,13 @@ Job = tuple[str, Path, Path, RepairOptions]  # (relative name, source, out, its 
 def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | None,
                 validator: Validator | None) -> list[ModelRepair]:
     """Repair each (name, source, out); results in input order whatever order the workers finish in. With more
-    than one worker, each repair runs in a child process (batch/parallel.py); the first failure stops the rest."""
-    if workers <= 1 or len(jobs) <= 1:
-        done: list[ModelRepair] = []
-        for name, source, out, options in jobs:
-            result, seconds = _repair_one(source, out, options, name, on_progress, validator)
-            done.append(ModelRepair(name, result, seconds))
-            if on_progress:
-                on_progress(name, "done", _size(source))
-        return done
+    than one worker, each repair runs in a child process (batch/parallel.py), which reports no steps; the first
+    failure stops the rest."""
     from .parallel import Outcome, Task, run_tasks
 
-    prepare_runtimes(jobs[0][3])  # installed once here, not once per worker
+    parallel = workers > 1 and len(jobs) > 1
+    if parallel:
+        prepare_runtimes(jobs[0][3])  # installed once here, not once per worker
     finished: dict[int, ModelRepair] = {}
 
     def collect(index: int, outcome: Outcome) -> None:
@@ -122,10 +125,10 @@ def _repair_all(jobs: list[Job], workers: int, on_progress: ProgressCallback | N
         if on_progress:
             on_progress(name, "done", _size(source))
 
-    if on_progress:
+    if on_progress and parallel:
         for name, *_ in jobs:
             on_progress(name, "repairing", 0)
-    run_tasks([Task(_repair_one, (source, out, options, name, None, validator))
+    run_tasks([Task(_repair_one, (source, out, options, name, None if parallel else on_progress, validator))
                for name, source, out, options in jobs], workers, collect)
     return [finished[i] for i in range(len(jobs))]
 
@@ -136,11 +139,8 @@ def prepare_runtimes(options: RepairOptions, *, on_install: InstallNotice | None
     they start: in one process, so that parallel repairs never each install it."""
     from ..proof.runtimes import runtime_python
 
-    releases = [options.target_ort if options.target_ort is not None and (options.load_on_target or
-                                                                  options.validate_on_target) else None,
-                options.proof_runtime if options.validate else None]
-    for release in dict.fromkeys(r.release for r in releases if r is not None):
-        runtime_python(release, on_install=on_install, on_wait=on_wait)
+    for release in options.releases:
+        runtime_python(release.release, on_install=on_install, on_wait=on_wait)
 
 
 def _chmod_directory(path: Path, mode: int) -> None:
@@ -189,12 +189,8 @@ def repair_directory(source: str | os.PathLike[str], out: str | os.PathLike[str]
     source, out = Path(source), Path(out)
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
-    if options.in_place or source.resolve() == out.resolve():
-        if not options.in_place:
-            raise BadInputError(f"output is the input ({source}); pass --in-place to repair the directory in place "
-                                "(keeps a .bak of each decoder)")
-        if source.resolve() != out.resolve():
-            raise BadInputError("--in-place needs the output to be the input")
+    check_in_place(source, out, options.in_place, "repair the directory in place (keeps a .bak of each decoder)")
+    if options.in_place:
         return _repair_in_place(source, jobs, on_progress, options, validator)
     plan = plan_directory(source, retarget=options.target_ort is not None)
     replacing = options.force and out.is_dir() and not out.is_symlink() and any(out.iterdir())

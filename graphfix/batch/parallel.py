@@ -183,10 +183,21 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
+def _outcome(task: Task) -> Outcome:
+    try:
+        return Outcome(value=task.function(*task.args))
+    except Exception as err:  # (the caller decides what the error means)
+        return Outcome(error=err)
+
+
 def run_tasks(tasks: Sequence[Task], jobs: int, on_outcome: Callable[[int, Outcome], None]) -> None:
-    """Run the tasks, `jobs` at once in child processes, calling on_outcome(index, outcome) in this thread as each
-    finishes. Any way out before every task has finished (an error, on_outcome's included, or Ctrl-C) stops every
-    child first."""
+    """Run the tasks, `jobs` at once in child processes (one job, or one task: in this process, in order), calling
+    on_outcome(index, outcome) in this thread as each finishes. Any way out before every task has finished (an
+    error, on_outcome's included, or Ctrl-C) stops every child first."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            on_outcome(i, _outcome(task))
+        return
     children = _Children(jobs)
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="graphfix-jobs")
     finished = False
@@ -219,18 +230,16 @@ def child_main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what a library prints goes to stderr, not into the answers
     try:
         while (message := _receive(tasks)) is not None:
-            task: Task = pickle.loads(message)
-            try:
-                outcome = Outcome(value=task.function(*task.args))
-            except Exception as err:  # (the parent decides what the error means)
-                outcome = Outcome(error=_picklable(err))
+            outcome = _outcome(pickle.loads(message))
+            if outcome.error is not None:
+                outcome = Outcome(error=_picklable(outcome.error))
             _send(outcomes, pickle.dumps(outcome))
     except KeyboardInterrupt:
         return interrupts.exit_status()
     return 0
 
 
-def _picklable(err: Exception) -> BaseException:
+def _picklable(err: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(err))
         return err

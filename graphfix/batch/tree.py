@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import BadInputError, GraphfixError, one_line
+from ..errors import BadInputError, failure_line
+from ..io.write import check_in_place
 from ..options import RepairOptions
 from .layouts import folders_under, holds_merged_decoder
 from .model_directory import DirectoryRepairResult, prepare_runtimes, repair_directory
+from .parallel import Outcome as ChildOutcome
+from .parallel import Task, run_tasks
 
 if TYPE_CHECKING:
     from ..pipeline import Validator
@@ -129,9 +132,7 @@ def repair_tree(source: str | os.PathLike[str], out: str | os.PathLike[str], opt
         raise BadInputError("--jobs must be at least 1")
     if not source.is_dir():
         raise BadInputError(f"no such directory: {source}")
-    if options.in_place != (source.resolve() == out.resolve()):
-        raise BadInputError(f"output is the input ({source}); pass --in-place to repair every model folder in "
-                            "place" if not options.in_place else "--in-place needs the output to be the input")
+    check_in_place(source, out, options.in_place, "repair every model folder in place")
     if not options.in_place and (out.resolve().is_relative_to(source.resolve())
                                  or source.resolve().is_relative_to(out.resolve())):
         raise BadInputError(f"output {out} overlaps the input {source}; pick an output directory outside it")
@@ -150,22 +151,15 @@ def repair_tree(source: str | os.PathLike[str], out: str | os.PathLike[str], opt
         if on_model is not None:
             on_model(outcome)
 
-    try:
-        if jobs == 1 or len(folders) == 1:
-            for i, (name, folder, target) in enumerate(zip(relative, folders, targets)):
-                record(i, repair_model_folder(name, folder, target, options, validator))
+    def collect(index: int, child: ChildOutcome) -> None:
+        if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
+            record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
         else:
-            from .parallel import Outcome as ChildOutcome
-            from .parallel import Task, run_tasks
+            record(index, child.value)
 
-            def collect(index: int, child: ChildOutcome) -> None:
-                if child.error is not None:  # the child itself died: that folder failed, nothing of it landed
-                    record(index, _failed(relative[index], folders[index], targets[index], child.error, 0.0))
-                else:
-                    record(index, child.value)
-
-            run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
-                       for name, folder, target in zip(relative, folders, targets)], jobs, collect)
+    try:
+        run_tasks([Task(repair_model_folder, (name, folder, target, options, validator))
+                   for name, folder, target in zip(relative, folders, targets)], jobs, collect)
     finally:
         for folder in made:  # the parents only failed folders would have gone into: nothing of them is left
             _remove_if_empty(folder)
@@ -209,16 +203,7 @@ def repair_model_folder(name: str, folder: Path, out: Path, options: RepairOptio
 
 
 def _failed(name: str, folder: Path, out: Path, err: BaseException, seconds: float) -> ModelOutcome:
-    if isinstance(err, GraphfixError):
-        message, code = str(err), err.exit_code
-    elif isinstance(err, MemoryError):
-        message, code = f"out of memory ({one_line(str(err), 200)}); raise the memory limit or use fewer --jobs", 2
-    elif isinstance(err, OSError):
-        message, code = f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}", 2
-    else:  # graphfix's bug, not the folder's: still one line, and the next folder is repaired
-        message = (f"unexpected {type(err).__name__}: {one_line(str(err))} (rerun `graphfix repair --debug {folder} "
-                   "OUT` for the traceback)")
-        code = 2
+    message, code = failure_line(err, rerun=f"rerun `graphfix repair --debug {folder} OUT`")
     if str(folder) not in message:  # every message about a file inside a folder names the folder
         message = f"{folder}: {message}"
     return ModelOutcome(folder=name, input=folder, output=out, outcome="failed", seconds=seconds, error=message,

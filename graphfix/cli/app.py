@@ -23,7 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from ..errors import EXHAUSTED_ERRNOS, BadInputError, GraphfixError, is_out_of_memory, one_line
+from ..errors import BadInputError, failure_line, one_line
 from ..passes.contract import CHECK_PASSES
 from ..process import interrupts
 from .shown import shown
@@ -136,34 +136,6 @@ def emit_json(command: str, payload: dict[str, Any]) -> None:
     _write_stdout(json.dumps({"schema": JSON_SCHEMA, "command": command, **payload}, indent=2))
 
 
-_OUT_OF_MEMORY = "out of memory"
-_OUT_OF_FILES = "too many open files"
-
-
-def resource_exhausted(err: BaseException) -> str | None:
-    """What ran out when `err` is the machine's limit rather than the input's fault or graphfix's bug, as the start
-    of the one line: memory (errors.is_out_of_memory) or file descriptors (EMFILE, ENFILE); else None."""
-    if is_out_of_memory(err):
-        return _OUT_OF_MEMORY
-    if isinstance(err, OSError) and err.errno in EXHAUSTED_ERRNOS:
-        return _OUT_OF_FILES
-    return None
-
-
-_REMEDY = {_OUT_OF_MEMORY: "raise the memory limit (ulimit -v) or free memory",
-           _OUT_OF_FILES: "raise the limit (ulimit -n) or use fewer --jobs"}
-
-
-def exhausted_message(err: BaseException) -> str | None:
-    """`out of memory (what ran out of it); the remedy` when `err` is the machine's limit, else None."""
-    exhausted = resource_exhausted(err)
-    if exhausted is None:
-        return None
-    detail = (errno.errorcode.get(err.errno or 0, "") if isinstance(err, OSError)
-              else one_line(str(err), limit=200))  # what ran out of it: the proof, onnxruntime's words
-    return f"{exhausted}{f' ({detail})' if detail else ''}; {_REMEDY[exhausted]}"
-
-
 def _is_usage_error(err: BaseException) -> bool:
     """A usage error raised by the command-line parser: click's ClickException interface (format_message and an
     exit code), whichever click typer runs on (its own copy from typer 0.26, click itself before)."""
@@ -187,22 +159,13 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     if interrupts.is_interrupt(err):
         run.interrupt_reported = True
         message, code = _interrupted_message(), interrupts.exit_status()
-    elif isinstance(err, GraphfixError):
-        message, code = str(err), err.exit_code
-    elif (exhausted := exhausted_message(err)) is not None:  # the machine's limit: nothing was written
-        message, code = exhausted, 2
     elif _is_usage_error(err):
         message, code = one_line(err.format_message(), limit=None), 2  # type: ignore[attr-defined]
         if _is_missing_argument(err):
             message = f"missing argument {(err.param.name or '').upper()}"  # type: ignore[attr-defined]
         message += f" (see: graphfix {command} --help)" if command else " (see: graphfix --help)"
-    elif isinstance(err, ImportError):  # a dependency that cannot load: a broken install, a library the loader
-        # cannot map (a noexec mount, an address-space limit); named as such, not as graphfix's bug
-        message, code = import_failure(err), 2
-    else:  # a bug, not the user's fault, but still one line and no partial output (writes are atomic)
-        message = (f"unexpected {type(err).__name__}: {one_line(str(err))}"
-                   " (rerun with --debug for the traceback)")
-        code = 2
+    else:
+        message, code = failure_line(err)
     if as_json:
         validation = getattr(err, "validation", None)
         emit_json(command or "graphfix", {"ok": False, "error": message, "exit_code": code,
@@ -210,15 +173,6 @@ def report_failure(command: str | None, err: BaseException, *, as_json: bool, de
     typer.echo(f"error: {escaped(message)}", err=True)
     return code
 
-
-def import_failure(err: ImportError) -> str:
-    """`cannot import MODULE: the loader's reason`, from the first ImportError of the chain (numpy re-raises its
-    extension's failure inside a page of advice)."""
-    first: BaseException = err
-    while isinstance(first.__cause__ or first.__context__, ImportError):
-        first = first.__cause__ or first.__context__  # type: ignore[assignment]
-    name = getattr(first, "name", None) or err.name or "a module"
-    return f"cannot import {name}: {one_line(str(first))}"
 
 
 class StdoutFailed(Exception):

@@ -13,12 +13,12 @@ import typer
 
 from .. import __version__
 from ..batch.layouts import CheckTarget, encoder_for, find_merged_decoders
-from ..errors import BadInputError, NotAMergedDecoderError
+from ..errors import BadInputError, NotAMergedDecoderError, exhausted_message
 from ..findings import CODES, EXPLANATIONS
-from ..options import DataMode, RepairOptions
+from ..options import RepairOptions
 from ..pipeline import CheckResult, RepairResult, Validator, check_target, repair
 from ..proof.interpreters import ENVIRONMENT
-from ..targets import TargetRuntime, parse_release
+from ..targets import TargetRuntime
 from . import report, table
 from .app import (
     DebugFlag,
@@ -31,7 +31,6 @@ from .app import (
     app,
     emit_json,
     escaped,
-    exhausted_message,
     graphfix_command,
     report_failure,
     run,
@@ -39,25 +38,9 @@ from .app import (
     tell,
     watch_outputs,
 )
-from .progress import progress_wanted, terminal_progress
+from .flags import repair_flag
+from .progress import plan_sizes, progress_wanted, terminal_progress
 
-NoValidateOption = Annotated[bool, typer.Option("--no-validate", help="Skip the decode-loop proof before writing.")]
-def _release(text: str) -> TargetRuntime:
-    """Every option naming an onnxruntime release is parsed here, once, into the value the library takes."""
-    try:
-        return parse_release(text)
-    except BadInputError as err:
-        raise typer.BadParameter(str(err)) from None
-
-
-TargetOption = Annotated[Optional[TargetRuntime], typer.Option(
-    "--target-ort", metavar="X.Y", parser=_release, help="The onnxruntime release you deploy on (e.g. 1.16 for Rust "
-    "ort 1.16.3): convert the opset down and lower the IR version to what it runs, refusing ops it cannot convert. "
-    "Default: leave versions alone.")]
-ProofReleaseOption = Annotated[Optional[TargetRuntime], typer.Option(
-    "--ort-version", metavar="X.Y[.Z]", parser=_release, help="Run the proof inside this onnxruntime release "
-    "(X.Y: its newest patch; installed with pip into a cached venv on first use), e.g. 1.16.3 as linked by Rust "
-    "ort.")]
 RuntimePythonOption = Annotated[Optional[Path], typer.Option(
     "--runtime-python", metavar="PATH", envvar="GRAPHFIX_PYTHON", help="The CPython that an older onnxruntime "
     "release is installed for (default: this one when the release has a wheel for it, else python3.Y found on "
@@ -113,13 +96,6 @@ def _echo(lines: list[str]) -> None:
         say(line)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 @graphfix_command(app, "repair")
 def repair_command(
     ctx: typer.Context,
@@ -127,29 +103,16 @@ def repair_command(
                                            "directory (Optimum or onnx-community layout), or a tree of them.")],
     out: Annotated[Path, typer.Argument(help="Where to write the repaired model, or the new directory (never the "
                                         "input, unless --in-place).")],
-    no_validate: NoValidateOption = False,
-    in_place: Annotated[bool, typer.Option("--in-place", help="Allow OUT == IN; keeps IN.bak first (of each decoder "
-                                           "of a directory).")] = False,
+    validate: bool = repair_flag("validate"),
+    in_place: bool = repair_flag("in_place"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repair this many decoders of a directory, or "
                                       "model folders of a tree, at once, in separate processes.")] = 1,
-    target_ort: TargetOption = None,
-    validate_on_target: Annotated[bool, typer.Option(
-        "--validate-on-target", help="Run the proof inside the --target-ort onnxruntime itself (installed with pip "
-        "into a cached venv on first use) instead of the installed one.")] = False,
-    skip_target_load: Annotated[bool, typer.Option(
-        "--skip-target-load", help="With --target-ort, write the output without first loading it in that "
-        "onnxruntime release (for machines that cannot install it).")] = False,
-    copy_data: Annotated[bool, typer.Option(
-        "--copy-data", help="Always copy external data (default: a reflink where the filesystem can, else a "
-        "copy).")] = False,
-    link_data: Annotated[bool, typer.Option(
-        "--link-data", help="Hardlink external data (and a directory's other files) instead of copying them: the "
-        "output then shares storage with the input. onnx >= 1.23 refuses to load or check a data file with several "
-        "links; onnxruntime loads it.")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", "-f", help="Replace OUT if it exists (a regular file; for directories, an output model folder, "
-        "replaced once its new version is complete). Without it an existing OUT is refused: "
-        "`repair *.onnx` or swapped arguments must not overwrite a model.")] = False,
+    target_ort: Optional[TargetRuntime] = repair_flag("target_ort"),
+    validate_on_target: bool = repair_flag("validate_on_target"),
+    load_on_target: bool = repair_flag("load_on_target"),
+    copy_data: bool = repair_flag("copy_data"),
+    link_data: bool = repair_flag("link_data"),
+    force: bool = repair_flag("force"),
     runtime_python: RuntimePythonOption = None,
     verbose: VerboseFlag = False,
     quiet: QuietFlag = False,
@@ -191,22 +154,17 @@ def repair_command(
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     is_directory = source.is_dir()
-    if copy_data and link_data:
-        raise BadInputError("--copy-data and --link-data exclude each other")
-    data_mode: DataMode = "copy" if copy_data else "link" if link_data else "clone"
-    options = RepairOptions(validate=not no_validate, target_ort=target_ort, validate_on_target=validate_on_target,
-                            load_on_target=not skip_target_load, data_mode=data_mode, in_place=in_place,
-                            force=force)
+    options = RepairOptions.from_parameters(ctx.params)
     if is_directory and (tree := _model_folders_of_tree(source)):
         from .repair_tree import repair_tree_command
 
         watch_outputs([(source if in_place else out) / folder.relative_to(source) for folder in tree])
         return repair_tree_command(source, out, jobs, options, _validator(ctx), output, started)
     watch_outputs([source / name for name in find_merged_decoders(source)] if in_place and is_directory else [out])
-    _announce_first_use(target_ort if options.load_on_target or validate_on_target else None)
+    _announce_first_use(*options.releases)
     if is_directory:
         return _repair_directory(source, out, jobs, options, _validator(ctx), output, started)
-    with terminal_progress(progress_wanted(as_json=output.json), {source.name: _size(source)}) as progress:
+    with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         step = (lambda name: progress(source.name, name)) if progress else None
         result: RepairResult = repair(source, out, options, on_step=step, validator=_validator(ctx))
         if progress:
@@ -234,7 +192,6 @@ def _model_folders_of_tree(source: Path) -> list[Path]:
 def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions, validator: Validator | None,
                       output: Output, started: float) -> int:
     from ..batch.model_directory import repair_directory
-    from .progress import plan_sizes
 
     with terminal_progress(progress_wanted(as_json=output.json), plan_sizes(source)) as progress:
         result = repair_directory(source, out, options, jobs=jobs, on_progress=progress, validator=validator)
@@ -258,7 +215,7 @@ def _repair_directory(source: Path, out: Path, jobs: int, options: RepairOptions
 def check_command(
     paths: Annotated[list[Path], typer.Argument(help="Merged decoders to check, or model directories (every merged "
                                                  "decoder in them).")],
-    target_ort: TargetOption = None,
+    target_ort: Optional[TargetRuntime] = repair_flag("target_ort"),
     ignore_other_models: Annotated[bool, typer.Option(
         "--ignore-other-models", help="Pass over ONNX files that are not merged decoders (encoders, split decoders) "
         "instead of refusing them: for hooks that see every *.onnx of a repository.")] = False,
@@ -359,7 +316,7 @@ def validate_command(
                                           "decoder in it).")],
     original: Annotated[Optional[Path], typer.Option("--original", help="Also show full-recompute logits equal "
                                                      "this model's (the unrepaired original) at every step.")] = None,
-    ort_version: ProofReleaseOption = None,
+    ort_version: Optional[TargetRuntime] = repair_flag("ort_version"),
     runtime_python: RuntimePythonOption = None,
     verbose: VerboseFlag = False,
     quiet: QuietFlag = False,
@@ -412,12 +369,13 @@ def validate_command(
 
 @graphfix_command(app, "split")
 def split_command(
+    ctx: typer.Context,
     merged: Annotated[Path, typer.Argument(help="The merged decoder to split (decoder_model_merged.onnx).")],
     out_dir: Annotated[Path, typer.Argument(help="Directory for decoder_model.onnx and decoder_with_past_model.onnx "
                                             "(created if missing; files of those names are replaced).")],
-    no_validate: NoValidateOption = False,
-    ort_version: ProofReleaseOption = None,
-    target_ort: TargetOption = None,
+    validate: bool = repair_flag("validate"),
+    ort_version: Optional[TargetRuntime] = repair_flag("ort_version"),
+    target_ort: Optional[TargetRuntime] = repair_flag("target_ort"),
     runtime_python: RuntimePythonOption = None,
     verbose: VerboseFlag = False,
     quiet: QuietFlag = False,
@@ -441,8 +399,8 @@ def split_command(
     started = time.monotonic()
     _use_runtime_python(runtime_python)
     watch_outputs([out_dir / DECODER, out_dir / DECODER_WITH_PAST])
-    _announce_first_use(ort_version if not no_validate else None, target_ort)
-    options = RepairOptions(validate=not no_validate, target_ort=target_ort, ort_version=ort_version)
+    options = RepairOptions.from_parameters(ctx.params)
+    _announce_first_use(*options.releases)
     result = split(merged, out_dir, options)
     if output.json:
         emit_json("split", {"ok": True, **result.to_dict()})

@@ -28,9 +28,15 @@ def progress_wanted(stream: TextIO | None = None, *, as_json: bool = False) -> b
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-def plan_sizes(directory: os.PathLike[str]) -> dict[str, int]:
-    """The bytes of each file a directory run goes through (by the name its progress reports): the bar's plan."""
-    return {name: (Path(directory) / name).stat().st_size for name in directory_files(Path(directory))}
+def plan_sizes(source: Path) -> dict[str, int]:
+    """The bytes of each file a run goes through (by the name its progress reports): the bar's plan. A file that
+    cannot be read is the run's error to report, not the bar's."""
+    if not source.is_dir():
+        try:
+            return {source.name: source.stat().st_size}
+        except OSError:
+            return {source.name: 0}
+    return {name: (source / name).stat().st_size for name in directory_files(source)}
 
 
 # How far into a file each step of pipeline.repair is: the bar moves as a file goes through them, not only once it

@@ -55,15 +55,11 @@ def repair_tree_command(source: Path, out: Path, jobs: int, options: RepairOptio
 
 def tree_table(result: TreeRepairResult) -> Table:
     """One row per model folder: its outcome, the findings repaired, the oldest onnxruntime that loads it, time."""
-    from rich import box
-    from rich.table import Table
     from rich.text import Text
 
     from .shown import shown
 
-    drawn = Table(box=box.SIMPLE_HEAD)
-    for column in ("model", "outcome", "findings", "oldest onnxruntime", "time"):
-        drawn.add_column(column, justify="right" if column in ("findings", "time") else "left", no_wrap=True)
+    drawn = table.new_table(("model", "outcome", "findings", "oldest onnxruntime", "time"), ("findings", "time"))
     for model in result.models:
         drawn.add_row(Text(shown(model.folder)), model.outcome.upper() if model.outcome == "failed"
                       else model.outcome, str(model.findings) if model.result else "-",

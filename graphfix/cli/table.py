@@ -1,5 +1,5 @@
-"""The closing table of a directory run: one row per merged decoder, as rich draws it where it fits the output,
-stacked row by row where it does not, plain text without colour in a pipe or CI log."""
+"""The closing table of a directory run (one row per merged decoder) or a tree run (one per model folder), as rich
+draws it where it fits the output, stacked row by row where it does not, plain text without colour in a pipe."""
 
 from __future__ import annotations
 
@@ -23,17 +23,26 @@ def _finding_counts(codes: list[str]) -> str:
     return " ".join(f"{code}x{n}" if n > 1 else code for code, n in sorted(counts.items())) or "-"
 
 
-def summary_table(result: DirectoryRepairResult) -> Table:
-    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
-    "-" where the states were synthesized), and the time it took."""
+def new_table(columns: tuple[str, ...], right: tuple[str, ...], title: str | None = None) -> Table:
+    """A closing table with these columns (`right` aligned right), cells never wrapped; names (the title, the
+    cells a caller gives as rich Text) never read as rich markup."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    title = Text(shown(f"{result.input} -> {result.output}"))  # Text: a name is never read as rich markup
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    for column in ("model", "findings", "changes", "versions", "proof", "fed by", "time"):
-        table.add_column(column, justify="right" if column in ("changes", "time") else "left", no_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, title=Text(shown(title)) if title else None, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
+    return table
+
+
+def summary_table(result: DirectoryRepairResult) -> Table:
+    """One row per merged decoder: what was found, how many changes, the validation (and the encoder that fed it,
+    "-" where the states were synthesized), and the time it took."""
+    from rich.text import Text
+
+    table = new_table(("model", "findings", "changes", "versions", "proof", "fed by", "time"), ("changes", "time"),
+                      title=f"{result.input} -> {result.output}")
     for model in result.models:
         validation, loaded_on = model.result.validation, model.result.loaded_on
         verdict = (f"decodes in {validation.onnxruntime} (max diff {validation.max_abs_diff:.2g})"
@@ -67,10 +76,11 @@ def stacked_lines(table: Table, width: int) -> list[str]:
     columns = table.columns
     label = max(len(str(column.header)) for column in columns[1:]) + 4
     lines = [str(table.title)] if table.title else []
+    cells = [list(column.cells) for column in columns]
     for row in range(table.row_count):
-        lines.append(str(columns[0]._cells[row]))
-        for column in columns[1:]:
-            lines += wrapped(f"  {column.header!s:<{label - 2}}{column._cells[row]}", width, label)
+        lines.append(str(cells[0][row]))
+        for column, values in zip(columns[1:], cells[1:]):
+            lines += wrapped(f"  {column.header!s:<{label - 2}}{values[row]}", width, label)
     return lines
 
 

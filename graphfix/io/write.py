@@ -51,6 +51,15 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_in_place(source: Path, out: Path, in_place: bool, remedy: str) -> None:
+    """The output is the input exactly when --in-place says so (`remedy`: what --in-place would do)."""
+    same = same_file(source, out) or source.resolve() == out.resolve()
+    if same and not in_place:
+        raise BadInputError(f"output is the input ({source}); pass --in-place to {remedy}")
+    if in_place and not same:
+        raise BadInputError("--in-place needs the output to be the input")
+
+
 def _is_dir(path: Path) -> bool:
     """Path.is_dir, with an unusable name (too long, a NUL in it) one line instead of an OSError."""
     try:

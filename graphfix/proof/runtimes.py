@@ -198,13 +198,20 @@ def install_in_progress(home: Path) -> bool:
     """Whether another process holds the install lock of the venv at `home` right now (for saying so: the run then
     waits for it in runtime_python)."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401  (without flock no install is locked)
     except ImportError:
         return False
     try:
         fd = os.open(home.parent / f".lock-{home.name}", os.O_RDONLY)
     except OSError:  # no lock file: nobody has started installing it
         return False
+    return _held_by_another(fd)
+
+
+def _held_by_another(fd: int) -> bool:
+    """Whether a live process holds the flock of the open file `fd`; closed here, with a lock just taken."""
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -253,8 +260,6 @@ def _hold_build_mark(staging: Path) -> int | None:
 
 def _abandoned(build: Path) -> bool:
     """A hidden build directory no live process is building in: its mark unlocked, or no mark and old."""
-    import fcntl
-
     try:
         fd = os.open(build / BUILDING, os.O_RDONLY)
     except FileNotFoundError:  # just made (its mark comes next), or a killed older graphfix's
@@ -264,13 +269,7 @@ def _abandoned(build: Path) -> bool:
             return False
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:  # held: an install in progress
-        return False
-    finally:
-        os.close(fd)  # a lock just taken goes with it; the directory is about to go too
+    return not _held_by_another(fd)  # held: an install in progress
 
 
 def _remove_abandoned_builds(cache: Path) -> None:

@@ -26,8 +26,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphfix
-from graphfix.cli.app import import_failure
-from graphfix.errors import BadInputError, is_out_of_memory
+from graphfix.errors import BadInputError, import_failure, is_out_of_memory
 from graphfix.process.limits import on_noexec_mount
 from graphfix.proof import runtimes
 from graphfix.proof.loadable import require_loadable
