@@ -226,15 +226,16 @@ def drain_pty(primary: int) -> bytes:
 
 
 # The longest tests, started first: under pytest-xdist (make test) a worker that starts one of them last would run it
-# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations).
+# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations); the
+# modules marked xdist_group run whole on one worker.
 LONGEST_FIRST = (
     "tests/package/test_python_versions.py",
+    "tests/process/test_interruption_and_limits.py",
     "tests/cli/test_json_and_hook.py::test_the_pre_commit_hook",
     "tests/end_to_end/test_fuzz.py",
+    "tests/process/test_termination.py",
     "tests/package/test_installed_wheel.py",
-    "tests/process/test_termination.py::test_a_terminated_runtime_install",
     "tests/docs/test_docs.py",
-    "tests/proof/test_runtime_isolation.py::test_an_interpreter_that_never_answers",
 )
 
 

@@ -22,7 +22,9 @@ import pytest
 from ..conftest import sha256
 from .test_interruption_and_limits import OLD, SOURCE, Big, graphfix_command, run_graphfix, signal_points, temp_dirs
 
-pytestmark = pytest.mark.slow  # signals at many points of real runs: make test
+# signals at many points of real runs: make test.
+# One pytest-xdist worker runs the whole module (xdist_group), so that its module fixtures are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("termination")]
 
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
 
