@@ -44,10 +44,10 @@ demo: install
 	$(GRAPHFIX) describe build/demo/marian.onnx
 
 # On every core (pytest-xdist; PYTEST_WORKERS=0 runs in this one process): tests/conftest.py builds the wheel and
-# repairs each sample once per run, whichever worker asks first, and starts the longest tests first; a module marked
-# xdist_group (its fixtures are costly: venvs, padded models) runs whole on one worker.
+# repairs each sample once per run, whichever worker asks first, and starts the longest tests first. --dist loadfile:
+# a module runs whole on one worker, so that its module fixtures (venvs, padded models) are made once.
 PYTEST_WORKERS ?= auto
-PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(VENV)/.test-installed
 	$(PYTEST) --durations=10

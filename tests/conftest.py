@@ -226,8 +226,8 @@ def drain_pty(primary: int) -> bytes:
 
 
 # The longest tests, started first: under pytest-xdist (make test) a worker that starts one of them last would run it
-# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations); the
-# modules marked xdist_group run whole on one worker.
+# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations); make
+# test's --dist loadfile runs each module whole on one worker.
 LONGEST_FIRST = (
     "tests/package/test_python_versions.py",
     "tests/process/test_interruption_and_limits.py",

@@ -14,9 +14,7 @@ import pytest
 
 from ..conftest import ROOT
 
-# the wheel installed into fresh venvs: make test.
-# One pytest-xdist worker runs the whole module (xdist_group), so that its module fixtures are made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("installed-wheel")]
+pytestmark = pytest.mark.slow  # the wheel installed into fresh venvs: make test
 
 SEEDS_RUNTIME = "1.16.3"
 

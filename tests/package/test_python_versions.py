@@ -21,9 +21,7 @@ from graphfix.proof.interpreters import probe
 
 from ..conftest import ROOT
 
-# the wheel under every CPython found: make test.
-# One pytest-xdist worker runs the whole module (xdist_group), so that its module fixtures are made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("python-versions")]
+pytestmark = pytest.mark.slow  # the wheel under every CPython found: make test
 
 VERSIONS = ["3.10", "3.12", "3.13"]
 LEGACY_MARIAN = ROOT / "sample_models" / "legacy" / "marian.onnx"

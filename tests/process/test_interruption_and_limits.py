@@ -34,9 +34,7 @@ from onnx import numpy_helper
 
 from ..conftest import ROOT, sha256
 
-# signals and limits at many points of real runs: make test.
-# One pytest-xdist worker runs the whole module (xdist_group), so that its module fixtures are made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("interruption")]
+pytestmark = pytest.mark.slow  # signals and limits at many points of real runs: make test
 
 SOURCE = ROOT / "sample_models" / "legacy" / "marian.onnx"
 PADDING_TENSORS, PADDING_FLOATS = 8, 4_000_000  # 8 x 16 MB

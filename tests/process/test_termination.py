@@ -22,9 +22,7 @@ import pytest
 from ..conftest import sha256
 from .test_interruption_and_limits import OLD, SOURCE, Big, graphfix_command, run_graphfix, signal_points, temp_dirs
 
-# signals at many points of real runs: make test.
-# One pytest-xdist worker runs the whole module (xdist_group), so that its module fixtures are made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("termination")]
+pytestmark = pytest.mark.slow  # signals at many points of real runs: make test
 
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
 
