@@ -206,6 +206,13 @@ test-clients: test-examples test-native-examples $(CLIENTS_VENV)/.installed $(CL
 bench: install $(EXPORT_CURRENT)/.installed
 	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py
 	$(BIN)/python bench/tree.py
+	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/proof_costs.py
+
+# The proof and `check` against their floor (one onnxruntime session and one step) at the benchmark's proof sizes
+# (bench/models.py, exported once into build/bench/): repair / bare, validate / bare, check per model, peak RSS.
+.PHONY: bench-proof
+bench-proof: install $(EXPORT_CURRENT)/.installed
+	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/proof_costs.py
 
 # The tree repair alone: 50 model folders copied from sample_models/exports (2 broken), `repair TREE OUT --jobs 2`
 # against the sum of the single repairs / 2 (+20 % allowed). Needs no exporter venv.

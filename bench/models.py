@@ -5,6 +5,12 @@
 - external/: the same merged decoder saved with its weights in `decoder_model_merged.onnx_data`.
 - sparse-2g5/: the same graph and weights, external, behind an unused 2.5 GiB tensor that is a hole of the data
   file: a > 2 GB external-data decoder that costs ~370 MB of disk.
+- marian-50mb/, marian-1gb/: the client files (encoder, merged decoder, configs) of Marians scaled to those
+  merged-decoder sizes (export_marian.SIZES), for the proof's costs (proof_costs.py); marian-1gb-external/: the 1 GB
+  one's merged decoder saved with its weights in external data; marian-1gb-sparse/: that one behind an unused
+  2.5 GiB tensor, as sparse-2g5/ (a 3.4 GB external-data decoder on 0.9 GB of disk, whose proof loads 0.9 GB).
+  Larger real sizes are out of reach of the exporter here: exporting the 0.94 GB decoder peaked at 8.2 GB of RSS
+  (3 min 15 s), and the peak grows with the model.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ DATA = MERGED + "_data"
 HOLE = 5 << 29  # 2.5 GiB
 
 
-def _export() -> None:
+def _export(out: Path = EXPORT, *size: str) -> None:
+    """The real exporter into `out` (export_marian.py renames its own .partial into place)."""
     # make bench passes its EXPORT_CURRENT venv (overridable: make bench EXPORT_CURRENT=path)
     python = Path(os.environ.get("GRAPHFIX_EXPORT_PYTHON") or ROOT / ".venv-export-current" / "bin" / "python")
     if not python.exists():
         raise SystemExit(f"{python} is missing: run `make {python.parent.parent.name}/.installed` first")
-    subprocess.run([str(python), str(ROOT / "bench" / "export_marian.py"), "--out", str(EXPORT)], check=True,
+    subprocess.run([str(python), str(ROOT / "bench" / "export_marian.py"), "--out", str(out), *size], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -45,19 +52,18 @@ def _build(directory: Path, make) -> Path:
     return directory / MERGED
 
 
-def _external(directory: Path) -> None:
+def _external(directory: Path, source: Path = EXPORT) -> None:
     import onnx
 
-    model = onnx.load(EXPORT / MERGED)
+    model = onnx.load(source / MERGED)
     onnx.save(model, directory / MERGED, save_as_external_data=True, all_tensors_to_one_file=True,
               location=DATA, size_threshold=1024)
 
 
-def _sparse(directory: Path) -> None:
+def _sparse(directory: Path, source: Path = CACHE / "external") -> None:
     """The external variant's data moved HOLE bytes further into a new file, and a tensor covering the hole."""
     import onnx
 
-    source = CACHE / "external"
     model = onnx.load(source / MERGED, load_external_data=False)
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -84,6 +90,26 @@ def ensure_models() -> dict[str, Path]:
             "sparse > 2 GB": _build(CACHE / "sparse-2g5", _sparse)}
 
 
+PROOF_SIZES = {"50 MB": "50mb", "1 GB": "1gb"}
+
+
+def ensure_sized_models() -> dict[str, Path]:
+    """The merged decoders of the proof benchmark's sizes, exported on first use, beside their encoders; and the
+    largest again with external data."""
+    models = {}
+    for label, size in PROOF_SIZES.items():
+        directory = CACHE / f"marian-{size}"
+        if not (directory / MERGED).exists():
+            _export(directory, "--size", size, "--client-files")
+        models[label] = directory / MERGED
+    largest = next(reversed(PROOF_SIZES.values()))
+    external = CACHE / f"marian-{largest}-external"
+    models[f"{label}, external data"] = _build(external, lambda out: _external(out, CACHE / f"marian-{largest}"))
+    models[f"{label} + 2.5 GiB hole, external"] = _build(CACHE / f"marian-{largest}-sparse",
+                                                         lambda out: _sparse(out, external))
+    return models
+
+
 def files_of(model: Path) -> list[Path]:
     """The model file and its external data, if any: what `cp` has to copy."""
     data = model.with_name(DATA)
@@ -91,5 +117,6 @@ def files_of(model: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(json.dumps({label: str(path) for label, path in ensure_models().items()}))
+    models = ensure_sized_models() if sys.argv[1:] == ["--proof-sizes"] else ensure_models()
+    print(json.dumps({label: str(path) for label, path in models.items()}))
     sys.exit(0)

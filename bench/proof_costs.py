@@ -1,5 +1,5 @@
 """What the proof and `check` cost next to their floor, per model size (issue 31): `make bench` runs it on the
-benchmark's models after run.py's copy figures; `python bench/proof_costs.py --smoke` runs it on the committed
+proof sizes of bench/models.py (`make bench-proof` alone); `python bench/proof_costs.py --smoke` runs it on the committed
 6-layer sample only (no exporter needed: a check that the bench works, not a figure to quote).
 
 "bare" is the floor of any proof: one onnxruntime InferenceSession of the repaired decoder (default options) plus
@@ -9,7 +9,8 @@ median of RUNS; ratios are medians of per-round ratios, the two sides of each st
 - repair / bare: the default (proven) repair against bare;
 - validate / bare: `graphfix validate` of the repaired file against bare;
 - check per model: the unrepaired file (findings: answered from the skeleton), the repaired one on a first run
-  (fresh verdict cache) and a second (the verdict cache as the first left it);
+  (fresh verdict cache) and a second (the verdict cache as the first left it), each a whole process; and what one
+  more unchanged repaired model adds to a second run over 10 of them (the process's start paid once);
 - check --target-ort 1.16 / check, on the unrepaired float32 model;
 - peak RSS of the default repair against bare's;
 - the growth exponent of each time in bytes (least squares of log time on log size), with two sizes or more.
@@ -17,6 +18,7 @@ median of RUNS; ratios are medians of per-round ratios, the two sides of each st
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -56,9 +58,10 @@ def measure(argv: list[str], env: dict[str, str] | None = None, exit_codes: tupl
     return elapsed, usage.ru_maxrss * 1024
 
 
-def _size(model: Path) -> int:
-    data = [p for p in model.parent.iterdir() if p.name.startswith(model.name) and p != model]
-    return model.stat().st_size + sum(p.stat().st_size for p in data)
+def _size(model: Path, *, on_disk: bool = False) -> int:
+    """The model's bytes with its external data; `on_disk`: those allocated (a sparse data file's holes left out)."""
+    files = [model, *(p for p in model.parent.iterdir() if p.name.startswith(model.name) and p != model)]
+    return sum(p.stat().st_blocks * 512 if on_disk else p.stat().st_size for p in files)
 
 
 def costs(label: str, model: Path, work: Path) -> dict[str, object]:
@@ -95,7 +98,8 @@ def costs(label: str, model: Path, work: Path) -> dict[str, object]:
         checks["second"].append(measure([GRAPHFIX, "check", "--quiet", str(repaired)], env)[0])
         shutil.rmtree(cache, ignore_errors=True)
     median = {k: statistics.median(v) for k, v in checks.items()}
-    return {"label": label, "size": _size(model), "bare": statistics.median(bare),
+    median["per model"] = check_per_model(repaired, work)
+    return {"label": label, "size": _size(model), "on_disk": _size(model, on_disk=True), "bare": statistics.median(bare),
             "repair": statistics.median(t for t, _ in rounds["repair"]), "repair/bare": ratio("repair"),
             "validate": statistics.median(t for t, _ in rounds["validate"]), "validate/bare": ratio("validate"),
             "bare_rss": max(r for _, r in rounds["bare"]), "repair_rss": max(r for _, r in rounds["repair"]),
@@ -103,9 +107,34 @@ def costs(label: str, model: Path, work: Path) -> dict[str, object]:
             "target/check": statistics.median(t / c for t, c in zip(checks["target"], checks["unrepaired"]))}
 
 
+def check_per_model(repaired: Path, work: Path, copies: int = 10) -> float:
+    """What one more unchanged repaired model adds to a second `check` run (a pre-commit hook over a repository of
+    models): `check` of `copies` hard links of it (each in a folder of its own, with its data) against `check` of
+    one, in alternating rounds, over (copies - 1); the process's start is paid once either way."""
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    paths = []
+    for i in range(copies):
+        (tree / f"m{i}").mkdir(parents=True)
+        for source in repaired.parent.iterdir():
+            os.link(source, tree / f"m{i}" / source.name)
+        paths.append(str(tree / f"m{i}" / repaired.name))
+    cache = tempfile.mkdtemp(prefix="graphfix-bench-verdicts-")
+    env = {"GRAPHFIX_CACHE": cache}
+    measure([GRAPHFIX, "check", "--quiet", *paths], env)  # the first run: whatever it remembers
+    one, many = [], []
+    for run in range(RUNS):
+        for side in (["one", "many"] if run % 2 == 0 else ["many", "one"]):
+            (one if side == "one" else many).append(
+                measure([GRAPHFIX, "check", "--quiet", *(paths[:1] if side == "one" else paths)], env)[0])
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    return max(0.0, statistics.median(many) - statistics.median(one)) / (copies - 1)
+
+
 def growth(rows: list[dict[str, object]], key: str) -> float | None:
-    """Least-squares slope of log(time) on log(bytes): 1 is linear in the model's size."""
-    points = [(math.log(float(r["size"])), math.log(float(r[key]))) for r in rows]  # type: ignore[arg-type]
+    """Least-squares slope of log(time) on log(bytes on disk): 1 is linear in the model's size."""
+    points = [(math.log(float(r["on_disk"])), math.log(float(r[key]))) for r in rows]  # type: ignore[arg-type]
     if len(points) < 2:
         return None
     mx, my = statistics.mean(p[0] for p in points), statistics.mean(p[1] for p in points)
@@ -122,25 +151,37 @@ def report(rows: list[dict[str, object]]) -> None:
         print(f"| {r['label']} | {float(r['size']) / MB:.1f} MB | {r['bare']:.3f} s | {r['repair']:.3f} s | "  # type: ignore[arg-type]
               f"{r['repair/bare']:.2f} | {r['validate']:.3f} s | {r['validate/bare']:.2f} | "
               f"{r['repair_rss'] / MB:.0f} / {r['bare_rss'] / MB:.0f} MB |")  # type: ignore[operator]
-    print("\n| model | check unrepaired | check repaired, 1st run | 2nd run | check --target-ort 1.16 / check |")
-    print("|---|---|---|---|---|")
+    print("\n| model | check unrepaired | check repaired, 1st run | 2nd run | 2nd run, per model of 10 | "
+          "check --target-ort 1.16 / check |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         c = r["check"]
         print(f"| {r['label']} | {c['unrepaired'] * 1000:.0f} ms | {c['first'] * 1000:.0f} ms | "  # type: ignore[index]
-              f"{c['second'] * 1000:.0f} ms | {r['target/check']:.2f} |")  # type: ignore[index]
+              f"{c['second'] * 1000:.0f} ms | {c['per model'] * 1000:.0f} ms | "  # type: ignore[index]
+              f"{r['target/check']:.2f} |")
     for key in ("bare", "repair", "validate"):
         if (slope := growth(rows, key)) is not None:
-            print(f"growth exponent of {key} time in bytes: {slope:.2f}")
+            print(f"growth exponent of {key} time in bytes on disk: {slope:.2f}")
 
 
 def main(models: dict[str, Path]) -> list[dict[str, object]]:
+    # graphfix's bytecode compiled first, as a pip install does (run.py says why: PYTHONDONTWRITEBYTECODE here)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "graphfix")], check=True)
     with tempfile.TemporaryDirectory(prefix="graphfix-bench-proof-") as work:
         rows = [costs(label, path, Path(work)) for label, path in models.items()]
     report(rows)
     return rows
 
 
+def sized_models() -> dict[str, Path]:
+    """bench/models.py's proof sizes, made (exported on first use) in a child: this process stays small."""
+    made = subprocess.run([sys.executable, str(ROOT / "bench" / "models.py"), "--proof-sizes"], check=True,
+                          stdout=subprocess.PIPE, text=True)
+    return {label: Path(path) for label, path in json.loads(made.stdout.splitlines()[-1]).items()}
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--smoke"]:
-        raise SystemExit("usage: python bench/proof_costs.py --smoke  (make bench runs the full sizes)")
-    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"})
+    if sys.argv[1:] not in ([], ["--smoke"]):
+        raise SystemExit("usage: python bench/proof_costs.py [--smoke]  (--smoke: the committed 6-layer sample only)")
+    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"} if sys.argv[1:]
+         else sized_models())

@@ -26,7 +26,7 @@ from .model.graph import AI_ONNX
 from .model.merged_decoder import MergedDecoder, PlainModel, find_merged_decoder
 from .options import RepairOptions
 from .passes import Subject, pipeline, run_passes
-from .proof.gates import DecodeGate, Evidence, Validator, proof_gates
+from .proof.gates import DecodeGate, Evidence, Validator, proof_gates, proof_started
 from .proof.loadable import confirm_loadable, require_loadable, require_loadable_if_doubtful
 from .targets import TargetRuntime, as_target
 
@@ -164,7 +164,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     backup = InPlaceBackup(source) if options.in_place else None
     try:
         result.backup = backup.make() if backup else None
-        write_models(outputs, loaded, gates, data_mode=options.data_mode, on_step=step)
+        with proof_started(gates):  # the proof's process imports onnxruntime while the files are written
+            write_models(outputs, loaded, gates, data_mode=options.data_mode, on_step=step)
     except BaseException:  # whatever failed, a bug or Ctrl-C included
         if backup:
             backup.discard_if_unchanged()

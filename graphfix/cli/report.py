@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ..targets import TargetRuntime
 
 OLDEST_KNOWN = "1.14"  # the oldest release of the measured tables: nothing older to suggest
-_FAILED_STEP = re.compile(r"^step (\d+): (.*)$", re.S)
 
 
 # --- findings -------------------------------------------------------------------------------------------------------
@@ -113,11 +112,9 @@ def _steps(n: int) -> str:
 
 def _failure(case: CaseResult) -> tuple[str, str, str]:
     """(the steps proven, the step that failed, why) of a failed case: never the failed step counted as proven."""
-    failure = case.failure or ""
-    failed = _FAILED_STEP.match(failure)
-    if failed is None:
-        return "", "", failure
-    step, reason = int(failed[1]), failed[2]
+    step, reason = case.failed_step, case.failure or ""
+    if step is None:
+        return "", "", reason
     if reason.startswith("logits differ"):  # the step ran and its figures are the failing ones
         return f"{_steps(step - 1)} matched", f"step {step}", reason
     proven = f"{_steps(case.steps)} matched, max diff {case.max_abs_diff:.2g}" if case.steps else "no step ran"

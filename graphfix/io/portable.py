@@ -3,7 +3,7 @@
 Linux gives graphfix its fast and strict paths: O_NOFOLLOW and O_NONBLOCK opens, /proc/self/fd to ask where an
 open file really is, reflinks and in-kernel copies (datacopy.py). macOS and Windows lack some of these; each has a
 fallback here that keeps the same guarantee another way, so that the same bytes land on every platform. The test
-mode that hides the Linux-only APIs (tests/test_portable_io.py) runs the commands through these fallbacks.
+mode that hides the Linux-only APIs (tests/io/test_portable_io.py) runs the commands through these fallbacks.
 
 Where Windows truly behaves differently:
 - Files are opened in text mode unless O_BINARY is given: every os.open here carries it, or a CR LF pair in a

@@ -21,23 +21,45 @@ def run_child(command: list[str], env: dict[str, str] | None = None,
     terminal's Ctrl-C to graphfix, which alone reports it (the child inherits the held signals blocked, and is
     ended with SIGKILL, which nothing blocks). Past `timeout` seconds the group is killed and
     subprocess.TimeoutExpired raised."""
+    return finish_child(start_child(command, env), timeout=timeout)
+
+
+def start_child(command: list[str], env: dict[str, str] | None = None,
+                stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """The child of run_child, started alone (`stdin`: subprocess.PIPE for one that waits to be told what to do);
+    the caller ends it with finish_child, or end_child on any way out before that."""
     group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
                              else {"preexec_fn": os.setpgrp})
     proc: subprocess.Popen[str] | None = None
     try:
         with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env, **group)
-        stdout, stderr = proc.communicate(timeout=timeout)
+            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env, **group)
     except BaseException:
         if proc is not None:
-            with held_for_main_thread():
-                _kill_group(proc)
+            end_child(proc)
+        raise
+    return proc
+
+
+def finish_child(proc: subprocess.Popen[str], text: str | None = None,
+                 timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """What a child of start_child wrote once it ended (after reading `text` on its stdin, if given); its group is
+    killed on any way out, as run_child's."""
+    try:
+        stdout, stderr = proc.communicate(text, timeout=timeout)
+    except BaseException:
+        end_child(proc)
         raise
     finally:
-        if proc is not None:
-            _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+        _kill_group(proc)  # what it left running in its group once it ended (nothing, normally)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def end_child(proc: subprocess.Popen[str]) -> None:
+    """Kill a child of start_child and its group, however far it got."""
+    with held_for_main_thread():
+        _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

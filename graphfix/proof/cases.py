@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
-# The fewest that catch what the proof exists to catch (tests/test_proof_cases.py holds a broken model for each):
+# The fewest that catch what the proof exists to catch (tests/proof/test_proof_cases.py holds a broken model for each):
 # step 3 is the first fed presents the cache branch made (dummy encoder KV of the right shape breaks there); a
 # batch above 1 catches a batch-dim bug (rows mixed up); two source lengths catch an encoder length baked into the
 # graph. The cases go in pairs, (1, 5) and (3, 11), not as every combination: each pair covers one of each.
@@ -29,7 +29,8 @@ class CaseResult:
     max_abs_diff: float = 0.0
     tokens_agree: int = 0
     tokens_total: int = 0
-    failure: str | None = None
+    failure: str | None = None  # why the case failed, at failed_step
+    failed_step: int | None = None
     # The loop differed from full recompute by this much, but equals the original model driven as Optimum drives
     # it: the original itself differs from full recompute (static QDQ int8 exports do), the repair does not.
     original_differs: float | None = None

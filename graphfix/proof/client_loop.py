@@ -10,7 +10,8 @@ recompute too.
 Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
 `proof.cases`) are imported here: the same file runs inside an isolated interpreter holding another onnxruntime
 release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
-cases.ProofRequest or LoadRequest, as to_json wrote it) and answering with one JSON document on stdout.
+cases.ProofRequest or LoadRequest, as to_json wrote it), or with serve() reading it from stdin, and answering with
+one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def load_session(path: str) -> Any:
 
 
 # Below this many bytes of model (and its external data), one thread: on the 0.9 MB 6-layer sample the two proof
-# cases took 105-109 ms on one thread against 148-167 ms on two (a loaded 2-core machine). Above it, the machine's
-# cores, as the user's session has: issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads
-# against 0.34 s on one. The threshold between them is a guess, not measured.
+# cases took 105-109 ms on one thread against 148-167 ms on two (a loaded 2-core machine), and on a 48 MB Marian
+# the proof's session and runs took 0.37 s against 0.63 s. Above it, the machine's cores, as the user's session has:
+# issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads against 0.34 s on one.
 _ONE_THREAD_BELOW = 256 << 20
 
 
@@ -131,6 +132,13 @@ def _session(path: str, shown_as: str) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.intra_op_num_threads = _threads_for(path)
+    # A proof runs a few steps, so what a session spends up front to make steps faster is lost: prepacking copies
+    # every MatMul weight into the layout its kernel prefers. Without it (issue 31, a 0.9 GB Marian, loaded 2-core
+    # machine) the session took 0.24-0.30 s instead of 1.76-1.78 s with external data and 2.9-3.2 s instead of
+    # 4.8-5.0 s embedded, its peak RSS 739 MB instead of 1,600 MB (external data then stays mapped), while the eight
+    # steps took at most 0.3 s more; the kernels and their numbers are the same (the proof's diffs stay below 1e-5).
+    # The optimisation level is left at onnxruntime's default: basic or none saved nothing measurable.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own exception types; its text is the reason the user needs
@@ -390,12 +398,12 @@ class PlainClient:
         theirs: list[np.ndarray | None] = []  # the original's, driven as Optimum drives it (judged only)
         pair = OptimumLoop(*self.pair) if self.pair is not None and not judged else None
         paired: list[np.ndarray | str] = []  # the split pair's logits per step, or how it failed
-        crash: str | None = None
+        crash: tuple[int, str] | None = None  # (the step, why)
         for step in range(1, steps + 1):
             tokens = prefix[:, :step]
             model = self.first if past is None else self.later
             if past is not None and (missing := self._missing_past(past)):
-                crash = f"step {step}: {missing}"
+                crash = step, missing
                 break
             where = "the present->past loop" if self.first is self.later else model.name
             fed = step if past is None else 1
@@ -405,10 +413,10 @@ class PlainClient:
                 raise
             except Exception as err:  # the crash a plain client meets, e.g. the seeds' Reshape error
                 raise_if_out_of_memory(err)
-                crash = f"step {step}: {where} fails in onnxruntime: {ort_reason(err)}"
+                crash = step, f"{where} fails in onnxruntime: {ort_reason(err)}"
                 break
             if problem := logits_problem(cached, batch, fed, vocab):
-                crash = f"step {step}: {where} {problem}"
+                crash = step, f"{where} {problem}"
                 break
             vocab = vocab or int(cached["logits"].shape[-1])
             got = _last_logits(cached)
@@ -428,22 +436,24 @@ class PlainClient:
                 full, unusable = self._full_recompute(prefix[:, :len(loop)], encoder, vocab)
             except Exception as err:  # a broken no-cache path: there is nothing to compare against
                 raise_if_out_of_memory(err)
-                case.failure = f"step {len(loop)}: full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
+                case.failed_step = len(loop)
+                case.failure = f"full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             compared = loop if unusable is None else loop[:unusable[0] - 1]  # full recompute's usable steps
             failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
-            if failure == "judge":
+            if isinstance(failure, str):  # "judge"
                 return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
             held = len(compared) if failure is None else case.steps - 1
             if failure is None and unusable is not None:
-                failure = f"step {unusable[0]}: full recompute (no past) {unusable[1]}"
+                failure = unusable[0], f"full recompute (no past) {unusable[1]}"
             self._compare_pair(paired[:held], loop, full, tolerance, batch, source_length)
             if failure is not None:
-                case.failure = failure
+                case.failed_step, case.failure = failure
                 return case
             self._compare_reference(prefix[:, :len(loop)], encoder, full, tolerance * self._scale(full), batch,
                                     source_length, len(loop))
-        case.failure = crash or self._unusable_presents(past or {}, batch, steps)
+        if failed := crash or self._unusable_presents(past or {}, batch, steps):
+            case.failed_step, case.failure = failed
         return case
 
     def _full_recompute(self, tokens: np.ndarray, encoder: Feeds,
@@ -473,9 +483,9 @@ class PlainClient:
         return max(1.0, float(np.max(np.abs(full["logits"].astype(np.float64)))))
 
     def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray | None],
-                       full: Feeds, tolerance: float, judged: bool) -> str | None:
+                       full: Feeds, tolerance: float, judged: bool) -> tuple[int, str] | str | None:
         """Each step's cached logits against full recompute's at that position, in order: the first divergence's
-        message, "judge" when the judge should be asked first, None when every step held."""
+        step and message, "judge" when the judge should be asked first, None when every step held."""
         for step, got in enumerate(loop, start=1):
             batch = got.shape[0]
             want = full["logits"][:, step - 1, :].astype(np.float64)
@@ -493,7 +503,7 @@ class PlainClient:
             if wiring is not None and wiring <= FLOAT_PRECISION * scale:
                 case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
                 continue
-            return (f"step {step}: logits differ from full recompute by {diff:.3g} (tolerance {tolerance * scale:.3g})"
+            return step, (f"logits differ from full recompute by {diff:.3g} (tolerance {tolerance * scale:.3g})"
                     + (f" and from the original driven as Optimum drives it by {wiring:.3g}"
                        if wiring is not None else ""))
         return None
@@ -577,13 +587,13 @@ class PlainClient:
                 return f"{present} of shape {tuple(value.shape)} is fed back as {name}, of rank {len(spec.shape)}"
         return None
 
-    def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> str | None:
+    def _unusable_presents(self, past: Feeds, batch: int, steps: int) -> tuple[int, str] | None:
         """The last presents are never fed back, so check them as the next step would need them."""
         if missing := self._missing_past(past):
-            return f"step {steps}: {missing}"
+            return steps, missing
         for name, value in past.items():
             if value.shape[0] != batch:
-                return (f"step {steps}: {name.replace('past_key_values', 'present', 1)} has shape "
+                return steps, (f"{name.replace('past_key_values', 'present', 1)} has shape "
                         f"{tuple(value.shape)}, unusable as past for batch {batch}")
         return None
 
@@ -644,6 +654,18 @@ def main(request: str) -> int:
     except ImportError as err:  # a broken or unloadable onnxruntime (a noexec mount, a missing library)
         print(json.dumps({"error": f"cannot import {err.name or 'a module'}: {one_line(str(err))}"}))
     return 0
+
+
+def serve() -> int:
+    """main() of the one request read from stdin, with onnxruntime imported first: the process is started before
+    graphfix knows the request (runtimes.RuntimeChild), so the import overlaps writing the staged files. Closed
+    before a request came, it has nothing to answer."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass  # main says so, as the answer to the request
+    request = sys.stdin.readline()
+    return main(request) if request.strip() else 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ covered it. The full check of both files read every weight, twice the cost of a 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from ..io.read import LoadedModel
     from ..options import RepairOptions
     from ..targets import TargetRuntime
-    from .validation import ValidationResult
+    from .runtimes import RuntimeChild
+    from .validation import PendingProof, ValidationResult
 
 # Proves one staged merged decoder (its path) and returns the figures; `repair(validator=...)` is the seam for tests.
 Validator = Callable[[Path], "ValidationResult"]
@@ -111,16 +113,17 @@ class CheckerGate:
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
         changed = {out: model for out, model in self.outputs.items() if model is not None}
-        scratch = _staging_directory_of(next(iter(staged.values())))
-        if not changed or checker_failure(self.source, scratch) is not None:
+        if not changed:
             return
+        scratch = _staging_directory_of(next(iter(staged.values())))
         payloads = _placeholders(self.source)
         for out, model in changed.items():
             name = "repaired model" if len(self.outputs) == 1 else out.name
             moved = next((where for where, kind in _placeholders(model).items() if payloads.get(where) != kind), None)
             failure = (f"a weight payload changed its shape or type ({dict(moved)})" if moved is not None
                        else checker_failure(model, scratch))
-            if failure is not None:
+            # The input is checked only now: an output that passes needs no verdict on it (one checker run, not two)
+            if failure is not None and checker_failure(self.source, scratch) is None:
                 raise ValidationFailedError(f"{name} fails onnx.checker: {failure}")
 
 
@@ -136,10 +139,14 @@ def require_proof(validation: ValidationResult, shown_as: Path, failed: str) -> 
     return validation
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecodeGate:
     """The merged decoder staged for `out` decodes like full recompute (in `runtime`, else the installed
-    onnxruntime), with the input as the judge of any divergence; fed by `encoder` when the export has one."""
+    onnxruntime), with the input as the judge of any divergence; fed by `encoder` when the export has one.
+
+    Its process can be started before the files are written (`start`, by proof_started), so that it imports
+    onnxruntime meanwhile, and be sent the staged file before the checker gate runs (`send`, the SendDecode gate),
+    so that the checker runs here while the proof runs there: the gate itself then only waits for the answer."""
 
     out: Path
     judge: Path
@@ -149,18 +156,68 @@ class DecodeGate:
     encoder: Path | None = None
     pair: tuple[Path, Path] | None = None  # the split pair it was merged from: the loop must decode like it
     step: str = "validating"
+    _child: RuntimeChild | None = field(default=None, init=False, repr=False)
+    _pending: PendingProof | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        """Start the proof's process, unless a test's validator replaces it or its release is not installed yet
+        (installing is said when the proof needs it, after the write)."""
+        from .runtimes import RuntimeChild, runtime_installed
+
+        release = self.runtime.release if self.runtime else None
+        if self.validator is None and self._child is None and (release is None or runtime_installed(release)):
+            self._child = RuntimeChild(release)
+
+    def send(self, staged: Mapping[Path, Path]) -> None:
+        if self.validator is None and self._pending is None:
+            from .validation import start_validation  # numpy + onnxruntime: only when validating
+
+            child, self._child = self._child, None
+            self._pending = start_validation(staged[self.out], ort_version=self.runtime, judge=self.judge,
+                                             encoder=self.encoder, pair=self.pair, child=child)
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
         if self.validator is not None:
             validation = self.validator(staged[self.out])
         else:
-            from .validation import validate  # numpy + onnxruntime: only when validating
-
-            validation = validate(staged[self.out], ort_version=self.runtime, judge=self.judge,
-                                  encoder=self.encoder, pair=self.pair)
+            self.send(staged)
+            assert self._pending is not None
+            pending, self._pending = self._pending, None
+            validation = pending.result()
         self.evidence.validation = require_proof(validation, self.out,
                                                  "repaired model does not decode like full recompute")
         self.evidence.loaded_on = validation.onnxruntime
+
+    def close(self) -> None:
+        """End the proof's process, however far it got."""
+        for child in (self._child, self._pending.child if self._pending else None):
+            if child is not None:
+                child.close()
+        self._child = self._pending = None
+
+
+@dataclass(frozen=True)
+class SendDecode:
+    """The decode gate's proof sent on its way, to run while the gates between run here."""
+
+    decode: DecodeGate
+    step: str = "validating"
+
+    def __call__(self, staged: Mapping[Path, Path]) -> None:
+        self.decode.send(staged)
+
+
+@contextmanager
+def proof_started(gates: Sequence[Gate]) -> Iterator[None]:
+    """The decode gates' processes started now (while the caller writes), and ended however the block ends."""
+    decodes = [gate for gate in gates if isinstance(gate, DecodeGate)]
+    try:
+        for gate in decodes:
+            gate.start()
+        yield
+    finally:
+        for gate in decodes:
+            gate.close()
 
 
 @dataclass(frozen=True)
@@ -213,7 +270,7 @@ def _installed_for_load(target: TargetRuntime) -> TargetRuntime:
     return target
 
 
-Gate = Union[CheckerGate, DecodeGate, SplitDecodeGate, LoadGate]
+Gate = Union[CheckerGate, DecodeGate, SendDecode, SplitDecodeGate, LoadGate]
 
 
 def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Path, onnx.ModelProto | None],
@@ -225,6 +282,8 @@ def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Pa
     proven_on = options.proof_runtime if options.validate and decode is not None else None
     target = options.target_ort if options.load_on_target and options.target_ort != proven_on else None
     if options.validate:
+        if isinstance(decode, DecodeGate):
+            gates.append(SendDecode(decode))  # the proof runs in its process while the checker runs here
         gates.append(CheckerGate(loaded.model, outputs))
         if decode is not None:
             gates.append(decode)
@@ -235,5 +294,5 @@ def proof_gates(options: RepairOptions, loaded: LoadedModel, outputs: Mapping[Pa
     return gates
 
 
-__all__ = ["CheckerGate", "DecodeGate", "Evidence", "Gate", "LoadGate", "SplitDecodeGate",
-           "Validator", "checker_failure", "proof_gates", "require_proof"]
+__all__ = ["CheckerGate", "DecodeGate", "Evidence", "Gate", "LoadGate", "SendDecode", "SplitDecodeGate",
+           "Validator", "checker_failure", "proof_gates", "proof_started", "require_proof"]

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io import onnx_proto as onnx
 from ..io.read import read_model
@@ -22,6 +22,9 @@ from ..signature import PAST
 from ..targets import TargetRuntime, as_target
 from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult, ProofRequest
 from .encoder_inputs import encoder_feeds
+
+if TYPE_CHECKING:
+    from .runtimes import RuntimeChild
 
 _QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
                   "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
@@ -47,7 +50,8 @@ class ValidationResult:
     def first_failure(self) -> str | None:
         for case in self.cases:
             if case.failure:
-                return f"batch {case.batch}, source length {case.source_length}: {case.failure}"
+                where = f"batch {case.batch}, source length {case.source_length}: step {case.failed_step}"
+                return f"{where}: {case.failure}"
         failure: str | None = (self.original or {}).get("failure") or (self.pair or {}).get("failure")
         return failure
 
@@ -82,16 +86,62 @@ def _require_cases(steps: int, batches: Sequence[int], source_lengths: Sequence[
                              "cases proves nothing)")
 
 
-def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
+@dataclass
+class PendingProof:
+    """A proof sent to its process (runtimes.RuntimeChild), whose figures `result` waits for."""
+
+    shown_as: str
+    tolerance: float
+    encoder: str | None
+    child: RuntimeChild
+
+    def result(self) -> ValidationResult:
+        answer = self.child.answer()
+        return ValidationResult(model=self.shown_as, tolerance=self.tolerance, onnxruntime=answer["onnxruntime"],
+                                cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
+                                encoder=self.encoder, pair=answer.get("pair"))
+
+
+def _start(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            model_with_past: str | os.PathLike[str], reference: str | os.PathLike[str] | None, steps: int,
            batches: Sequence[int] | None, source_lengths: Sequence[int] | None, seed: int,
            ort_version: TargetRuntime | str | None, encoder: str | os.PathLike[str] | None = None,
-           judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None) -> ValidationResult:
+           judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None,
+           child: RuntimeChild | None = None) -> PendingProof:
     runtime = as_target(ort_version)
     pairwise = batches is None and source_lengths is None  # the default cases, in pairs (cases.py)
     batches = BATCHES if batches is None else batches  # an empty one given is the caller's mistake, said below
     source_lengths = SOURCE_LENGTHS if source_lengths is None else source_lengths
     _require_cases(steps, batches, source_lengths)
+    from .runtimes import RuntimeChild, runtime_installed
+
+    # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
+    # and the child's address space is its own, so graphfix stays small enough to clean up and report one line.
+    # Started first, it imports onnxruntime while the models are read here; a release not yet installed is
+    # installed only once the models passed those refusals.
+    release = runtime.release if runtime else None
+    early = child or (RuntimeChild(release) if release is None or runtime_installed(release) else None)
+    try:
+        request, tolerance = _request(model, model_with_past, reference, steps, batches, source_lengths, seed,
+                                      runtime, encoder, judge, pair, pairwise)
+        child = early or RuntimeChild(release)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    try:
+        child.send(request)
+    except BaseException:
+        child.close()
+        raise
+    return PendingProof(os.fspath(shown_as), tolerance, os.fspath(encoder) if encoder else None, child)
+
+
+def _request(model: str | os.PathLike[str], model_with_past: str | os.PathLike[str],
+             reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
+             source_lengths: Sequence[int], seed: int, runtime: TargetRuntime | None,
+             encoder: str | os.PathLike[str] | None, judge: str | os.PathLike[str] | None,
+             pair: tuple[Path, Path] | None, pairwise: bool) -> tuple[ProofRequest, float]:
     paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p), *(pair or ())]
     # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
     loaded = [read_model(path) for path in paths]
@@ -108,14 +158,17 @@ def _prove(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
                            steps=steps, batches=tuple(batches), source_lengths=tuple(source_lengths), seed=seed,
                            pairwise=pairwise,
                            pair=(os.path.abspath(pair[0]), os.path.abspath(pair[1])) if pair else None)
-    from .runtimes import run_in_runtime
+    return request, tolerance
 
-    # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
-    # and the child's address space is its own, so graphfix stays small enough to clean up and report one line.
-    answer = run_in_runtime(request)
-    return ValidationResult(model=os.fspath(shown_as), tolerance=tolerance, onnxruntime=answer["onnxruntime"],
-                            cases=[CaseResult(**c) for c in answer["cases"]], original=answer["original"],
-                            encoder=os.fspath(encoder) if encoder else None, pair=answer.get("pair"))
+
+def start_validation(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *,
+                     ort_version: TargetRuntime | str | None = None, encoder: str | os.PathLike[str] | None = None,
+                     judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None,
+                     child: RuntimeChild | None = None) -> PendingProof:
+    """validate()'s default proof, sent to `child` (a process started earlier, in the same release; else one
+    started now) and left running: its `result()` is validate's. The caller may do other work meanwhile (repair
+    runs the checker gate); `child.close()` ends it on any way out before result."""
+    return _start(model, model, model, original, STEPS, None, None, 0, ort_version, encoder, judge, pair, child)
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,
@@ -132,8 +185,8 @@ def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | N
     the figures whether or not it held (`.ok`); raises BadInputError when the model cannot be read or loaded.
     Without `batches` and `source_lengths` the cases are cases.py's pairs (batch 1 with source length 5, batch 3
     with 11); given either, every combination of them is run."""
-    return _prove(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge,
-                  pair)
+    return _start(model, model, model, original, steps, batches, source_lengths, seed, ort_version, encoder, judge,
+                  pair).result()
 
 
 def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.PathLike[str],
@@ -142,7 +195,8 @@ def validate_split(decoder: str | os.PathLike[str], decoder_with_past: str | os.
                    seed: int = 0, ort_version: TargetRuntime | str | None = None) -> ValidationResult:
     """The same proof for a split pair: `decoder` at step 1 and for full recompute, `decoder_with_past` after it;
     with `merged`, the pair's logits are also compared with that merged decoder's."""
-    return _prove(decoder, decoder, decoder_with_past, merged, steps, batches, source_lengths, seed, ort_version)
+    return _start(decoder, decoder, decoder_with_past, merged, steps, batches, source_lengths, seed,
+                  ort_version).result()
 
 
-__all__ = ["ValidationResult", "tolerance_for", "validate", "validate_split"]
+__all__ = ["PendingProof", "ValidationResult", "start_validation", "tolerance_for", "validate", "validate_split"]

@@ -23,7 +23,8 @@ OPTIONAL_STR = (str, type(None))
 FINDING = {"code": str, "message": str, "tensor": OPTIONAL_STR, "node": OPTIONAL_STR, "fix": str, "before": OPTIONAL_STR,
            "after": OPTIONAL_STR, "pass": OPTIONAL_STR}
 CASE = {"batch": int, "source_length": int, "steps": int, "max_abs_diff": float, "tokens_agree": int,
-        "tokens_total": int, "failure": OPTIONAL_STR, "original_differs": (float, int, type(None))}
+        "tokens_total": int, "failure": OPTIONAL_STR, "failed_step": (int, type(None)),
+        "original_differs": (float, int, type(None))}
 COMPARISON = {"max_abs_diff": (float, int, type(None)), "failure": OPTIONAL_STR}
 PAIR_COMPARISON = {"max_abs_diff": (float, int), "tokens_agree": int, "tokens_total": int, "failure": OPTIONAL_STR}
 VALIDATION = {"model": str, "ok": bool, "onnxruntime": str, "tolerance": float, "max_abs_diff": (float, int),

@@ -199,11 +199,12 @@ def test_a_proof_that_held_shows_the_worst_difference_against_its_tolerance(mari
 
 @pytest.mark.parametrize("case, expected", [
     (CaseResult(1, 5, steps=3, max_abs_diff=0.5, tokens_agree=2, tokens_total=3,
-                failure="step 3: logits differ from full recompute by 0.5 (tolerance 0.0001)"),
+                failed_step=3, failure="logits differ from full recompute by 0.5 (tolerance 0.0001)"),
      "  batch 1, source length 5: steps 1-2 matched; step 3 FAILED: logits differ from full recompute by 0.5 "
      "(tolerance 0.0001)"),
     (CaseResult(3, 11, steps=8, max_abs_diff=2e-8, tokens_agree=24, tokens_total=24,
-                failure="step 8: present.0.encoder.key has shape (0, 4, 1, 8), unusable as past for batch 3"),
+                failed_step=8,
+                failure="present.0.encoder.key has shape (0, 4, 1, 8), unusable as past for batch 3"),
      "  batch 3, source length 11: steps 1-8 matched, max diff 2e-08; FAILED after step 8: present.0.encoder.key "
      "has shape (0, 4, 1, 8), unusable as past for batch 3"),
     (CaseResult(1, 5, steps=8, max_abs_diff=3e-4, tokens_agree=8, tokens_total=8),

@@ -108,11 +108,15 @@ def test_repair_and_split_assemble_the_same_gates_in_the_documented_order(marian
         return [(type(g).__name__, getattr(g, "runtime", None)) for g in
                 proof_gates(options, loaded, outputs, gate, evidence)]
 
-    assert kinds(RepairOptions()) == [("CheckerGate", None), ("DecodeGate", None)]
-    assert kinds(RepairOptions(target_ort=target)) == [("CheckerGate", None), ("DecodeGate", None), ("LoadGate", target)]
-    assert kinds(RepairOptions(target_ort=target, validate_on_target=True)) == [("CheckerGate", None),
+    # the proof is sent on its way first, runs in its process while the checker runs here, and is waited for after
+    sent = ("SendDecode", None)
+    assert kinds(RepairOptions()) == [sent, ("CheckerGate", None), ("DecodeGate", None)]
+    assert kinds(RepairOptions(target_ort=target)) == [sent, ("CheckerGate", None), ("DecodeGate", None),
+                                                       ("LoadGate", target)]
+    assert kinds(RepairOptions(target_ort=target, validate_on_target=True)) == [sent, ("CheckerGate", None),
                                                                              ("DecodeGate", target)]
-    assert kinds(RepairOptions(target_ort=target, load_on_target=False)) == [("CheckerGate", None), ("DecodeGate", None)]
+    assert kinds(RepairOptions(target_ort=target, load_on_target=False)) == [sent, ("CheckerGate", None),
+                                                                             ("DecodeGate", None)]
     assert kinds(RepairOptions(validate=False, target_ort=target)) == [("LoadGate", target)]
     assert kinds(RepairOptions(validate=False)) == []
     # a model with no decode loop of its own (an encoder) is loaded instead, on the target when there is one
@@ -143,6 +147,33 @@ def test_an_output_the_checker_refuses_lands_nothing_when_the_input_passed(maria
     assert list(tmp_path.iterdir()) == []
     CheckerGate(broken, {out: broken})({out: tmp_path / "staged.onnx"})  # an input that failed it is not held to it
     assert list(tmp_path.iterdir()) == []  # the checker's scratch files are gone
+
+
+def test_a_checker_refusal_ends_the_proof_that_runs_beside_it(marian_legacy, tmp_path, monkeypatch):
+    """The proof's process is started before the write and sent the staged file before the checker runs (they
+    overlap); when the checker refuses the output, that process is ended with the run and nothing lands."""
+    import os
+
+    import graphfix.proof.gates as gates_module
+    from graphfix.proof import runtimes
+
+    verdicts = iter(["refused for this test", None])  # the output's, then the input's (which passes)
+    monkeypatch.setattr(gates_module, "checker_failure", lambda model, scratch: next(verdicts))
+    children = []
+
+    class RecordedChild(runtimes.RuntimeChild):
+        def __init__(self, release):
+            super().__init__(release)
+            children.append((self, self._proc.pid))
+
+    monkeypatch.setattr(runtimes, "RuntimeChild", RecordedChild)
+    with pytest.raises(ValidationFailedError, match="repaired model fails onnx.checker: refused for this test"):
+        repair(marian_legacy, tmp_path / "out.onnx")
+    assert list(tmp_path.iterdir()) == []
+    [(child, pid)] = children  # one process, started before the write and sent the proof before the checker ran
+    assert child._sent and child._proc is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # ended and reaped
 
 
 def test_a_weight_payload_that_changed_shape_fails_the_checker_gate(marian_legacy, tmp_path):
