@@ -43,13 +43,19 @@ demo: install
 	@echo "== 4. What a client feeds at each step, and which onnxruntime loads it (docs/clients.md for each language):"
 	$(GRAPHFIX) describe build/demo/marian.onnx
 
+# On every core (pytest-xdist; PYTEST_WORKERS=0 runs in this one process): tests/conftest.py builds the wheel and
+# repairs each sample once per run, whichever worker asks first, and starts the longest tests first. --dist loadfile:
+# a module runs whole on one worker, so that its module fixtures (venvs, padded models) are made once.
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q
+	$(PYTEST) --durations=10
 
 # The inner loop: every module's behaviour without the slow tier (wheel installs, other Pythons and onnxruntime
 # releases, signal and limit suites, fuzzing, big models), which `make test` adds.
 test-fast: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # ruff and mypy, configured in pyproject.toml; CI runs this after `make test`.
 lint: $(VENV)/.dev-installed

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,37 @@ from graphfix.cli import app
 # Every pass run by the tests, in this process or in a graphfix subprocess, is held to "no finding, no change" and
 # "findings, a change" (passes/contract.py), which the hot path leaves to --debug.
 os.environ["GRAPHFIX_CHECK_PASSES"] = "1"
+# Output is read as in a pipe, WIDTH columns: pytest-xdist's workers are started with COLUMNS=80 and LINES=24, and a
+# developer's shell may export them; the tests about $COLUMNS set it themselves.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The suite's own onnxruntime cache, never the developer's ~/.cache/graphfix nor a GRAPHFIX_CACHE of their shell: a
 # test's outcome must not depend on what a user happens to have cached. GRAPHFIX_TEST_CACHE names a cache to share
 # between checkouts (each release costs a pip install once); tests about the cache itself make their own in tmp.
 os.environ["GRAPHFIX_CACHE"] = os.environ.get("GRAPHFIX_TEST_CACHE") or str(ROOT / "build" / "test-runtime-cache")
+
+
+def _one_thread_sessions() -> None:
+    """The tests' own onnxruntime sessions run on one thread, as graphfix's proof runs a small model: onnxruntime's
+    default pool (a thread per core, spinning between runs) would only take CPU from the other pytest-xdist worker."""
+    import onnxruntime
+
+    default = onnxruntime.InferenceSession
+
+    class OneThreadSession(default):
+        def __init__(self, path_or_bytes, sess_options=None, providers=None, *args, **kwargs):
+            if sess_options is None:
+                sess_options = onnxruntime.SessionOptions()
+                sess_options.intra_op_num_threads = 1
+            super().__init__(path_or_bytes, sess_options, providers, *args, **kwargs)
+
+    onnxruntime.InferenceSession = OneThreadSession
+
+
+_one_thread_sessions()
+
 SAMPLES = sorted((ROOT / "sample_models" / "legacy").glob("*.onnx")) + sorted((ROOT / "sample_models" / "current").glob("*.onnx"))
 FIXED_SHAPE_SAMPLES = sorted((ROOT / "sample_models" / "fixed-shape").glob("*.onnx"))
 SAMPLE_IDS = [f"{p.parent.name}-{p.stem}" for p in SAMPLES]
@@ -77,8 +105,15 @@ def sha256(path: Path) -> str:
 FAST_SAMPLES = {"legacy-marian", "current-t5"}
 
 
-@pytest.fixture(params=[pytest.param(path, marks=() if name in FAST_SAMPLES else pytest.mark.slow)
-                        for path, name in zip(SAMPLES, SAMPLE_IDS)], ids=SAMPLE_IDS)
+def fast_tier_samples(paths: list[Path]) -> list:
+    """`paths` as pytest params named parent-stem, the exporter samples outside FAST_SAMPLES marked slow (fixed-shape,
+    deep and variant files, each a family of its own, stay in the fast tier)."""
+    return [pytest.param(path, id=f"{path.parent.name}-{path.stem}",
+                         marks=pytest.mark.slow if path in SAMPLES and f"{path.parent.name}-{path.stem}" not in
+                         FAST_SAMPLES else ()) for path in paths]
+
+
+@pytest.fixture(params=fast_tier_samples(SAMPLES))
 def sample(request) -> Path:
     """Every committed merged decoder, exactly as its exporter wrote it."""
     return request.param
@@ -94,43 +129,59 @@ def marian_current() -> Path:
     return ROOT / "sample_models" / "current" / "marian.onnx"
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """The run's temporary directory, shared by its pytest-xdist workers (each has its own basetemp below it); a
+    plain run's own basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Held by one process of the run at a time: what one worker makes, the others wait for and reuse."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
-    """The wheel of this tree, built once per session by pip from a copy of the sources, as any installer builds it
-    (pip fetches the build backend); every test that installs or inspects the wheel shares it."""
+    """The wheel of this tree, built once per run by pip from a copy of the sources, as any installer builds it
+    (pip fetches the build backend); every test that installs or inspects the wheel shares it, whichever worker."""
     import shutil
     import subprocess
     import sys
 
-    source = tmp_path_factory.mktemp("wheel-source")
-    shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(ROOT / name, source / name)
-    dist = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                           "-w", str(dist), str(source)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    dist = shared_dir(tmp_path_factory) / "wheel-dist"
+    with locked(shared_dir(tmp_path_factory) / "wheel.lock"):
+        if not dist.is_dir():
+            source = tmp_path_factory.mktemp("wheel-source")
+            shutil.copytree(ROOT / "graphfix", source / "graphfix", ignore=shutil.ignore_patterns("__pycache__"))
+            for name in ("pyproject.toml", "README.md", "LICENSE"):
+                shutil.copy(ROOT / name, source / name)
+            staging = tmp_path_factory.mktemp("dist")
+            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                                   "--disable-pip-version-check", "-w", str(staging), str(source)],
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            staging.rename(dist)  # whole or absent: a worker never finds half a wheel
     return next(dist.glob("graphfix-*.whl"))
 
 
 @pytest.fixture(scope="session")
-def repaired_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("repaired")
-
-
-@pytest.fixture(scope="session")
-def repaired(repaired_dir):
-    """Repair each sample once per session (with validation) and hand out the output path."""
+def repaired(tmp_path_factory):
+    """Repair each sample once per run (with validation), whichever worker asks first, and hand out the output."""
     from graphfix import repair
 
-    cache: dict[Path, Path] = {}
+    directory = shared_dir(tmp_path_factory) / "repaired"
+    directory.mkdir(exist_ok=True)
 
     def get(source: Path) -> Path:
-        if source not in cache:
-            out = repaired_dir / f"{source.parent.name}-{source.name}"
-            repair(source, out)
-            cache[source] = out
-        return cache[source]
+        out = directory / f"{source.parent.name}-{source.name}"
+        with locked(directory / f"{out.name}.lock"):
+            if not out.exists():
+                repair(source, out)  # lands whole or not at all
+        return out
 
     return get
 
@@ -172,3 +223,24 @@ def drain_pty(primary: int) -> bytes:
         drawn += chunk
     os.close(primary)
     return drawn
+
+
+# The longest tests, started first: under pytest-xdist (make test) a worker that starts one of them last would run it
+# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations); make
+# test's --dist loadfile runs each module whole on one worker.
+LONGEST_FIRST = (
+    "tests/package/test_python_versions.py",
+    "tests/process/test_interruption_and_limits.py",
+    "tests/cli/test_json_and_hook.py::test_the_pre_commit_hook",
+    "tests/end_to_end/test_fuzz.py",
+    "tests/process/test_termination.py",
+    "tests/package/test_installed_wheel.py",
+    "tests/docs/test_docs.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)

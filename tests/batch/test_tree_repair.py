@@ -148,6 +148,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # signals at points of a real run: make test, with the other signal suites
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes through /proc")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_tree_repair_leaves_no_partial_folder_and_no_child(sig, tmp_path):
@@ -206,6 +207,7 @@ def test_two_processes_needing_a_runtime_install_it_once_and_the_other_says_it_w
     assert len((tmp_path / "made").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow  # make, then graphfix under it, three times
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_repair_is_one_run_with_one_report_and_an_args_change_rebuilds(tmp_path):
     tree = make_tree(tmp_path / "models")

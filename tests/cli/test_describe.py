@@ -14,7 +14,7 @@ import pytest
 from graphfix import describe, repair, repair_directory
 from graphfix.export_contract import Description, Step, TensorContract
 
-from ..conftest import FIXED_SHAPE_SAMPLES, ROOT, SAMPLES
+from ..conftest import FIXED_SHAPE_SAMPLES, ROOT, SAMPLES, fast_tier_samples
 
 VARIANTS = ROOT / "sample_models" / "variants"
 # Every merged decoder sample family but the three onnxruntime cannot load at all (fp16 converter, q4f16, Constants
@@ -117,7 +117,7 @@ def test_describe_names_every_input_and_output_with_dtype_and_what_each_dim_is(s
     assert step1["past_key_values.*"].shape.split(", ")[2] == "0"  # (batch, heads=H, 0, head_dim=D)
 
 
-@pytest.mark.parametrize("sample", MERGED, ids=MERGED_IDS)
+@pytest.mark.parametrize("sample", fast_tier_samples(MERGED))
 def test_a_client_written_from_the_description_decodes_the_repaired_sample(sample, tmp_path):
     out = tmp_path / "fixed.onnx"
     repair(sample, out, validate=False)

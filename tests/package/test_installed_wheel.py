@@ -24,7 +24,8 @@ def installed(tmp_path_factory, built_wheel) -> Path:
     """The `graphfix` command of a fresh venv holding the wheel built from this tree and its dependencies."""
     home = tmp_path_factory.mktemp("installed")
     venv.EnvBuilder(with_pip=True).create(home / "venv")
-    subprocess.run([str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
+    # --no-compile: the same files, byte-compiled on first import instead of all of them (sympy's) ahead of time.
+    subprocess.run([str(home / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile",
                     "--disable-pip-version-check", str(built_wheel)], check=True, capture_output=True)
     return home / "venv" / "bin" / "graphfix"
 

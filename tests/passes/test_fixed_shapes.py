@@ -13,7 +13,7 @@ from graphfix import check, repair, validate
 from graphfix.model.merged_decoder import find_merged_decoder
 from graphfix.passes import fixed_shapes
 
-from ..conftest import FIXED_SHAPE_SAMPLES, SAMPLE_IDS, SAMPLES
+from ..conftest import FIXED_SHAPE_SAMPLES
 
 PROBE = dict(batches=(1, 2, 3, 4), source_lengths=(3, 7, 16))
 
@@ -29,9 +29,8 @@ def test_a_fixed_shape_export_fails_the_probes_and_holds_at_any_size_after_repai
     assert len(after.cases) == 12 and after.max_abs_diff < 1e-4
 
 
-@pytest.mark.parametrize("source", SAMPLES, ids=SAMPLE_IDS)
-def test_every_repaired_sample_holds_at_batch_1_to_4_and_three_source_lengths(source, repaired):
-    result = validate(repaired(source), **PROBE)
+def test_every_repaired_sample_holds_at_batch_1_to_4_and_three_source_lengths(sample, repaired):
+    result = validate(repaired(sample), **PROBE)
     assert result.ok, result.first_failure
 
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from graphfix import RepairRefusedError, check, repair, repair_directory
 from graphfix.targets.opset_adapters import convert_down
 
-from ..conftest import ROOT, SAMPLE_IDS, SAMPLES
+from ..conftest import ROOT, SAMPLES, fast_tier_samples
 
 EXPORT = ROOT / "sample_models" / "exports" / "current-marian"
 CURRENT = [p for p in SAMPLES if p.parent.name == "current"]
@@ -98,7 +98,7 @@ def _stamped_ir10_opset21(source, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("source", CURRENT, ids=[p.stem for p in CURRENT])
+@pytest.mark.parametrize("source", fast_tier_samples(CURRENT))
 def test_an_ir10_opset21_decoder_is_brought_to_onnxruntime_1_16_and_decodes_there(source, tmp_path):
     stamped = _stamped_ir10_opset21(source, tmp_path)
     result = repair(stamped, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
@@ -109,9 +109,8 @@ def test_an_ir10_opset21_decoder_is_brought_to_onnxruntime_1_16_and_decodes_ther
     assert check(tmp_path / "fixed.onnx", target_ort="1.16").findings == []
 
 
-@pytest.mark.parametrize("source", SAMPLES, ids=SAMPLE_IDS)
-def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(source, tmp_path):
-    result = repair(source, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
+def test_every_sample_repaired_for_onnxruntime_1_16_decodes_in_1_16_3(sample, tmp_path):
+    result = repair(sample, tmp_path / "fixed.onnx", target_ort="1.16", validate_on_target=True)
     assert result.validation.ok and result.validation.onnxruntime == "1.16.3"
 
 
