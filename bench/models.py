@@ -107,7 +107,52 @@ def ensure_sized_models() -> dict[str, Path]:
     models[f"{label}, external data"] = _build(external, lambda out: _external(out, CACHE / f"marian-{largest}"))
     models[f"{label} + 2.5 GiB hole, external"] = _build(CACHE / f"marian-{largest}-sparse",
                                                          lambda out: _sparse(out, external))
+    models["3 GB, external data"] = _build(CACHE / f"marian-{largest}-widened",
+                                           lambda out: _widened(out, CACHE / f"marian-{largest}"))
     return models
+
+
+WIDENED_VOCAB = 350_001  # 1 GB's merged decoder + 285,000 rows of 2 x 1024 floats: about 3 GB
+
+
+def _widened(directory: Path, source: Path) -> None:
+    """The 1 GB export's merged decoder with its vocabulary widened to WIDENED_VOCAB tokens, saved with external data
+    as Optimum saves a decoder above 2 GB: a 3 GB decoder whose every weight a session loads. Exporting one at that
+    size (mBART-large's dimensions) needs about 25 GB of memory; the vocabulary is the one dimension that the graph
+    names only in the embedding, the LM head, the logits bias and the logits' declared shape, so widening it there
+    gives the graph the exporter would write. The new rows are drawn like the exported ones (same mean and std)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(source / MERGED)
+    vocab = model.graph.output[0].type.tensor_type.shape.dim[2].dim_value
+    rng = np.random.default_rng(0)
+    for index, tensor in enumerate(model.graph.initializer):
+        if vocab not in tensor.dims:
+            continue
+        array = numpy_helper.to_array(tensor)
+        axis = list(array.shape).index(vocab)
+        shape = list(array.shape)
+        shape[axis] = WIDENED_VOCAB - vocab
+        extra = rng.normal(float(array.mean()), float(array.std()), size=shape).astype(array.dtype)
+        model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.concatenate([array, extra], axis),
+                                                                         tensor.name))
+        del array, extra
+
+    def widen(graph: onnx.GraphProto) -> None:
+        for output in graph.output:
+            for dim in output.type.tensor_type.shape.dim:
+                if dim.dim_value == vocab:
+                    dim.dim_value = WIDENED_VOCAB
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    widen(attribute.g)
+
+    widen(model.graph)
+    onnx.save(model, directory / MERGED, save_as_external_data=True, all_tensors_to_one_file=True, location=DATA,
+              size_threshold=1024)
 
 
 def files_of(model: Path) -> list[Path]:
