@@ -204,9 +204,11 @@ test-clients: test-examples test-native-examples $(CLIENTS_VENV)/.installed $(CL
 # Repair cost next to `cp`, and decode speed of the repaired merged decoder; models generated once into build/bench/
 # with the real exporter (needs the exporter venv). Not part of `make test`: timings live here.
 bench: install $(EXPORT_CURRENT)/.installed
-	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py
-	$(BIN)/python bench/tree.py
-	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/proof_costs.py
+	status=0; \
+	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/run.py || status=1; \
+	$(BIN)/python bench/tree.py || status=1; \
+	GRAPHFIX_EXPORT_PYTHON=$(abspath $(EXPORT_CURRENT))/bin/python $(BIN)/python bench/proof_costs.py || status=1; \
+	exit $$status
 
 # The proof and `check` against their floor (one onnxruntime session and one step) at the benchmark's proof sizes
 # (bench/models.py, exported once into build/bench/): repair / bare, validate / bare, check per model, peak RSS.

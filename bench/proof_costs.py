@@ -164,13 +164,34 @@ def report(rows: list[dict[str, object]]) -> None:
             print(f"growth exponent of {key} time in bytes on disk: {slope:.2f}")
 
 
-def main(models: dict[str, Path]) -> list[dict[str, object]]:
+def targets(rows: list[dict[str, object]]) -> list[tuple[str, bool]]:
+    """Issue 31's targets, per model: (what, met)."""
+    met = []
+    for r in rows:
+        label, check = r["label"], r["check"]
+        repair_rss, bare_rss = float(r["repair_rss"]), float(r["bare_rss"])  # type: ignore[arg-type]
+        per_model = float(check["per model"])  # type: ignore[index]
+        met += [(f"{label}: default repair <= 1.5x bare ({r['repair/bare']:.2f}x)", float(r["repair/bare"]) <= 1.5),  # type: ignore[arg-type]
+                (f"{label}: validate <= 1.3x bare ({r['validate/bare']:.2f}x)", float(r["validate/bare"]) <= 1.3),  # type: ignore[arg-type]
+                (f"{label}: repair peak RSS <= 1.1x bare's ({repair_rss / bare_rss:.2f}x)",
+                 repair_rss <= 1.1 * bare_rss),
+                (f"{label}: check of an unchanged repaired model, 2nd run, <= 50 ms a model ({per_model * 1000:.0f} ms)",
+                 per_model <= 0.05),
+                (f"{label}: check --target-ort 1.16 <= 1.3x check ({r['target/check']:.2f}x)",
+                 float(r["target/check"]) <= 1.3)]  # type: ignore[arg-type]
+    return met
+
+
+def main(models: dict[str, Path]) -> int:
     # graphfix's bytecode compiled first, as a pip install does (run.py says why: PYTHONDONTWRITEBYTECODE here)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "graphfix")], check=True)
     with tempfile.TemporaryDirectory(prefix="graphfix-bench-proof-") as work:
         rows = [costs(label, path, Path(work)) for label, path in models.items()]
     report(rows)
-    return rows
+    print()
+    for text, ok in targets(rows):
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in targets(rows)) else 1
 
 
 def sized_models() -> dict[str, Path]:
@@ -183,5 +204,5 @@ def sized_models() -> dict[str, Path]:
 if __name__ == "__main__":
     if sys.argv[1:] not in ([], ["--smoke"]):
         raise SystemExit("usage: python bench/proof_costs.py [--smoke]  (--smoke: the committed 6-layer sample only)")
-    main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"} if sys.argv[1:]
-         else sized_models())
+    sys.exit(main({"6-layer sample": ROOT / "sample_models" / "deep" / "legacy-marian-6-layers.onnx"} if sys.argv[1:]
+                  else sized_models()))
