@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..test_examples import full_recompute_tokens, generation_config
+from ..end_to_end.test_examples import full_recompute_tokens, generation_config
 from .conftest import ROOT
 
 EXAMPLES = ROOT / "examples"

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ..test_examples import EXAMPLE, full_recompute_tokens
+from ..end_to_end.test_examples import EXAMPLE, full_recompute_tokens
 from .conftest import ARCHS, ROOT, SOURCE_IDS
 
 JS_EXAMPLE = ROOT / "examples" / "javascript"
