@@ -228,6 +228,23 @@ def payload_ranges(tensor: onnx.TensorProto) -> list[SourceRange] | None:
     return [SourceRange(int(s), int(e)) for s, e in (r.split(":") for r in entries[_RANGES_KEY].split(","))]
 
 
+def marker_ranges(skeleton: bytes) -> Iterator[tuple[int, int] | None]:
+    """The (start, end) byte ranges every payload marker of `skeleton` names, read off its bytes without parsing
+    them (a content key is made before the parse); None for a span that is not `start:end` (text that only looks
+    like a marker)."""
+    needle = _RANGES_KEY.encode() + encode_varint(2 << 3 | _LEN)  # the entry's value: field 2 of StringStringEntry
+    pos = skeleton.find(needle)
+    while pos != -1:
+        try:
+            length, start = _varint(skeleton, pos + len(needle), len(skeleton))
+        except WireError:
+            return
+        for span in skeleton[start:start + length].split(b","):
+            first, _, last = span.partition(b":")
+            yield (int(first), int(last)) if first.isdigit() and last.isdigit() else None
+        pos = skeleton.find(needle, pos + len(needle))
+
+
 def move_payload(tensor: onnx.TensorProto, by: int) -> None:
     """Shift a skeleton tensor's payload ranges by `by` bytes: its source is now read at that offset of several
     files joined (a merged model's two sources, see datacopy.write_pieces_from)."""

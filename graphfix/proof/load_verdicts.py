@@ -26,7 +26,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
+from ..io import protowire
 from ..io.read import LoadedModel, Skeleton
 
 FORMAT = 1
@@ -162,7 +162,6 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-_RANGES = re.compile(re.escape(b"graphfix_source_ranges\x12"))
 _HEADER = 11  # a payload field's tag and length varint: what proof/loadable.py `_stored_size` reads of it
 
 
@@ -174,22 +173,14 @@ def check_key(skeleton: Skeleton, options: str) -> str:
                             f"{installed_release()}\0{options}\0".encode())
     digest.update(skeleton.data)
     digest.update(b"\0payload headers\0")
-    data = skeleton.data
-    for found in _RANGES.finditer(data):
-        size, shift, pos = 0, 0, found.end()
-        while pos < len(data) and shift < 35:
-            size |= (data[pos] & 0x7F) << shift
-            shift, pos = shift + 7, pos + 1
-            if not data[pos - 1] & 0x80:
-                break
-        for span in bytes(data[pos:pos + size]).split(b","):
-            start, _, end = span.partition(b":")
-            if start.isdigit() and end.isdigit():
-                try:
-                    digest.update(os.pread(skeleton.fd, max(0, min(_HEADER, int(end) - int(start))), int(start)))
-                except (OSError, OverflowError, ValueError):
-                    digest.update(b"\0unreadable\0")
-            digest.update(b"\0")
+    for span in protowire.marker_ranges(skeleton.data):
+        if span is not None:
+            start, end = span
+            try:
+                digest.update(os.pread(skeleton.fd, max(0, min(_HEADER, end - start)), start))
+            except (OSError, OverflowError, ValueError):
+                digest.update(b"\0unreadable\0")
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
