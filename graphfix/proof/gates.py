@@ -162,11 +162,10 @@ class DecodeGate:
     def start(self) -> None:
         """Start the proof's process, unless a test's validator replaces it or its release is not installed yet
         (installing is said when the proof needs it, after the write)."""
-        from .runtimes import RuntimeChild, runtime_installed
+        from .runtimes import start_if_installed
 
-        release = self.runtime.release if self.runtime else None
-        if self.validator is None and self._child is None and (release is None or runtime_installed(release)):
-            self._child = RuntimeChild(release)
+        if self.validator is None and self._child is None:
+            self._child = start_if_installed(self.runtime.release if self.runtime else None)
 
     def send(self, staged: Mapping[Path, Path]) -> None:
         if self.validator is None and self._pending is None:

@@ -385,6 +385,12 @@ class RuntimeChild:
         self._carried.cleanup()
 
 
+def start_if_installed(release: str | None) -> RuntimeChild | None:
+    """A proof process in `release` started now, while other work goes on; None when that release still has to be
+    installed (which is said, and done, only once the proof needs it)."""
+    return RuntimeChild(release) if release is None or runtime_installed(release) else None
+
+
 def run_in_runtime(request: Request) -> dict[str, Any]:
     """client_loop.main(request) inside the onnxruntime release the request names (this interpreter's when None,
     still in a separate process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or
@@ -440,4 +446,4 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
 
 
 __all__ = ["RuntimeChild", "cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime",
-           "runtime_home", "runtime_installed", "runtime_python"]
+           "runtime_home", "runtime_installed", "runtime_python", "start_if_installed"]

@@ -113,14 +113,14 @@ def _start(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     batches = BATCHES if batches is None else batches  # an empty one given is the caller's mistake, said below
     source_lengths = SOURCE_LENGTHS if source_lengths is None else source_lengths
     _require_cases(steps, batches, source_lengths)
-    from .runtimes import RuntimeChild, runtime_installed
+    from .runtimes import RuntimeChild, start_if_installed
 
     # Always in a child process: onnxruntime under a memory limit can abort (SIGABRT) or fail inside its own C++,
     # and the child's address space is its own, so graphfix stays small enough to clean up and report one line.
     # Started first, it imports onnxruntime while the models are read here; a release not yet installed is
     # installed only once the models passed those refusals.
     release = runtime.release if runtime else None
-    early = child or (RuntimeChild(release) if release is None or runtime_installed(release) else None)
+    early = child or start_if_installed(release)
     try:
         request, tolerance = _request(model, model_with_past, reference, steps, batches, source_lengths, seed,
                                       runtime, encoder, judge, pair, pairwise)
