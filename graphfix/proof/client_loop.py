@@ -106,10 +106,8 @@ def load_session(path: str) -> Any:
         shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
 
 
-# Below this many bytes of model (and its external data), one thread: on the 0.9 MB 6-layer sample the two proof
-# cases took 105-109 ms on one thread against 148-167 ms on two (a loaded 2-core machine), and on a 48 MB Marian
-# the proof's session and runs took 0.37 s against 0.63 s. Above it, the machine's cores, as the user's session has:
-# issue 31 measured a batch-3 step of a 4.6 GB export at 0.19 s on 2 threads against 0.34 s on one.
+# Below this many bytes of model (and its external data), one thread: a small model's few proof steps finish sooner
+# than a second thread starts paying. Above it, the machine's cores, as the user's session has (docs/benchmark.md).
 _ONE_THREAD_BELOW = 256 << 20
 
 
@@ -133,11 +131,9 @@ def _session(path: str, shown_as: str) -> Any:
     options.log_severity_level = 4
     options.intra_op_num_threads = _threads_for(path)
     # A proof runs a few steps, so what a session spends up front to make steps faster is lost: prepacking copies
-    # every MatMul weight into the layout its kernel prefers. Without it (issue 31, a 0.9 GB Marian, loaded 2-core
-    # machine) the session took 0.24-0.30 s instead of 1.76-1.78 s with external data and 2.9-3.2 s instead of
-    # 4.8-5.0 s embedded, its peak RSS 739 MB instead of 1,600 MB (external data then stays mapped), while the eight
-    # steps took at most 0.3 s more; the kernels and their numbers are the same (the proof's diffs stay below 1e-5).
-    # The optimisation level is left at onnxruntime's default: basic or none saved nothing measurable.
+    # every MatMul weight into the layout its kernel prefers, which on big models costs most of the session's time and
+    # doubles its memory (external data no longer stays mapped). The kernels and their numbers are the same
+    # (docs/benchmark.md has the figures); the optimisation level stays onnxruntime's default.
     options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
