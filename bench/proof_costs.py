@@ -26,8 +26,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import measure  # the same child-process measure as the rest of make bench
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,18 +46,6 @@ session = client_loop.DecoderSession(sys.argv[1])
 rng = np.random.default_rng(0)
 session.run(np.array([[5]], dtype=np.int64), session.encoder_inputs(rng, 1, 5))
 """
-
-
-def measure(argv: list[str], env: dict[str, str] | None = None, exit_codes: tuple[int, ...] = (0,)) -> tuple[float, int]:
-    """Wall seconds and peak RSS bytes of one child process; it must exit with one of `exit_codes`."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in exit_codes:
-        raise SystemExit(f"{' '.join(argv)} failed: {child.stderr.read().decode().strip()}")
-    return elapsed, usage.ru_maxrss * 1024
 
 
 def _size(model: Path, *, on_disk: bool = False) -> int:

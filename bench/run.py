@@ -34,10 +34,11 @@ OUT = CACHE / "out"
 MB = 1 << 20
 
 
-def measure(argv: list[str], exit_codes: tuple[int, ...] = (0,)) -> tuple[float, int]:
-    """Wall seconds and peak RSS bytes of one child process; it must exit with one of `exit_codes`."""
+def measure(argv: list[str], env: dict[str, str] | None = None, exit_codes: tuple[int, ...] = (0,)) -> tuple[float, int]:
+    """Wall seconds and peak RSS bytes of one child process (with `env` added to this one's); it must exit with one
+    of `exit_codes`."""
     start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in exit_codes:
@@ -154,7 +155,7 @@ def check_costs(original: Path, repaired: Path) -> dict[str, float]:
     """`check` per file on the embedded model: with findings it answers from the skeleton (onnx strict inference,
     no weight read); "ok" is a promise a client can load it, so there it loads in onnxruntime (the full load)."""
     graphfix = str(BIN / "graphfix")
-    return {"findings": statistics.median(measure([graphfix, "check", str(original)], (1,))[0] for _ in range(RUNS)),
+    return {"findings": statistics.median(measure([graphfix, "check", str(original)], exit_codes=(1,))[0] for _ in range(RUNS)),
             "ok": statistics.median(measure([graphfix, "check", str(repaired)])[0] for _ in range(RUNS))}
 
 
