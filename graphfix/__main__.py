@@ -9,10 +9,35 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+# After any of these, a repair or validate proves nothing in the installed onnxruntime (or nothing at all).
+_NO_INSTALLED_PROOF = frozenset({"--no-validate", "--validate-on-target", "--ort-version", "--runtime-python",
+                                 "--help", "-h", "--version"})
+
+
+def _proof_follows(args: list[str]) -> bool:
+    """Whether `graphfix ARGS` will prove a model file in the installed onnxruntime: `repair` or `validate` naming an
+    existing file, the proof neither switched off nor sent to another release. Read before the command line is
+    imported, so a wrong guess is possible, and cheap: a process ended unused. Not under an address-space limit,
+    where importing the command line may exhaust it and leave too little to end that process cleanly."""
+    from .process.limits import address_space_limit
+
+    return (args[:1] in (["repair"], ["validate"]) and address_space_limit() is None
+            and not any(arg.partition("=")[0] in _NO_INSTALLED_PROOF for arg in args)
+            and any(os.path.isfile(arg) for arg in args[1:]))
+
+
 def main() -> None:
     from .process import interrupts
 
     interrupts.install()  # first: a Ctrl-C while the CLI imports is one line too
+    early = _proof_follows(sys.argv[1:])
+    if early:
+        from .proof import child
+
+        try:  # the proof's process imports onnxruntime while the command line is imported and the model read
+            child.start_early()
+        except (OSError, MemoryError):  # the proof starts its own, and says what fails
+            pass
     started = False
     try:
         from .cli import app
@@ -27,6 +52,8 @@ def main() -> None:
                          "or free memory\n")
         raise SystemExit(2) from None
     finally:
+        if early:
+            child.close_early()
         # The command has reported its outcome. Interpreter shutdown restores SIGINT's default action, so a signal
         # in it (tens of ms once onnxruntime is loaded) would only turn the real exit status into "killed".
         for sig in interrupts.STOPPING:

@@ -158,7 +158,8 @@ def repair(source: str | os.PathLike[str], out: str | os.PathLike[str], options:
     outputs = {out: subject.model if changes else None}
     evidence = Evidence()
     decode = (DecodeGate(out, judge=source, runtime=options.proof_runtime, evidence=evidence, validator=validator,
-                         encoder=options.encoder, pair=options.split_pair)
+                         encoder=options.encoder, pair=options.split_pair, model=subject.model,
+                         judge_model=loaded.model)
               if isinstance(subject, MergedDecoder) else None)
     gates = proof_gates(options, loaded, outputs, decode, evidence)
     step("writing")

@@ -1,4 +1,5 @@
-"""Child processes that end with everything they started: the proof's, pip's and venv's (proof/runtimes.py)."""
+"""Child processes that end with everything they started: the proof's (proof/child.py), pip's and venv's
+(proof/runtimes.py)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 from ..errors import BadInputError, is_out_of_memory, one_line
 from ..signature import CACHE_FLAG, PAST, PRESENT
 from .cases import SOURCE, CaseResult, Dim, EncoderFeeds, LoadRequest, ProofRequest, Request, request_from_json
+from .paths import is_utf8, utf8_alias
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
@@ -69,37 +69,13 @@ def ort_reason(err: BaseException) -> str:
     return one_line(text, limit=ORT_REASON_LIMIT)
 
 
-def is_utf8(path: str) -> bool:
-    try:
-        os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _utf8_alias(path: str) -> str:
-    """A directory of symlinks with UTF-8 names, in TMPDIR, standing for the model's own directory: the model as
-    `model.onnx` and each sibling a UTF-8 name can reach (its external data), so that onnxruntime, which takes its
-    path as a UTF-8 string, resolves the external data where the model's directory holds it."""
-    real_dir = os.path.dirname(os.path.abspath(path))
-    alias = tempfile.mkdtemp(prefix="graphfix-alias-")
-    name = "model.onnx"
-    siblings = [entry for entry in os.listdir(real_dir) if is_utf8(entry)]
-    while name in siblings:
-        name = "_" + name
-    os.symlink(os.path.abspath(path), os.path.join(alias, name))
-    for entry in siblings:
-        os.symlink(os.path.join(real_dir, entry), os.path.join(alias, entry))
-    return os.path.join(alias, name)
-
-
 def load_session(path: str) -> Any:
     """An onnxruntime session of the model at `path`. ORT converts a path to UTF-8, so a name holding bytes that
     are not UTF-8 (any a filesystem allows) is opened through an alias; ORT has read the model and its external
     data (or mapped them) once the session exists, so the alias goes right after."""
     if is_utf8(path):
         return _session(path, os.path.basename(path))
-    alias = _utf8_alias(path)
+    alias = utf8_alias(path)
     try:
         return _session(alias, os.path.basename(path))
     finally:
@@ -654,7 +630,7 @@ def main(request: str) -> int:
 
 def serve() -> int:
     """main() of the one request read from stdin, with onnxruntime imported first: the process is started before
-    graphfix knows the request (runtimes.RuntimeChild), so the import overlaps writing the staged files. Closed
+    graphfix knows the request (child.RuntimeChild), so the import overlaps writing the staged files. Closed
     before a request came, it has nothing to answer."""
     try:
         import onnxruntime  # noqa: F401

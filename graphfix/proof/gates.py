@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..io.read import LoadedModel
     from ..options import RepairOptions
     from ..targets import TargetRuntime
-    from .runtimes import RuntimeChild
+    from .child import RuntimeChild
     from .validation import PendingProof, ValidationResult
 
 # Proves one staged merged decoder (its path) and returns the figures; `repair(validator=...)` is the seam for tests.
@@ -61,7 +61,7 @@ def _placeholders(model: onnx.ModelProto) -> dict[tuple[tuple[str, str], ...], t
 def _checker_scratch(scratch: Path) -> Path | None:
     """`scratch`, or None (TMPDIR) where the checker could not open a file under it: the checker takes its path as
     a UTF-8 string, and an output path near PATH_MAX leaves no room for the checker's own names."""
-    from .client_loop import is_utf8
+    from .paths import is_utf8
 
     room = len(os.fsencode(scratch)) + len("/.graphfix-checker-XXXXXXXX/") + len(_PLACEHOLDER) + 1
     try:
@@ -155,6 +155,9 @@ class DecodeGate:
     validator: Validator | None = None
     encoder: Path | None = None
     pair: tuple[Path, Path] | None = None  # the split pair it was merged from: the loop must decode like it
+    # The output as written and the judge as read, which the proof's request needs and need not be read again.
+    model: onnx.ModelProto | None = None
+    judge_model: onnx.ModelProto | None = None
     step: str = "validating"
     _child: RuntimeChild | None = field(default=None, init=False, repr=False)
     _pending: PendingProof | None = field(default=None, init=False, repr=False)
@@ -172,8 +175,10 @@ class DecodeGate:
             from .validation import start_validation  # numpy + onnxruntime: only when validating
 
             child, self._child = self._child, None
+            read = {staged[self.out]: self.model, self.judge: self.judge_model}
             self._pending = start_validation(staged[self.out], ort_version=self.runtime, judge=self.judge,
-                                             encoder=self.encoder, pair=self.pair, child=child)
+                                             encoder=self.encoder, pair=self.pair, child=child,
+                                             read={path: model for path, model in read.items() if model is not None})
 
     def __call__(self, staged: Mapping[Path, Path]) -> None:
         if self.validator is not None:

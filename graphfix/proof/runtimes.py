@@ -7,8 +7,8 @@ built in a hidden directory beside its final name and renamed there once complet
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
 directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
-(`CARRIED`), never graphfix's own installation: an installed graphfix sits in a site-packages holding the newer
-onnxruntime, which would otherwise win.
+(child.py's `CARRIED`), never graphfix's own installation: an installed graphfix sits in a site-packages holding
+the newer onnxruntime, which would otherwise win.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted
-from ..process.children import end_child, finish_child, run_child, start_child
+from ..process.children import run_child
 from ..process.limits import address_space_limit, on_noexec_mount
 from .cases import LoadRequest, Request
+from .child import RuntimeChild, take_early
 from .interpreters import Interpreter, find_interpreter
 from .runtime_isolation import (
     ignored_pip_settings,
@@ -47,10 +47,6 @@ from .runtime_isolation import (
 
 if TYPE_CHECKING:
     from ..targets import TargetRuntime
-
-PACKAGE = Path(__file__).resolve().parent.parent
-# The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
-CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "proof/cases.py", "proof/client_loop.py")
 
 
 # Written last into a runtime's venv, before it is renamed into the cache: only a venv holding it is used. A venv
@@ -324,70 +320,12 @@ def _install_runtime(staging: Path, home: Path) -> None:
             raise
 
 
-class RuntimeChild:
-    """The proof's process in the onnxruntime release `release` names (this interpreter's when None), started before
-    its request is known: it imports numpy and onnxruntime (a third of a second) while graphfix writes and checks
-    the staged files. `send` gives it the request, `answer` waits for its answer; `close` ends it however far it
-    got (its carried files go with it), and answer does so itself."""
-
-    def __init__(self, release: str | None):
-        self.release = release
-        python = runtime_python(release) if release else Path(sys.executable)
-        self.python = python
-        self._carried = tempfile.TemporaryDirectory(prefix="graphfix-carried-")
-        carried = self._carried.name
-        try:
-            for name in CARRIED:
-                target = Path(carried, "graphfix", name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(PACKAGE / name, target)
-            script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import serve; "
-                      "sys.exit(serve())")
-            # The child's temporary files (a non-UTF-8 model's alias directory) go inside `carried`, which is
-            # removed however the child ended, even killed outright.
-            self._proc: subprocess.Popen[str] | None = start_child(
-                [str(python), "-I", "-c", script], env={**os.environ, "TMPDIR": carried, "TEMP": carried,
-                                                        "TMP": carried}, stdin=subprocess.PIPE)
-        except BaseException:
-            self._carried.cleanup()
-            raise
-        self._sent = False
-
-    def send(self, request: Request) -> None:
-        """Give the child `request`, which it starts on at once (it must name the child's release)."""
-        if request.release != self.release or self._sent or self._proc is None:
-            raise ValueError(f"a proof child for onnxruntime {self.release or 'installed'} takes one request of it")
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(request.to_json() + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:  # it died already: answer() says how
-            pass
-        self._sent = True
-
-    def answer(self, request: Request | None = None) -> dict[str, Any]:
-        """The answer to `request` (sent now), or to the one sent before; a BadInputError when it fails."""
-        if request is not None:
-            self.send(request)
-        if self._proc is None or not self._sent:
-            raise ValueError("the proof child was asked nothing")
-        try:
-            proc = finish_child(self._proc)
-        finally:
-            self._proc = None
-            self.close()
-        return _answer_of(proc, self.release, self.python)
-
-    def close(self) -> None:
-        if self._proc is not None:
-            end_child(self._proc)
-            self._proc = None
-        self._carried.cleanup()
-
-
 def start_if_installed(release: str | None) -> RuntimeChild | None:
     """A proof process in `release` started now, while other work goes on; None when that release still has to be
     installed (which is said, and done, only once the proof needs it)."""
+    early = take_early(release)
+    if early is not None:
+        return early
     return RuntimeChild(release) if release is None or runtime_installed(release) else None
 
 
@@ -398,7 +336,7 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
     return RuntimeChild(request.release).answer(request)
 
 
-def _answer_of(proc: subprocess.CompletedProcess[str], version: str | None, python: Path) -> dict[str, Any]:
+def answer_of(proc: subprocess.CompletedProcess[str], version: str | None, python: Path) -> dict[str, Any]:
     lines = proc.stdout.strip().splitlines()
     where = f"onnxruntime {version}" if version else "the installed onnxruntime"
     if proc.returncode != 0 or not lines:
@@ -445,5 +383,5 @@ def load_in_onnxruntime(path: Path, target: TargetRuntime | None = None) -> str:
     return version
 
 
-__all__ = ["RuntimeChild", "cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime",
+__all__ = ["RuntimeChild", "answer_of", "cache_dir", "install_in_progress", "load_in_onnxruntime", "run_in_runtime",
            "runtime_home", "runtime_installed", "runtime_python", "start_if_installed"]

@@ -10,7 +10,7 @@ limit there stays there. Both run the same loop with the same inputs, refusals, 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from .cases import BATCHES, SOURCE_LENGTHS, STEPS, CaseResult, ProofRequest
 from .encoder_inputs import encoder_feeds
 
 if TYPE_CHECKING:
-    from .runtimes import RuntimeChild
+    from .child import RuntimeChild
 
 _QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
                   "QuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
@@ -88,7 +88,7 @@ def _require_cases(steps: int, batches: Sequence[int], source_lengths: Sequence[
 
 @dataclass
 class PendingProof:
-    """A proof sent to its process (runtimes.RuntimeChild), whose figures `result` waits for."""
+    """A proof sent to its process (child.RuntimeChild), whose figures `result` waits for."""
 
     shown_as: str
     tolerance: float
@@ -107,7 +107,7 @@ def _start(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
            batches: Sequence[int] | None, source_lengths: Sequence[int] | None, seed: int,
            ort_version: TargetRuntime | str | None, encoder: str | os.PathLike[str] | None = None,
            judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None,
-           child: RuntimeChild | None = None) -> PendingProof:
+           child: RuntimeChild | None = None, read: Mapping[Path, onnx.ModelProto] | None = None) -> PendingProof:
     runtime = as_target(ort_version)
     pairwise = batches is None and source_lengths is None  # the default cases, in pairs (cases.py)
     batches = BATCHES if batches is None else batches  # an empty one given is the caller's mistake, said below
@@ -123,7 +123,7 @@ def _start(shown_as: str | os.PathLike[str], model: str | os.PathLike[str],
     early = child or start_if_installed(release)
     try:
         request, tolerance = _request(model, model_with_past, reference, steps, batches, source_lengths, seed,
-                                      runtime, encoder, judge, pair, pairwise)
+                                      runtime, encoder, judge, pair, pairwise, read or {})
         child = early or RuntimeChild(release)
     except BaseException:
         if early is not None:
@@ -141,12 +141,14 @@ def _request(model: str | os.PathLike[str], model_with_past: str | os.PathLike[s
              reference: str | os.PathLike[str] | None, steps: int, batches: Sequence[int],
              source_lengths: Sequence[int], seed: int, runtime: TargetRuntime | None,
              encoder: str | os.PathLike[str] | None, judge: str | os.PathLike[str] | None,
-             pair: tuple[Path, Path] | None, pairwise: bool) -> tuple[ProofRequest, float]:
-    paths = [model, model_with_past, *(p for p in (reference, encoder, judge) if p), *(pair or ())]
-    # The same refusals as everywhere, before onnxruntime sees a file; each read once (`model_with_past` among them).
-    loaded = [read_model(path) for path in paths]
-    tolerance = tolerance_for(loaded[1].model)
-    feeds = encoder_feeds(loaded[paths.index(encoder)].model, Path(encoder)) if encoder else None
+             pair: tuple[Path, Path] | None, pairwise: bool,
+             read: Mapping[Path, onnx.ModelProto]) -> tuple[ProofRequest, float]:
+    paths = [Path(p) for p in (model, model_with_past, reference, encoder, judge, *(pair or ())) if p]
+    # The same refusals as everywhere, before onnxruntime sees a file: each path read once, unless the caller has
+    # (what it wrote itself, or read).
+    loaded = {path: read[path] if path in read else read_model(path).model for path in dict.fromkeys(paths)}
+    tolerance = tolerance_for(loaded[Path(model_with_past)])
+    feeds = encoder_feeds(loaded[Path(encoder)], Path(encoder)) if encoder else None
     judge = judge or reference  # the unrepaired original judges a divergence too
 
     def absolute(path: str | os.PathLike[str] | None) -> str | None:
@@ -164,11 +166,14 @@ def _request(model: str | os.PathLike[str], model_with_past: str | os.PathLike[s
 def start_validation(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *,
                      ort_version: TargetRuntime | str | None = None, encoder: str | os.PathLike[str] | None = None,
                      judge: str | os.PathLike[str] | None = None, pair: tuple[Path, Path] | None = None,
-                     child: RuntimeChild | None = None) -> PendingProof:
+                     child: RuntimeChild | None = None, read: Mapping[Path, onnx.ModelProto] | None = None
+                     ) -> PendingProof:
     """validate()'s default proof, sent to `child` (a process started earlier, in the same release; else one
     started now) and left running: its `result()` is validate's. The caller may do other work meanwhile (repair
-    runs the checker gate); `child.close()` ends it on any way out before result."""
-    return _start(model, model, model, original, STEPS, None, None, 0, ort_version, encoder, judge, pair, child)
+    runs the checker gate); `child.close()` ends it on any way out before result. `read`: models of these paths
+    the caller holds already (what it wrote, or read), which are not read again."""
+    return _start(model, model, model, original, STEPS, None, None, 0, ort_version, encoder, judge, pair, child,
+                  read)
 
 
 def validate(model: str | os.PathLike[str], original: str | os.PathLike[str] | None = None, *, steps: int = STEPS,

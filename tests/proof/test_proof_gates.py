@@ -19,6 +19,7 @@ from graphfix import BadInputError, RepairOptions, ValidationFailedError, parse_
 from graphfix.io.read import read_model
 from graphfix.io.write import write_models
 from graphfix.proof.cases import SOURCE, EncoderFeeds, LoadRequest, ProofRequest, request_from_json
+from graphfix.proof.child import CARRIED, PACKAGE
 from graphfix.proof.gates import (
     CheckerGate,
     DecodeGate,
@@ -27,7 +28,6 @@ from graphfix.proof.gates import (
     checker_failure,
     proof_gates,
 )
-from graphfix.proof.runtimes import CARRIED, PACKAGE
 
 from ..conftest import ROOT
 
