@@ -31,15 +31,10 @@ def main() -> None:
 
     interrupts.install()  # first: a Ctrl-C while the CLI imports is one line too
     early = _proof_follows(sys.argv[1:])
-    if early:
-        from .proof import child
-
-        try:  # the proof's process imports onnxruntime while the command line is imported and the model read
-            child.start_early()
-        except (OSError, MemoryError):  # the proof starts its own, and says what fails
-            pass
     started = False
     try:
+        if early:
+            _start_proof_early()
         from .cli import app
 
         started = True
@@ -52,12 +47,24 @@ def main() -> None:
                          "or free memory\n")
         raise SystemExit(2) from None
     finally:
-        if early:
-            child.close_early()
         # The command has reported its outcome. Interpreter shutdown restores SIGINT's default action, so a signal
         # in it (tens of ms once onnxruntime is loaded) would only turn the real exit status into "killed".
         for sig in interrupts.STOPPING:
             signal.signal(sig, signal.SIG_IGN)
+        if early:
+            from .proof import child
+
+            child.close_early()
+
+
+def _start_proof_early() -> None:
+    """The proof's process, importing onnxruntime while the command line is imported and the model read."""
+    from .proof import child
+
+    try:
+        child.start_early()
+    except (OSError, MemoryError):  # the proof starts its own, and says what fails
+        pass
 
 
 if __name__ == "__main__":
