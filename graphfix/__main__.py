@@ -54,7 +54,7 @@ def main() -> None:
         if early:
             from .proof import child
 
-            child.close_early()
+            child.close_idle()
 
 
 def _start_proof_early() -> None:
@@ -62,7 +62,7 @@ def _start_proof_early() -> None:
     from .proof import child
 
     try:
-        child.start_early()
+        child.start_idle()
     except (OSError, MemoryError):  # the proof starts its own, and says what fails
         pass
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import IO, Any
 
 from .interrupts import held_for_main_thread
 
@@ -25,16 +25,17 @@ def run_child(command: list[str], env: dict[str, str] | None = None,
     return finish_child(start_child(command, env), timeout=timeout)
 
 
-def start_child(command: list[str], env: dict[str, str] | None = None,
-                stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    """The child of run_child, started alone (`stdin`: subprocess.PIPE for one that waits to be told what to do);
-    the caller ends it with finish_child, or end_child on any way out before that."""
+def start_child(command: list[str], env: dict[str, str] | None = None, stdin: int = subprocess.DEVNULL,
+                stderr: int | IO[str] = subprocess.PIPE) -> subprocess.Popen[str]:
+    """The child of run_child, started alone (`stdin`: subprocess.PIPE for one that waits to be told what to do;
+    `stderr`: a file, for one whose stderr is read only once it ended); the caller ends it with finish_child, or
+    end_child on any way out before that."""
     group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
                              else {"preexec_fn": os.setpgrp})
     proc: subprocess.Popen[str] | None = None
     try:
         with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
-            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                     env=env, **group)
     except BaseException:
         if proc is not None:

@@ -1,24 +1,29 @@
 """The proof's process: a Python of the proven onnxruntime release that imports numpy and onnxruntime while
-graphfix is still reading and writing, then takes one request on stdin (client_loop.serve) and answers on stdout.
+graphfix is still reading and writing, then answers requests read from stdin, one line each (client_loop.serve).
 
 It sees only a copy of the few graphfix modules the client loop needs (`CARRIED`), never graphfix's installation:
 an installed graphfix sits in a site-packages holding the newer onnxruntime, which would win over an isolated
 release's (runtimes.py).
 
-Importing onnxruntime costs a Python a third of a second, which is most of a small model's proof. The command line
-therefore starts the installed release's process first thing (`start_early`, from graphfix.__main__, before the
-command line itself is imported), when its arguments say a proof in that release will follow; the proof takes it
-over (`take_early`), and an unused one is ended with the command (`close_early`). This module imports nothing of
-graphfix's heavy stages, so that start costs milliseconds.
+Importing onnxruntime costs a Python a third of a second, which is most of a small model's proof. So the installed
+release's process is kept for the next proof once it has answered (one idle process per graphfix process: a
+directory's decoders, a --jobs worker's models and a library caller's repairs share it), and the command line
+starts it first thing (`start_idle`, from graphfix.__main__, before the command line itself is imported) when its
+arguments say a proof in that release follows. The proof takes it over (`take_idle`); it ends with its owner
+(`close_idle`, also at exit; and on its own once its stdin closes, when the owner was killed). A process that failed
+to answer, or another release's, is ended after its proof. This module imports nothing of graphfix's heavy stages,
+so that starting the process costs milliseconds.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +40,9 @@ CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "pro
 
 class RuntimeChild:
     """The proof's process in the onnxruntime release `release` names (this interpreter's when None), started before
-    its request is known. `send` gives it the request, `answer` waits for its answer; `close` ends it however far it
-    got (its carried files go with it), and answer does so itself."""
+    its request is known. `send` gives it a request, `answer` waits for the answer; `close` ends it however far it
+    got (its carried files go with it). answer ends it too, or keeps it idle for the next proof (the installed
+    release's, when it answered)."""
 
     def __init__(self, release: str | None):
         self.release = release
@@ -47,21 +53,26 @@ class RuntimeChild:
 
             python = runtime_python(release)
         self.python = python
+        self._owner = os.getpid()  # a forked copy of this object is not its owner
         self._carried = tempfile.TemporaryDirectory(prefix="graphfix-carried-")
         carried = self._carried.name
+        # Its stderr, read only when it dies: a pipe nobody reads while it lives could fill and stop it.
+        self._stderr = open(Path(carried, "stderr"), "w+", encoding="utf-8", errors="replace")
         try:
             for name in CARRIED:
                 target = Path(carried, "graphfix", name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(PACKAGE / name, target)
             script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import serve; "
-                      "sys.exit(serve())")
+                      f"sys.exit(serve({carried!r}))")
             # The child's temporary files (a non-UTF-8 model's alias directory) go inside `carried`, which is
             # removed however the child ended, even killed outright.
             self._proc: subprocess.Popen[str] | None = start_child(
                 [str(python), "-I", "-c", script], env={**os.environ, "TMPDIR": carried, "TEMP": carried,
-                                                        "TMP": carried}, stdin=subprocess.PIPE)
+                                                        "TMP": carried}, stdin=subprocess.PIPE,
+                stderr=self._stderr)
         except BaseException:
+            self._stderr.close()
             self._carried.cleanup()
             raise
         self._sent = False
@@ -86,44 +97,80 @@ class RuntimeChild:
             self.send(request)
         if self._proc is None or not self._sent:
             raise ValueError("the proof child was asked nothing")
+        assert self._proc.stdout is not None
         try:
-            proc = finish_child(self._proc)
-        finally:
-            self._proc = None
+            line = self._proc.stdout.readline()  # "" once it died without answering
+            if not line:
+                proc = finish_child(self._proc)
+                self._proc = None
+                self._stderr.seek(0)
+                proc.stderr = self._stderr.read()
+            else:
+                proc = subprocess.CompletedProcess(self._proc.args, 0, line, "")
+            answer = answer_of(proc, self.release, self.python)
+        except BaseException:
             self.close()
-        return answer_of(proc, self.release, self.python)
+            raise
+        self._sent = False
+        _keep_idle(self)
+        return answer
 
     def close(self) -> None:
         if self._proc is not None:
             end_child(self._proc)
             self._proc = None
+        self._stderr.close()
         self._carried.cleanup()
 
+    def _alive(self) -> bool:
+        return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
 
-_early: RuntimeChild | None = None
+
+_idle: RuntimeChild | None = None
+_idle_lock = threading.Lock()
 
 
-def start_early() -> None:
+def start_idle() -> None:
     """Start the installed release's proof process now, for the proof the command will run."""
-    global _early
-    if _early is None:
-        _early = RuntimeChild(None)
+    global _idle
+    with _idle_lock:
+        if _idle is None:
+            _idle = RuntimeChild(None)
 
 
-def take_early(release: str | None) -> RuntimeChild | None:
-    """The process start_early started, if it is for `release` and nothing took it yet."""
-    global _early
-    if release is not None or _early is None:
+def take_idle(release: str | None) -> RuntimeChild | None:
+    """The idle process, if it is `release`'s and alive (one that died idle is ended here)."""
+    global _idle
+    if release is not None:
         return None
-    child, _early = _early, None
+    with _idle_lock:
+        child, _idle = _idle, None
+    if child is None or child._owner != os.getpid():
+        return None
+    if not child._alive():
+        child.close()
+        return None
     return child
 
 
-def close_early() -> None:
-    """End the early process if the command did not use it (it failed first, or proved nothing)."""
-    child = take_early(None)
+def _keep_idle(child: RuntimeChild) -> None:
+    global _idle
+    if child.release is None and child._alive():
+        with _idle_lock:
+            if _idle is None:
+                _idle = child
+                return
+    child.close()
+
+
+def close_idle() -> None:
+    """End the idle process, if there is one."""
+    child = take_idle(None)
     if child is not None:
         child.close()
 
 
-__all__ = ["CARRIED", "PACKAGE", "RuntimeChild", "close_early", "start_early", "take_early"]
+atexit.register(close_idle)
+
+
+__all__ = ["CARRIED", "PACKAGE", "RuntimeChild", "close_idle", "start_idle", "take_idle"]

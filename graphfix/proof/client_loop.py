@@ -16,6 +16,7 @@ one JSON document on stdout.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -628,16 +629,22 @@ def main(request: str) -> int:
     return 0
 
 
-def serve() -> int:
-    """main() of the one request read from stdin, with onnxruntime imported first: the process is started before
-    graphfix knows the request (child.RuntimeChild), so the import overlaps writing the staged files. Closed
-    before a request came, it has nothing to answer."""
+def serve(carried: str) -> int:
+    """main() of each request read from stdin, a line each, each answer flushed, until stdin closes: onnxruntime is
+    imported first, as the process is started before graphfix knows its first request (child.RuntimeChild), and
+    it is kept for the next proof. Its stdin closes only when graphfix died without ending it (graphfix kills it
+    otherwise), so it removes `carried`, the directory graphfix made for it, on its way out."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         pass  # main says so, as the answer to the request
-    request = sys.stdin.readline()
-    return main(request) if request.strip() else 0
+    while request := sys.stdin.readline():
+        if request.strip():
+            main(request)
+            sys.stdout.flush()
+            gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
+    shutil.rmtree(carried, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

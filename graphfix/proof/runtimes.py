@@ -30,7 +30,7 @@ from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted
 from ..process.children import run_child
 from ..process.limits import address_space_limit, on_noexec_mount
 from .cases import LoadRequest, Request
-from .child import RuntimeChild, take_early
+from .child import RuntimeChild, take_idle
 from .interpreters import Interpreter, find_interpreter
 from .runtime_isolation import (
     ignored_pip_settings,
@@ -323,9 +323,9 @@ def _install_runtime(staging: Path, home: Path) -> None:
 def start_if_installed(release: str | None) -> RuntimeChild | None:
     """A proof process in `release` started now, while other work goes on; None when that release still has to be
     installed (which is said, and done, only once the proof needs it)."""
-    early = take_early(release)
-    if early is not None:
-        return early
+    idle = take_idle(release)
+    if idle is not None:
+        return idle
     return RuntimeChild(release) if release is None or runtime_installed(release) else None
 
 
@@ -333,7 +333,7 @@ def run_in_runtime(request: Request) -> dict[str, Any]:
     """client_loop.main(request) inside the onnxruntime release the request names (this interpreter's when None,
     still in a separate process: a model that crashes onnxruntime must not take graphfix with it). Its answer, or
     a BadInputError."""
-    return RuntimeChild(request.release).answer(request)
+    return (take_idle(request.release) or RuntimeChild(request.release)).answer(request)
 
 
 def answer_of(proc: subprocess.CompletedProcess[str], version: str | None, python: Path) -> dict[str, Any]:

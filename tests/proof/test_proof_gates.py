@@ -155,8 +155,10 @@ def test_a_checker_refusal_ends_the_proof_that_runs_beside_it(marian_legacy, tmp
     import os
 
     import graphfix.proof.gates as gates_module
+    from graphfix.proof import child as proof_child
     from graphfix.proof import runtimes
 
+    proof_child.close_idle()  # an earlier test's idle process would be taken instead of a recorded one
     verdicts = iter(["refused for this test", None])  # the output's, then the input's (which passes)
     monkeypatch.setattr(gates_module, "checker_failure", lambda model, scratch: next(verdicts))
     children = []

@@ -1,16 +1,21 @@
-"""The proof's process is started as the command line begins, when its arguments say a proof in the installed
-onnxruntime follows, so that importing onnxruntime there overlaps importing the command line and reading the model
-here (proof/child.py). The proof takes that process over; one that goes unused ends with the command."""
+"""The proof's process (proof/child.py): started as the command line begins when its arguments say a proof in the
+installed onnxruntime follows, so that importing onnxruntime there overlaps importing the command line and reading
+the model here; kept for the process's next proof once it answered; ended with its owner, leaving nothing."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from graphfix import BadInputError, repair, validate
+from graphfix.proof import child
 
 from graphfix.__main__ import _proof_follows
 
@@ -93,3 +98,94 @@ def test_a_repair_without_proof_starts_no_process(marian_legacy, tmp_path):
 def test_the_early_start_follows_only_arguments_that_prove_in_the_installed_release(args, follows, marian_legacy):
     filled = [a.format(model=marian_legacy, folder=marian_legacy.parent) for a in args]
     assert _proof_follows(filled) is follows
+
+
+# --- kept for the next proof ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The proof processes started from here on (their pids), none idle to begin with."""
+    child.close_idle()
+    pids: list[int] = []
+    real = child.start_child
+
+    def counted(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(child, "start_child", counted)
+    yield pids
+    child.close_idle()
+
+
+def test_a_process_proves_one_model_after_another_in_one_proof_process(marian_legacy, tmp_path, started):
+    first = repair(marian_legacy, tmp_path / "a.onnx")
+    second = repair(marian_legacy, tmp_path / "b.onnx")
+    assert first.validation.ok and second.validation.ok
+    assert first.validation.to_dict()["cases"] == second.validation.to_dict()["cases"]  # the same proof, twice
+    assert len(started) == 1
+
+
+def test_a_proof_process_that_answered_with_a_failure_is_not_kept(started):
+    """onnxruntime refuses this real converter output: the process that said so is ended, not kept."""
+    from ..conftest import ROOT
+
+    with pytest.raises(BadInputError, match="outer scope value"):
+        validate(ROOT / "sample_models" / "variants" / "marian-fp16-converter.onnx")
+    assert len(started) == 1 and child.take_idle(None) is None
+    assert _gone(started[0])
+
+
+def test_an_idle_proof_process_that_died_is_replaced(marian_legacy, tmp_path, started):
+    repair(marian_legacy, tmp_path / "a.onnx")
+    os.kill(started[0], signal.SIGKILL)
+    assert repair(marian_legacy, tmp_path / "b.onnx").validation.ok
+    assert len(started) == 2
+
+
+KEEPS_ONE = """
+import sys
+from graphfix import repair
+from graphfix.proof import child
+repair(sys.argv[1], sys.argv[2])
+idle = child.take_idle(None)
+child._keep_idle(idle)
+print(idle._proc.pid, idle._carried.name, flush=True)
+if sys.argv[3] == "wait":
+    sys.stdin.readline()
+"""
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_idle_proof_process_ends_with_the_library_caller_and_leaves_nothing(marian_legacy, tmp_path):
+    result = subprocess.run([sys.executable, "-c", KEEPS_ONE, marian_legacy, tmp_path / "out.onnx", "exit"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    pid, carried = result.stdout.split()
+    assert _gone(int(pid))
+    assert not Path(carried).exists()
+
+
+def test_the_idle_proof_process_outlives_no_owner_killed_outright(marian_legacy, tmp_path):
+    """SIGKILL leaves graphfix no moment to end it: it ends itself once its stdin closes, and removes its files."""
+    owner = subprocess.Popen([sys.executable, "-c", KEEPS_ONE, marian_legacy, tmp_path / "out.onnx", "wait"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    pid, carried = owner.stdout.readline().split()
+    assert not _gone(int(pid), seconds=0.2)  # idle while its owner lives
+    owner.kill()
+    owner.wait()
+    assert _gone(int(pid))
+    assert not Path(carried).exists()
