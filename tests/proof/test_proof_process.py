@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from graphfix import BadInputError, repair, validate
-from graphfix.proof import child
-
 from graphfix.__main__ import _proof_follows
+from graphfix.proof import child
 
 # Runs graphfix's main() and prints, as JSON on its last stderr line, each process it started and whether the
 # command line had been imported by then.
