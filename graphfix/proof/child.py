@@ -5,13 +5,13 @@ It sees only a copy of the few graphfix modules the client loop needs (`CARRIED`
 an installed graphfix sits in a site-packages holding the newer onnxruntime, which would win over an isolated
 release's (runtimes.py).
 
-Importing onnxruntime costs a Python a third of a second, which is most of a small model's proof. So the installed
-release's process is kept for the next proof once it has answered (one idle process per graphfix process: a
-directory's decoders, a --jobs worker's models and a library caller's repairs share it), and the command line
-starts it first thing (`start_idle`, from graphfix.__main__, before the command line itself is imported) when its
-arguments say a proof in that release follows. The proof takes it over (`take_idle`); it ends with its owner
-(`close_idle`, also at exit; and on its own once its stdin closes, when the owner was killed). A process that failed
-to answer, or another release's, is ended after its proof. This module imports nothing of graphfix's heavy stages,
+Importing onnxruntime costs a Python a third of a second, which is most of a small model's proof. So a process is
+kept once it has answered, for the next proof in its release (one idle process per release and graphfix process:
+a directory's decoders, a --jobs worker's models and a library caller's repairs share it), and the command line
+starts the installed release's first thing (`start_idle`, from graphfix.__main__, before the command line itself
+is imported) when its arguments say a proof there follows. A proof takes it over (`take_idle`); it ends with its
+owner (`close_idle`, also at exit; and on its own once its stdin closes, when the owner was killed). A process that
+answered with a failure is ended after it. This module imports nothing of graphfix's heavy stages,
 so that starting the process costs milliseconds.
 """
 
@@ -41,8 +41,8 @@ CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "pro
 class RuntimeChild:
     """The proof's process in the onnxruntime release `release` names (this interpreter's when None), started before
     its request is known. `send` gives it a request, `answer` waits for the answer; `close` ends it however far it
-    got (its carried files go with it). answer ends it too, or keeps it idle for the next proof (the installed
-    release's, when it answered)."""
+    got (its carried files go with it). answer ends it too, or keeps it idle for the next proof in its release
+    when it answered."""
 
     def __init__(self, release: str | None):
         self.release = release
@@ -126,48 +126,56 @@ class RuntimeChild:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
 
 
-_idle: RuntimeChild | None = None
+# One idle process per release (None: the installed one), each kept by the proof that last used it.
+_idle: dict[str | None, RuntimeChild] = {}
 _idle_lock = threading.Lock()
 
 
 def start_idle() -> None:
     """Start the installed release's proof process now, for the proof the command will run."""
-    global _idle
     with _idle_lock:
-        if _idle is None:
-            _idle = RuntimeChild(None)
+        if None not in _idle:
+            _idle[None] = RuntimeChild(None)
 
 
 def take_idle(release: str | None) -> RuntimeChild | None:
-    """The idle process, if it is `release`'s and alive (one that died idle is ended here)."""
-    global _idle
-    if release is not None:
-        return None
+    """The idle process of `release`, if it is alive and its interpreter is still the one that release resolves to
+    (the cache or GRAPHFIX_PYTHON may have changed since); one that is not is ended here."""
     with _idle_lock:
-        child, _idle = _idle, None
+        child = _idle.pop(release, None)
     if child is None or child._owner != os.getpid():
         return None
-    if not child._alive():
-        child.close()
-        return None
-    return child
+    if child._alive() and child.python == _interpreter_of(release):
+        return child
+    child.close()
+    return None
+
+
+def _interpreter_of(release: str | None) -> Path | None:
+    if release is None:
+        return Path(sys.executable)
+    from .runtimes import runtime_home, venv_python
+
+    return venv_python(runtime_home(release))
 
 
 def _keep_idle(child: RuntimeChild) -> None:
-    global _idle
-    if child.release is None and child._alive():
+    if child._alive():
         with _idle_lock:
-            if _idle is None:
-                _idle = child
+            if child.release not in _idle:
+                _idle[child.release] = child
                 return
     child.close()
 
 
 def close_idle() -> None:
-    """End the idle process, if there is one."""
-    child = take_idle(None)
-    if child is not None:
-        child.close()
+    """End every idle process."""
+    with _idle_lock:
+        children = list(_idle.values())
+        _idle.clear()
+    for child in children:
+        if child._owner == os.getpid():
+            child.close()
 
 
 atexit.register(close_idle)

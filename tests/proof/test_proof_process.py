@@ -127,6 +127,29 @@ def test_a_process_proves_one_model_after_another_in_one_proof_process(marian_le
     assert len(started) == 1
 
 
+@pytest.mark.slow  # onnxruntime 1.16.3 installed into the suite's cache on first use
+def test_proofs_in_another_release_share_that_releases_process_not_the_installed_ones(marian_legacy, repaired,
+                                                                                     started):
+    from graphfix.proof.runtimes import runtime_python
+
+    runtime_python("1.16.3")
+    fixed = repaired(marian_legacy)
+    releases = [validate(fixed, ort_version=v).onnxruntime for v in ("1.16.3", None, "1.16.3", None)]
+    assert releases[0] == releases[2] == "1.16.3" and releases[1] == releases[3] != "1.16.3"
+    assert len(started) == 2
+
+
+@pytest.mark.slow  # onnxruntime 1.16.3 installed into the suite's cache on first use
+def test_an_idle_process_is_not_taken_once_its_release_resolves_to_another_interpreter(marian_legacy, repaired,
+                                                                                       started, monkeypatch,
+                                                                                       tmp_path):
+    validate(repaired(marian_legacy), ort_version="1.16.3")
+    [pid] = started
+    monkeypatch.setenv("GRAPHFIX_CACHE", str(tmp_path / "another-cache"))  # 1.16.3 is not installed there
+    assert child.take_idle("1.16.3") is None
+    assert _gone(pid)
+
+
 def test_a_proof_process_that_answered_with_a_failure_is_not_kept(started):
     """onnxruntime refuses this real converter output: the process that said so is ended, not kept."""
     from ..conftest import ROOT
