@@ -80,7 +80,8 @@ class RuntimeChild:
     def send(self, request: Request) -> None:
         """Give the child `request`, which it starts on at once (it must name the child's release)."""
         if request.release != self.release or self._sent or self._proc is None:
-            raise ValueError(f"a proof child for onnxruntime {self.release or 'installed'} takes one request of it")
+            raise ValueError(f"a proof child for onnxruntime {self.release or 'installed'} takes its release's "
+                             "requests, one at a time")
         assert self._proc.stdin is not None
         try:
             self._proc.stdin.write(request.to_json() + "\n")
