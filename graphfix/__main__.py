@@ -19,9 +19,9 @@ def _proof_follows(args: list[str]) -> bool:
     existing file, the proof neither switched off nor sent to another release. Read before the command line is
     imported, so a wrong guess is possible, and cheap: a process ended unused. Not under an address-space limit,
     where importing the command line may exhaust it and leave too little to end that process cleanly."""
-    from .process.limits import address_space_limit
+    from .process.limits import address_space_limited
 
-    return (args[:1] in (["repair"], ["validate"]) and address_space_limit() is None
+    return (args[:1] in (["repair"], ["validate"]) and not address_space_limited()
             and not any(arg.partition("=")[0] in _NO_INSTALLED_PROOF for arg in args)
             and any(os.path.isfile(arg) for arg in args[1:]))
 

@@ -211,3 +211,17 @@ def test_the_idle_proof_process_outlives_no_owner_killed_outright(marian_legacy,
     owner.wait()
     assert _gone(int(pid))
     assert not Path(carried).exists()
+
+
+def test_no_early_process_under_an_address_space_limit(marian_legacy):
+    """There, importing the command line may exhaust the limit and leave too little to end the process cleanly."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.RLIM_INFINITY))
+
+    code = "import sys; from graphfix.__main__ import _proof_follows; print(_proof_follows(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "repair", str(marian_legacy), "out.onnx"]
+    assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert subprocess.run(argv, capture_output=True, text=True, check=True,
+                          preexec_fn=limited).stdout.strip() == "False"
