@@ -632,18 +632,20 @@ def main(request: str) -> int:
 def serve(carried: str) -> int:
     """main() of each request read from stdin, a line each, each answer flushed, until stdin closes: onnxruntime is
     imported first, as the process is started before graphfix knows its first request (child.RuntimeChild), and
-    it is kept for the next proof. Its stdin closes only when graphfix died without ending it (graphfix kills it
-    otherwise), so it removes `carried`, the directory graphfix made for it, on its way out."""
+    it is kept for the next proof. graphfix ends it with SIGKILL and removes `carried`, the directory it made for
+    it; a process that ends by itself (its stdin closed, or its answer found no reader: graphfix died) removes it."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         pass  # main says so, as the answer to the request
-    while request := sys.stdin.readline():
-        if request.strip():
-            main(request)
-            sys.stdout.flush()
-            gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
-    shutil.rmtree(carried, ignore_errors=True)
+    try:
+        while request := sys.stdin.readline():
+            if request.strip():
+                main(request)
+                sys.stdout.flush()
+                gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
+    finally:
+        shutil.rmtree(carried, ignore_errors=True)
     return 0
 
 

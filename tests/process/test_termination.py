@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from ..conftest import sha256
-from .test_interruption_and_limits import OLD, SOURCE, Big, graphfix_command, run_graphfix, signal_points, temp_dirs
+from .test_interruption_and_limits import (
+    OLD,
+    SOURCE,
+    Big,
+    graphfix_command,
+    run_graphfix,
+    signal_points,
+    staged_model_complete,
+    temp_dirs,
+)
 
 pytestmark = pytest.mark.slow  # signals at many points of real runs: make test
 
@@ -124,8 +133,12 @@ def no_carried_folders(tmpdir: Path) -> None:
 FILE_POINTS = ["staging", "copy", "proof", "landing"]
 
 
-def proof_running(pid: int):
-    return lambda: descendants_matching(pid, b"client_loop")
+def proof_running(pid: int, staged_in: tuple[Big, Path] | None = None):
+    """The proof's process exists; with `staged_in` (the model, the output's folder), the staged output is complete
+    too, so the proof has its request: the process itself starts with graphfix, before any file is written."""
+    if staged_in is None:
+        return lambda: descendants_matching(pid, b"client_loop")
+    return lambda: staged_model_complete(*staged_in) and descendants_matching(pid, b"client_loop")
 
 
 @pytest.mark.parametrize("point", FILE_POINTS)
@@ -139,7 +152,7 @@ def test_a_terminated_repair_leaves_the_old_output_no_debris_and_no_process(sig,
     when = {"staging": lambda: bool(temp_dirs(out_dir)),
             "copy": lambda: bool(temp_dirs(out_dir)) and any(f.stat().st_size > 0 for d in temp_dirs(out_dir)
                                                               if d.is_dir() for f in d.iterdir()),
-            "proof": proof_running(run.proc.pid),
+            "proof": proof_running(run.proc.pid, (padded, out_dir)),
             "landing": padded.seconds * 0.98}[point]
     running = run.signal_when(sig, when)
     result = run.finish()
@@ -174,7 +187,7 @@ def test_sigterm_to_the_process_group_during_the_proof_is_one_line_and_leaves_no
     out = out_dir / "decoder_model_merged.onnx"
     out.write_bytes(OLD)
     run = Run(["repair", "--force", padded.input, out], tmpdir=tmpdir)
-    running = run.signal_when(signal.SIGTERM, proof_running(run.proc.pid), group=True)
+    running = run.signal_when(signal.SIGTERM, proof_running(run.proc.pid, (padded, out_dir)), group=True)
     result = run.finish()
     assert running and run.survivors == [], f"processes outlived graphfix: {run.survivors}"
     assert_interrupted_by(result, signal.SIGTERM)
@@ -394,3 +407,19 @@ def test_the_next_install_removes_what_a_killed_install_left_but_never_a_build_i
     finally:
         live.kill()
         live.wait()
+
+
+def test_the_proof_process_of_a_graphfix_killed_outright_leaves_no_carried_folder(padded, tmp_path):
+    """SIGKILL gives graphfix no moment to end its proof's process or remove what it made for it: that process
+    finishes its proof, finds no reader for its answer, and removes its folder itself."""
+    out, tmpdir = tmp_path / "out.onnx", tmp_path / "tmp"
+    tmpdir.mkdir()
+    run = Run(["repair", padded.input, out], tmpdir=tmpdir)
+    assert run.signal_when(signal.SIGKILL, proof_running(run.proc.pid, (padded, tmp_path)))
+    run.proc.wait()
+    deadline = time.monotonic() + 60
+    while session_members(run.proc.pid) and time.monotonic() < deadline:  # the proof runs on to its end
+        time.sleep(0.05)
+    assert session_members(run.proc.pid) == []
+    no_carried_folders(tmpdir)
+    assert not out.exists()
