@@ -54,27 +54,30 @@ class RuntimeChild:
             python = runtime_python(release)
         self.python = python
         self._owner = os.getpid()  # a forked copy of this object is not its owner
-        self._carried = tempfile.TemporaryDirectory(prefix="graphfix-carried-")
-        carried = self._carried.name
-        # Its stderr, read only when it dies: a pipe nobody reads while it lives could fill and stop it.
-        self._stderr = open(Path(carried, "stderr"), "w+", encoding="utf-8", errors="replace")
+        # A plain folder, removed by close (or by the process itself): a TemporaryDirectory's finalizer would also
+        # run in a forked copy of this process, and remove it from under the parent's process.
+        self.carried = carried = tempfile.mkdtemp(prefix="graphfix-carried-")
+        stderr = None
         try:
             for name in CARRIED:
                 target = Path(carried, "graphfix", name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(PACKAGE / name, target)
+            # Its stderr, read only when it dies: a pipe nobody reads while it lives could fill and stop it.
+            stderr = open(Path(carried, "stderr"), "w+", encoding="utf-8", errors="replace")
             script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import serve; "
                       f"sys.exit(serve({carried!r}))")
             # The child's temporary files (a non-UTF-8 model's alias directory) go inside `carried`, which is
             # removed however the child ended, even killed outright.
             self._proc: subprocess.Popen[str] | None = start_child(
                 [str(python), "-I", "-c", script], env={**os.environ, "TMPDIR": carried, "TEMP": carried,
-                                                        "TMP": carried}, stdin=subprocess.PIPE,
-                stderr=self._stderr)
+                                                        "TMP": carried}, stdin=subprocess.PIPE, stderr=stderr)
         except BaseException:
-            self._stderr.close()
-            self._carried.cleanup()
+            if stderr is not None:
+                stderr.close()
+            shutil.rmtree(carried, ignore_errors=True)
             raise
+        self._stderr = stderr
         self._sent = False
 
     def send(self, request: Request) -> None:
@@ -121,7 +124,7 @@ class RuntimeChild:
             end_child(self._proc)
             self._proc = None
         self._stderr.close()
-        self._carried.cleanup()
+        shutil.rmtree(self.carried, ignore_errors=True)
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None

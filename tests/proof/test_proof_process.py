@@ -174,7 +174,7 @@ from graphfix.proof import child
 repair(sys.argv[1], sys.argv[2])
 idle = child.take_idle(None)
 child._keep_idle(idle)
-print(idle._proc.pid, idle._carried.name, flush=True)
+print(idle._proc.pid, idle.carried, flush=True)
 if sys.argv[3] == "wait":
     sys.stdin.readline()
 """
@@ -225,3 +225,25 @@ def test_no_early_process_under_an_address_space_limit(marian_legacy):
     assert subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip() == "True"
     assert subprocess.run(argv, capture_output=True, text=True, check=True,
                           preexec_fn=limited).stdout.strip() == "False"
+
+
+FORKS = """
+import os, sys
+from graphfix import validate
+from graphfix.proof import child
+validate(sys.argv[1])
+idle = child.take_idle(None)
+child._keep_idle(idle)
+pid = os.fork()
+if pid == 0:  # a library caller's forked copy, ending as a normal Python does: atexit, finalizers
+    sys.exit(0)
+os.waitpid(pid, 0)
+print(os.path.isdir(idle.carried), validate(sys.argv[1]).ok, child.take_idle(None) is idle)
+"""
+
+
+def test_a_forked_copy_of_a_library_caller_leaves_the_callers_proof_process_alone(marian_legacy, repaired):
+    result = subprocess.run([sys.executable, "-c", FORKS, repaired(marian_legacy)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]  # its folder kept, its process reused
