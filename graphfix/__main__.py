@@ -30,11 +30,10 @@ def main() -> None:
     from .process import interrupts
 
     interrupts.install()  # first: a Ctrl-C while the CLI imports is one line too
-    early = _proof_follows(sys.argv[1:])
     started = False
     try:
-        if early:
-            _start_proof_early()
+        if _proof_follows(sys.argv[1:]):
+            _start_proof_early()  # ended unused by child.py's atexit hook, as every idle proof process is
         from .cli import app
 
         started = True
@@ -51,10 +50,6 @@ def main() -> None:
         # in it (tens of ms once onnxruntime is loaded) would only turn the real exit status into "killed".
         for sig in interrupts.STOPPING:
             signal.signal(sig, signal.SIG_IGN)
-        if early:
-            from .proof import child
-
-            child.close_idle()
 
 
 def _start_proof_early() -> None:
