@@ -44,10 +44,10 @@ demo: install
 	$(GRAPHFIX) describe build/demo/marian.onnx
 
 # On every core (pytest-xdist; PYTEST_WORKERS=0 runs in this one process): tests/conftest.py builds the wheel and
-# repairs each sample once per run, whichever worker asks first, and starts the longest tests first. --dist loadfile:
+# repairs each sample once per run, whichever worker asks first, and starts the longest modules first. --dist loadfile:
 # a module runs whole on one worker, so that its module fixtures (venvs, padded models) are made once.
 PYTEST_WORKERS ?= auto
-PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(VENV)/.test-installed
 	$(PYTEST) --durations=10

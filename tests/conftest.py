@@ -225,17 +225,23 @@ def drain_pty(primary: int) -> bytes:
     return drawn
 
 
-# The longest tests, started first: under pytest-xdist (make test) a worker that starts one of them last would run it
-# alone while the other workers idle. Each is a path prefix of node ids, longest first (make test's --durations); make
-# test's --dist loadfile runs each module whole on one worker.
+# The longest modules, started first: under pytest-xdist (make test) a worker that starts one of them last runs it
+# alone while the other idles. Longest first, as a timeline of make test measured them; --dist loadfile runs each
+# module whole on one worker, and --no-loadscope-reorder keeps this order (xdist would put the modules with the most
+# tests first).
 LONGEST_FIRST = (
     "tests/package/test_python_versions.py",
-    "tests/process/test_interruption_and_limits.py",
-    "tests/cli/test_json_and_hook.py::test_the_pre_commit_hook",
-    "tests/end_to_end/test_fuzz.py",
     "tests/process/test_termination.py",
+    "tests/process/test_interruption_and_limits.py",
+    "tests/end_to_end/test_fuzz.py",
+    "tests/cli/test_json_and_hook.py",
+    "tests/end_to_end/test_repair_samples.py",
+    "tests/targets/test_target_runtime.py",
     "tests/package/test_installed_wheel.py",
+    "tests/cli/test_output.py",
+    "tests/batch/test_tree_repair.py",
     "tests/docs/test_docs.py",
+    "tests/proof/test_runtime_isolation.py",
 )
 
 
