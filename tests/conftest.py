@@ -97,6 +97,34 @@ def toy_decoder(dummy_nodes, dummy_output="dummy", *, swap=False, flag="use_cach
 
 
 
+def proof_process_command(statements: str) -> list[str]:
+    """The proof process's command line (child.py), running `statements` once graphfix's folder is its package."""
+    import sys
+
+    from graphfix.proof.child import boot_command
+
+    command = boot_command(sys.executable)
+    command[-1] = command[-1].replace("from graphfix.proof.client_loop import serve; sys.exit(serve())", statements)
+    return command
+
+
+def session_members(sid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process of session `sid`, zombies excepted."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -1,9 +1,9 @@
 """The proof's process: a Python of the proven onnxruntime release that imports numpy and onnxruntime while
 graphfix is still reading and writing, then answers requests read from stdin, one line each (client_loop.serve).
 
-It sees only a copy of the few graphfix modules the client loop needs (`CARRIED`), never graphfix's installation:
-an installed graphfix sits in a site-packages holding the newer onnxruntime, which would win over an isolated
-release's (runtimes.py).
+It imports graphfix's package folder as `graphfix`, and nothing beside it (`BOOT`): an installed graphfix sits in a
+site-packages holding the newer onnxruntime, which would win over an isolated release's (runtimes.py). Of graphfix
+it imports only the client loop and the standard-library modules it names (test_architecture checks).
 
 Importing onnxruntime costs a Python a third of a second, which is most of a small model's proof. So a process is
 kept once it has answered, for the next proof in its release (one idle process per release and graphfix process:
@@ -18,6 +18,7 @@ so that starting the process costs milliseconds.
 from __future__ import annotations
 
 import atexit
+import glob
 import os
 import shutil
 import subprocess
@@ -33,16 +34,28 @@ if TYPE_CHECKING:
     from .cases import Request
 
 PACKAGE = Path(__file__).resolve().parent.parent
-# The client loop and what it imports: standard library, numpy and onnxruntime beyond these (test_proof checks).
-CARRIED = ("__init__.py", "errors.py", "signature.py", "proof/__init__.py", "proof/cases.py", "proof/client_loop.py",
-           "proof/paths.py")
+# The child's first words: graphfix's folder as the package `graphfix` (its __init__ imports only the standard
+# library), so that `python -I` sees graphfix's modules without the site-packages beside them.
+BOOT = "; ".join([
+    "import importlib.util, sys",
+    "spec = importlib.util.spec_from_file_location('graphfix', {init!r}, submodule_search_locations=[{package!r}])",
+    "sys.modules['graphfix'] = graphfix = importlib.util.module_from_spec(spec)",
+    "spec.loader.exec_module(graphfix)",
+    "from graphfix.proof.client_loop import serve",
+    "sys.exit(serve())",
+])
+
+
+def boot_command(python: Path | str) -> list[str]:
+    """The command line of a proof process in `python`: isolated (-I), writing no bytecode into graphfix's
+    installation (-B) for an interpreter that did not install it."""
+    return [str(python), "-I", "-B", "-c", BOOT.format(init=str(PACKAGE / "__init__.py"), package=str(PACKAGE))]
 
 
 class RuntimeChild:
     """The proof's process in the onnxruntime release `release` names (this interpreter's when None), started before
     its request is known. `send` gives it a request, `answer` waits for the answer; `close` ends it however far it
-    got (its carried files go with it). answer ends it too, or keeps it idle for the next proof in its release
-    when it answered."""
+    got. answer ends it too, or keeps it idle for the next proof in its release when it answered."""
 
     def __init__(self, release: str | None):
         self.release = release
@@ -54,30 +67,15 @@ class RuntimeChild:
             python = runtime_python(release)
         self.python = python
         self._owner = os.getpid()  # a forked copy of this object is not its owner
-        # A plain folder, removed by close (or by the process itself): a TemporaryDirectory's finalizer would also
-        # run in a forked copy of this process, and remove it from under the parent's process.
-        self.carried = carried = tempfile.mkdtemp(prefix="graphfix-carried-")
-        stderr = None
+        # Its stderr, read only when it dies (a pipe nobody reads while it lives could fill and stop it), in a file
+        # with no name, so that nothing of it outlives a kill.
+        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
         try:
-            for name in CARRIED:
-                target = Path(carried, "graphfix", name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(PACKAGE / name, target)
-            # Its stderr, read only when it dies: a pipe nobody reads while it lives could fill and stop it.
-            stderr = open(Path(carried, "stderr"), "w+", encoding="utf-8", errors="replace")
-            script = (f"import sys; sys.path.insert(0, {carried!r}); from graphfix.proof.client_loop import serve; "
-                      f"sys.exit(serve({carried!r}))")
-            # The child's temporary files (a non-UTF-8 model's alias directory) go inside `carried`, which is
-            # removed however the child ended, even killed outright.
-            self._proc: subprocess.Popen[str] | None = start_child(
-                [str(python), "-I", "-c", script], env={**os.environ, "TMPDIR": carried, "TEMP": carried,
-                                                        "TMP": carried}, stdin=subprocess.PIPE, stderr=stderr)
+            self._proc: subprocess.Popen[str] | None = start_child(boot_command(python), stdin=subprocess.PIPE,
+                                                                   stderr=self._stderr)
         except BaseException:
-            if stderr is not None:
-                stderr.close()
-            shutil.rmtree(carried, ignore_errors=True)
+            self._stderr.close()
             raise
-        self._stderr = stderr
         self._sent = False
 
     def send(self, request: Request) -> None:
@@ -122,9 +120,11 @@ class RuntimeChild:
     def close(self) -> None:
         if self._proc is not None:
             end_child(self._proc)
+            # What a process killed while loading a model left: the UTF-8 alias of a path that is not (paths.py).
+            for alias in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-alias-{self._proc.pid}-*")):
+                shutil.rmtree(alias, ignore_errors=True)
             self._proc = None
         self._stderr.close()
-        shutil.rmtree(self.carried, ignore_errors=True)
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
@@ -185,4 +185,4 @@ def close_idle() -> None:
 atexit.register(close_idle)
 
 
-__all__ = ["CARRIED", "PACKAGE", "RuntimeChild", "close_idle", "start_idle", "take_idle"]
+__all__ = ["BOOT", "PACKAGE", "RuntimeChild", "boot_command", "close_idle", "start_idle", "take_idle"]

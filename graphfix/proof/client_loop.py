@@ -8,8 +8,8 @@ step-1 model over the whole prefix) and, given a reference model (the original m
 recompute too.
 
 Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
-`proof.cases`) are imported here: the same file runs inside an isolated interpreter holding another onnxruntime
-release (runtimes.py carries it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
+`proof.cases`, `proof.paths`) are imported here: the same file runs inside an isolated interpreter holding another
+onnxruntime release (child.py starts it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
 cases.ProofRequest or LoadRequest, as to_json wrote it), or with serve() reading it from stdin, and answering with
 one JSON document on stdout.
 """
@@ -629,23 +629,20 @@ def main(request: str) -> int:
     return 0
 
 
-def serve(carried: str) -> int:
+def serve() -> int:
     """main() of each request read from stdin, a line each, each answer flushed, until stdin closes: onnxruntime is
     imported first, as the process is started before graphfix knows its first request (child.RuntimeChild), and
-    it is kept for the next proof. graphfix ends it with SIGKILL and removes `carried`, the directory it made for
-    it; a process that ends by itself (its stdin closed, or its answer found no reader: graphfix died) removes it."""
+    it is kept for the next proof. It ends when its stdin closes or its answer finds no reader (graphfix died), or
+    by graphfix's SIGKILL."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         pass  # main says so, as the answer to the request
-    try:
-        while request := sys.stdin.readline():
-            if request.strip():
-                main(request)
-                sys.stdout.flush()
-                gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
-    finally:
-        shutil.rmtree(carried, ignore_errors=True)
+    while request := sys.stdin.readline():
+        if request.strip():
+            main(request)
+            sys.stdout.flush()
+            gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
     return 0
 
 

@@ -6,9 +6,8 @@ CPython version (`onnxruntime-1.16.3-py3.11`), made with the interpreter interpr
 built in a hidden directory beside its final name and renamed there once complete (marked by `COMPLETE`).
 
 The proof runs there in an isolated interpreter (`python -I`: no PYTHONPATH, no user site, not the current
-directory) that sees only that venv's packages plus a copy of the few graphfix modules the client loop needs
-(child.py's `CARRIED`), never graphfix's own installation: an installed graphfix sits in a site-packages holding
-the newer onnxruntime, which would otherwise win.
+directory) that sees only that venv's packages and graphfix's own folder (child.py's `BOOT`), never the
+site-packages graphfix is installed in: it holds the newer onnxruntime, which would otherwise win.
 """
 
 from __future__ import annotations

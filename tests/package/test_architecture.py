@@ -20,10 +20,10 @@ from graphfix.model.graph import all_graphs
 from graphfix.model.merged_decoder import PlainModel, find_merged_decoder
 from graphfix.passes import ANY_MODEL, PIPELINE, pipeline, repair_pass, run_passes
 from graphfix.proof.cases import ProofRequest
-from graphfix.proof.child import CARRIED, PACKAGE
+from graphfix.proof.child import PACKAGE
 from graphfix.targets import parse_release
 
-from ..conftest import ROOT
+from ..conftest import ROOT, proof_process_command
 
 # --- one client loop ------------------------------------------------------------------------------------------------
 
@@ -66,30 +66,22 @@ def test_split_proof_can_run_in_another_onnxruntime_like_validate(marian_current
     assert result.validation.original is not None and result.validation.original["max_abs_diff"] == 0.0
 
 
-def test_the_client_loop_runs_from_the_carried_modules_alone(tmp_path, marian_current, repaired):
-    """What runs inside an isolated runtime: a copy of CARRIED, under `python -I`, finds no other graphfix."""
-    import shutil
-
-    carried = tmp_path / "carried"
-    for name in CARRIED:
-        (carried / "graphfix" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PACKAGE / name, carried / "graphfix" / name)
+def test_the_proof_process_imports_only_the_client_loop_and_its_standard_library_modules(marian_current, repaired):
+    """What runs inside an isolated runtime: graphfix's folder as the package, under `python -I`; of graphfix it
+    imports the client loop and the few modules it names, never a stage that needs onnx."""
     model = str(repaired(marian_current))
     request = ProofRequest(model=model, model_with_past=model, tolerance=1e-4, steps=3, batches=(1,),
                            source_lengths=(5,)).to_json()
-    script = (f"import sys; sys.path.insert(0, {str(carried)!r}); from graphfix.proof.client_loop import main; "
-              "main(sys.argv[1]); import graphfix; "
-              "print(graphfix.__file__); print(sorted(m for m in sys.modules if m.startswith('graphfix')))")
-    proc = subprocess.run([sys.executable, "-I", "-c", script, request], capture_output=True, text=True, check=True)
-    answer, where, modules = proc.stdout.splitlines()
+    command = proof_process_command("from graphfix.proof.client_loop import serve; serve(); "
+                                    "print(sorted(m for m in sys.modules if m.startswith('graphfix')))")
+    proc = subprocess.run(command, input=request + "\n", capture_output=True, text=True, check=True)
+    answer, modules = proc.stdout.splitlines()
     assert json.loads(answer)["result"]["cases"][0]["failure"] is None
-    assert where.startswith(str(carried))
-    carried_modules = {"graphfix." + name.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
-                       for name in CARRIED} | {"graphfix"}
-    assert set(eval(modules)) <= carried_modules
+    assert set(eval(modules)) == {"graphfix", "graphfix.errors", "graphfix.signature", "graphfix.proof",
+                                  "graphfix.proof.cases", "graphfix.proof.client_loop", "graphfix.proof.paths"}
 
 
-def test_the_client_loop_imports_nothing_beyond_numpy_onnxruntime_and_the_carried_modules():
+def test_the_client_loop_imports_nothing_beyond_numpy_onnxruntime_and_graphfix_standard_library_modules():
     source = (PACKAGE / "proof" / "client_loop.py").read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):

@@ -1,6 +1,6 @@
 """Every termination is an interruption: SIGTERM (`timeout`, `make`, `docker stop`, systemd, a cancelled CI job) and
 SIGHUP (a dropped ssh session) end a run like Ctrl-C does: one `error: interrupted by SIG...` line, exit 128+n, the
-input intact, no staging copy beside OUT, no `graphfix-carried-*` folder in TMPDIR, and no process of the run left:
+input intact, no staging copy beside OUT, nothing of graphfix's in TMPDIR, and no process of the run left:
 not the proof's child, not a --jobs worker or the pool's resource tracker, not ensurepip or pip installing a runtime.
 
 The signal goes to graphfix's own process only (what `docker stop` and `kill PID` do), so the children are
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import sha256
+from ..conftest import session_members, sha256
 from .test_interruption_and_limits import (
     OLD,
     SOURCE,
@@ -43,23 +43,6 @@ def padded(tmp_path_factory) -> Big:
     yield made
     assert sha256(made.input) == made.input_sha
 SIGNAL_IDS = ["sigterm", "sighup"]
-
-
-def session_members(sid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process of session `sid`, zombies excepted."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append((int(entry.name), cmdline))
-    return found
 
 
 def descendants_matching(pid: int, words: bytes) -> bool:
@@ -122,9 +105,9 @@ def assert_interrupted_by(result: subprocess.CompletedProcess, sig: int) -> None
     assert lines[0].startswith(f"error: interrupted by {signal.Signals(sig).name}"), result.stderr
 
 
-def no_carried_folders(tmpdir: Path) -> None:
+def nothing_of_graphfix_in(tmpdir: Path) -> None:
     # Only graphfix's own: onnxruntime drops a `.ses` file of its own into TMPDIR on every run, interrupted or not.
-    assert [p.name for p in tmpdir.iterdir() if "graphfix" in p.name] == [], "graphfix-carried-* was left"
+    assert [p.name for p in tmpdir.iterdir() if "graphfix" in p.name] == [], "graphfix left files in TMPDIR"
 
 
 # --- one file ---------------------------------------------------------------------------------------------------
@@ -166,7 +149,7 @@ def test_a_terminated_repair_leaves_the_old_output_no_debris_and_no_process(sig,
     if point in ("staging", "proof"):
         assert out.read_bytes() == OLD and "nothing was written" in result.stderr
     assert sorted(p.name for p in out_dir.iterdir()) == [out.name], "the staging copy was left beside OUT"
-    no_carried_folders(tmpdir)
+    nothing_of_graphfix_in(tmpdir)
     assert sha256(padded.input) == padded.input_sha
 
 
@@ -194,7 +177,7 @@ def test_sigterm_to_the_process_group_during_the_proof_is_one_line_and_leaves_no
     assert "nothing was written" in result.stderr and result.stdout == ""
     assert out.read_bytes() == OLD
     assert sorted(p.name for p in out_dir.iterdir()) == [out.name], "the staging copy was left beside OUT"
-    no_carried_folders(tmpdir)
+    nothing_of_graphfix_in(tmpdir)
     assert sha256(padded.input) == padded.input_sha
 
 
@@ -210,7 +193,7 @@ def test_sigterm_to_the_process_group_of_a_jobs_2_directory_repair_is_one_line_a
     assert "leaked" not in result.stderr and "Traceback" not in result.stderr
     assert_interrupted_by(result, signal.SIGTERM)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tmp"], "OUT or its staging directory was left"
-    no_carried_folders(tmpdir)
+    nothing_of_graphfix_in(tmpdir)
     assert sha256(source / "onnx" / "decoder_model_merged.onnx") == padded.input_sha
 
 
@@ -286,7 +269,7 @@ def test_a_terminated_directory_repair_ends_every_worker_and_leaves_no_output(si
     assert "leaked" not in result.stderr, "the resource tracker found semaphores the pool never released"
     assert_interrupted_by(result, sig)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tmp"], "OUT or its staging directory was left"
-    no_carried_folders(tmpdir)
+    nothing_of_graphfix_in(tmpdir)
     assert sha256(source / "onnx" / "decoder_model_merged.onnx") == padded.input_sha
 
 
@@ -412,9 +395,9 @@ def test_the_next_install_removes_what_a_killed_install_left_but_never_a_build_i
         live.wait()
 
 
-def test_the_proof_process_of_a_graphfix_killed_outright_leaves_no_carried_folder(padded, tmp_path):
-    """SIGKILL gives graphfix no moment to end its proof's process or remove what it made for it: that process
-    finishes its proof, finds no reader for its answer, and removes its folder itself."""
+def test_the_proof_process_of_a_graphfix_killed_outright_ends_by_itself_and_leaves_nothing(padded, tmp_path):
+    """SIGKILL gives graphfix no moment to end its proof's process: that process finishes its proof, finds no
+    reader for its answer, and ends, having made nothing that outlives it."""
     out, tmpdir = tmp_path / "out.onnx", tmp_path / "tmp"
     tmpdir.mkdir()
     run = Run(["repair", padded.input, out], tmpdir=tmpdir)
@@ -424,5 +407,5 @@ def test_the_proof_process_of_a_graphfix_killed_outright_leaves_no_carried_folde
     while session_members(run.proc.pid) and time.monotonic() < deadline:  # the proof runs on to its end
         time.sleep(0.05)
     assert session_members(run.proc.pid) == []
-    no_carried_folders(tmpdir)
+    nothing_of_graphfix_in(tmpdir)
     assert not out.exists()

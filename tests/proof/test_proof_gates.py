@@ -8,7 +8,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -19,7 +18,6 @@ from graphfix import BadInputError, RepairOptions, ValidationFailedError, parse_
 from graphfix.io.read import read_model
 from graphfix.io.write import write_models
 from graphfix.proof.cases import SOURCE, EncoderFeeds, LoadRequest, ProofRequest, request_from_json
-from graphfix.proof.child import CARRIED, PACKAGE
 from graphfix.proof.gates import (
     CheckerGate,
     DecodeGate,
@@ -29,7 +27,7 @@ from graphfix.proof.gates import (
     proof_gates,
 )
 
-from ..conftest import ROOT
+from ..conftest import ROOT, proof_process_command
 
 EVERY_SAMPLE = sorted(p for p in (ROOT / "sample_models").rglob("*.onnx"))
 
@@ -209,16 +207,8 @@ def test_a_load_gate_loads_every_staged_file(tmp_path):
 # --- ProofRequest -----------------------------------------------------------------------------------------------
 
 
-def _carried(tmp_path: Path) -> Path:
-    carried = tmp_path / "carried"
-    for name in CARRIED:
-        (carried / "graphfix" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PACKAGE / name, carried / "graphfix" / name)
-    return carried
-
-
 def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(tmp_path):
-    """Written by the host, read by the carried modules alone under `python -I`: every field arrives under the
+    """Written by the host, read in the proof process: every field arrives under the
     name it left with."""
     feeds = EncoderFeeds(shapes={"input_features": [80, SOURCE], "pixel_values": [3, 32, 32]}, vocab=None,
                          said_by={"input_features": "config's feature size", "pixel_values": "config image_size"})
@@ -229,11 +219,9 @@ def test_the_proof_request_round_trips_through_the_child_with_one_name_per_idea(
     assert request_from_json(request.to_json()) == request
     assert request_from_json(LoadRequest("/m/encoder.onnx", "1.16.3").to_json()) == LoadRequest("/m/encoder.onnx",
                                                                                                "1.16.3")
-    script = (f"import sys, json, dataclasses; sys.path.insert(0, {str(_carried(tmp_path))!r}); "
-              "from graphfix.proof.cases import request_from_json; "
-              "print(json.dumps(dataclasses.asdict(request_from_json(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-I", "-c", script, request.to_json()], capture_output=True, text=True,
-                          check=True)
+    command = proof_process_command("import json, dataclasses; from graphfix.proof.cases import request_from_json; "
+                                    "print(json.dumps(dataclasses.asdict(request_from_json(sys.argv[1]))))")
+    proc = subprocess.run([*command, request.to_json()], capture_output=True, text=True, check=True)
     read = json.loads(proc.stdout)
     assert read == {**dataclasses.asdict(request), "batches": [1, 2], "source_lengths": [4],
                     "pair": ["/m/decoder_model.onnx", "/m/decoder_with_past_model.onnx"]}
@@ -245,9 +233,7 @@ def test_the_child_refuses_a_request_meant_for_another_release(marian_current, t
     import onnxruntime
 
     request = LoadRequest(str(marian_current), release="1.16.3" if onnxruntime.__version__ != "1.16.3" else "1.17.3")
-    script = (f"import sys; sys.path.insert(0, {str(_carried(tmp_path))!r}); "
-              "from graphfix.proof.client_loop import main; main(sys.argv[1])")
-    proc = subprocess.run([sys.executable, "-I", "-c", script, request.to_json()], capture_output=True, text=True,
-                          check=True)
+    command = proof_process_command("from graphfix.proof.client_loop import main; main(sys.argv[1])")
+    proc = subprocess.run([*command, request.to_json()], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout) == {
         "error": f"the proof meant for onnxruntime {request.release} ran in {onnxruntime.__version__}"}
