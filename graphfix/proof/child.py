@@ -73,6 +73,7 @@ class RuntimeChild:
         try:
             self._proc: subprocess.Popen[str] | None = start_child(boot_command(python), stdin=subprocess.PIPE,
                                                                    stderr=self._stderr)
+            self.pid = self._proc.pid
         except BaseException:
             self._stderr.close()
             raise
@@ -120,11 +121,11 @@ class RuntimeChild:
     def close(self) -> None:
         if self._proc is not None:
             end_child(self._proc)
-            # What a process killed while loading a model left: the UTF-8 alias of a path that is not (paths.py).
-            for alias in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-alias-{self._proc.pid}-*")):
-                shutil.rmtree(alias, ignore_errors=True)
             self._proc = None
         self._stderr.close()
+        # What a process killed while loading a model left: the UTF-8 alias of a path that is not (paths.py).
+        for alias in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-alias-{self.pid}-*")):
+            shutil.rmtree(alias, ignore_errors=True)
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
