@@ -104,7 +104,7 @@ def proof_process_command(statements: str) -> list[str]:
     from graphfix.proof.child import boot_command
 
     command = boot_command(sys.executable)
-    command[-1] = command[-1].replace("from graphfix.proof.client_loop import serve; sys.exit(serve())", statements)
+    command[-1] = command[-1].split("from graphfix.proof.client_loop import serve")[0] + statements
     return command
 
 

@@ -10,9 +10,9 @@ kept once it has answered, for the next proof in its release (one idle process p
 a directory's decoders, a --jobs worker's models and a library caller's repairs share it), and the command line
 starts the installed release's first thing (`start_idle`, from graphfix.__main__, before the command line itself
 is imported) when its arguments say a proof there follows. A proof takes it over (`take_idle`); it ends with its
-owner (`close_idle`, also at exit; and on its own once its stdin closes, when the owner was killed). A process that
-answered with a failure is ended after it. This module imports nothing of graphfix's heavy stages,
-so that starting the process costs milliseconds.
+owner (`close_idle`, also at exit; and on its own once its stdin closes, when the owner was killed), or by itself
+after `IDLE_SECONDS` without a request. A process that answered with a failure is ended after it. This module
+imports nothing of graphfix's heavy stages, so that starting the process costs milliseconds.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,14 +43,18 @@ BOOT = "; ".join([
     "sys.modules['graphfix'] = graphfix = importlib.util.module_from_spec(spec)",
     "spec.loader.exec_module(graphfix)",
     "from graphfix.proof.client_loop import serve",
-    "sys.exit(serve())",
+    "sys.exit(serve({idle_seconds}))",
 ])
+# An idle process ends by itself after this long without a request (a library caller's, between its repairs), and
+# is taken for a proof only within half of it, so that it never ends just as it is given one.
+IDLE_SECONDS = 60.0
 
 
 def boot_command(python: Path | str) -> list[str]:
     """The command line of a proof process in `python`: isolated (-I), writing no bytecode into graphfix's
     installation (-B) for an interpreter that did not install it."""
-    return [str(python), "-I", "-B", "-c", BOOT.format(init=str(PACKAGE / "__init__.py"), package=str(PACKAGE))]
+    boot = BOOT.format(init=str(PACKAGE / "__init__.py"), package=str(PACKAGE), idle_seconds=IDLE_SECONDS)
+    return [str(python), "-I", "-B", "-c", boot]
 
 
 class RuntimeChild:
@@ -74,6 +79,7 @@ class RuntimeChild:
             self._proc: subprocess.Popen[str] | None = start_child(boot_command(python), stdin=subprocess.PIPE,
                                                                    stderr=self._stderr)
             self.pid = self._proc.pid
+            self._idle_since = time.monotonic()
         except BaseException:
             self._stderr.close()
             raise
@@ -115,6 +121,7 @@ class RuntimeChild:
             self.close()
             raise
         self._sent = False
+        self._idle_since = time.monotonic()
         _keep_idle(self)
         return answer
 
@@ -129,6 +136,9 @@ class RuntimeChild:
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._idle_since < IDLE_SECONDS / 2
 
 
 # One idle process per release (None: the installed one), each kept by the proof that last used it.
@@ -150,7 +160,7 @@ def take_idle(release: str | None) -> RuntimeChild | None:
         child = _idle.pop(release, None)
     if child is None or child._owner != os.getpid():
         return None
-    if child._alive() and child.python == _interpreter_of(release):
+    if child._alive() and child._fresh() and child.python == _interpreter_of(release):
         return child
     child.close()
     return None

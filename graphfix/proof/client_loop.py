@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 from dataclasses import asdict
 from typing import Any
 
@@ -629,21 +630,27 @@ def main(request: str) -> int:
     return 0
 
 
-def serve() -> int:
+def serve(idle_seconds: float) -> int:
     """main() of each request read from stdin, a line each, each answer flushed, until stdin closes: onnxruntime is
     imported first, as the process is started before graphfix knows its first request (child.RuntimeChild), and
-    it is kept for the next proof. It ends when its stdin closes or its answer finds no reader (graphfix died), or
-    by graphfix's SIGKILL."""
+    it is kept for the next proof. It ends when its stdin closes or its answer finds no reader (graphfix died),
+    after `idle_seconds` without a request, or by graphfix's SIGKILL."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         pass  # main says so, as the answer to the request
-    while request := sys.stdin.readline():
+    while True:
+        idle = threading.Timer(idle_seconds, os._exit, (0,))
+        idle.daemon = True
+        idle.start()
+        request = sys.stdin.readline()
+        idle.cancel()
+        if not request:
+            return 0
         if request.strip():
             main(request)
             sys.stdout.flush()
             gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
-    return 0
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_the_proof_process_imports_only_the_client_loop_and_its_standard_library
     model = str(repaired(marian_current))
     request = ProofRequest(model=model, model_with_past=model, tolerance=1e-4, steps=3, batches=(1,),
                            source_lengths=(5,)).to_json()
-    command = proof_process_command("from graphfix.proof.client_loop import serve; serve(); "
+    command = proof_process_command("from graphfix.proof.client_loop import serve; serve(60); "
                                     "print(sorted(m for m in sys.modules if m.startswith('graphfix')))")
     proc = subprocess.run(command, input=request + "\n", capture_output=True, text=True, check=True)
     answer, modules = proc.stdout.splitlines()

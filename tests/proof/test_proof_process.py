@@ -268,3 +268,21 @@ def test_a_proof_process_killed_while_loading_a_model_by_its_utf8_alias_leaves_n
     alias.rename(tmp_path / alias.name.replace(str(os.getpid()), str(proof.pid)))  # as it would have named it
     proof.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [named.name]
+
+
+def test_an_idle_proof_process_ends_by_itself_and_is_never_taken_near_its_end(marian_legacy, started, monkeypatch):
+    """A library caller's process keeps no proof process for long between its repairs; one that is about to end
+    by itself is not given a proof but replaced."""
+    monkeypatch.setattr(child, "IDLE_SECONDS", 1.0)
+    assert validate(marian_legacy).onnxruntime
+    [first] = started
+    time.sleep(0.6)  # past half its idle time: replaced, not taken
+    assert validate(marian_legacy).onnxruntime and len(started) == 2
+    assert _gone(first, seconds=0.1)
+    kept = child._idle[None]
+    assert kept.pid == started[1]
+    deadline = time.monotonic() + 10
+    while kept._proc.poll() is None and time.monotonic() < deadline:  # ends by itself, idle
+        time.sleep(0.05)
+    assert kept._proc.poll() == 0
+    assert child.take_idle(None) is None
