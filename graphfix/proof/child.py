@@ -130,9 +130,9 @@ class RuntimeChild:
             end_child(self._proc)
             self._proc = None
         self._stderr.close()
-        # What a process killed while loading a model left: the UTF-8 alias of a path that is not (paths.py).
-        for alias in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-alias-{self.pid}-*")):
-            shutil.rmtree(alias, ignore_errors=True)
+        # The temporary directory of a process that did not end by itself (client_loop.serve).
+        for scratch in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-proof-{self.pid}-*")):
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None

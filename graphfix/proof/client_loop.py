@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 from dataclasses import asdict
 from typing import Any
@@ -328,6 +329,10 @@ def _as_past(present: str) -> str:
     return present.replace("present", "past_key_values", 1)
 
 
+class _AskTheJudge(Exception):
+    """A step diverged and the original has not been asked yet: the case runs again, judged."""
+
+
 FLOAT_PRECISION = 1e-5  # "the same numbers": what differs between two runs of the same ops, relative to the logits
 
 
@@ -414,8 +419,9 @@ class PlainClient:
                 case.failure = f"full recompute (no past) fails in onnxruntime: {ort_reason(err)}"
                 return case
             compared = loop if unusable is None else loop[:unusable[0] - 1]  # full recompute's usable steps
-            failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
-            if isinstance(failure, str):  # "judge"
+            try:
+                failure = self._compare_steps(case, compared, theirs, full, tolerance, judged)
+            except _AskTheJudge:
                 return self.decode_case(batch, source_length, steps, tolerance, seed, judged=True)
             held = len(compared) if failure is None else case.steps - 1
             if failure is None and unusable is not None:
@@ -457,9 +463,9 @@ class PlainClient:
         return max(1.0, float(np.max(np.abs(full["logits"].astype(np.float64)))))
 
     def _compare_steps(self, case: CaseResult, loop: list[np.ndarray], theirs: list[np.ndarray | None],
-                       full: Feeds, tolerance: float, judged: bool) -> tuple[int, str] | str | None:
+                       full: Feeds, tolerance: float, judged: bool) -> tuple[int, str] | None:
         """Each step's cached logits against full recompute's at that position, in order: the first divergence's
-        step and message, "judge" when the judge should be asked first, None when every step held."""
+        step and message, None when every step held; _AskTheJudge when the judge should be asked first."""
         for step, got in enumerate(loop, start=1):
             batch = got.shape[0]
             want = full["logits"][:, step - 1, :].astype(np.float64)
@@ -472,7 +478,7 @@ class PlainClient:
                 continue
             judge = theirs[step - 1] if step <= len(theirs) else None
             if judge is None and not judged and self._load_judge():
-                return "judge"
+                raise _AskTheJudge
             wiring = float(np.max(np.abs(got - judge))) if judge is not None else None
             if wiring is not None and wiring <= FLOAT_PRECISION * scale:
                 case.original_differs = max(case.original_differs or 0.0, diff)  # the model's own, not ours
@@ -634,23 +640,37 @@ def serve(idle_seconds: float) -> int:
     """main() of each request read from stdin, a line each, each answer flushed, until stdin closes: onnxruntime is
     imported first, as the process is started before graphfix knows its first request (child.RuntimeChild), and
     it is kept for the next proof. It ends when its stdin closes or its answer finds no reader (graphfix died),
-    after `idle_seconds` without a request, or by graphfix's SIGKILL."""
+    after `idle_seconds` without a request, or by graphfix's SIGKILL.
+
+    Its temporary files (onnxruntime's `.ses`, written as it is imported; the alias of a path that is not UTF-8) go
+    in a directory of its own, named for its pid: removed as it ends, or by graphfix when it killed it."""
+    scratch = tempfile.mkdtemp(prefix=f"graphfix-proof-{os.getpid()}-")
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        pass  # main says so, as the answer to the request
-    while True:
-        idle = threading.Timer(idle_seconds, os._exit, (0,))
-        idle.daemon = True
-        idle.start()
-        request = sys.stdin.readline()
-        idle.cancel()
-        if not request:
-            return 0
-        if request.strip():
-            main(request)
-            sys.stdout.flush()
-            gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass  # main says so, as the answer to the request
+        while True:
+            idle = threading.Timer(idle_seconds, _end_idle, (scratch,))
+            idle.daemon = True
+            idle.start()
+            request = sys.stdin.readline()
+            idle.cancel()
+            if not request:
+                return 0
+            if request.strip():
+                main(request)
+                sys.stdout.flush()
+                gc.collect()  # the proof's session and arrays go before the process waits, idle, for the next one
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _end_idle(scratch: str) -> None:
+    """End the process from its idle timer, while the main thread waits on stdin."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ def is_utf8(path: str) -> bool:
 def utf8_alias(path: str) -> str:
     """A directory of symlinks with UTF-8 names, in TMPDIR, standing for the model's own directory: the model as
     `model.onnx` and each sibling a UTF-8 name can reach (its external data), so that onnxruntime, which takes its
-    path as a UTF-8 string, resolves the external data where the model's directory holds it. Named for this
-    process, so that whoever kills it can remove the directory (child.RuntimeChild.close)."""
+    path as a UTF-8 string, resolves the external data where the model's directory holds it."""
     real_dir = os.path.dirname(os.path.abspath(path))
-    alias = tempfile.mkdtemp(prefix=f"graphfix-alias-{os.getpid()}-")
+    alias = tempfile.mkdtemp(prefix="graphfix-alias-")
     name = "model.onnx"
     siblings = [entry for entry in os.listdir(real_dir) if is_utf8(entry)]
     while name in siblings:

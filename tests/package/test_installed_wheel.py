@@ -31,7 +31,8 @@ def installed(tmp_path_factory, built_wheel) -> Path:
 
 
 def run(installed: Path, *args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # Bytecode written on first import, as a user's Python does (the wheel is installed --no-compile).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     return subprocess.run([str(installed), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
 
 

@@ -252,22 +252,20 @@ def test_a_forked_copy_of_a_library_caller_leaves_the_callers_proof_process_alon
     assert result.stdout.split() == ["True", "True", "True"]  # its process alive and reused
 
 
-def test_a_proof_process_killed_while_loading_a_model_by_its_utf8_alias_leaves_no_alias(tmp_path, monkeypatch):
-    """A model whose path is not UTF-8 is loaded through a directory of symlinks the process makes in TMPDIR and
-    removes once loaded (proof/paths.py); one killed in between cannot, so whoever killed it does."""
+def test_a_proof_process_graphfix_kills_leaves_nothing_in_tmpdir(tmp_path, monkeypatch):
+    """Its temporary files (onnxruntime's `.ses`, a non-UTF-8 path's alias) are in a directory of its own, which a
+    SIGKILL leaves behind and graphfix then removes."""
     import tempfile
 
-    from graphfix.proof.paths import utf8_alias
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the TMPDIR the process inherits and its owner reads
-    named = tmp_path / os.fsdecode(b"mod\xe8le.onnx")
-    named.write_bytes(b"")
-    alias = Path(utf8_alias(str(named))).parent
-    assert alias.name.startswith(f"graphfix-alias-{os.getpid()}-")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read from TMPDIR again, here and in the process
     proof = child.RuntimeChild(None)
-    alias.rename(tmp_path / alias.name.replace(str(os.getpid()), str(proof.pid)))  # as it would have named it
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob(f"graphfix-proof-{proof.pid}-*/.ses")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # onnxruntime imported: its .ses written
+    assert list(tmp_path.glob(f"graphfix-proof-{proof.pid}-*/.ses"))
     proof.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [named.name]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_idle_proof_process_ends_by_itself_and_is_never_taken_near_its_end(marian_legacy, started, monkeypatch):
