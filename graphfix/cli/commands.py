@@ -55,7 +55,7 @@ def _use_runtime_python(path: Path | None) -> None:
 
 
 def _announce_first_use(*releases: TargetRuntime | None) -> None:
-    """Installing an onnxruntime release takes half a minute the first time: its own step on stderr, said when the
+    """Installing an onnxruntime release takes seconds the first time: its own step on stderr, said when the
     install starts (runtimes.py tells this process's listener), on a terminal and in pipes alike, so that a run that
     seems stuck says why, and a run refused before it needs the release says nothing of it. A run that will wait
     for another process's install of it says so up front."""

@@ -60,8 +60,10 @@ def install_environment(temp: Path) -> dict[str, str]:
 
 
 def pip_install_command(python: Path, requirements: list[str]) -> list[str]:
+    """--no-compile: byte-compiling every file of onnxruntime's dependencies (sympy's thousands) took most of an
+    install's time; verify_runtime's import compiles what a proof imports."""
     return [str(python), "-I", "-m", "pip", "install", "--isolated", "--quiet", "--disable-pip-version-check",
-            "--no-input", *_source_options(), *requirements]
+            "--no-input", "--no-compile", *_source_options(), *requirements]
 
 
 def pip_failure(stderr: str) -> str:
@@ -77,9 +79,11 @@ def mark_text(version: str, numpy_version: str) -> str:
 
 def verify_runtime(python: Path, version: str) -> str:
     """The numpy version of the venv whose `python` imports onnxruntime==version and numpy; BadInputError saying
-    what it lacks otherwise."""
+    what it lacks otherwise. The import writes their bytecode, whatever PYTHONDONTWRITEBYTECODE says: the proof's
+    process writes none (python -B)."""
     script = "import json, numpy, onnxruntime; print(json.dumps([onnxruntime.__version__, numpy.__version__]))"
-    proc = run_child([str(python), "-I", "-c", script], timeout=VERIFY_SECONDS)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = run_child([str(python), "-I", "-c", script], env, timeout=VERIFY_SECONDS)
     try:
         found, numpy_version = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
