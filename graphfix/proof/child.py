@@ -51,10 +51,13 @@ IDLE_SECONDS = 60.0
 
 
 def boot_command(python: Path | str) -> list[str]:
-    """The command line of a proof process in `python`: isolated (-I), writing no bytecode into graphfix's
-    installation (-B) for an interpreter that did not install it."""
+    """The command line of a proof process in `python`: isolated (-I); another release's interpreter writes no
+    bytecode (-B) into graphfix's installation, which is not its own (its venv's numpy and onnxruntime have theirs,
+    written when it was installed), while this one writes it as any import does (an install without bytecode, as
+    uv makes, would otherwise compile numpy and onnxruntime for every proof)."""
     boot = BOOT.format(init=str(PACKAGE / "__init__.py"), package=str(PACKAGE), idle_seconds=IDLE_SECONDS)
-    return [str(python), "-I", "-B", "-c", boot]
+    flags = ["-I"] if str(python) == sys.executable else ["-I", "-B"]
+    return [str(python), *flags, "-c", boot]
 
 
 class RuntimeChild:

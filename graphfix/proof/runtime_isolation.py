@@ -80,7 +80,7 @@ def mark_text(version: str, numpy_version: str) -> str:
 def verify_runtime(python: Path, version: str) -> str:
     """The numpy version of the venv whose `python` imports onnxruntime==version and numpy; BadInputError saying
     what it lacks otherwise. The import writes their bytecode, whatever PYTHONDONTWRITEBYTECODE says: the proof's
-    process writes none (python -B)."""
+    process in it writes none (child.boot_command)."""
     script = "import json, numpy, onnxruntime; print(json.dumps([onnxruntime.__version__, numpy.__version__]))"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     proc = run_child([str(python), "-I", "-c", script], env, timeout=VERIFY_SECONDS)
