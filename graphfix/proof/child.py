@@ -75,11 +75,14 @@ class RuntimeChild:
             python = runtime_python(release)
         self.python = python
         self._owner = os.getpid()  # a forked copy of this object is not its owner
+        self._start()
+
+    def _start(self) -> None:
         # Its stderr, read only when it dies (a pipe nobody reads while it lives could fill and stop it), in a file
         # with no name, so that nothing of it outlives a kill.
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
         try:
-            self._proc: subprocess.Popen[str] | None = start_child(boot_command(python), stdin=subprocess.PIPE,
+            self._proc: subprocess.Popen[str] | None = start_child(boot_command(self.python), stdin=subprocess.PIPE,
                                                                    stderr=self._stderr)
             self.pid = self._proc.pid
             self._idle_since = time.monotonic()
@@ -89,11 +92,15 @@ class RuntimeChild:
         self._sent = False
 
     def send(self, request: Request) -> None:
-        """Give the child `request`, which it starts on at once (it must name the child's release)."""
+        """Give the child `request`, which it starts on at once (it must name the child's release). One that has
+        waited for it too long (graphfix wrote a big model meanwhile) may be ending by itself: a new one gets it."""
         if request.release != self.release or self._sent or self._proc is None:
             raise ValueError(f"a proof child for onnxruntime {self.release or 'installed'} takes its release's "
                              "requests, one at a time")
-        assert self._proc.stdin is not None
+        if not self._fresh():
+            self.close()
+            self._start()
+        assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(request.to_json() + "\n")
             self._proc.stdin.flush()

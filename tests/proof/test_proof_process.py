@@ -284,3 +284,21 @@ def test_an_idle_proof_process_ends_by_itself_and_is_never_taken_near_its_end(ma
         time.sleep(0.05)
     assert kept._proc.poll() == 0
     assert child.take_idle(None) is None
+
+
+def test_a_proof_process_that_waited_too_long_for_its_request_is_replaced_not_found_dead(marian_legacy, repaired,
+                                                                                        monkeypatch):
+    """Started before the repair writes; a big model's write can outlast its idle time, so it ends by itself."""
+    from graphfix.proof.cases import ProofRequest
+
+    monkeypatch.setattr(child, "IDLE_SECONDS", 1.0)
+    proof = child.RuntimeChild(None)
+    first = proof.pid
+    assert proof._proc is not None
+    proof._proc.wait(timeout=30)  # ended by itself, idle
+    model = str(repaired(marian_legacy))
+    answer = proof.answer(ProofRequest(model=model, model_with_past=model, tolerance=1e-4, steps=3, batches=(1,),
+                                       source_lengths=(5,)))
+    assert answer["cases"][0]["failure"] is None
+    assert proof.pid != first
+    proof.close()
