@@ -121,7 +121,6 @@ class RuntimeChild:
             line = self._proc.stdout.readline()  # "" once it died without answering
             if not line:
                 proc = finish_child(self._proc)
-                self._proc = None
                 self._stderr.seek(0)
                 proc.stderr = self._stderr.read()
             else:
@@ -137,12 +136,13 @@ class RuntimeChild:
 
     def close(self) -> None:
         if self._proc is not None:
+            ended_by_itself = self._proc.poll() == 0  # and removed its temporary folder (client_loop.serve)
             end_child(self._proc)
             self._proc = None
+            if not ended_by_itself:  # killed, here or by the kernel: its folder, named for its pid, is left to us
+                for scratch in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-proof-{self.pid}-*")):
+                    shutil.rmtree(scratch, ignore_errors=True)
         self._stderr.close()
-        # The temporary directory of a process that did not end by itself (client_loop.serve).
-        for scratch in glob.glob(os.path.join(tempfile.gettempdir(), f"graphfix-proof-{self.pid}-*")):
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def _alive(self) -> bool:
         return self._owner == os.getpid() and self._proc is not None and self._proc.poll() is None
