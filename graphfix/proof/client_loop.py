@@ -642,8 +642,9 @@ def serve(idle_seconds: float) -> int:
     it is kept for the next proof. It ends when its stdin closes or its answer finds no reader (graphfix died),
     after `idle_seconds` without a request, or by graphfix's SIGKILL.
 
-    Its temporary files (onnxruntime's `.ses`, written as it is imported; the alias of a path that is not UTF-8) go
-    in a directory of its own, named for its pid: removed as it ends, or by graphfix when it killed it."""
+    Its temporary files (the `.ses` onnxruntime 1.32 writes on some hosts as it is imported; the alias of a path that
+    is not UTF-8) go in a directory of its own, named for its pid: removed as it ends, or by graphfix when it killed
+    it."""
     scratch = tempfile.mkdtemp(prefix=f"graphfix-proof-{os.getpid()}-")
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
