@@ -170,12 +170,13 @@ def _git(cwd: Path, *args: str) -> None:
 @pytest.mark.slow  # pre-commit builds its hook environment
 def test_the_pre_commit_hook_fails_on_a_broken_decoder_and_passes_once_it_is_repaired(marian_legacy, repaired,
                                                                                     tmp_path):
-    """pre-commit itself installs the hook from this repository (pip: the test needs PyPI or a warm pip cache) and
-    runs it on every *.onnx of a model repository, the encoder included."""
+    """pre-commit itself installs the hook from this repository, named in the model repository's
+    .pre-commit-config.yaml (pip: the test needs PyPI or a warm pip cache), and runs it on every *.onnx there, the
+    encoder included."""
     if shutil.which("git") is None:
         pytest.fail("git is needed to test the pre-commit hook")
     # A snapshot of this checkout (tracked and new files) as a repository pre-commit can install from at a fixed
-    # commit, so the second run reuses the hook environment of the first.
+    # commit, so the second run reuses the hook environment of the first (PRE_COMMIT_HOME).
     hook_repo = tmp_path / "graphfix-repo"
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout.split("\0")
@@ -194,14 +195,15 @@ def test_the_pre_commit_hook_fails_on_a_broken_decoder_and_passes_once_it_is_rep
     shutil.copy(marian_legacy, project / "models" / "en-de" / "decoder_model_merged.onnx")
     shutil.copy(EXPORT / "encoder_model.onnx", project / "models" / "en-de" / "encoder_model.onnx")
     (project / "README.md").write_text("models\n")
+    (project / ".pre-commit-config.yaml").write_text(
+        f"repos:\n- repo: {hook_repo}\n  rev: {rev}\n  hooks:\n  - id: graphfix-check\n")
     _git(project, "init", "-q")
     _git(project, "add", "-A")
     # PIP_COMPILE=0 (pip's --no-compile): the hook's environment is byte-compiled on first import, not all of it,
     # and that bytecode is written whatever PYTHONDONTWRITEBYTECODE says, as a user's Python writes it.
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
            "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "PRE_COMMIT_COLOR": "never", "PIP_COMPILE": "0"}
-    pre_commit = [sys.executable, "-m", "pre_commit", "try-repo", str(hook_repo), "graphfix-check", "--ref", rev,
-                  "--all-files"]
+    pre_commit = [sys.executable, "-m", "pre_commit", "run", "--all-files"]
 
     broken = subprocess.run(pre_commit, cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert broken.returncode == 1, broken.stdout + broken.stderr
