@@ -98,20 +98,20 @@ def test_the_library_takes_the_same_and_returns_typed_results(tmp_path):
     assert result.exit_code == 3 and result.models[3].oldest_onnxruntime is not None
 
 
-def test_all_repaired_is_0_none_repaired_is_2_and_force_replaces_a_previous_output(tmp_path):
+def test_all_repaired_is_0_none_repaired_is_2_and_force_replaces_a_previous_output(tmp_path, cli):
     good = make_tree(tmp_path / "good", bad=False)
-    assert graphfix("repair", "--no-validate", good, tmp_path / "out").returncode == 0
-    again = graphfix("repair", "--no-validate", good, tmp_path / "out")  # an output folder is never replaced silently
-    assert again.returncode == 2 and "already exists" in again.stderr
-    retargeted = graphfix("repair", "--force", "--no-validate", "--skip-target-load", "--target-ort", "1.16", good,
-                          tmp_path / "out")
-    assert retargeted.returncode == 0, retargeted.stderr
+    assert cli("repair", "--no-validate", good, tmp_path / "out").exit_code == 0
+    again = cli("repair", "--no-validate", good, tmp_path / "out")  # an output folder is never replaced silently
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    retargeted = cli("repair", "--force", "--no-validate", "--skip-target-load", "--target-ort", "1.16", good,
+                     tmp_path / "out")
+    assert retargeted.exit_code == 0, retargeted.stderr
     import onnx
 
     assert onnx.load(tmp_path / "out" / "group" / "marian" / "decoder_model_merged.onnx").opset_import[0].version <= 19
     assert not debris(tmp_path / "out")
     bad = make_tree(tmp_path / "bad", good={})
-    assert graphfix("repair", "--no-validate", bad, tmp_path / "bad-out").returncode == 2
+    assert cli("repair", "--no-validate", bad, tmp_path / "bad-out").exit_code == 2
 
 
 def test_the_command_check_suggests_for_a_tree_works(tmp_path, cli):
