@@ -122,7 +122,8 @@ class _Child:
             self.proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
-        _signal_group(self.proc, signal.SIGKILL)  # what it left in its group, or itself when it did not end
+        # what it left in its group, or itself when it did not end (Windows: no SIGKILL; terminate is its kill)
+        _signal_group(self.proc, getattr(signal, "SIGKILL", signal.SIGTERM))
         self.proc.wait()
         for stream in (self.proc.stdout, self.stderr):
             if stream is not None:

@@ -301,7 +301,8 @@ class GraphfixApp(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         run.interrupt_reported = False
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if hasattr(signal, "SIGXFSZ"):  # not on Windows, which has no file size limit to signal
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         interrupts.install()
         try:
             return super().__call__(*args, **kwargs)

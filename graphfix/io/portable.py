@@ -42,6 +42,18 @@ def same_inode(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def owned_by_another(info: os.stat_result, *also: int) -> bool:
+    """Whether a file belongs to a user other than this one (and `also`); never where files have no POSIX owner
+    (Windows: st_uid is always 0, and ACLs decide)."""
+    return hasattr(os, "getuid") and info.st_uid not in (os.getuid(), *also)
+
+
+def writable_by_others(info: os.stat_result) -> bool:
+    """Whether group or others may write to a file; never where mode bits do not say (Windows: every directory
+    reads 0o777, and ACLs decide)."""
+    return hasattr(os, "getuid") and bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def open_for_reading(path: str | os.PathLike[str], *, nofollow: bool = False) -> int:
     """An fd of `path` opened for reading without blocking on a FIFO and, with `nofollow`, refusing (ELOOP) a last
     component that is a symlink. Where O_NONBLOCK or O_NOFOLLOW are missing, the name is looked at first (lstat or

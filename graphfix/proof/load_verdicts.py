@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import BadInputError
 from ..io import protowire
+from ..io.portable import owned_by_another
 from ..io.read import LoadedModel, Skeleton
 
 FORMAT = 1
@@ -81,7 +82,7 @@ def _read_entry(path: Path, limit: int = 1 << 16) -> dict[str, Any] | None:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_size > limit:
+        if not stat.S_ISREG(info.st_mode) or owned_by_another(info) or info.st_size > limit:
             return None
         entry = json.loads(os.read(fd, limit).decode("utf-8"))
     except (OSError, ValueError):
@@ -118,7 +119,7 @@ def _store(name: str, key: str, entry: dict[str, Any]) -> None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.lstat(directory)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        if not stat.S_ISDIR(info.st_mode) or owned_by_another(info):
             return  # not ours: never written into
         fd, staged = tempfile.mkstemp(dir=directory, prefix=".verdict-", suffix=".tmp")  # mode 0600
         try:

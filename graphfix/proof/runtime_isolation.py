@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from ..errors import BadInputError, one_line
+from ..io.portable import writable_by_others
 from ..process.children import run_child
 
 VERIFIED = "verified"
@@ -107,14 +108,15 @@ def refuse_if_shared(path: Path) -> None:
     """Refuse a cache directory (or a runtime, or its site-packages) that group or others may write to: anyone could
     put a .pth file or a module there that every later proof runs."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except FileNotFoundError:
         return
     except OSError as err:
         raise BadInputError(f"cannot use the onnxruntime cache {path}: {err.strerror or err}; {_SET_CACHE}") from None
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise BadInputError(f"the onnxruntime cache {path} is writable by others (mode {stat.S_IMODE(mode):o}): "
-                            f"anyone could put code there that every proof runs; chmod go-w {path}, or {_SET_CACHE}")
+    if writable_by_others(info):
+        mode = stat.S_IMODE(info.st_mode)
+        raise BadInputError(f"the onnxruntime cache {path} is writable by others (mode {mode:o}): anyone could put "
+                            f"code there that every proof runs; chmod go-w {path}, or {_SET_CACHE}")
 
 
 def site_packages(home: Path) -> list[Path]:

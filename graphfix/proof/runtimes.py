@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, ValidationFailedError, raise_if_exhausted
+from ..io.portable import owned_by_another
 from ..process.children import run_child
 from ..process.limits import address_space_limit, on_noexec_mount
 from .cases import LoadRequest, Request
@@ -92,7 +93,7 @@ def _trusted(home: Path) -> bool:
         return False
     except OSError as err:
         raise _cache_error(home, err) from None
-    if info.st_uid not in (os.getuid(), 0):
+    if owned_by_another(info, 0):
         raise BadInputError(f"the onnxruntime cache {home} belongs to uid {info.st_uid}, not to you; {_SET_CACHE}")
     for path in (home, *site_packages(home)):
         refuse_if_shared(path)
@@ -356,7 +357,8 @@ def _child_failure(proc: subprocess.CompletedProcess[str], where: str, cached: P
     (what the kernel does for memory) is out of memory; a runtime on a noexec mount is that; anything else is the
     signal or exit status, with the last line the process wrote."""
     tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-    if proc.returncode == -signal.SIGKILL and (limit := address_space_limit()) is not None:
+    killed = hasattr(signal, "SIGKILL") and proc.returncode == -signal.SIGKILL  # what the kernel does for memory
+    if killed and (limit := address_space_limit()) is not None:
         return MemoryError(f"the proof's process was killed under the address-space limit of {limit // 2**20} MB")
     if cached is not None and on_noexec_mount(cached.parent):
         return _noexec_error(cached.parent.parent)

@@ -59,7 +59,8 @@ def test_the_hidden_mode_really_hides_the_linux_only_apis():
     seen = json.loads(subprocess.run([sys.executable, str(HIDDEN), "--probe"], capture_output=True,
                                      text=True, check=True).stdout)
     assert seen == {"fcntl": False, "copy_file_range": False, "sendfile": False, "O_NOFOLLOW": False,
-                    "O_NONBLOCK": False, "/proc/self/fd": False, "reflink": False, "nofollow": False}
+                    "O_NONBLOCK": False, "getuid": False, "SIGXFSZ": False, "/proc/self/fd": False, "reflink": False,
+                    "nofollow": False}
 
 
 def test_repair_of_an_embedded_model_writes_the_same_bytes_without_the_linux_apis(tmp_path):
@@ -105,6 +106,16 @@ def test_check_and_validate_give_the_same_verdicts_without_the_linux_apis(tmp_pa
         assert fast.returncode == code, fast.stdout + fast.stderr
         assert (hidden.returncode, untimed(hidden.stdout), hidden.stderr) == (fast.returncode, untimed(fast.stdout),
                                                                               fast.stderr)
+
+
+def test_check_writes_and_reads_its_remembered_outcome_without_posix_owners(tmp_path):
+    """Windows has no os.getuid: the outcome cache's own-files-only rule is skipped there, not a crash."""
+    env = {**os.environ, "GRAPHFIX_CACHE": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, str(HIDDEN), "check", LEGACY_MARIAN], capture_output=True, text=True,
+                           env=env, timeout=300) for _ in range(2)]  # the first remembers, the second reads it
+    assert [run.returncode for run in runs] == [1, 1], runs[0].stderr + runs[1].stderr
+    assert untimed(runs[0].stdout) == untimed(runs[1].stdout) and "GF101" in runs[0].stdout
+    assert len(list((tmp_path / "cache" / "check-outcomes").iterdir())) == 1
 
 
 def test_a_fifo_as_external_data_is_refused_not_waited_on_without_o_nonblock(tmp_path, external):

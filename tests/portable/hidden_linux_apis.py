@@ -1,8 +1,9 @@
 """`python hidden_linux_apis.py ARGS...` is `graphfix ARGS...` in a Python that has no Linux-only I/O: `import
 fcntl` fails and os has no copy_file_range, sendfile, O_NOFOLLOW or O_NONBLOCK, as on Windows (macOS lacks some
-of them too), and every path under /proc is "no such file" to os and open(). Only graphfix's own process is
-changed: the proof's child is onnxruntime's Linux build, which needs /proc for external data where its macOS and
-Windows builds use their own calls.
+of them too), and every path under /proc is "no such file" to os and open(). Neither has it what Windows lacks of
+POSIX owners and signals: os.getuid and signal.SIGXFSZ. Only graphfix's own process is changed: the proof's child
+is onnxruntime's Linux build, which needs /proc for external data where its macOS and Windows builds use their own
+calls.
 
 Applied at import, before graphfix loads, and again in each --jobs worker (which re-imports this main module).
 """
@@ -10,14 +11,19 @@ Applied at import, before graphfix loads, and again in each --jobs worker (which
 import builtins
 import io
 import os
+import signal
 import sys
 
-HIDDEN_OS = ("copy_file_range", "sendfile", "O_NOFOLLOW", "O_NONBLOCK")
+HIDDEN_OS = ("copy_file_range", "sendfile", "O_NOFOLLOW", "O_NONBLOCK", "getuid")
+HIDDEN_SIGNALS = ("SIGXFSZ",)
 
 sys.modules["fcntl"] = None  # type: ignore[assignment]  # `import fcntl` now raises ImportError
 for _name in HIDDEN_OS:
     if hasattr(os, _name):
         delattr(os, _name)
+for _name in HIDDEN_SIGNALS:
+    if hasattr(signal, _name):
+        delattr(signal, _name)
 
 
 
@@ -42,7 +48,7 @@ def probe() -> dict[str, bool]:
     from graphfix.io import datacopy, portable
 
     return {"fcntl": importlib.util.find_spec("fcntl") is not None and _importable("fcntl"),
-            **{name: hasattr(os, name) for name in HIDDEN_OS},
+            **{name: hasattr(os, name) for name in HIDDEN_OS}, **{name: hasattr(signal, name) for name in HIDDEN_SIGNALS},
             "/proc/self/fd": _proc_readable(),
             "reflink": datacopy._ioctl() is not None, "nofollow": bool(portable.O_NOFOLLOW)}
 

@@ -116,6 +116,21 @@ def test_a_cache_others_may_write_to_is_refused_at_use_in_one_line(cache, cli, m
     assert "writable by others" in result.stderr
 
 
+def test_without_posix_owners_a_cache_is_used_whatever_its_mode_bits_say(cache, monkeypatch):
+    """Windows: no os.getuid, every st_uid 0 and every directory 0o777 by its mode bits; ACLs guard the cache
+    there, so neither owner nor mode bits refuse it."""
+    home = cache / f"onnxruntime-{RELEASE}-{find_interpreter(RELEASE).tag}"
+    _venv(home)
+    (home / runtimes.COMPLETE).write_text(f"onnxruntime=={RELEASE} numpy==1.26.4 verified\n")
+    for path in (cache, home):
+        path.chmod(0o777)
+    installs = Installs()
+    monkeypatch.setattr(runtimes, "run_child", installs)
+    monkeypatch.delattr(os, "getuid")
+    assert runtimes.runtime_python(RELEASE) == home / "bin" / "python"
+    assert installs.calls == []  # used as it is, not built again
+
+
 def test_a_runtime_is_complete_only_once_it_imports_onnxruntime_and_numpy(cache, monkeypatch):
     monkeypatch.setattr(runtimes, "run_child", Installs(imports=False))
     with pytest.raises(BadInputError, match="does not import onnxruntime and numpy"):
