@@ -24,6 +24,7 @@ from . import onnx_proto as onnx
 from . import protowire
 from .datacopy import write_pieces_from
 from .external_data import EXTERNAL, external_location
+from .portable import read_at
 from .read import LoadedModel
 
 # protobuf refuses to serialize a message of 2 GB or more; the skeleton and the headers need a little of it.
@@ -97,7 +98,7 @@ class _Sources:
         # Read in chunks (not through the mapping, whose pages would all count as this process's memory).
         for span in spans:
             for start in range(span.start, span.end, _CHUNK):
-                hashed.update(os.pread(fd, min(span.end - start, _CHUNK), start))
+                hashed.update(read_at(fd, min(span.end - start, _CHUNK), start))
         return hashed.digest()
 
     def _slot(self, index: int, location: str) -> int:

@@ -76,6 +76,15 @@ def open_for_reading(path: str | os.PathLike[str], *, nofollow: bool = False) ->
     return fd
 
 
+def read_at(fd: int, size: int, offset: int) -> bytes:
+    """Up to `size` bytes of the file open at `fd`, from `offset`: pread, which leaves the fd's position as it is,
+    where the OS has it; a seek and a read on Windows, which has no pread."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
 def set_mode(fd: int, path: Path, mode: int) -> None:
     """Permission bits of the file open at `fd`, named `path` (only Windows before Python 3.13 lacks fchmod, and
     there only the read-only bit exists)."""

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..errors import BadInputError
 from ..io import protowire
-from ..io.portable import owned_by_another
+from ..io.portable import owned_by_another, read_at
 from ..io.read import LoadedModel, Skeleton
 
 FORMAT = 1
@@ -178,7 +178,7 @@ def check_key(skeleton: Skeleton, options: str) -> str:
         if span is not None:
             start, end = span
             try:
-                digest.update(os.pread(skeleton.fd, max(0, min(_HEADER, end - start)), start))
+                digest.update(read_at(skeleton.fd, max(0, min(_HEADER, end - start)), start))
             except (OSError, OverflowError, ValueError):
                 digest.update(b"\0unreadable\0")
         digest.update(b"\0")

@@ -22,12 +22,12 @@ is remembered per file content and release (load_verdicts.py), so an unchanged m
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..io import onnx_proto as onnx
 from ..io import protowire
 from ..io.external_data import external_location
+from ..io.portable import read_at
 from ..io.read import LoadedModel
 from ..model.graph import all_graphs, subgraphs
 from ..targets import TargetRuntime
@@ -177,7 +177,7 @@ def _tensors_unmatched(loaded: LoadedModel, tensors: list[onnx.TensorProto]) -> 
 
 
 def _stored_size(loaded: LoadedModel, tensor: onnx.TensorProto) -> int | None:
-    """The byte count of `tensor`'s raw data, read off the skeleton's marker (one pread of the field's header) or the
+    """The byte count of `tensor`'s raw data, read off the skeleton's marker (one read of the field's header) or the
     external-data entry; None when it is not stored as one raw_data field."""
     info = {e.key: e.value for e in tensor.external_data}
     location = external_location(tensor)
@@ -187,7 +187,7 @@ def _stored_size(loaded: LoadedModel, tensor: onnx.TensorProto) -> int | None:
     if "," in ranges or ":" not in ranges or loaded.file is None:
         return None
     start, end = (int(x) for x in ranges.split(":"))
-    header = os.pread(loaded.file.fd, min(11, end - start), start)
+    header = read_at(loaded.file.fd, min(11, end - start), start)
     if not header or header[0] != _RAW_DATA_TAG:
         return None
     size, shift, pos = 0, 0, 1

@@ -1,9 +1,10 @@
-"""`python hidden_linux_apis.py ARGS...` is `graphfix ARGS...` in a Python that has no Linux-only I/O: `import
-fcntl` fails and os has no copy_file_range, sendfile, O_NOFOLLOW or O_NONBLOCK, as on Windows (macOS lacks some
-of them too), and every path under /proc is "no such file" to os and open(). Neither has it what Windows lacks of
-POSIX owners and signals: os.getuid and signal.SIGXFSZ. Only graphfix's own process is changed: the proof's child
-is onnxruntime's Linux build, which needs /proc for external data where its macOS and Windows builds use their own
-calls.
+"""`python hidden_linux_apis.py ARGS...` is `graphfix ARGS...` in a Python without what Windows lacks (macOS lacks
+some of it too):
+- POSIX I/O: `import fcntl` fails; os has no copy_file_range, sendfile, pread, preadv, SEEK_DATA, SEEK_HOLE,
+  O_NOFOLLOW or O_NONBLOCK; every path under /proc is "no such file" to os and open();
+- POSIX owners and signals: os has no getuid, signal no SIGXFSZ.
+Only graphfix's own process is changed: the proof's child is onnxruntime's Linux build, which needs /proc for
+external data where its macOS and Windows builds use their own calls.
 
 Applied at import, before graphfix loads, and again in each --jobs worker (which re-imports this main module).
 """
@@ -14,7 +15,8 @@ import os
 import signal
 import sys
 
-HIDDEN_OS = ("copy_file_range", "sendfile", "O_NOFOLLOW", "O_NONBLOCK", "getuid")
+HIDDEN_OS = ("copy_file_range", "sendfile", "pread", "preadv", "SEEK_DATA", "SEEK_HOLE", "O_NOFOLLOW", "O_NONBLOCK",
+             "getuid")
 HIDDEN_SIGNALS = ("SIGXFSZ",)
 
 sys.modules["fcntl"] = None  # type: ignore[assignment]  # `import fcntl` now raises ImportError
