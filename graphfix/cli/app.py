@@ -149,8 +149,7 @@ def _is_missing_argument(err: BaseException) -> bool:
             and param.param_type_name == "argument")
 
 
-def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool,
-                   validation: Any = None) -> int:
+def report_failure(command: str | None, err: BaseException, *, as_json: bool, debug: bool) -> int:
     """The one `error:` line (and JSON document) for `err`; returns the exit code."""
     if debug:
         import traceback

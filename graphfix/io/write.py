@@ -77,11 +77,9 @@ def check_output_file(out: Path, *, replace: bool = True) -> None:
     if _is_dir(out):
         raise BadInputError(f"output {out} is a directory")
     try:
-        info = os.stat(out)
-    except FileNotFoundError:
+        info: os.stat_result | None = os.stat(out)
+    except OSError:  # absent, or a dangling or looping link: the rename replaces the link itself
         info = None
-    except OSError:
-        info = None  # a dangling or looping link: the rename replaces the link itself
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise BadInputError(f"output {out} exists and is not a regular file; give a file name")
     if not replace and os.path.lexists(out):
@@ -307,8 +305,6 @@ def _require_unchanged(source: LoadedModel) -> None:
     opened = [(source.file, source.path)] if source.file is not None else []
     opened += [(data, source.path.parent / location) for location, data in source.data.items()]
     for file, shown in opened:
-        if file is None:
-            continue
         if file_stamp(os.fstat(file.fd)) != file_stamp(file.stat):
             raise BadInputError(f"{shown} changed while it was being read; nothing was written (run again once "
                                 "whatever writes it is done)")

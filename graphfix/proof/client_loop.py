@@ -9,9 +9,7 @@ recompute too.
 
 Only the standard library, numpy, onnxruntime and graphfix's standard-library modules (`signature`, `errors`,
 `proof.cases`, `proof.paths`) are imported here: the same file runs inside an isolated interpreter holding another
-onnxruntime release (child.py starts it there), started as `python -m graphfix.proof.client_loop '<json request>'` (a
-cases.ProofRequest or LoadRequest, as to_json wrote it), or with serve() reading it from stdin, and answering with
-one JSON document on stdout.
+onnxruntime release (child.py starts it there, with serve() reading requests from stdin).
 """
 
 from __future__ import annotations
@@ -514,12 +512,10 @@ class PlainClient:
             record["failure"] = f"{where}: logits differ from the reference's by {diff:.3g}"
 
     @staticmethod
-    def _judged_step(optimum: OptimumLoop | None, tokens: np.ndarray, encoder: Feeds, step: int,
+    def _judged_step(optimum: OptimumLoop, tokens: np.ndarray, encoder: Feeds, step: int,
                      shape: tuple[int, ...]) -> np.ndarray | None:
-        """The original's logits at `step`, driven as Optimum drives it; None when there is no judge or it cannot
-        say (it fails, or gives logits of another shape): the loop's divergence then stands as it is."""
-        if optimum is None:
-            return None
+        """The original's logits at `step`, driven as Optimum drives it; None when the judge cannot say (it fails,
+        or gives logits of another shape): the loop's divergence then stands as it is."""
         try:
             theirs = optimum.step(tokens, encoder, step)
         except Exception:  # a judge that cannot run is no evidence either way
@@ -673,6 +669,3 @@ def _end_idle(scratch: str) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     os._exit(0)
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
