@@ -45,6 +45,11 @@ from .runtime_isolation import (
     verify_runtime,
 )
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock locks
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from ..targets import TargetRuntime
 
@@ -168,9 +173,7 @@ def _install_lock(version: str, home: Path, on_wait: InstallNotice | None) -> It
     """An exclusive flock on `.lock-<venv name>` in the cache, held while the venv is made; the kernel drops it
     when its holder dies, however it dies. Where there are no flock locks (Windows), concurrent installs each build
     and the first rename wins (_install_runtime)."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         yield
         return
     try:
@@ -193,9 +196,7 @@ def _install_lock(version: str, home: Path, on_wait: InstallNotice | None) -> It
 def install_in_progress(home: Path) -> bool:
     """Whether another process holds the install lock of the venv at `home` right now (for saying so: the run then
     waits for it in runtime_python)."""
-    try:
-        import fcntl  # noqa: F401  (without flock no install is locked)
-    except ImportError:
+    if fcntl is None:  # without flock no install is locked
         return False
     try:
         fd = os.open(home.parent / f".lock-{home.name}", os.O_RDONLY)
@@ -206,8 +207,7 @@ def install_in_progress(home: Path) -> bool:
 
 def _held_by_another(fd: int) -> bool:
     """Whether a live process holds the flock of the open file `fd`; closed here, with a lock just taken."""
-    import fcntl
-
+    assert fcntl is not None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -245,9 +245,7 @@ def _make_runtime(home: Path, version: str, interpreter: Interpreter) -> Path:
 def _hold_build_mark(staging: Path) -> int | None:
     """The build directory's mark, locked for as long as this process lives (the kernel drops the lock when it
     dies, however it dies); None where there are no flock locks (Windows), where no build is ever swept."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return None
     fd = os.open(staging / BUILDING, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -271,9 +269,7 @@ def _abandoned(build: Path) -> bool:
 def _remove_abandoned_builds(cache: Path) -> None:
     """Remove what killed installs left in the cache (hidden `.onnxruntime-X-*` build directories), never a build
     in progress. The cache is shared by concurrent runs: a directory another run removes first is simply gone."""
-    try:
-        import fcntl  # noqa: F401  (without flock no build is marked, so none can be told abandoned)
-    except ImportError:
+    if fcntl is None:  # without flock no build is marked, so none can be told abandoned
         return
     for entry in cache.iterdir():
         if entry.name.startswith(".onnxruntime-") and entry.is_dir() and not entry.is_symlink() and _abandoned(entry):
