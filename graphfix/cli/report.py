@@ -10,6 +10,7 @@ line. JSON output never comes through here: it keeps every change.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,9 +88,7 @@ def _plural(n: int, noun: str) -> str:
 
 
 def code_counts(findings: Sequence[Finding]) -> str:
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding.code] = counts.get(finding.code, 0) + 1
+    counts = Counter(finding.code for finding in findings)  # in the order codes first appear
     return ", ".join(f"{code} x{n}" if n > 1 else code for code, n in counts.items())
 
 
