@@ -6,7 +6,7 @@ that graphfix's imports are paid once per worker, not once per model. Processes,
 passes hold the GIL. The child is an ordinary graphfix process (interrupts.install, as the CLI): SIGTERM unwinds a
 repair under way, its staging directory removed and its proof child killed.
 
-Each child leads a process group of its own, like the proof's (proof/runtimes.run_child), so that a terminal's
+Each child leads a process group of its own, like the proof's (process/children.py own_group), so that a terminal's
 Ctrl-C reaches this process alone. At the end each child's stdin is closed and it exits; on any other way out
 (Ctrl-C, SIGTERM, an error here) no further child starts and each one is sent SIGTERM, then SIGKILL after a grace
 period: no child survives the run.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import BadInputError, GraphfixError
+from ..process.children import own_group, signal_group
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
 _STOP_GRACE_SECONDS = 10.0
@@ -78,14 +79,12 @@ class _Child:
     child lives could fill and stop it)."""
 
     def __init__(self) -> None:
-        group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
-                                 else {"preexec_fn": os.setpgrp})
         script = (f"import sys; sys.path.insert(0, {str(PACKAGE_PARENT)!r}); "
                   "from graphfix.batch.parallel import child_main; sys.exit(child_main())")
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self.stderr, **group)
+                                         stdout=subprocess.PIPE, stderr=self.stderr, **own_group())
         except BaseException:
             self.stderr.close()
             raise
@@ -122,8 +121,7 @@ class _Child:
             self.proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
-        # what it left in its group, or itself when it did not end (Windows: no SIGKILL; terminate is its kill)
-        _signal_group(self.proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+        signal_group(self.proc)  # what it left in its group, or itself when it did not end
         self.proc.wait()
         for stream in (self.proc.stdout, self.stderr):
             if stream is not None:
@@ -164,7 +162,7 @@ class _Children:
         for child in children:
             child.close()
             if not finished:
-                _signal_group(child.proc, signal.SIGTERM)
+                signal_group(child.proc, signal.SIGTERM)
         for child in children:
             child.end(_STOP_GRACE_SECONDS)
 
@@ -172,16 +170,6 @@ class _Children:
 def _process_limit(jobs: int) -> BadInputError:
     return BadInputError(f"cannot start {jobs} --jobs worker processes: the process limit is reached (ulimit -u, "
                          "which counts threads too); use fewer --jobs or raise it")
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, sig)
-        elif proc.poll() is None:
-            proc.terminate()
-    except (ProcessLookupError, PermissionError):  # gone already (PermissionError: macOS, a zombie leader)
-        pass
 
 
 def _outcome(task: Task) -> Outcome:

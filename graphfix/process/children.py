@@ -30,13 +30,11 @@ def start_child(command: list[str], env: dict[str, str] | None = None, stdin: in
     """The child of run_child, started alone (`stdin`: subprocess.PIPE for one that waits to be told what to do;
     `stderr`: a file, for one whose stderr is read only once it ended); the caller ends it with finish_child, or
     end_child on any way out before that."""
-    group: dict[str, Any] = ({} if os.name != "posix" else {"process_group": 0} if sys.version_info >= (3, 11)
-                             else {"preexec_fn": os.setpgrp})
     proc: subprocess.Popen[str] | None = None
     try:
         with held_for_main_thread():  # a signal held here is raised as the block ends: proc is known by then
             proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                    env=env, **group)
+                                    env=env, **own_group())
     except BaseException:
         if proc is not None:
             end_child(proc)
@@ -65,11 +63,24 @@ def end_child(proc: subprocess.Popen[str]) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
+    signal_group(proc)
+    proc.wait()
+
+
+def own_group() -> dict[str, Any]:
+    """Popen's arguments that make the child lead a process group of its own (none on Windows, which has none)."""
+    if os.name != "posix":
+        return {}
+    return {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+
+
+def signal_group(proc: subprocess.Popen[Any], sig: int | None = None) -> None:
+    """`sig` (SIGKILL when None) to the process group `proc` leads; on Windows, which has no process groups, proc
+    itself is ended (TerminateProcess, whatever the signal)."""
     try:
         if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL if sig is None else sig)
         elif proc.poll() is None:
             proc.kill()
     except (ProcessLookupError, PermissionError):  # the group is gone (PermissionError: macOS, a zombie leader)
         pass
-    proc.wait()
